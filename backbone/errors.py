@@ -1,0 +1,71 @@
+"""Root of the project's exception hierarchy.
+
+    BackboneError
+    ├── ConfigError              settings that cannot work (bad value, missing file)
+    ├── ServiceError             local stack: Java/Maven missing, port busy, start failed
+    ├── KafkaError               a librdkafka error, translated at the boundary
+    │   └── DeliveryError        a produced record was not acknowledged
+    ├── TopicConfigError         an existing topic differs from the configured one
+    ├── DecodeError              bytes that are not a record we know (see backbone.codec)
+    ├── SchemaCompatibilityError a schema version breaks readers of older data
+    ├── InvalidOrderTransition   an event the order state machine refuses (backbone.domain)
+    └── InvariantViolation       a bug: an internal invariant does not hold
+
+Every message about a record names it as ``topic[partition]@offset`` where known.
+"""
+
+from __future__ import annotations
+
+
+class BackboneError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(BackboneError):
+    pass
+
+
+class ServiceError(BackboneError):
+    pass
+
+
+class KafkaError(BackboneError):
+    def __init__(self, message: str, *, code: int | None = None, retriable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+
+
+class DeliveryError(KafkaError):
+    pass
+
+
+class TopicConfigError(BackboneError):
+    pass
+
+
+class DecodeError(BackboneError):
+    pass
+
+
+class SchemaCompatibilityError(BackboneError):
+    pass
+
+
+class InvalidOrderTransition(BackboneError):
+    """An event the order state machine refuses; `rule` names the rule broken."""
+
+    def __init__(self, order_id: str, rule: str, detail: str):
+        super().__init__(f"order {order_id}: {rule}: {detail}")
+        self.order_id = order_id
+        self.rule = rule
+        self.detail = detail
+
+
+class InvariantViolation(BackboneError):
+    pass
+
+
+def coordinates(topic: str, partition: int, offset: int) -> str:
+    """The canonical way to name a record in messages: ``topic[partition]@offset``."""
+    return f"{topic}[{partition}]@{offset}"

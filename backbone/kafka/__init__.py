@@ -1,0 +1,1 @@
+"""Thin, typed wrappers over confluent-kafka: admin (topics), producer and consumer plumbing."""

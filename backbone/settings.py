@@ -1,0 +1,154 @@
+"""One typed, frozen settings object, read from `BACKBONE_*` environment variables and `.env`.
+
+Build it once at the edge (`Settings()` in the CLI or a test fixture) and pass it down; nothing
+else in the project reads the environment. Secrets are `SecretStr`: they render as `**********`
+in reprs, logs and `backbone config show`, and are revealed only when handed to a client.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from backbone.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def _default_state_dir() -> Path:
+    # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user,
+    # which cannot enter /root: keep the state where that user can reach it.
+    if os.geteuid() == 0:
+        return Path("/var/lib/trading-backbone")
+    return Path("~/.local/state/trading-backbone")
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Environment variable = `BACKBONE_` + field name in capitals."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BACKBONE_", env_file=".env", env_file_encoding="utf-8", frozen=True, extra="ignore"
+    )
+
+    # --- Kafka connection -------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:19092", description="host:port[,host:port…]")
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = Field(None, description="CA bundle (PEM) to verify brokers")
+    kafka_ssl_certificate_location: Path | None = Field(None, description="client certificate (PEM)")
+    kafka_ssl_key_location: Path | None = Field(None, description="client private key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_client_id: str = "trading-backbone"
+
+    # --- Topics -----------------------------------------------------------------------------
+    topic_orders: str = "trading.orders"
+    topic_marketdata: str = "trading.marketdata"
+    topic_deadletter: str = "trading.deadletter"
+    topic_alerts: str = "trading.alerts"
+    partitions: int = Field(12, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=32)
+    min_insync_replicas: int = Field(1, ge=1, le=32)
+    marketdata_retention_ms: int = Field(7 * DAY_MS, ge=-1, description="-1 keeps everything")
+    alerts_retention_ms: int = Field(30 * DAY_MS, ge=-1)
+
+    # --- Database ---------------------------------------------------------------------------
+    database_url: SecretStr = SecretStr("postgresql+psycopg://backbone:backbone@127.0.0.1:15432/backbone")
+    database_readonly_role: str = "backbone_reader"
+
+    # --- Local stack (`backbone local …`) ------------------------------------------------------
+    state_dir: Path = Field(default_factory=lambda: _default_state_dir(), description="data, logs, pid files")
+    cache_dir: Path = Field(Path("~/.cache/trading-backbone"), description="Kafka jars resolved by Maven")
+    kafka_port: int = Field(19092, ge=1, le=65535)
+    kafka_controller_port: int = Field(19093, ge=1, le=65535)
+    postgres_port: int = Field(15432, ge=1, le=65535)
+    kafka_heap: str = "512m"
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("state_dir", "cache_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor})"
+            )
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("SASL security protocol needs BACKBONE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD")
+        return self
+
+    # --- Rendering --------------------------------------------------------------------------
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """The librdkafka configuration shared by every client; `overrides` win."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+            "client.id": self.kafka_client_id,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.kafka_ssl_ca_location),
+            ("ssl.certificate.location", self.kafka_ssl_certificate_location),
+            ("ssl.key.location", self.kafka_ssl_key_location),
+        ):
+            if path is not None:
+                if not path.exists():
+                    raise ConfigError(f"{key} file {path} does not exist")
+                conf[key] = str(path)
+        if self.kafka_ssl_key_password:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        conf.update(overrides)
+        return conf
+
+    @property
+    def database_url_value(self) -> str:
+        """The database URL with its password, for the driver only. Never print it."""
+        return self.database_url.get_secret_value()
+
+    def database_url_safe(self) -> str:
+        """The database URL with the password masked, for messages."""
+        return make_url(self.database_url_value).render_as_string(hide_password=True)
+
+    def display(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: for `backbone config show`."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url":
+                out[name] = self.database_url_safe()
+            elif isinstance(value, SecretStr):
+                out[name] = "**********"
+            else:
+                out[name] = "" if value is None else str(value)
+        return out
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests: unique topic names, other ports)."""
+        unknown = set(changes) - set(type(self).model_fields)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        # Re-validate so overrides get the same coercion as the environment (str -> SecretStr).
+        return type(self).model_validate({**dict(self), **changes})
+
+    def topic_names(self) -> list[str]:
+        return [self.topic_orders, self.topic_marketdata, self.topic_deadletter, self.topic_alerts]

@@ -1,0 +1,1 @@
+"""The `backbone` command line (typer): one module per command group, joined in cli.main."""

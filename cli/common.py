@@ -1,0 +1,45 @@
+"""What every command shares: settings from the environment, user-error handling, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from backbone.errors import BackboneError
+from backbone.settings import Settings
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def load_settings() -> Settings:
+    """Read the settings once; bad configuration is a user error, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        env = f"BACKBONE_{field.upper()}" if first["loc"] else "BACKBONE_*"
+        err_console.print(f"error: invalid configuration {env}: {first['msg']}")
+        raise typer.Exit(code=2) from e
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Expected failures end with a one-line message and exit code 1."""
+    try:
+        yield
+    except BackboneError as e:
+        err_console.print(f"error: {e}", markup=False)
+        raise typer.Exit(code=1) from e
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,26 @@
+"""`backbone config show`: the effective settings, secrets masked."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import console, load_settings, print_json
+
+app = typer.Typer(help="Inspect configuration (BACKBONE_* environment variables and .env).",
+                  no_args_is_help=True)
+
+
+@app.command()
+def show(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print every setting with its environment variable; secrets are masked."""
+    values = load_settings().display()
+    if json_out:
+        print_json(values)
+        return
+    table = Table("setting", "environment variable", "value")
+    for name, value in values.items():
+        table.add_row(name, f"BACKBONE_{name.upper()}", value)
+    console.print(table)

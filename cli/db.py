@@ -1,0 +1,31 @@
+"""`backbone db …`: schema migrations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from backbone import db
+from cli.common import console, load_settings, user_errors
+
+app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
+
+
+@app.command()
+def upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    settings = load_settings()
+    with user_errors():
+        now = db.upgrade(settings, revision)
+    console.print(f"database at revision {now}")
+
+
+@app.command()
+def current() -> None:
+    """Print the revision the database is at, and whether it is the newest."""
+    settings = load_settings()
+    with user_errors():
+        now = db.current(settings)
+    head = db.head_revision()
+    console.print(f"{now or '(empty)'}{' (head)' if now == head else f' (head is {head})'}")

@@ -1,0 +1,75 @@
+"""`backbone local …`: a real Kafka broker and PostgreSQL server on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from backbone.local import stack
+from cli.common import console, load_settings, print_json, user_errors
+
+app = typer.Typer(help="Start, stop and inspect the local Kafka + PostgreSQL stack.", no_args_is_help=True)
+
+ModeOpt = Annotated[str, typer.Option("--mode", help="native: run the servers here; docker: docker-compose.yml")]
+
+
+def _mode(value: str) -> stack.Mode:
+    if value not in ("native", "docker"):
+        raise typer.BadParameter("must be native or docker", param_hint="--mode")
+    return value  # type: ignore[return-value]
+
+
+def _print(statuses: list[stack.ServiceStatus], as_json: bool) -> None:
+    if as_json:
+        print_json([s.as_dict() for s in statuses])
+        return
+    table = Table("service", "state", "version", "address", "pid", "log")
+    for s in statuses:
+        table.add_row(s.name, "[green]running[/]" if s.running else "[red]stopped[/]", s.version, s.address,
+                      str(s.pid or "-"), str(s.log_file))
+    console.print(table)
+
+
+@app.command()
+def up(mode: ModeOpt = "native", json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Start Kafka (KRaft, from Maven Central jars) and PostgreSQL; wait until both answer.
+
+    Idempotent: services already running are left as they are. The first run downloads the
+    Kafka jars with Maven into the cache dir and formats the broker's storage.
+    """
+    settings = load_settings()
+    with user_errors():
+        if not json_out:
+            console.print("starting PostgreSQL and Kafka (first start resolves jars with Maven)…")
+        _print(stack.up(settings, _mode(mode)), json_out)
+
+
+@app.command()
+def down(mode: ModeOpt = "native") -> None:
+    """Stop the services this stack started (by pid file); nothing else is touched."""
+    settings = load_settings()
+    with user_errors():
+        stopped = stack.down(settings, _mode(mode))
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show both services with their versions, addresses and log files. Exit 1 if one is down."""
+    settings = load_settings()
+    with user_errors():
+        statuses = stack.status(settings)
+    _print(statuses, json_out)
+    if not all(s.running for s in statuses):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def logs(service: Annotated[str, typer.Argument(help="kafka or postgres")],
+         lines: Annotated[int, typer.Option("--lines", "-n", min=1)] = 50) -> None:
+    """Print the last lines of a service's log file."""
+    settings = load_settings()
+    with user_errors():
+        console.print(stack.logs(settings, service, lines), markup=False)

@@ -1,0 +1,52 @@
+"""`backbone topics …`: create and describe the backbone's Kafka topics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from backbone.kafka import topics
+from cli.common import console, err_console, load_settings, print_json, user_errors
+
+app = typer.Typer(help="Create and inspect the Kafka topics.", no_args_is_help=True)
+
+
+@app.command()
+def create(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Create trading.orders, .marketdata, .deadletter and .alerts (idempotent).
+
+    An existing topic whose partitions, replication or configs differ from the settings is
+    reported and the command exits 1: it is never silently accepted.
+    """
+    settings = load_settings()
+    with user_errors():
+        reports = topics.create_topics(settings)
+    if json_out:
+        print_json([vars(r) for r in reports])
+    else:
+        for r in reports:
+            console.print(f"{r.name}: {r.action}")
+            for p in r.problems:
+                err_console.print(f"  mismatch: {p}", markup=False)
+    if any(r.problems for r in reports):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def describe(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show partitions, leaders, replicas, ISR, configs and low/high offsets of each topic."""
+    settings = load_settings()
+    with user_errors():
+        described = topics.describe_topics(settings)
+    if json_out:
+        print_json([d.as_dict() for d in described])
+        return
+    for d in described:
+        keys = ("retention.ms", "min.insync.replicas", "message.timestamp.type", "cleanup.policy")
+        console.print(f"[bold]{d.name}[/] " + " ".join(f"{k}={d.config.get(k)}" for k in keys))
+        table = Table("partition", "leader", "replicas", "isr", "low", "high")
+        for p in d.partitions:
+            table.add_row(str(p.partition), str(p.leader), str(p.replicas), str(p.isr), str(p.low), str(p.high))
+        console.print(table)

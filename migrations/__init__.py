@@ -1,0 +1,1 @@
+"""Alembic migrations of the backbone's Postgres schema (`backbone db upgrade`)."""

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from backbone.settings import Settings
+from cli.main import app
+
+
+def test_defaults_render_a_librdkafka_config() -> None:
+    conf = Settings().kafka_config(**{"acks": "all"})
+    assert conf["bootstrap.servers"] and conf["acks"] == "all"
+    assert "sasl.password" not in conf
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKBONE_PARTITIONS", "24")
+    monkeypatch.setenv("BACKBONE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("BACKBONE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("BACKBONE_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("BACKBONE_KAFKA_SASL_PASSWORD", "hunter2")
+    s = Settings()
+    assert s.partitions == 24
+    conf = s.kafka_config()
+    assert conf["sasl.password"] == "hunter2" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.display())
+
+
+def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKBONE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ValidationError, match="SASL"):
+        Settings()
+
+
+def test_min_isr_above_replication_is_refused() -> None:
+    with pytest.raises(ValidationError, match="min_insync_replicas"):
+        Settings(replication_factor=1, min_insync_replicas=2)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(ValidationError):
+        Settings().partitions = 3  # type: ignore[misc]
+
+
+def test_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKBONE_DATABASE_URL", "postgresql+psycopg://app:topsecret@db:5432/x")
+    monkeypatch.setenv("BACKBONE_KAFKA_SASL_PASSWORD", "kafkasecret")
+    result = CliRunner().invoke(app, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "topsecret" not in result.output and "kafkasecret" not in result.output
+    assert "app:***@db:5432/x" in result.output
+
+
+def test_bad_environment_value_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKBONE_PARTITIONS", "many")
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert "BACKBONE_PARTITIONS" in result.output
