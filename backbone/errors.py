@@ -8,7 +8,8 @@
     ├── TopicConfigError         an existing topic differs from the configured one
     ├── DecodeError              bytes that are not a record we know (see backbone.codec)
     ├── SchemaCompatibilityError a schema version breaks readers of older data
-    ├── InvalidOrderTransition   an event the order state machine refuses (backbone.domain)
+    ├── InvalidRecord            a record refused for its content (reason = short stable id)
+    │   └── InvalidOrderTransition   an event the order state machine refuses (backbone.domain)
     └── InvariantViolation       a bug: an internal invariant does not hold
 
 Every message about a record names it as ``topic[partition]@offset`` where known.
@@ -52,11 +53,19 @@ class SchemaCompatibilityError(BackboneError):
     pass
 
 
-class InvalidOrderTransition(BackboneError):
+class InvalidRecord(BackboneError):
+    """A record refused for its content; `reason` is a short stable id for counting/alerting."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidOrderTransition(InvalidRecord):
     """An event the order state machine refuses; `rule` names the rule broken."""
 
     def __init__(self, order_id: str, rule: str, detail: str):
-        super().__init__(f"order {order_id}: {rule}: {detail}")
+        super().__init__(rule, f"order {order_id}: {rule}: {detail}")
         self.order_id = order_id
         self.rule = rule
         self.detail = detail
