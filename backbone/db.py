@@ -23,10 +23,11 @@ def make_engine(settings: Settings, url: str | None = None, **kwargs: object) ->
     return create_engine(url or settings.database_url_value, pool_pre_ping=True, **kwargs)
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, readonly_role: str = "backbone_reader") -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("migrations")))
     config.attributes["database_url"] = url
+    config.attributes["readonly_role"] = readonly_role
     return config
 
 
@@ -34,7 +35,7 @@ def upgrade(settings: Settings, revision: str = "head", url: str | None = None) 
     """Apply migrations up to `revision`; returns the revision now current."""
     url = url or settings.database_url_value
     try:
-        command.upgrade(alembic_config(url), revision)
+        command.upgrade(alembic_config(url, settings.database_readonly_role), revision)
     except OperationalError as e:
         raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
     return current(settings, url=url)
@@ -53,3 +54,29 @@ def current(settings: Settings, url: str | None = None) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def create_reader(settings: Settings, name: str, password: str, url: str | None = None) -> None:
+    """A login role for analysts: member of the read-only role, so it can SELECT the tables and
+    views and cannot write. Idempotent (re-running resets the password)."""
+    from psycopg import sql
+
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise DatabaseError(f"role name {name!r}: use letters, digits and _ only, starting with a letter")
+    engine = make_engine(settings, url)
+    try:
+        with engine.begin() as sa_conn:
+            conn = sa_conn.connection.driver_connection
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()
+            verb = "alter" if exists else "create"
+            conn.execute(sql.SQL(verb + " role {} login password {}").format(sql.Identifier(name),
+                                                                             sql.Literal(password)))
+            conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(settings.database_readonly_role),
+                                                          sql.Identifier(name)))
+            dbname = conn.execute("select current_database()").fetchone()[0]
+            conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(dbname),
+                                                                              sql.Identifier(name)))
+    except OperationalError as e:
+        raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
+    finally:
+        engine.dispose()

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
 
     # --- Database ---------------------------------------------------------------------------
     database_url: SecretStr = SecretStr("postgresql+psycopg://backbone:backbone@127.0.0.1:15432/backbone")
-    database_readonly_role: str = "backbone_reader"
+    database_readonly_role: str = Field("backbone_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     # --- Local stack (`backbone local …`) ------------------------------------------------------
     state_dir: Path = Field(default_factory=lambda: _default_state_dir(), description="data, logs, pid files")

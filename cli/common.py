@@ -43,3 +43,22 @@ def user_errors() -> Iterator[None]:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def canonical_value(value: Any) -> Any:
+    """A database value in the canonical JSON form: decimals as plain strings, times ISO-8601 UTC
+    with microseconds and Z (the same rules as backbone.codec.json_form)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def format_decimal(value: Any) -> str:
+    """Plain notation, no exponent, no trailing zeros (`Decimal('1E+2')` → "100")."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text

@@ -29,3 +29,16 @@ def current() -> None:
         now = db.current(settings)
     head = db.head_revision()
     console.print(f"{now or '(empty)'}{' (head)' if now == head else f' (head is {head})'}")
+
+
+@app.command("create-reader")
+def create_reader(
+    name: Annotated[str, typer.Argument(help="login role to create for an analyst")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, envvar="BACKBONE_READER_PASSWORD",
+                                          help="its password (prompted, or from BACKBONE_READER_PASSWORD)")],
+) -> None:
+    """Create (or reset) a login role in the read-only group: SELECT on tables and views, no writes."""
+    settings = load_settings()
+    with user_errors():
+        db.create_reader(settings, name, password)
+    console.print(f"role {name} can now read (member of {settings.database_readonly_role})")

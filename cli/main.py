@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import config, db, local, topics
+from cli import config, db, demo, local, produce, project, schemas, topics, views
 
 app = typer.Typer(
     help="trading-backbone: Kafka event-sourced orders, positions and P&L.",
@@ -15,6 +15,14 @@ app.add_typer(local.app, name="local")
 app.add_typer(topics.app, name="topics")
 app.add_typer(db.app, name="db")
 app.add_typer(config.app, name="config")
+app.add_typer(schemas.app, name="schemas")
+app.add_typer(project.app, name="project")
+app.command("simulate")(produce.simulate_cmd)
+app.command("publish")(produce.publish_cmd)
+app.command("positions")(views.positions)
+app.command("pnl")(views.pnl)
+app.command("orders")(views.orders)
+app.command("demo")(demo.demo)
 
 if __name__ == "__main__":
     app()

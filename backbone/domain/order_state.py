@@ -68,7 +68,7 @@ arithmetic               an exact decimal operation would have had to round
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
@@ -85,6 +85,7 @@ from backbone.domain.order_fields import (
     required,
     round_half_even,
 )
+from backbone.domain.plain import fast_replace as replace
 from backbone.errors import InvalidOrderTransition
 
 __all__ = [

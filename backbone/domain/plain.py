@@ -85,3 +85,22 @@ def from_plain(tp: Any, data: Any) -> Any:
         if tp in (int, str, bool):
             return tp(data)
     raise TypeError(f"cannot rebuild {tp!r} from plain data")
+
+
+@functools.cache
+def _slots(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def fast_replace(obj: T, /, **changes: Any) -> T:
+    """`dataclasses.replace` for the frozen, slotted domain dataclasses (no __post_init__),
+    several times faster: it copies the slots instead of calling the generated __init__, which
+    matters on the projector's per-event path."""
+    cls = type(obj)
+    new = object.__new__(cls)
+    set_ = object.__setattr__
+    for name in _slots(cls):
+        set_(new, name, changes[name] if name in changes else getattr(obj, name))
+    if len(changes) and not set(changes) <= set(_slots(cls)):
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(set(changes) - set(_slots(cls)))}")
+    return new

@@ -1,0 +1,168 @@
+"""Events/s projected from Kafka into Postgres with exactly-once checkpoints, against limits.
+
+Run: python -m benchmarks.project [--events 100000] [--naive-events 3000]
+     python -m benchmarks.project --latency [--rate 5000] [--seconds 30]
+
+Throughput mode, on one simulated log in throwaway topics, measured in the same run:
+  (a) raw:       consume + decode every record (the limit: no projection, no database);
+  (b) projector: ProjectionLoop, one Postgres transaction per batch with rows + offsets;
+  (c) naive:     the same projection committing one transaction per event (rows + offset),
+                 measured on the first --naive-events records.
+Prints the three rates and the ratios b/a and b/c.
+
+Latency mode: a producer process publishes valid events at a steady --rate with event time =
+now; this process runs the projector and records, per event, commit time − event time.
+Prints p50/p99/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer
+
+from backbone import db
+from backbone.codec.avro import AvroCodec
+from backbone.kafka.producer import KafkaProducer
+from backbone.settings import Settings
+from benchmarks.common import bench_settings, create_topics, delete_topics, fresh_database, percentile
+from consumers.runtime import LoopConfig, ProjectionLoop
+from producers.publisher import EventPublisher
+from producers.simulator import SimulationConfig, simulate
+from projections import store
+from projections.trading import TradingProjection
+
+
+def publish(settings: Settings, events: int) -> None:
+    with KafkaProducer(settings) as producer:
+        publisher = EventPublisher(settings, producer, AvroCodec())
+        for record in simulate(SimulationConfig(events=events, seed=5, symbols=40, accounts=20)):
+            publisher.publish(record)
+
+
+def raw_consume(settings: Settings, events: int) -> float:
+    codec = AvroCodec()
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"raw-{time.time_ns()}", "auto.offset.reset": "earliest",
+                                                 "enable.auto.commit": False}))
+    consumer.subscribe([settings.topic_orders, settings.topic_marketdata])
+    seen, t0 = 0, None
+    while seen < events:
+        for msg in consumer.consume(num_messages=5000, timeout=1.0):
+            if msg.error() is None:
+                if t0 is None:
+                    t0 = time.perf_counter()
+                codec.decode(msg.value())
+                seen += 1
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    consumer.close()
+    return events / elapsed
+
+
+def projector(settings: Settings, events: int) -> float:
+    with fresh_database(settings) as dbs:
+        engine = db.make_engine(dbs)
+        loop = ProjectionLoop(dbs, TradingProjection(dbs), engine, LoopConfig(group_id=f"proj-{time.time_ns()}"))
+        t0 = time.perf_counter()
+        stats = loop.run(until_caught_up=True)
+        elapsed = time.perf_counter() - t0
+        engine.dispose()
+    assert stats.events == events, (stats.events, events)
+    return events / elapsed
+
+
+def naive(settings: Settings, limit: int) -> float:
+    """One transaction per event: apply, write the rows, advance the checkpoint, commit."""
+    codec = AvroCodec()
+    with fresh_database(settings) as dbs:
+        projection = TradingProjection(dbs, codec)
+        engine = db.make_engine(dbs)
+        consumer = Consumer(dbs.kafka_config(**{"group.id": f"naive-{time.time_ns()}",
+                                                "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+        consumer.subscribe([dbs.topic_orders, dbs.topic_marketdata])
+        done, t0, positions = 0, None, {}
+        while done < limit:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            projection.apply(msg)
+            tp = (msg.topic(), msg.partition())
+            with engine.begin() as sa_conn:
+                conn = sa_conn.connection.driver_connection
+                projection.write(conn)
+                store.advance_checkpoints(conn, "naive", {tp: (positions.get(tp), msg.offset() + 1)})
+            projection.committed()
+            positions[tp] = msg.offset() + 1
+            done += 1
+        elapsed = time.perf_counter() - (t0 or time.perf_counter())
+        consumer.close()
+        engine.dispose()
+    return limit / elapsed
+
+
+def throughput(args: argparse.Namespace) -> None:
+    settings = bench_settings("project")
+    create_topics(settings)
+    try:
+        print(f"publishing {args.events:,} simulated records…", flush=True)
+        publish(settings, args.events)
+        a = raw_consume(settings, args.events)
+        print(f"(a) raw consume+decode: {a:,.0f} events/s", flush=True)
+        b = projector(settings, args.events)
+        print(f"(b) projector (batch txn, exactly-once checkpoints): {b:,.0f} events/s", flush=True)
+        c = naive(settings, min(args.naive_events, args.events))
+        print(f"(c) naive (one txn per event, first {min(args.naive_events, args.events):,}): {c:,.0f} events/s")
+        print(f"ratios: b/a = {b / a:.2f}   b/c = {b / c:.1f}x")
+    finally:
+        delete_topics(settings)
+
+
+def latency(args: argparse.Namespace) -> None:
+    settings = bench_settings("latency")
+    create_topics(settings)
+    latencies: list[float] = []
+
+    def on_commit(records: list, committed_at: float) -> None:
+        for msg in records:
+            latencies.append(committed_at - msg.timestamp()[1] / 1000)
+
+    try:
+        with fresh_database(settings) as dbs:
+            env_overrides = {f"BACKBONE_{k.upper()}": v for k, v in dbs.display().items()
+                             if k.startswith("topic_") or k == "partitions"}
+            producer = subprocess.Popen([sys.executable, "-m", "benchmarks.steady_producer", str(args.rate),
+                                         str(args.seconds)], env={**__import__("os").environ, **env_overrides})
+            engine = db.make_engine(dbs)
+            loop = ProjectionLoop(dbs, TradingProjection(dbs), engine,
+                                  LoopConfig(group_id=f"lat-{time.time_ns()}", batch_size=5000, poll_timeout_s=0.005),
+                                  on_commit=on_commit)
+            loop.run(max_seconds=args.seconds + 10)
+            producer.wait(timeout=60)
+            engine.dispose()
+        steady = latencies[len(latencies) // 10:]  # drop the warm-up tenth
+        print(f"rate {args.rate}/s for {args.seconds}s: {len(latencies):,} events projected")
+        print(f"latency event time -> row committed: p50 {percentile(steady, 50) * 1000:.1f} ms  "
+              f"p99 {percentile(steady, 99) * 1000:.1f} ms  max {max(steady) * 1000:.1f} ms")
+    finally:
+        delete_topics(settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--naive-events", type=int, default=3000)
+    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    print(f"started {datetime.now(tz=UTC):%Y-%m-%d %H:%M:%S} UTC", flush=True)
+    latency(args) if args.latency else throughput(args)
+
+
+if __name__ == "__main__":
+    main()

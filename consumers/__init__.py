@@ -1,0 +1,1 @@
+"""Consumers: the supervised batch loop with offsets stored in Postgres, DLQ, rebalances."""

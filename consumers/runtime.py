@@ -1,0 +1,300 @@
+"""The supervised batch loop that drives a projection from Kafka into Postgres, exactly once.
+
+Commit protocol, per batch (mirrored by `# Step n` comments in `_process`):
+
+1. Apply the batch in memory: decode every record and apply it to the projection's state;
+   a record the projection refuses becomes a dead letter and the batch goes on.
+2. Write the changed rows (the projection's writer) and the dead letters (table), and produce
+   the dead letters to `trading.deadletter` (flushed before the database commit: at least once).
+3. Write the next offset of every partition the batch touched into `projection_checkpoints`,
+   as a compare-and-set from the offset this owner loaded: if another consumer moved it, the
+   whole transaction is abandoned (`FencedError`) and the partitions are reloaded.
+4. Commit the Postgres transaction: rows, dead letters and offsets become visible together.
+5. Mirror the offsets to Kafka (async commit) so ordinary lag tools see the group.
+
+On start and on every assignment the projection loads the assigned partitions' rows and the
+consumer seeks to the offsets stored in Postgres (the beginning when there are none). Postgres
+unavailable or a serialization failure: the same transaction is retried with backoff, offsets
+do not advance, the process stays alive. Rebalances happen only inside `consume()`, between
+batches, so no batch is ever in flight across one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from backbone.errors import BackboneError, KafkaError
+from backbone.kafka.producer import KafkaProducer
+from backbone.settings import Settings
+from producers import deadletter
+from producers.deadletter import DeadLetter
+from projections import store
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class Projection(Protocol):
+    """What the loop needs from a projection; state transitions stay inside it."""
+
+    name: str
+
+    def topics(self) -> list[str]: ...
+
+    def load(self, conn: psycopg.Connection, assigned: list[TP]) -> None: ...
+
+    def drop(self, revoked: list[TP]) -> None: ...
+
+    def apply(self, msg: Message) -> DeadLetter | None: ...
+
+    def write(self, conn: psycopg.Connection) -> int: ...
+
+    def committed(self) -> None: ...
+
+
+@dataclass
+class RunStats:
+    batches: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    rows_written: int = 0
+    db_retries: int = 0
+    fenced: int = 0
+    rebalances: int = 0
+    started: float = field(default_factory=time.monotonic)
+    lag: int | None = None
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.events / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    group_id: str
+    instance_id: str | None = None  # static membership: a restarted instance takes its place at once
+    session_timeout_ms: int = 10_000
+    batch_size: int = 5000
+    poll_timeout_s: float = 0.5
+    status_interval_s: float = 10.0
+    max_db_backoff_s: float = 30.0
+
+
+class ProjectionLoop:
+    """One consumer in a group, feeding one projection. Not thread-safe; no hidden threads."""
+
+    def __init__(self, settings: Settings, projection: Projection, engine: Engine, config: LoopConfig,
+                 *, stop_requested: Callable[[], bool] = lambda: False,
+                 on_status: Callable[[RunStats], None] | None = None,
+                 on_commit: Callable[[list[Message], float], None] | None = None) -> None:
+        self.settings, self.projection, self.engine, self.config = settings, projection, engine, config
+        self.stop_requested = stop_requested
+        self.on_status = on_status
+        self.on_commit = on_commit  # (records, wall-clock commit time): for latency measurements
+        self.stats = RunStats()
+        self.assigned: set[TP] = set()
+        self.positions: dict[TP, int | None] = {}  # next offset this owner expects (None: no checkpoint)
+        self.at_end: set[TP] = set()
+        self._dlq: KafkaProducer | None = None
+        extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
+        self._consumer = Consumer(settings.kafka_config(**extra, **{
+            "group.id": config.group_id,
+            "session.timeout.ms": config.session_timeout_ms,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",  # co-partitioned topics: same p on one consumer
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        }))
+
+    # -- rebalance callbacks: run inside consume(), between batches ------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
+        for tp in partitions:
+            offset = checkpoints.get((tp.topic, tp.partition))
+            tp.offset = OFFSET_BEGINNING if offset is None else offset
+            self.positions[(tp.topic, tp.partition)] = offset
+        self.assigned |= set(tps)
+        self.stats.rebalances += 1
+        consumer.assign(partitions)
+        log.info("assigned %s", ", ".join(f"{t}[{p}]@{checkpoints.get((t, p), 'beginning')}" for t, p in tps))
+
+    def _load(self, conn: psycopg.Connection, tps: list[TP]) -> dict[TP, int]:
+        self.projection.load(conn, tps)
+        stored = store.read_checkpoints(conn, self.projection.name)
+        return {tp: stored[tp] for tp in tps if tp in stored}
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        self.projection.drop(tps)
+        for tp in tps:
+            self.assigned.discard(tp)
+            self.positions.pop(tp, None)
+            self.at_end.discard(tp)
+        self.stats.rebalances += 1
+        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in tps))
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run(self, *, until_caught_up: bool = False, max_seconds: float | None = None) -> RunStats:
+        """Consume until stopped (signal flag), caught up (if asked) or `max_seconds` elapsed."""
+        self._consumer.subscribe(self.projection.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        last_status = time.monotonic()
+        try:
+            while not self.stop_requested():
+                messages = self._consumer.consume(num_messages=self.config.batch_size,
+                                                  timeout=self.config.poll_timeout_s)
+                records = self._sort(messages)
+                if records:
+                    self._process(records)
+                now = time.monotonic()
+                if self.on_status and now - last_status >= self.config.status_interval_s:
+                    self.stats.lag = self.lag()
+                    self.on_status(self.stats)
+                    last_status = now
+                if until_caught_up and self.assigned and self.assigned <= self.at_end:
+                    break
+                if deadline is not None and now >= deadline:
+                    break
+        finally:
+            self.close()
+        self.stats.lag = None
+        return self.stats
+
+    def _sort(self, messages: list[Message]) -> list[Message]:
+        records = []
+        for msg in messages:
+            tp = (msg.topic(), msg.partition())
+            err = msg.error()
+            if err is not None:
+                if err.code() == RdKafkaError._PARTITION_EOF:
+                    if tp in self.assigned:
+                        self.at_end.add(tp)
+                    continue
+                if err.fatal():
+                    raise KafkaError(f"fatal consumer error: {err.str()}", code=err.code())
+                log.warning("consumer error on %s[%s]: %s", tp[0], tp[1], err.str())
+                continue
+            if tp not in self.assigned:
+                continue  # fetched before a revoke; its new owner will process it
+            expected = self.positions.get(tp)
+            if expected is not None and msg.offset() < expected:
+                continue  # prefetched before a seek to the stored offset: already applied
+            self.at_end.discard(tp)
+            records.append(msg)
+        return records
+
+    def _process(self, records: list[Message]) -> None:
+        # Step 1: apply the batch in memory; refused records become dead letters.
+        letters: list[tuple[Message, DeadLetter]] = []
+        moves: dict[TP, tuple[int | None, int]] = {}
+        for msg in records:
+            tp = (msg.topic(), msg.partition())
+            letter = self.projection.apply(msg)
+            if letter is not None:
+                letters.append((msg, letter))
+            moves[tp] = (self.positions.get(tp), msg.offset() + 1)
+        if letters:
+            # Step 2 (topic part): produce dead letters before the commit; a replay may resend.
+            producer = self._dlq_producer()
+            for _msg, letter in letters:
+                deadletter.send(producer, self.settings.topic_deadletter, letter)
+            producer.flush()
+
+        def transaction(conn: psycopg.Connection) -> int:
+            # Step 2: the changed rows and the dead letters.
+            written = self.projection.write(conn)
+            store.insert_dead_letters(conn, [
+                (self.projection.name, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value())
+                for m, d in letters])
+            # Step 3: the next offsets, compare-and-set against what this owner loaded.
+            store.advance_checkpoints(conn, self.projection.name, moves)
+            return written
+            # Step 4: the commit happens when _with_db_retry's transaction block ends.
+
+        try:
+            written = self._with_db_retry(transaction)
+        except store.FencedError as e:
+            self.stats.fenced += 1
+            log.warning("abandoning batch: %s; reloading my partitions from Postgres", e)
+            self._reload_assigned()
+            return
+        self.projection.committed()
+        if self.on_commit is not None:
+            self.on_commit(records, time.time())
+        for tp, (_old, nxt) in moves.items():
+            self.positions[tp] = nxt
+        self.stats.batches += 1
+        self.stats.events += len(records)
+        self.stats.dead_letters += len(letters)
+        self.stats.rows_written += written
+        # Step 5: mirror the offsets to Kafka for lag tools; Postgres stays the source of truth.
+        offsets = [TopicPartition(t, p, nxt) for (t, p), (_old, nxt) in moves.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as e:  # a mirror only: progress is already safe in Postgres
+            log.warning("could not mirror offsets to Kafka: %s", e.args[0].str())
+
+    def _reload_assigned(self) -> None:
+        tps = sorted(self.assigned)
+        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
+        for t, p in tps:
+            offset = checkpoints.get((t, p))
+            self.positions[(t, p)] = offset
+            self._consumer.seek(TopicPartition(t, p, OFFSET_BEGINNING if offset is None else offset))
+
+    def _with_db_retry(self, work: Callable[[psycopg.Connection], Any]) -> Any:
+        """Run `work` in one transaction; retry on connection loss or serialization failure."""
+        delay = 0.2
+        while True:
+            try:
+                with self.engine.begin() as sa_conn:
+                    return work(sa_conn.connection.driver_connection)
+            except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
+                self.stats.db_retries += 1
+                log.warning("database unavailable or conflict (%s); retrying in %.1fs, offsets not advanced",
+                            str(e).splitlines()[0], delay)
+                if self.stop_requested():
+                    raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.max_db_backoff_s)
+
+    def _dlq_producer(self) -> KafkaProducer:
+        if self._dlq is None:
+            self._dlq = KafkaProducer(self.settings)
+        return self._dlq
+
+    def lag(self) -> int:
+        """Messages behind the high watermarks of the assigned partitions (cached watermarks)."""
+        total = 0
+        for t, p in self.assigned:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+            except KafkaException:
+                continue
+            nxt = self.positions.get((t, p)) or 0
+            if high >= 0:
+                total += max(high - nxt, 0)
+        return total
+
+    def close(self) -> None:
+        if self._dlq is not None:
+            self._dlq.flush()
+            self._dlq = None
+        self._consumer.close()

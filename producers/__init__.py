@@ -1,0 +1,1 @@
+"""Producers: validate → Avro encode → idempotent produce, keyed by symbol."""

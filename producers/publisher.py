@@ -1,0 +1,80 @@
+"""Encode and produce backbone records: key = symbol, record timestamp = event time.
+
+`EventPublisher` is the one place records become Kafka messages. `ValidatingPublisher` adds
+the order state machine in front of it, so nothing that breaks an order's lifecycle is ever
+published: such an event raises `InvalidOrderTransition` and the caller dead-letters it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from backbone.codec.avro import AvroCodec
+from backbone.domain import order_state
+from backbone.domain.events import MarketMark, OrderEvent
+from backbone.domain.order_state import OrderState
+from backbone.errors import InvalidOrderTransition, InvalidRecord
+from backbone.kafka.partitioner import symbol_partition
+from backbone.kafka.producer import KafkaProducer
+from backbone.settings import Settings
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def timestamp_ms(when: datetime) -> int:
+    """Exact milliseconds since the epoch (no float rounding)."""
+    return (when - EPOCH) // _MS
+
+
+class EventPublisher:
+    def __init__(self, settings: Settings, producer: KafkaProducer, codec: AvroCodec) -> None:
+        self.settings, self.producer, self.codec = settings, producer, codec
+        self.by_type: Counter[str] = Counter()
+        self.by_partition: Counter[int] = Counter()
+
+    def publish(self, record: OrderEvent | MarketMark) -> None:
+        if isinstance(record, OrderEvent):
+            topic, kind = self.settings.topic_orders, record.event_type.value
+        else:
+            topic, kind = self.settings.topic_marketdata, "MARK"
+        key = record.symbol.encode()
+        self.producer.produce(topic, self.codec.encode(record), key=key, timestamp_ms=timestamp_ms(record.event_time))
+        self.by_type[kind] += 1
+        self.by_partition[symbol_partition(record.symbol, self.settings.partitions)] += 1
+
+    def flush(self) -> None:
+        self.producer.flush()
+
+
+class ValidatingPublisher:
+    """Publishes order events only when the order state machine accepts them."""
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self.publisher = publisher
+        self.orders: dict[str, OrderState] = {}
+        self.duplicates = 0
+
+    def check(self, event: OrderEvent) -> bool:
+        """Validate and remember; True if the event is new, False for a resend of one already
+        accepted. Raises InvalidOrderTransition (an InvalidRecord) for anything the state machine refuses."""
+        state = self.orders.get(event.order_id)
+        try:
+            self.orders[event.order_id] = order_state.apply(state, event)
+        except InvalidOrderTransition as e:
+            if e.rule != "duplicate_event":
+                raise
+            self.duplicates += 1
+            return False
+        return True
+
+    def publish(self, record: OrderEvent | MarketMark) -> None:
+        if isinstance(record, OrderEvent):
+            self.check(record)  # a resend is still published: downstream recognises it by event_id
+        elif record.mark_price <= 0:
+            raise InvalidRecord("bad_value:mark_price", f"{record.symbol}: mark price {record.mark_price} is not > 0")
+        self.publisher.publish(record)
+
+
+__all__ = ["EventPublisher", "ValidatingPublisher", "timestamp_ms"]

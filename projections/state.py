@@ -1,0 +1,194 @@
+"""The trading projection's in-memory state and its transitions (no I/O).
+
+`TradingState.apply_order_event` and `apply_mark` take one decoded record with its Kafka
+coordinates and either change the state completely or not at all: every new value is computed
+first and assigned only when nothing raised. An event the domain refuses raises
+`InvalidOrderTransition` (or `PositionError`); the caller dead-letters it. Keys are symbols, so
+the state of one Kafka partition never depends on another's: `TradingState` may hold several
+partitions and `drop_partition` forgets one.
+
+What changed since the last `take_changes()` is tracked as key sets, so the writer persists
+exactly the rows an applied batch touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from backbone.domain import order_state, positions
+from backbone.domain.events import EventType, Liquidity, MarketMark, OrderEvent, Side
+from backbone.domain.order_state import OrderState
+from backbone.domain.positions import Fill, Position
+from backbone.errors import InvalidOrderTransition
+
+Outcome = Literal["applied", "duplicate", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One fill as executed and as restated since (busted, corrected)."""
+
+    exec_id: str
+    order_id: str
+    kafka_partition: int
+    source_offset: int
+    account: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    commission: Decimal
+    currency: str | None
+    liquidity: Liquidity | None
+    exec_time: datetime
+    busted: bool
+    corrected: bool
+    original_qty: Decimal | None
+    original_price: Decimal | None
+    last_event_id: str
+    updated_at: datetime
+
+    def as_fill(self) -> Fill:
+        return Fill(self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
+                    self.commission, self.exec_time)
+
+
+def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, str], Position]:
+    """Positions refolded from their live executions in offset order: how a projector that
+    restarts rebuilds the fill history that busts and corrections need."""
+    live: dict[tuple[str, str], list[Fill]] = {}
+    for x in sorted(executions, key=lambda e: (e.kafka_partition, e.source_offset)):
+        if not x.busted:
+            live.setdefault((x.account, x.symbol), []).append(x.as_fill())
+    return {key: positions.apply_fills(positions.empty_position(*key), fills) for key, fills in live.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRow:
+    symbol: str
+    kafka_partition: int
+    mark: MarketMark
+
+
+@dataclass
+class Changes:
+    orders: set[str] = field(default_factory=set)
+    executions: set[str] = field(default_factory=set)
+    positions: set[tuple[str, str]] = field(default_factory=set)
+    marks: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.executions or self.positions or self.marks)
+
+
+@dataclass
+class TradingState:
+    """Orders, executions, positions and marks of the partitions a projector owns."""
+
+    orders: dict[str, OrderState] = field(default_factory=dict)
+    order_partition: dict[str, int] = field(default_factory=dict)
+    executions: dict[str, Execution] = field(default_factory=dict)
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
+    position_partition: dict[tuple[str, str], int] = field(default_factory=dict)
+    marks: dict[str, MarkRow] = field(default_factory=dict)
+    changes: Changes = field(default_factory=Changes)
+
+    # -- order events -------------------------------------------------------------------------
+
+    def apply_order_event(self, event: OrderEvent, partition: int, offset: int) -> Outcome:
+        before = self.orders.get(event.order_id)
+        try:
+            after = order_state.apply(before, event)  # raises InvalidOrderTransition: nothing changed
+        except InvalidOrderTransition as e:
+            if e.rule == "duplicate_event":  # a resend of an event already applied: recognised, skipped
+                return "duplicate"
+            raise
+        execution: Execution | None = None
+        key = (event.account, event.symbol)
+        position = self.positions.get(key) or positions.empty_position(event.account, event.symbol)
+        new_position: Position | None = None
+
+        if event.event_type == EventType.FILLED:
+            exec_id = str(event.exec_id)
+            if exec_id in self.executions:
+                raise InvalidOrderTransition(event.order_id, "duplicate_exec_id",
+                                             f"execution {exec_id} already belongs to order "
+                                             f"{self.executions[exec_id].order_id}")
+            execution = Execution(
+                exec_id, event.order_id, partition, offset, event.account, event.symbol, event.side,
+                Decimal(event.last_qty or 0), Decimal(event.last_px or 0), Decimal(event.commission or 0),
+                event.currency, event.liquidity, event.event_time, False, False, None, None,
+                event.event_id, event.event_time)
+            new_position = positions.apply_fill(position, execution.as_fill())
+        elif event.event_type in (EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED):
+            original = self._restated_exec_id(after, str(event.exec_ref_id))
+            current = self.executions[original]
+            if event.event_type == EventType.TRADE_CANCELED:
+                execution = replace(current, busted=True, last_event_id=event.event_id,
+                                    updated_at=event.event_time)
+                new_position = positions.bust(position, original)
+            else:
+                commission = current.commission if event.commission is None else Decimal(event.commission)
+                execution = replace(current, qty=Decimal(event.last_qty or 0), price=Decimal(event.last_px or 0),
+                                    commission=commission, corrected=True,
+                                    original_qty=current.original_qty or current.qty,
+                                    original_price=current.original_price or current.price,
+                                    last_event_id=event.event_id, updated_at=event.event_time)
+                new_position = positions.correct(position, original, execution.qty, execution.price, commission)
+
+        # Everything computed without error: commit to the state.
+        self.orders[event.order_id] = after
+        self.order_partition[event.order_id] = partition
+        self.changes.orders.add(event.order_id)
+        if execution is not None:
+            self.executions[execution.exec_id] = execution
+            self.changes.executions.add(execution.exec_id)
+        if new_position is not None:
+            self.positions[key] = new_position
+            self.position_partition[key] = partition
+            self.changes.positions.add(key)
+        return "applied"
+
+    def _restated_exec_id(self, order: OrderState, ref: str) -> str:
+        """The original exec_id of the fill a bust/correction names (ref may be a correction's id)."""
+        for fill in order.fills:
+            if fill.answers_to(ref):
+                if fill.exec_id not in self.executions:
+                    raise InvalidOrderTransition(order.order_id, "unknown_exec_ref",
+                                                 f"execution {fill.exec_id} is not in the projection")
+                return fill.exec_id
+        raise InvalidOrderTransition(order.order_id, "unknown_exec_ref", f"no execution answers to {ref}")
+
+    # -- marks ----------------------------------------------------------------------------------
+
+    def apply_mark(self, mark: MarketMark, partition: int) -> Outcome:
+        """Keep the newest mark per symbol; an older or equal-time mark is stale, not an error."""
+        current = self.marks.get(mark.symbol)
+        if current is not None and (mark.event_time, mark.event_id) <= (current.mark.event_time,
+                                                                        current.mark.event_id):
+            return "duplicate" if current.mark.event_id == mark.event_id else "stale"
+        self.marks[mark.symbol] = MarkRow(mark.symbol, partition, mark)
+        self.changes.marks.add(mark.symbol)
+        return "applied"
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    def drop_partition(self, orders_partition: int | None = None, marks_partition: int | None = None) -> None:
+        """Forget the state of a partition this projector no longer owns."""
+        if orders_partition is not None:
+            for order_id in [o for o, p in self.order_partition.items() if p == orders_partition]:
+                del self.orders[order_id], self.order_partition[order_id]
+            for exec_id in [e for e, x in self.executions.items() if x.kafka_partition == orders_partition]:
+                del self.executions[exec_id]
+            for key in [k for k, p in self.position_partition.items() if p == orders_partition]:
+                del self.positions[key], self.position_partition[key]
+        if marks_partition is not None:
+            for symbol in [s for s, m in self.marks.items() if m.kafka_partition == marks_partition]:
+                del self.marks[symbol]

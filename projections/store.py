@@ -1,0 +1,180 @@
+"""Postgres side of the trading projection: load a partition's state, write changed rows,
+and the per-partition checkpoints (compare-and-set, so two owners of a partition can never both
+commit the same offsets).
+
+All statements run on the caller's connection inside the caller's transaction: the runtime
+writes rows, dead letters and checkpoints in one transaction (see consumers.runtime).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from backbone.domain import positions
+from backbone.domain.events import Liquidity, MarketMark, Side
+from backbone.domain.order_state import OrderState
+from backbone.domain.plain import from_plain, to_plain
+from backbone.domain.positions import Position
+from backbone.errors import InvariantViolation
+from projections.state import Changes, Execution, MarkRow, TradingState, positions_from_executions
+
+ORDER_COLS = ("order_id", "kafka_partition", "account", "symbol", "side", "order_type", "time_in_force",
+              "cl_ord_id", "status", "order_qty", "price", "stop_price", "cum_qty", "leaves_qty", "avg_px",
+              "seq", "first_event_time", "last_event_time", "state")
+EXEC_COLS = ("exec_id", "order_id", "kafka_partition", "source_offset", "account", "symbol", "side", "qty",
+             "price", "commission", "currency", "liquidity", "exec_time", "busted", "corrected",
+             "original_qty", "original_price", "last_event_id", "updated_at")
+POSITION_COLS = ("account", "symbol", "kafka_partition", "qty", "avg_px", "realized_pnl", "realized_commission",
+                 "open_commission", "commission", "fill_count", "last_fill_time")
+MARK_COLS = ("symbol", "kafka_partition", "mark_price", "bid", "ask", "last", "event_time", "event_id", "source")
+
+
+def _upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None = None) -> str:
+    target = f"{schema}.{table}" if schema else table
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+    return (f"insert into {target} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
+            f"on conflict ({', '.join(keys)}) do update set {updates}")
+
+
+def _order_row(order: OrderState, partition: int) -> tuple[Any, ...]:
+    return (order.order_id, partition, order.account, order.symbol, order.side.value, order.order_type.value,
+            order.time_in_force.value, order.cl_ord_id, order.status.value, order.order_qty, order.price,
+            order.stop_price, order.cum_qty, order.leaves_qty, order.avg_px, order.seq, order.first_event_time,
+            order.last_event_time, json.dumps(to_plain(order)))
+
+
+def _exec_row(x: Execution) -> tuple[Any, ...]:
+    return (x.exec_id, x.order_id, x.kafka_partition, x.source_offset, x.account, x.symbol, x.side.value, x.qty,
+            x.price, x.commission, x.currency, x.liquidity.value if x.liquidity else None, x.exec_time, x.busted,
+            x.corrected, x.original_qty, x.original_price, x.last_event_id, x.updated_at)
+
+
+def _position_row(p: Position, partition: int) -> tuple[Any, ...]:
+    return (p.account, p.symbol, partition, p.qty, p.avg_px, p.realized_pnl, p.realized_commission,
+            p.open_commission, p.commission, p.fill_count, p.last_fill_time)
+
+
+def _mark_row(m: MarkRow) -> tuple[Any, ...]:
+    k = m.mark
+    return (m.symbol, m.kafka_partition, k.mark_price, k.bid, k.ask, k.last, k.event_time, k.event_id, k.source)
+
+
+def write_changes(conn: psycopg.Connection, state: TradingState, changes: Changes,
+                  schema: str | None = None) -> int:
+    """Upsert every row `changes` names; returns the number of rows written."""
+    batches = [
+        ("orders", ORDER_COLS, ("order_id",),
+         [_order_row(state.orders[o], state.order_partition[o]) for o in sorted(changes.orders)]),
+        ("executions", EXEC_COLS, ("exec_id",), [_exec_row(state.executions[e]) for e in sorted(changes.executions)]),
+        ("positions", POSITION_COLS, ("account", "symbol"),
+         [_position_row(state.positions[k], state.position_partition[k]) for k in sorted(changes.positions)]),
+        ("marks", MARK_COLS, ("symbol",), [_mark_row(state.marks[s]) for s in sorted(changes.marks)]),
+    ]
+    written = 0
+    with conn.cursor() as cur:
+        for table, cols, keys, rows in batches:
+            if rows:
+                cur.executemany(_upsert(table, cols, keys, schema), rows)
+                written += len(rows)
+    return written
+
+
+def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
+                    marks_partitions: Iterable[int], schema: str | None = None) -> None:
+    """Load the projected rows of the given partitions into `state` (replacing what it held)."""
+    prefix = f"{schema}." if schema else ""
+    op, mp = sorted(set(orders_partitions)), sorted(set(marks_partitions))
+    for p in op:
+        state.drop_partition(orders_partition=p)
+    for p in mp:
+        state.drop_partition(marks_partition=p)
+    with conn.cursor() as cur:
+        if op:
+            cur.execute(f"select state, kafka_partition from {prefix}orders where kafka_partition = any(%s)", (op,))
+            for plain, partition in cur:
+                order = from_plain(OrderState, plain)
+                state.orders[order.order_id] = order
+                state.order_partition[order.order_id] = partition
+            cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where kafka_partition = any(%s)",
+                        (op,))
+            executions = [_execution(row) for row in cur]
+            for x in executions:
+                state.executions[x.exec_id] = x
+            refolded = positions_from_executions(executions)
+            cur.execute(f"select {', '.join(POSITION_COLS)} from {prefix}positions where kafka_partition = any(%s)",
+                        (op,))
+            for row in cur:
+                stored = dict(zip(POSITION_COLS, row, strict=True))
+                key = (stored["account"], stored["symbol"])
+                position = refolded.get(key) or positions.empty_position(*key)
+                _check_reload(position, stored)
+                state.positions[key] = position
+                state.position_partition[key] = stored["kafka_partition"]
+        if mp:
+            cur.execute(f"select {', '.join(MARK_COLS)} from {prefix}marks where kafka_partition = any(%s)", (mp,))
+            for row in cur:
+                r = dict(zip(MARK_COLS, row, strict=True))
+                mark = MarketMark(r["event_id"], r["symbol"], r["event_time"], r["mark_price"], r["bid"], r["ask"],
+                                  r["last"], r["source"])
+                state.marks[r["symbol"]] = MarkRow(r["symbol"], r["kafka_partition"], mark)
+
+
+def _execution(row: tuple[Any, ...]) -> Execution:
+    r = dict(zip(EXEC_COLS, row, strict=True))
+    return Execution(r["exec_id"], r["order_id"], r["kafka_partition"], r["source_offset"], r["account"],
+                     r["symbol"], Side(r["side"]), r["qty"], r["price"], r["commission"], r["currency"],
+                     Liquidity(r["liquidity"]) if r["liquidity"] else None, r["exec_time"], r["busted"],
+                     r["corrected"], r["original_qty"], r["original_price"], r["last_event_id"], r["updated_at"])
+
+
+def _check_reload(position: Position, stored: dict[str, Any]) -> None:
+    """The stored row must equal the fold of its live executions: anything else is a bug."""
+    for name in ("qty", "avg_px", "realized_pnl", "realized_commission", "open_commission", "commission",
+                 "fill_count"):
+        if Decimal(getattr(position, name)) != Decimal(stored[name]):
+            raise InvariantViolation(f"position {stored['account']}/{stored['symbol']}: stored {name}="
+                                     f"{stored[name]} but its executions fold to {getattr(position, name)}")
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+def read_checkpoints(conn: psycopg.Connection, projection: str) -> dict[tuple[str, int], int]:
+    with conn.cursor() as cur:
+        cur.execute("select topic, partition, next_offset from projection_checkpoints where projection = %s",
+                    (projection,))
+        return {(t, p): o for t, p, o in cur}
+
+
+class FencedError(Exception):
+    """Another owner advanced a checkpoint this projector expected to own: abandon the batch."""
+
+
+def advance_checkpoints(conn: psycopg.Connection, projection: str,
+                        moves: dict[tuple[str, int], tuple[int | None, int]]) -> None:
+    """Move each (topic, partition) from its expected offset to the next one, or fail as a whole."""
+    with conn.cursor() as cur:
+        for (topic, partition), (expected, nxt) in sorted(moves.items()):
+            if expected is None:
+                cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
+                            "values (%s, %s, %s, %s) on conflict do nothing", (projection, topic, partition, nxt))
+            else:
+                cur.execute("update projection_checkpoints set next_offset = %s, updated_at = now() "
+                            "where projection = %s and topic = %s and partition = %s and next_offset = %s",
+                            (nxt, projection, topic, partition, expected))
+            if cur.rowcount != 1:
+                raise FencedError(f"checkpoint {projection} {topic}[{partition}] is no longer at {expected}")
+
+
+def insert_dead_letters(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """rows: (projection, topic, partition, offset, reason, detail, key, payload)."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany("insert into dead_letters (projection, source_topic, source_partition, source_offset, "
+                        "reason, detail, record_key, payload) values (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "on conflict on constraint dead_letters_source_key do nothing", rows)

@@ -1,0 +1,183 @@
+"""The trading projection against the real broker and database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+from sqlalchemy.engine import make_url
+
+from backbone import db
+from backbone.codec.avro import AvroCodec
+from backbone.domain.events import EventType, MarketMark, Side
+from backbone.kafka.producer import KafkaProducer
+from backbone.settings import Settings
+from support import project, publish, rows, table_dump
+from tape import Tape
+
+pytestmark = pytest.mark.integration
+D = Decimal
+
+
+def golden_tape() -> Tape:
+    """Long build-up, partial reduce, flip long→short, cover to flat, then a bust and a correction."""
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)
+    t.fill("O1", 100, 10, commission="1")                  # long 100 @ 10
+    t.order("O2", "ACC1", "GOLD", Side.BUY, 50, price=13)
+    t.fill("O2", 50, 13, commission="0.5")                 # long 150 @ 11
+    t.order("O3", "ACC1", "GOLD", Side.SELL, 60, price=12)
+    t.fill("O3", 60, 12, commission="0.6")                 # reduce: +60 realized, long 90 @ 11
+    t.order("O4", "ACC1", "GOLD", Side.SELL, 150, price=9)
+    t.fill("O4", 150, 9, commission="1.5")                 # flip: -180 realized, short 60 @ 9
+    t.order("O5", "ACC1", "GOLD", Side.BUY, 60, price=8)
+    t.fill("O5", 60, 8, commission="0.6")                  # cover: +60 realized, flat
+    t.order("O6", "ACC1", "GOLD", Side.BUY, 10, price=20)
+    x6 = t.fill("O6", 10, 20)                              # long 10 @ 20
+    t.order("O7", "ACC1", "GOLD", Side.BUY, 10, price=22)
+    x7 = t.fill("O7", 10, 22)                              # long 20 @ 21
+    t.bust("O6", x6)                                       # as if X6 never happened: 10 @ 22
+    t.correct("O7", x7, qty=10, px=21)                     # corrected price: 10 @ 21
+    t.order("S1", "ACC2", "GOLD", Side.SELL_SHORT, 30, price=30)
+    t.fill("S1", 30, 30, commission="0.3")                 # short 30 @ 30
+    t.mark("GOLD", 25)
+    return t
+
+
+def test_golden_pnl_scenarios(created_topics: Settings, names) -> None:
+    settings = created_topics
+    publish(settings, golden_tape().records)
+    stats = project(settings, names.group())
+    assert stats.dead_letters == 0
+    (acc1,) = rows(settings, "select * from positions_pnl where account = 'ACC1'")
+    assert acc1["qty"] == D(10)
+    assert acc1["avg_px"] == D(21)
+    assert acc1["realized_pnl"] == D(-60)                  # 60 - 180 + 60
+    assert acc1["commission"] == D("4.2")
+    assert acc1["realized_commission"] == D("4.2")         # everything closed was charged
+    assert acc1["open_commission"] == D(0)                 # the open lot paid none
+    assert acc1["mark_price"] == D(25)
+    assert acc1["unrealized_pnl"] == D(40)                 # (25 - 21) * 10
+    assert acc1["total_pnl"] == D("-24.2")                 # -60 + 40 - 4.2
+    assert acc1["fill_count"] == 6                         # X6 busted
+    (acc2,) = rows(settings, "select * from positions_pnl where account = 'ACC2'")
+    assert (acc2["qty"], acc2["avg_px"], acc2["unrealized_pnl"]) == (D(-30), D(30), D(150))  # short gains
+    assert acc2["total_pnl"] == D("149.7")
+    by_account = {r["account"]: r for r in rows(settings, "select * from pnl_by_account")}
+    assert by_account["ACC1"]["total_pnl"] == D("-24.2")
+    executions = {r["exec_id"]: r for r in rows(settings, "select * from executions")}
+    assert executions["X6"]["busted"] and not executions["X7"]["busted"]
+    assert executions["X7"]["corrected"] and executions["X7"]["price"] == D(21)
+    assert executions["X7"]["original_price"] == D(22)
+    orders = {r["order_id"]: r for r in rows(settings, "select * from orders")}
+    assert orders["O6"]["status"] == "NEW" and orders["O6"]["cum_qty"] == D(0)  # busted back to working
+    assert orders["O7"]["status"] == "FILLED" and orders["O7"]["avg_px"] == D(21)
+    exposure = {r["symbol"]: r for r in rows(settings, "select * from exposure_by_symbol")}
+    assert exposure["GOLD"]["net_qty"] == D(-20) and exposure["GOLD"]["gross_notional"] == D(1000)
+    open_orders = {r["order_id"] for r in rows(settings, "select order_id from open_orders")}
+    assert open_orders == {"O6"}
+
+
+def test_resent_event_is_applied_once(created_topics: Settings, names) -> None:
+    settings = created_topics
+    tape = Tape()
+    tape.order("O1", "ACC1", "DUP", Side.BUY, 100, price=10)
+    tape.fill("O1", 40, 10)
+    fill = tape.records[-1]
+    tape.fill("O1", 60, 11)
+    records = list(tape.records)
+    records.insert(4, fill)      # a producer retry: the same event (same event id) again, right after
+    records.append(fill)         # and once more, much later
+    publish(settings, records)
+    stats = project(settings, names.group())
+    assert stats.dead_letters == 0
+    (pos,) = rows(settings, "select qty, avg_px from positions where symbol = 'DUP'")
+    assert pos["qty"] == D(100) and pos["avg_px"] == D("10.6")
+    assert rows(settings, "select count(*) as n from executions")[0]["n"] == 2
+    # A second projector run over the same log changes nothing: offsets live in Postgres.
+    before = table_dump(settings)
+    assert project(settings, names.group()).events == 0
+    assert table_dump(settings) == before
+
+
+def test_every_bad_input_kind_is_dead_lettered_with_its_reason(created_topics: Settings, names) -> None:
+    settings = created_topics
+    codec = AvroCodec()
+    good = Tape()
+    good.order("O1", "ACC1", "BAD", Side.BUY, 100, price=10)
+    good.fill("O1", 100, 10)                                  # O1 is now FILLED (terminal)
+    publish(settings, good.records)
+
+    def event(order_id: str, event_type: EventType, seq: int, **fields):
+        base = good.records[-1]
+        return base.replace(event_id=f"bad-{order_id}-{seq}-{event_type}", order_id=order_id, event_type=event_type,
+                            seq=seq, **fields)
+
+    bad_records = [
+        (b"\x00garbage", "decode_error"),
+        (b"\xc3\x01" + b"\x11" * 8 + b"\x02", "decode_error"),  # unknown schema fingerprint
+        (codec.encode(event("GHOST", EventType.FILLED, 1, exec_id="XG")), "unknown_order"),
+        (codec.encode(event("O1", EventType.FILLED, 5, exec_id="XS")), "sequence_gap"),
+        (codec.encode(event("O1", EventType.FILLED, 4, exec_id="XT", last_qty=D(1), last_px=D(10),
+                            cum_qty=D(101), leaves_qty=D(0))), "terminal_order"),
+        (codec.encode(MarketMark("m1", "BAD", good.clock, D(1))), "unexpected_record"),
+    ]
+    over = Tape()
+    over.order("O2", "ACC1", "BAD", Side.BUY, 10, price=10)
+    ok_events = list(over.records)
+    overfill = ok_events[-1].replace(event_id="over", event_type=EventType.FILLED, seq=3, exec_id="XO",
+                                     last_qty=D(11), last_px=D(10), cum_qty=D(11), leaves_qty=D(0))
+    with KafkaProducer(settings) as producer:
+        for payload, _reason in bad_records:
+            producer.produce(settings.topic_orders, payload, key=b"BAD")
+        for e in ok_events:
+            producer.produce(settings.topic_orders, codec.encode(e), key=b"BAD")
+        producer.produce(settings.topic_orders, codec.encode(overfill), key=b"BAD")
+        producer.produce(settings.topic_marketdata, codec.encode(MarketMark("m2", "BAD", good.clock, D(-5))),
+                         key=b"BAD")
+    expected = sorted([r for _p, r in bad_records] + ["overfill", "bad_value:mark_price"])
+    stats = project(settings, names.group())
+    assert stats.dead_letters == len(expected)
+    table = rows(settings, "select reason, detail, source_topic, projection from dead_letters")
+    assert sorted(r["reason"] for r in table) == expected
+    assert all("[" in r["detail"] and "]@" in r["detail"] for r in table)  # names topic[partition]@offset
+    # The valid events around the bad ones were applied.
+    orders = {r["order_id"]: r["status"] for r in rows(settings, "select order_id, status from orders")}
+    assert orders == {"O1": "FILLED", "O2": "NEW"}
+    consumer = Consumer(settings.kafka_config(**{"group.id": names.group("dlq"), "auto.offset.reset": "earliest"}))
+    consumer.subscribe([settings.topic_deadletter])
+    letters = []
+    try:
+        for _ in range(60):
+            letters += [m for m in consumer.consume(100, timeout=1.0) if m.error() is None]
+            if len(letters) >= len(expected):
+                break
+    finally:
+        consumer.close()
+    reasons = sorted(dict(m.headers())["reason"].decode() for m in letters)
+    assert reasons == expected
+    headers = dict(letters[0].headers())
+    assert {"reason", "detail", "source", "source_topic", "source_partition", "source_offset", "projection"} <= set(headers)
+
+
+def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, names) -> None:
+    settings = created_topics
+    publish(settings, golden_tape().records)
+    project(settings, names.group())
+    reader = f"reader_{names.prefix[1:9]}"
+    db.create_reader(settings, reader, "pw-for-test")
+    url = make_url(settings.database_url_value)
+    conninfo = psycopg.conninfo.make_conninfo(host=url.host, port=url.port, dbname=url.database, user=reader,
+                                              password="pw-for-test")
+    with psycopg.connect(conninfo) as conn:
+        for view in ("positions_pnl", "pnl_by_account", "open_orders", "exposure_by_symbol", "orders", "executions"):
+            conn.execute(f"select * from {view}").fetchall()
+        assert conn.execute("select count(*) from positions").fetchone()[0] == 2
+        for statement in ("update positions set qty = 0", "delete from orders", "insert into marks (symbol, "
+                          "kafka_partition, mark_price, event_time, event_id) values ('X', 0, 1, now(), 'e')",
+                          "create table sneaky (x int)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
