@@ -15,8 +15,10 @@ from rich.console import Console
 from backbone.errors import BackboneError
 from backbone.settings import Settings
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output is read by people too: never truncate table columns to 80 characters there.
+_WIDTH = None if sys.stdout.isatty() else 250
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 
 def load_settings() -> Settings:
