@@ -21,10 +21,14 @@ NAME = "trading"
 
 
 class TradingProjection:
-    name = NAME
 
-    def __init__(self, settings: Settings, codec: AvroCodec | None = None) -> None:
+    def __init__(self, settings: Settings, codec: AvroCodec | None = None, *, schema: str | None = None,
+                 name: str = NAME) -> None:
+        """`schema`: write into that schema's tables instead of public's (scratch, rebuild);
+        `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's."""
         self.settings = settings
+        self.schema = schema
+        self.name = name
         self.codec = codec or AvroCodec()
         self.state = TradingState()
         self.outcomes: Counter[str] = Counter()
@@ -38,7 +42,7 @@ class TradingProjection:
 
     def load(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
         orders, marks = self._split(assigned)
-        store.load_partitions(conn, self.state, orders, marks)
+        store.load_partitions(conn, self.state, orders, marks, schema=self.schema)
 
     def drop(self, revoked: list[tuple[str, int]]) -> None:
         orders, marks = self._split(revoked)
@@ -80,7 +84,7 @@ class TradingProjection:
                           timestamp_ms=msg.timestamp()[1])
 
     def write(self, conn: psycopg.Connection) -> int:
-        return store.write_changes(conn, self.state, self.state.changes)
+        return store.write_changes(conn, self.state, self.state.changes, schema=self.schema)
 
     def committed(self) -> None:
         self.state.take_changes()

@@ -378,6 +378,17 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
     no partially applied state is ever returned.
     """
     after = _next(state, event)
+    # Fast path: the venue reported exactly what we computed (the common case); the detailed
+    # check below also accepts equal-but-differently-scaled avg_px and names the mismatch.
+    if (event.order_status is after.status and event.cum_qty == after.cum_qty
+            and event.leaves_qty == after.leaves_qty and event.avg_px == after.avg_px
+            and event.order_qty == after.order_qty and event.price == after.price
+            and event.stop_price == after.stop_price and event.order_type is after.order_type
+            and event.time_in_force is after.time_in_force and event.account == after.account
+            and event.symbol == after.symbol and event.side is after.side
+            and all(isinstance(v, Decimal) and v.is_finite()
+                    for v in (event.cum_qty, event.leaves_qty, event.avg_px, event.order_qty))):
+        return after
     check_reported(event, _reported(after))
     return after
 

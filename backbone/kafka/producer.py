@@ -102,6 +102,15 @@ class KafkaProducer:
         if remaining:
             raise DeliveryError(f"{remaining} record(s) still undelivered after {timeout:.0f}s flush")
 
+    def abandon(self) -> int:
+        """Drop everything still queued or in flight (a shutdown while the cluster is gone);
+        returns how many records were dropped. Say so to the user: they were not delivered."""
+        pending = len(self._producer)
+        self._producer.purge()
+        self._producer.flush(0)
+        self._errors.clear()
+        return pending
+
     def __enter__(self) -> KafkaProducer:
         return self
 

@@ -1,0 +1,72 @@
+"""Postgres unavailable mid-run: the projector retries, stays alive, advances nothing, then
+finishes with exactly the state of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from backbone import db
+from backbone.settings import Settings
+from conftest import create_database, drop_database
+from producers.simulator import SimulationConfig, simulate
+from support import checkpoint_total, project, publish, spawn_projector, table_dump
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PROXY = Path(__file__).parent / "tcp_proxy.py"
+
+
+def start_proxy(listen: int, target: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, str(PROXY), str(listen), str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_database_outage_is_retried_without_advancing_offsets(created_topics: Settings, services, names) -> None:
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=15_000, seed=77))))
+    ref_url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=ref_url)
+        ref = settings.with_overrides(database_url=ref_url)
+        project(ref, names.group("ref"))
+        expected = table_dump(ref)
+    finally:
+        drop_database(services.database_url, ref_url)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    real = make_url(settings.database_url_value)
+    via_proxy = settings.with_overrides(
+        database_url=real.set(port=port).render_as_string(hide_password=False))
+    proxy = start_proxy(port, real.port)
+    projector = spawn_projector(via_proxy, names.group("outage"), "--batch-size", "100")
+    try:
+        deadline = time.monotonic() + 120
+        while checkpoint_total(settings) == 0:
+            assert time.monotonic() < deadline and projector.poll() is None, "projector made no progress"
+            time.sleep(0.05)
+        proxy.kill()  # the database vanishes mid-run
+        proxy.wait()
+        time.sleep(0.5)
+        frozen = checkpoint_total(settings)
+        time.sleep(4)
+        assert projector.poll() is None, "the projector died during the outage"
+        assert checkpoint_total(settings) == frozen  # nothing advanced while the database was away
+        proxy = start_proxy(port, real.port)  # the database is back
+        out, err = projector.communicate(timeout=300)
+        assert projector.returncode == 0, err
+        assert "retrying" in err  # it said why it was waiting
+        assert json.loads(out)["db_retries"] >= 1
+    finally:
+        projector.kill()
+        proxy.kill()
+    assert table_dump(settings) == expected

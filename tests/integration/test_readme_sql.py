@@ -1,0 +1,43 @@
+"""The README's example queries run, as the read-only role, on a projected database."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from backbone import db
+from backbone.kafka.producer import KafkaProducer
+from backbone.settings import Settings
+from producers.simulator import SimulationConfig, simulate
+from support import project, publish
+
+pytestmark = pytest.mark.integration
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_queries() -> list[str]:
+    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no ```sql block"
+    statements = [s.strip() for block in blocks for s in block.split(";")]
+    return [s for s in statements if s and not all(line.startswith("--") for line in s.splitlines())]
+
+
+def test_readme_sql_examples_run_as_the_read_only_role(created_topics: Settings, names) -> None:
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=3000, seed=8))))
+    with KafkaProducer(settings) as producer:  # so the dead-letter example has something to show
+        producer.produce(settings.topic_orders, b"not avro", key=b"AAPL")
+    project(settings, names.group())
+    db.create_reader(settings, "readme_reader", "readme-pw")
+    url = make_url(settings.database_url_value)
+    queries = readme_queries()
+    assert len(queries) >= 5
+    with psycopg.connect(host=url.host, port=url.port, dbname=url.database, user="readme_reader",
+                         password="readme-pw") as conn:
+        for query in queries:
+            rows = conn.execute(query).fetchall()
+            assert rows, f"no rows for README query: {query}"
