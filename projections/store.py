@@ -66,7 +66,11 @@ def _mark_row(m: MarkRow) -> tuple[Any, ...]:
 
 def write_changes(conn: psycopg.Connection, state: TradingState, changes: Changes,
                   schema: str | None = None) -> int:
-    """Upsert every row `changes` names; returns the number of rows written."""
+    """Upsert every row `changes` names; returns the number of rows written.
+
+    Rows go through COPY into a transaction-scoped temp table and one INSERT … ON CONFLICT per
+    table: several times faster than a statement per row, and still one transaction.
+    """
     batches = [
         ("orders", ORDER_COLS, ("order_id",),
          [_order_row(state.orders[o], state.order_partition[o]) for o in sorted(changes.orders)]),
@@ -78,10 +82,31 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
     written = 0
     with conn.cursor() as cur:
         for table, cols, keys, rows in batches:
-            if rows:
+            if not rows:
+                continue
+            if len(rows) < _COPY_THRESHOLD:
                 cur.executemany(_upsert(table, cols, keys, schema), rows)
-                written += len(rows)
+            else:
+                _copy_upsert(cur, table, cols, keys, rows, schema)
+            written += len(rows)
     return written
+
+
+_COPY_THRESHOLD = 50
+
+
+def _copy_upsert(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], keys: tuple[str, ...],
+                 rows: list[tuple[Any, ...]], schema: str | None) -> None:
+    target = f"{schema}.{table}" if schema else table
+    staging = f"staging_{schema}_{table}" if schema else f"staging_{table}"
+    cur.execute(f"create temp table if not exists {staging} (like {target} including defaults) on commit delete rows")
+    with cur.copy(f"copy {staging} ({', '.join(cols)}) from stdin") as copy:
+        for row in rows:
+            copy.write_row(row)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+    cur.execute(f"insert into {target} ({', '.join(cols)}) select {', '.join(cols)} from {staging} "
+                f"on conflict ({', '.join(keys)}) do update set {updates}")
+    cur.execute(f"truncate {staging}")
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
