@@ -121,14 +121,17 @@ def empty_database(services: Services) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, names: Names, empty_database: str) -> Settings:
-    """Settings of one test: its own topics (not yet created) and its own migrated database."""
+def settings(base_settings: Settings, names: Names, empty_database: str) -> Iterator[Settings]:
+    """Settings of one test: its own topics (not yet created; deleted afterwards if they were)
+    and its own migrated database."""
     db.upgrade(base_settings, url=empty_database)
-    return base_settings.with_overrides(
+    test_settings = base_settings.with_overrides(
         topic_orders=names.topic("orders"), topic_marketdata=names.topic("marketdata"),
         topic_deadletter=names.topic("deadletter"), topic_alerts=names.topic("alerts"),
         database_url=empty_database,
     )
+    yield test_settings
+    delete_test_topics(test_settings)
 
 
 @pytest.fixture
@@ -136,3 +139,13 @@ def created_topics(settings: Settings) -> Settings:
     reports = topics.create_topics(settings)
     assert [r.action for r in reports] == ["created"] * 4, reports
     return settings
+
+
+def delete_test_topics(settings: Settings) -> None:
+    """Tests leave no topics behind: a broker with thousands of stale partitions starts slowly."""
+    admin = topics.admin_client(settings)
+    existing = admin.list_topics(timeout=30).topics
+    names = [t for t in settings.topic_names() if t in existing]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
