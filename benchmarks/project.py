@@ -74,6 +74,27 @@ def projector(settings: Settings, events: int) -> float:
     return events / elapsed
 
 
+def projector_processes(settings: Settings, events: int, processes: int) -> float:
+    """`processes` projector processes sharing the partitions in one consumer group."""
+    import json
+    import os
+
+    with fresh_database(settings) as dbs:
+        env = {**os.environ, **{f"BACKBONE_{k.upper()}": v for k, v in dbs.display().items()
+                                if v and "password" not in k and k != "database_url"},
+               "BACKBONE_DATABASE_URL": dbs.database_url_value}
+        group = f"procs-{time.time_ns()}"
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-m", "cli.main", "project", "run", "--group", group,
+                                   "--until-caught-up", "--json"], env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(processes)]
+        outs = [json.loads(p.communicate()[0]) for p in procs]
+        elapsed = time.perf_counter() - t0
+    done = sum(o["events"] for o in outs)
+    assert done >= events, (done, events)
+    return events / elapsed
+
+
 def naive(settings: Settings, limit: int) -> float:
     """One transaction per event: apply, write the rows, advance the checkpoint, commit."""
     codec = AvroCodec()
@@ -115,9 +136,12 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"(a) raw consume+decode: {a:,.0f} events/s", flush=True)
         b = projector(settings, args.events)
         print(f"(b) projector (batch txn, exactly-once checkpoints): {b:,.0f} events/s", flush=True)
+        b2 = projector_processes(settings, args.events, 2)
+        print(f"(b2) two projector processes in one group (wall clock incl. start-up): {b2:,.0f} events/s",
+              flush=True)
         c = naive(settings, min(args.naive_events, args.events))
         print(f"(c) naive (one txn per event, first {min(args.naive_events, args.events):,}): {c:,.0f} events/s")
-        print(f"ratios: b/a = {b / a:.2f}   b/c = {b / c:.1f}x")
+        print(f"ratios: b/a = {b / a:.2f}   b/c = {b / c:.1f}x   b2/b = {b2 / b:.2f}")
     finally:
         delete_topics(settings)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import config, db, demo, local, produce, project, schemas, topics, views
+from cli import config, db, demo, local, produce, project, rebuild, schemas, topics, views
 
 app = typer.Typer(
     help="trading-backbone: Kafka event-sourced orders, positions and P&L.",
@@ -23,6 +23,7 @@ app.command("positions")(views.positions)
 app.command("pnl")(views.pnl)
 app.command("orders")(views.orders)
 app.command("demo")(demo.demo)
+app.command("rebuild")(rebuild.rebuild)
 
 if __name__ == "__main__":
     app()

@@ -33,6 +33,7 @@ class EventPublisher:
         self.settings, self.producer, self.codec = settings, producer, codec
         self.by_type: Counter[str] = Counter()
         self.by_partition: Counter[int] = Counter()
+        self._partition_of: dict[str, int] = {}  # murmur2 in Python is too slow to redo per record
 
     def publish(self, record: OrderEvent | MarketMark) -> None:
         if isinstance(record, OrderEvent):
@@ -42,7 +43,10 @@ class EventPublisher:
         key = record.symbol.encode()
         self.producer.produce(topic, self.codec.encode(record), key=key, timestamp_ms=timestamp_ms(record.event_time))
         self.by_type[kind] += 1
-        self.by_partition[symbol_partition(record.symbol, self.settings.partitions)] += 1
+        partition = self._partition_of.get(record.symbol)
+        if partition is None:
+            partition = self._partition_of[record.symbol] = symbol_partition(record.symbol, self.settings.partitions)
+        self.by_partition[partition] += 1
 
     def flush(self) -> None:
         self.producer.flush()

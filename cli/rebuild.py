@@ -1,0 +1,123 @@
+"""`backbone rebuild NAME`: rebuild a projection from the log and swap it in, zero downtime."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import console, err_console, load_settings, print_json, user_errors
+from projections import rebuild as procedure
+
+
+def _progress(kind: str, info: dict[str, Any]) -> None:
+    """Progress lines on stderr (stdout carries the result)."""
+    if kind == "shadow":
+        err_console.print(f"building shadow schema {info['schema']} from the beginning of the log…")
+    elif kind == "pass":
+        err_console.print(f"pass {info['pass']}: {info['applied']:,} records applied ({info['events']:,} in all), "
+                          f"{info['behind']:,} behind the live projection")
+    elif kind == "batch":
+        err_console.print(f"  … {info['events']:,} records")
+    elif kind == "waiting":
+        err_console.print(f"waiting for {info['transactions']} transaction(s) older than the shadow to end "
+                          f"(pids {', '.join(map(str, info['pids']))})…")
+    elif kind == "frozen":
+        err_console.print("swap: live projection paused, catching up the tail and comparing…")
+    elif kind == "retry":
+        err_console.print(f"swap: attempt {info['attempt']} gave way ({info['reason']}), retrying…")
+    elif kind == "locked":
+        err_console.print("swap: tables locked for readers, switching…")
+    elif kind == "swapped":
+        err_console.print(f"swapped: tables locked for readers {info['readers_blocked_s'] * 1000:,.0f} ms, "
+                          f"live projection paused {info['live_paused_s']:,.2f} s")
+    elif kind == "dropped":
+        err_console.print(f"dropped the old tables ({info['schema']})")
+    elif kind == "warning":
+        err_console.print(f"warning: {info['message']}", markup=False)
+
+
+def _report(result: procedure.RebuildResult) -> None:
+    console.print(f"rebuilt [bold]{result.projection}[/] from the log: {result.events:,} records, "
+                  f"{result.dead_letters:,} dead letters, {result.passes} pass(es), swapped in one transaction")
+    if result.comparison is not None:
+        table = Table(title="old vs new state, at the same offsets" if result.comparable
+                      else "old vs new state (offsets differ: not like for like)")
+        for col in ("table", "old rows", "old checksum", "new rows", "new checksum", ""):
+            table.add_column(col, justify="right" if "rows" in col else "left")
+        for c in result.comparison:
+            table.add_row(c.table, f"{c.old.rows:,}", c.old.checksum, f"{c.new.rows:,}", c.new.checksum,
+                          "same" if c.match else "[bold red]DIFFERENT[/]")
+        console.print(table)
+        if result.identical is True:
+            console.print("the rebuilt state is identical to the old one")
+        elif result.identical is False:
+            console.print(f"the rebuilt state differs in {procedure.tp_names(result.differing_partitions)}")
+    if result.newly_refused or result.no_longer_refused:
+        console.print(f"dead letters: {result.newly_refused} newly refused (sent to the dead-letter topic), "
+                      f"{result.no_longer_refused} no longer refused")
+    if result.unfenced_partitions:
+        console.print(f"[bold]restart running projectors[/]: {procedure.tp_names(result.unfenced_partitions)} "
+                      f"{'differ' if result.comparison is not None else 'were not compared'} and were idle at the "
+                      "log end, so a running projector's memory of them could not be fenced")
+    console.print(f"old tables: {'kept in ' + result.old_schema if result.old_schema_kept else 'dropped'}; "
+                  f"{result.seconds_total:,.1f} s in all")
+
+
+def rebuild(
+    name: Annotated[str, typer.Argument(help="the projection to rebuild (trading)")],
+    keep_old: Annotated[bool, typer.Option("--keep-old",
+                                           help="keep the old tables in schema rebuild_old_<ts>")] = False,
+    checksum: Annotated[bool, typer.Option(
+        "--checksum/--no-checksum",
+        help="compare old and new state at the same offsets (pauses the live projection while it runs)")] = True,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="records per shadow transaction")] = 5000,
+    swap_timeout: Annotated[float, typer.Option(min=1, help="seconds allowed for the swap, all attempts")] = 120.0,
+    lock_timeout: Annotated[float, typer.Option(
+        min=0.01, help="seconds a swap attempt may make readers wait (capped at deadlock_timeout / 2)")] = 0.2,
+    reader_wait: Annotated[float, typer.Option(
+        min=0, help="seconds to wait for transactions older than the shadow before swapping")] = 60.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rebuild a projection from the beginning of the log and swap it in atomically.
+
+    The rebuild projects into a shadow schema while the live projection keeps serving, catches
+    up with it, then swaps the tables in one transaction: SQL readers see the old state or the
+    new one, never an empty or partial one, and a running projector resumes exactly once on the
+    new tables. Prints a checksum per table of the old and the new state (taken at the same
+    offsets). Progress goes to stderr. See docs/rebuild.md.
+    """
+    if name not in procedure.PROJECTIONS:
+        err_console.print(f"error: unknown projection {name!r} (known: {', '.join(procedure.PROJECTIONS)})",
+                          markup=False)
+        raise typer.Exit(code=1)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    stop = {"requested": False}
+
+    def handler(signum: int, _frame: object) -> None:
+        stop["requested"] = True
+        err_console.print(f"{signal.Signals(signum).name}: stopping "
+                          "(nothing will be swapped unless the switch is under way)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with user_errors():
+            result = procedure.rebuild(
+                settings, name,
+                procedure.RebuildOptions(batch_size=batch_size, keep_old=keep_old, checksum=checksum,
+                                         lock_timeout_s=lock_timeout, swap_timeout_s=swap_timeout,
+                                         reader_wait_s=reader_wait),
+                on_event=_progress, stop_requested=lambda: stop["requested"])
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if json_out:
+        print_json(result.as_json())
+    else:
+        _report(result)

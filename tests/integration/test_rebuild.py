@@ -1,0 +1,360 @@
+"""`backbone rebuild trading`: shadow tables built from the log, swapped in while readers read and
+the live projector projects; exactly once across the swap (real broker and database)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from backbone import db
+from backbone.domain.events import MarketMark
+from backbone.kafka.producer import KafkaProducer
+from backbone.kafka.partitioner import partition_for
+from backbone.settings import Settings
+from cli.main import app
+from conftest import TEST_PARTITIONS, create_database, drop_database
+from producers.simulator import SimulationConfig, simulate
+from projections import ddl
+from projections.rebuild import RebuildError, RebuildOptions, psycopg_url, rebuild
+from support import checkpoint_total, project, publish, rows, settings_env, table_dump
+
+pytestmark = pytest.mark.integration
+
+READER = ("rebuild_reader", "rebuild-reader-pw")
+# What an analyst runs: through a view (positions + marks) and straight on a table.
+QUERIES = {
+    "positions_pnl": "select count(*) as n, sum(qty) as qty, sum(realized_pnl) as realized, "
+                     "sum(unrealized_pnl) as unrealized from positions_pnl",
+    "orders": "select tableoid::bigint as oid, count(*) as n, sum(cum_qty) as cum from orders group by tableoid",
+}
+
+
+def _oids(settings: Settings) -> dict[str, int]:
+    return {r["t"]: r["oid"] for r in rows(settings, "select c.relname as t, c.oid::bigint as oid from pg_class c "
+                                                     "where c.relnamespace = 'public'::regnamespace and c.relname in "
+                                                     "('orders', 'executions', 'positions', 'marks')")}
+
+
+def _index_names(settings: Settings) -> list[tuple[str, str]]:
+    return [(r["tablename"], r["indexname"]) for r in rows(
+        settings, "select tablename, indexname from pg_indexes where schemaname = 'public' "
+                  "and tablename in ('orders', 'executions', 'positions', 'marks') order by 1, 2")]
+
+
+def _leftover_schemas(settings: Settings) -> list[str]:
+    return [r["n"] for r in rows(settings, "select nspname as n from pg_namespace where nspname like 'rebuild%'")]
+
+
+def _projections(settings: Settings) -> list[str]:
+    return [r["p"] for r in rows(settings, "select distinct projection as p from projection_checkpoints")]
+
+
+class ReaderLoop(threading.Thread):
+    """Runs one query over and over, as the read-only role, recording every answer."""
+
+    def __init__(self, settings: Settings, query: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.query = make_url(settings.database_url_value), query
+        self.observations: list[tuple[Any, ...]] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(host=self.url.host, port=self.url.port, dbname=self.url.database, user=READER[0],
+                                 password=READER[1], autocommit=True) as conn:
+                while not self.stop.is_set():
+                    self.observations.append(tuple(conn.execute(self.query).fetchall()))
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(e)
+
+    def wait_for(self, count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(self.observations) < count and not self.errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _dlq_size(settings: Settings) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(settings.kafka_config(**{"group.id": "rebuild-test-dlq"}))
+    try:
+        return sum(consumer.get_watermark_offsets(TopicPartition(settings.topic_deadletter, p), timeout=10)[1]
+                   for p in range(TEST_PARTITIONS))
+    finally:
+        consumer.close()
+
+
+def test_readers_see_the_full_state_throughout_a_rebuild(created_topics: Settings, names) -> None:
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=3000, seed=11, symbols=12, accounts=6))))
+    with KafkaProducer(settings) as producer:  # one dead letter, which must survive the swap as it was
+        producer.produce(settings.topic_orders, b"not avro", key=b"AAPL")
+    project(settings, names.group())
+    before, oids_before, indexes_before = table_dump(settings), _oids(settings), _index_names(settings)
+    dlq_before = _dlq_size(settings)
+    expected = {name: tuple(tuple(r.values()) for r in rows(settings, q)) for name, q in QUERIES.items()}
+    assert expected["positions_pnl"][0][0] > 0 and len(before["dead_letters"]) == 1
+
+    db.create_reader(settings, *READER)
+    readers = {name: ReaderLoop(settings, q) for name, q in QUERIES.items()}
+    for reader in readers.values():
+        reader.start()
+    for reader in readers.values():
+        reader.wait_for(3)
+    # An open REPEATABLE READ transaction that has not read the tables yet: the swap waits for it.
+    snapshot = psycopg.connect(psycopg_url(settings))
+    snapshot.execute("set transaction isolation level repeatable read")
+    snapshot.execute("select 1")
+    snapshot_pid = snapshot.info.backend_pid
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        events.append((kind, info))
+        if kind == "waiting":
+            snapshot.commit()
+
+    try:
+        result = rebuild(settings, options=RebuildOptions(batch_size=400, reader_wait_s=60), on_event=on_event)
+    finally:
+        snapshot.close()
+    counts = {name: len(reader.observations) for name, reader in readers.items()}
+    for name, reader in readers.items():
+        reader.wait_for(counts[name] + 3)
+        reader.stop.set()
+        reader.join(timeout=30)
+
+    for name, reader in readers.items():
+        assert not reader.errors, reader.errors
+        wrong = [o for o in reader.observations if o != expected[name]
+                 and not (name == "orders" and o[0][1:] == expected[name][0][1:])]
+        assert not wrong, f"{name}: {len(wrong)} of {len(reader.observations)} observations differ, e.g. {wrong[0]}"
+    # The orders reader saw both the old table and the new one, always complete.
+    assert {o[0][0] for o in readers["orders"].observations} == {oids_before["orders"], _oids(settings)["orders"]}
+
+    waiting = [info for kind, info in events if kind == "waiting"]
+    assert waiting and snapshot_pid in waiting[0]["pids"]
+    assert result.older_transactions_ignored == []
+    assert result.comparable and result.identical is True
+    assert [c.table for c in result.comparison] == ["orders", "executions", "positions", "marks", "dead_letters"]
+    assert all(c.match and c.old.rows == c.new.rows for c in result.comparison)
+    assert result.comparison[0].old.rows == len(before["orders"])
+    assert result.events == 3001 and result.dead_letters == 1 and result.unfenced_partitions == []
+    assert result.newly_refused == 0 and result.no_longer_refused == 0
+
+    oids_after = _oids(settings)
+    assert all(oids_after[t] != oids_before[t] for t in oids_before), "the tables were not swapped"
+    assert _index_names(settings) == indexes_before
+    assert table_dump(settings) == before  # rows, dead letters and checkpoints, exactly
+    assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
+    assert _dlq_size(settings) == dlq_before  # historical dead letters were not re-published
+
+
+def _spawn_live(settings: Settings, group: str) -> subprocess.Popen:
+    """A long-running `backbone project run` (stopped with SIGTERM), small batches."""
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "project", "run", "--group", group,
+                             "--batch-size", "100", "--json"], env=settings_env(settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until(predicate, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the live projector exited ({proc.returncode}) before {what}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def test_rebuild_under_a_live_projector_is_exactly_once_and_fences_its_memory(
+        created_topics: Settings, services, names) -> None:
+    settings = created_topics
+    log = list(simulate(SimulationConfig(events=6000, seed=5, symbols=12, accounts=6)))
+    # before the live projector, during the catch-up, while the swap has the live projector paused, after
+    chunks = log[:2000], log[2000:3500], log[3500:4800], log[4800:]
+    publish(settings, chunks[0])
+    project(settings, names.group("first"))
+    # Damage one mark (a time in the future) before the live projector loads it into memory: a
+    # projector that kept that memory after the swap would ignore every later mark of the symbol.
+    symbol = next(r.symbol for r in chunks[3] if isinstance(r, MarketMark))
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        assert conn.execute("update marks set event_time = '2100-01-01Z', mark_price = 1 where symbol = %s",
+                            (symbol,)).rowcount == 1
+
+    live = _spawn_live(settings, names.group("live"))
+    try:
+        publish(settings, chunks[1][:300])
+        _wait_until(lambda: checkpoint_total(settings) > len(chunks[0]), "progress", live)
+
+        published = {"during catch-up": False, "during the swap": False}
+
+        def on_event(kind: str, _info: dict[str, Any]) -> None:
+            if kind == "pass" and not published["during catch-up"]:
+                published["during catch-up"] = True
+                publish(settings, chunks[1][300:])
+            elif kind == "frozen" and not published["during the swap"]:
+                published["during the swap"] = True
+                publish(settings, chunks[2])
+
+        result = rebuild(settings, options=RebuildOptions(batch_size=300), on_event=on_event)
+        assert all(published.values())
+        publish(settings, chunks[3])
+        _wait_until(lambda: checkpoint_total(settings) == len(log), "catching up", live)
+    finally:
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=120)
+    assert live.returncode == 0, err
+    assert json.loads(out)["fenced_batches"] >= 1  # its compare-and-set failed after the swap: it reloaded
+    project(settings, names.group("live"))  # once more, until caught up (normally nothing left)
+
+    # Like for like at the live offsets: only the damaged mark differs.
+    assert result.comparable and result.identical is False
+    assert {c.table: c.match for c in result.comparison} == {
+        "orders": True, "executions": True, "positions": True, "marks": False, "dead_letters": True}
+    mark_partition = (settings.topic_marketdata, partition_for(symbol.encode(), TEST_PARTITIONS))
+    assert result.differing_partitions == [mark_partition]
+    assert result.unfenced_partitions == []
+    assert sum(result.new_offsets.values()) > sum(result.old_offsets.values())  # beyond the paused live projector
+
+    url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=url)
+        reference = settings.with_overrides(database_url=url)
+        project(reference, names.group("reference"))
+        assert table_dump(settings) == table_dump(reference)
+    finally:
+        drop_database(services.database_url, url)
+    assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
+
+
+def test_the_swap_gives_way_to_readers_and_retries_cleanly(created_topics: Settings, services, names) -> None:
+    """A reader transaction holds a view and, while the swap waits for it, asks for one the swap has
+    already locked: a lock cycle. The swap gives way (its attempts end before deadlock_timeout) and
+    the reader never sees an error. A view created in the middle of the swap makes it start over:
+    the shadow forgets the tail that attempt applied, and the retry is still exactly once.
+    Analysts' own views on the tables follow the swap."""
+    settings = created_topics
+    log = list(simulate(SimulationConfig(events=1500, seed=9, symbols=8, accounts=4)))
+    publish(settings, log[:1200])
+    project(settings, names.group())
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        conn.execute("create view my_orders as select order_id, status from orders")
+    reader_done, reader_errors, reader_reads = threading.Event(), [], []
+
+    def hold_and_read() -> None:  # holds open_orders, then reads positions_pnl again and again
+        try:
+            with psycopg.connect(psycopg_url(settings)) as conn:
+                conn.execute("select count(*) from open_orders").fetchall()
+                while not reader_done.is_set():
+                    reader_reads.append(conn.execute("select count(*) from positions_pnl").fetchone()[0])
+                    time.sleep(0.01)
+                conn.commit()
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            reader_errors.append(e)
+
+    reader = threading.Thread(target=hold_and_read, daemon=True)
+    seen: dict[str, int] = {}
+
+    def on_event(kind: str, _info: dict[str, Any]) -> None:
+        seen[kind] = seen.get(kind, 0) + 1
+        if kind == "frozen" and seen[kind] == 1:
+            publish(settings, log[1200:])  # the swap's tail goes beyond the live offsets
+            reader.start()
+            while not reader_reads:
+                time.sleep(0.01)
+        elif kind == "locking" and seen[kind] == 1:
+            with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+                conn.execute("create view my_fills as select exec_id, qty from executions")
+        elif kind == "lock_wait" and seen[kind] == 3:
+            reader_done.set()
+
+    result = rebuild(settings, options=RebuildOptions(batch_size=200), on_event=on_event)
+    reader.join(timeout=30)
+    assert not reader_errors, reader_errors
+    assert seen["lock_wait"] >= 3 and result.reader_lock_attempts >= 4
+    assert result.swap_attempts == 2 and seen["frozen"] == 2  # the view appeared: started over
+    assert result.events == 1500 and sum(result.new_offsets.values()) == 1500
+
+    depends = rows(settings, "select distinct v.relname as v, t.oid = t2.oid as current from pg_depend d "
+                             "join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class "
+                             "join pg_class t on t.oid = d.refobjid join pg_class t2 on t2.relname = t.relname "
+                             "and t2.relnamespace = 'public'::regnamespace where v.relname in ('my_orders', "
+                             "'my_fills') and d.refobjid <> v.oid order by 1")
+    assert depends == [{"v": "my_fills", "current": True}, {"v": "my_orders", "current": True}]
+    url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=url)
+        reference = settings.with_overrides(database_url=url)
+        project(reference, names.group("reference"))
+        assert table_dump(settings) == table_dump(reference)
+    finally:
+        drop_database(services.database_url, url)
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def projected(created_topics: Settings, names, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in settings_env(created_topics).items():
+        if key.startswith("BACKBONE_"):
+            monkeypatch.setenv(key, value)
+    publish(created_topics, list(simulate(SimulationConfig(events=1500, seed=3, symbols=8, accounts=4))))
+    project(created_topics, names.group())
+    return created_topics
+
+
+def test_cli_rebuild_json_keep_old_and_errors(projected: Settings) -> None:
+    settings, before = projected, table_dump(projected)
+    result = CliRunner().invoke(app, ["rebuild", "trading", "--json", "--keep-old", "--batch-size", "500"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["projection"] == "trading" and out["events"] == 1500
+    assert out["compared_at_same_offsets"] is True and out["identical"] is True
+    assert [t["table"] for t in out["tables"]] == ["orders", "executions", "positions", "marks", "dead_letters"]
+    assert all(t["match"] and t["old"] == t["new"] for t in out["tables"])
+    assert out["old_schema_kept"] is True and _leftover_schemas(settings) == [out["old_schema"]]
+    assert "swapped" in result.stderr
+    assert table_dump(settings) == before
+    kept = rows(settings, f"select count(*) as n from {out['old_schema']}.orders")[0]["n"]
+    assert kept == len(before["orders"])
+
+    unknown = CliRunner().invoke(app, ["rebuild", "nope"])
+    assert unknown.exit_code == 1
+    assert unknown.stderr.strip().splitlines() == ["error: unknown projection 'nope' (known: trading)"]
+
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as other:  # a rebuild already running
+        other.execute("select pg_advisory_lock(hashtext('backbone rebuild trading'))")
+        busy = CliRunner().invoke(app, ["rebuild", "trading"])
+    assert busy.exit_code == 1
+    assert busy.stderr.strip().splitlines() == ["error: another rebuild of trading is running on this database"]
+
+
+def test_an_interrupted_rebuild_swaps_nothing_and_the_next_one_cleans_up(projected: Settings) -> None:
+    settings = projected
+    before, oids = table_dump(settings), _oids(settings)
+    polls = iter(range(1_000_000))
+    with pytest.raises(RebuildError, match="interrupted before the swap: nothing was swapped"):
+        rebuild(settings, options=RebuildOptions(batch_size=100), stop_requested=lambda: next(polls) >= 3)
+    assert _oids(settings) == oids and table_dump(settings) == before
+    assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
+
+    # What a SIGKILLed rebuild leaves behind: its shadow schema and checkpoints.
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        ddl.create_schema(conn, "rebuild_20000101000000")
+        conn.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
+                     "values ('trading@rebuild_20000101000000', %s, 0, 1)", (settings.topic_orders,))
+    result = rebuild(settings)
+    assert result.warnings == ["dropped rebuild_20000101000000, the shadow of an interrupted rebuild"]
+    assert result.identical is True and table_dump(settings) == before
+    assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
