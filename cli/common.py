@@ -48,19 +48,15 @@ def print_json(data: Any) -> None:
 
 
 def canonical_value(value: Any) -> Any:
-    """A database value in the canonical JSON form: decimals as plain strings, times ISO-8601 UTC
-    with microseconds and Z (the same rules as backbone.codec.json_form)."""
-    from datetime import UTC, datetime
+    """A database value in the canonical JSON form (the rules of backbone.codec.json_form):
+    decimals as exact plain strings, times ISO-8601 UTC with microseconds and Z."""
+    from datetime import datetime
     from decimal import Decimal
 
+    from backbone.codec import json_form
+
     if isinstance(value, Decimal):
-        return format_decimal(value)
+        return json_form.format_decimal(value)
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return json_form.format_datetime(value)
     return value
-
-
-def format_decimal(value: Any) -> str:
-    """Plain notation, no exponent, no trailing zeros (`Decimal('1E+2')` → "100")."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text

@@ -13,6 +13,8 @@ by field and adds the checks around it:
   record lives in its directory (``OrderEvent`` in ``order_event/``);
 * logical types (``LOGICAL_TYPE_CHANGED``): Avro resolution compares the underlying types only,
   so it accepts a decimal whose scale changes, which would misread old data;
+* defaults (``BAD_DEFAULT``): a default must match the field's type, a union's its first branch
+  (Java's parser refuses such a schema; fastavro and the Python library let it pass);
 * the model (``MODEL_MISMATCH``): the newest version must map onto the dataclass of
   `backbone.domain.events` (the rules of `backbone.codec.avro`).
 
@@ -34,14 +36,23 @@ from avro.compatibility import (
     lookup_writer_field,
 )
 
-from backbone.codec.avro import SchemaFile, default_schemas_dir, logical_type_changes, model_mismatches, read_schemas_dir
+from backbone.codec.avro import (
+    SchemaFile,
+    bad_defaults,
+    default_schemas_dir,
+    logical_type_changes,
+    model_mismatches,
+    read_schemas_dir,
+)
 from backbone.errors import SchemaCompatibilityError
 
 __all__ = ["CompatibilityProblem", "check_schemas", "format_problem", "ensure_compatible"]
 
 _HINTS = {
-    "reader_field_missing_default_value": 'the newer version has a field the older one lacks and gives it no default; make it optional (["null", T] with "default": null) or give it a default',
-    "type_mismatch": "the field's type changed to one that cannot read the old type; the allowed promotions are int->long/float/double, long->float/double, float->double and string<->bytes",
+    "reader_field_missing_default_value": "the newer version has a field the older one lacks and gives it no default; "
+    'make it optional (["null", T] with "default": null) or give it a default',
+    "type_mismatch": "the field's type changed to one that cannot read the old type; the allowed promotions are "
+    "int->long/float/double, long->float/double, float->double and string<->bytes",
     "missing_enum_symbols": "enum symbols were removed; keep them, or give the enum a default symbol",
     "missing_union_branch": "the union lost a branch the older version could write; keep it",
     "name_mismatch": "a named type was renamed; keep the name or add the old one as an alias",
@@ -54,7 +65,7 @@ class CompatibilityProblem:
     """One problem found by `check_schemas`.
 
     kind: INCOMPATIBLE (from the Avro checker; `incompatibility` holds its type, e.g.
-    ``reader_field_missing_default_value``), LOGICAL_TYPE_CHANGED, MODEL_MISMATCH, or a schemas
+    ``reader_field_missing_default_value``), LOGICAL_TYPE_CHANGED, BAD_DEFAULT, MODEL_MISMATCH, or a schemas
     directory problem: MISSING_DIR, BAD_FILE_NAME, PARSE_ERROR, VERSION_GAP, NAME_MISMATCH,
     NO_VERSIONS.
     """
@@ -88,7 +99,9 @@ def ensure_compatible(schemas_dir: Path | None = None) -> None:
     """Raise `SchemaCompatibilityError` listing every problem `check_schemas` finds."""
     problems = check_schemas(schemas_dir)
     if problems:
-        raise SchemaCompatibilityError(f"{len(problems)} schema problem(s):\n" + "\n".join("  " + format_problem(p) for p in problems))
+        raise SchemaCompatibilityError(
+            f"{len(problems)} schema problem(s):\n" + "\n".join("  " + format_problem(p) for p in problems)
+        )
 
 
 def check_schemas(schemas_dir: Path | None = None) -> list[CompatibilityProblem]:
@@ -115,12 +128,24 @@ def _check_record(directory: str, files: list[SchemaFile]) -> list[Compatibility
         except (avro.errors.AvroException, ValueError, TypeError, KeyError) as e:
             message = str(e)
             message = message if len(message) <= 300 else message[:297] + "..."
-            problems.append(CompatibilityProblem(directory, "PARSE_ERROR", f"{f.path}: Apache Avro: {message}", reader_version=f.version))
+            problems.append(
+                CompatibilityProblem(
+                    directory, "PARSE_ERROR", f"{f.path}: Apache Avro: {message}", reader_version=f.version
+                )
+            )
             continue
         if not isinstance(schema, avro.schema.RecordSchema):
-            problems.append(CompatibilityProblem(directory, "PARSE_ERROR", f"{f.path}: not a record schema", reader_version=f.version))
+            problems.append(
+                CompatibilityProblem(
+                    directory, "PARSE_ERROR", f"{f.path}: not a record schema", reader_version=f.version
+                )
+            )
             continue
         parsed[f.version] = schema
+        for field, message in bad_defaults(f):
+            problems.append(
+                CompatibilityProblem(directory, "BAD_DEFAULT", message, reader_version=f.version, field=field)
+            )
     by_version = {f.version: f for f in files}
     versions = sorted(parsed)
     for j, newer in enumerate(versions):
@@ -128,11 +153,20 @@ def _check_record(directory: str, files: list[SchemaFile]) -> list[Compatibility
             problems.extend(_check_pair(directory, newer, older, parsed[newer], parsed[older]))
             for field, message in logical_type_changes(by_version[older], by_version[newer]):
                 problems.append(
-                    CompatibilityProblem(directory, "LOGICAL_TYPE_CHANGED", message, reader_version=newer, writer_version=older, field=field)
+                    CompatibilityProblem(
+                        directory,
+                        "LOGICAL_TYPE_CHANGED",
+                        message,
+                        reader_version=newer,
+                        writer_version=older,
+                        field=field,
+                    )
                 )
     newest = files[-1]
     for field, message in model_mismatches(newest):
-        problems.append(CompatibilityProblem(directory, "MODEL_MISMATCH", message, reader_version=newest.version, field=field))
+        problems.append(
+            CompatibilityProblem(directory, "MODEL_MISMATCH", message, reader_version=newest.version, field=field)
+        )
     return problems
 
 
@@ -163,7 +197,15 @@ def _check_pair(
                 continue
             # the checker's finding for a reader field the writer lacks, without a default
             problems.append(
-                _problem(directory, newer, older, reader_field.name, f"/fields/{i}", "reader_field_missing_default_value", reader_field.name)
+                _problem(
+                    directory,
+                    newer,
+                    older,
+                    reader_field.name,
+                    f"/fields/{i}",
+                    "reader_field_missing_default_value",
+                    reader_field.name,
+                )
             )
             continue
         result = checker.get_compatibility(reader_field.type, writer_field.type, "type", location)
@@ -173,7 +215,9 @@ def _check_pair(
     return problems
 
 
-def _from_result(directory: str, newer: int, older: int, field: str | None, result: SchemaCompatibilityResult) -> list[CompatibilityProblem]:
+def _from_result(
+    directory: str, newer: int, older: int, field: str | None, result: SchemaCompatibilityResult
+) -> list[CompatibilityProblem]:
     if result.compatibility is not SchemaCompatibilityType.incompatible:
         return []
     kinds = sorted({t.value for t in result.incompatibilities})
@@ -182,7 +226,9 @@ def _from_result(directory: str, newer: int, older: int, field: str | None, resu
     return [_problem(directory, newer, older, field, location, kind, detail) for kind in kinds]
 
 
-def _problem(directory: str, newer: int, older: int, field: str | None, location: str, kind: str, detail: str) -> CompatibilityProblem:
+def _problem(
+    directory: str, newer: int, older: int, field: str | None, location: str, kind: str, detail: str
+) -> CompatibilityProblem:
     hint = _HINTS.get(kind, "")
     subject = f"v{newer} cannot read data written with v{older}"
     if field:

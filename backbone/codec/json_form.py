@@ -26,8 +26,9 @@ Output rules (`to_json_dict`, `dumps`):
 * datetime: ISO-8601 in UTC with exactly six fractional digits and ``Z``:
   ``"2026-11-22T14:30:00.000000Z"``. A naive datetime is refused (`JsonFormError`).
 * enum: its name (the StrEnum value), e.g. ``"FILLED"``. str and int: JSON string and integer.
-* `dumps`: compact separators (``,`` and ``:``), non-ASCII characters as themselves (UTF-8),
-  one line (JSON escapes control characters, so a string never breaks the line).
+* `dumps`: compact separators (``,`` and ``:``), non-ASCII characters as themselves (UTF-8)
+  except the Unicode line breaks U+0085, U+2028 and U+2029, which are escaped like the control
+  characters: the output is one line for every line splitter.
 
 Input rules (`from_json_dict`, `loads`), strict so that a typo in a publish file fails loudly:
 
@@ -59,13 +60,22 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
 from backbone.domain.events import PRECISION, SCALE, Alert, MarketMark, OrderEvent
 from backbone.errors import BackboneError
 
-__all__ = ["JsonFormError", "RECORD_TYPES", "to_json_dict", "from_json_dict", "dumps", "loads"]
+__all__ = [
+    "RECORD_TYPES",
+    "JsonFormError",
+    "dumps",
+    "format_datetime",
+    "format_decimal",
+    "from_json_dict",
+    "loads",
+    "to_json_dict",
+]
 
 Record = OrderEvent | MarketMark | Alert
 
@@ -76,7 +86,9 @@ _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _INTEGER_DIGITS = PRECISION - SCALE
 _MIN_LONG, _MAX_LONG = -(1 << 63), (1 << 63) - 1
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_DATETIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+_DATETIME_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 class JsonFormError(BackboneError):
@@ -96,7 +108,6 @@ class _Spec:
     py_type: Any  # str, int, Decimal, datetime or a StrEnum class
     nullable: bool
     required: bool  # no default in the dataclass
-    default: Any
 
 
 def _specs(cls: type) -> tuple[_Spec, ...]:
@@ -110,8 +121,7 @@ def _specs(cls: type) -> tuple[_Spec, ...]:
             nullable = len(args) < len(typing.get_args(t))
             t = args[0] if len(args) == 1 else t
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        default = f.default if f.default is not dataclasses.MISSING else None
-        out.append(_Spec(f.name, t, nullable, not has_default, default))
+        out.append(_Spec(f.name, t, nullable, not has_default))
     return tuple(out)
 
 
@@ -158,14 +168,25 @@ def to_json_dict(record: Record) -> dict[str, Any]:
                 out[spec.name] = value.value
             else:
                 out[spec.name] = value
-        except (ValueError, TypeError, AttributeError, InvalidOperation) as e:
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            ArithmeticError,
+        ) as e:  # ArithmeticError: decimal signals, OverflowError
             raise JsonFormError(f"{type(record).__name__}.{spec.name}={value!r}: {e}", field=spec.name) from e
     return out
 
 
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def dumps(record: Record) -> str:
     """One line of canonical JSON for `record` (no trailing newline)."""
-    return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":"))
+    # json escapes the ASCII control characters; the Unicode line breaks are escaped too so that
+    # the line stays one line for every line splitter (str.splitlines, editors). They can only
+    # occur inside strings, where the escape means the same character.
+    return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,10 +234,16 @@ def _parse_decimal(spec: _Spec, value: Any) -> Decimal:
         raise _fail(spec, value, 'wrong type: expected a decimal string like "101.25"')
     # Bound the exponent first: "1e999999999" must not turn into a huge integer.
     if d and d.adjusted() >= _INTEGER_DIGITS:
-        raise _fail(spec, value, f"bad decimal: more than {_INTEGER_DIGITS} integer digits (decimal({PRECISION}, {SCALE}))")
+        raise _fail(
+            spec, value, f"bad decimal: more than {_INTEGER_DIGITS} integer digits (decimal({PRECISION}, {SCALE}))"
+        )
     scaled = d.scaleb(SCALE, _EXACT)
     if scaled != scaled.to_integral_value(context=_EXACT):
-        raise _fail(spec, value, f"bad decimal: more than {SCALE} fractional digits (decimal({PRECISION}, {SCALE}); the form does not round)")
+        raise _fail(
+            spec,
+            value,
+            f"bad decimal: more than {SCALE} fractional digits (decimal({PRECISION}, {SCALE}); the form does not round)",
+        )
     return d
 
 
@@ -270,10 +297,15 @@ def from_json_dict(obj: dict[str, Any]) -> Record:
         raise JsonFormError(f"expected a JSON object, got {_json_type(obj)}")
     type_name = obj.get("type")
     if "type" not in obj:
-        raise JsonFormError(f'missing field "type" (one of: {", ".join(RECORD_TYPES)})', field="type")
+        raise JsonFormError(
+            f"field 'type': missing required field (the record name, one of: {', '.join(RECORD_TYPES)})", field="type"
+        )
     cls = RECORD_TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise JsonFormError(f'field "type": unknown record type {type_name!r} (expected one of: {", ".join(RECORD_TYPES)})', field="type")
+        raise JsonFormError(
+            f"field 'type': unknown record type {type_name!r} (expected one of: {', '.join(RECORD_TYPES)})",
+            field="type",
+        )
     specs = _SPECS[cls]
     names = {s.name for s in specs}
     for key in obj:
