@@ -162,11 +162,17 @@ def latency(args: argparse.Namespace) -> None:
             producer = subprocess.Popen([sys.executable, "-m", "benchmarks.steady_producer", str(args.rate),
                                          str(args.seconds)], env={**__import__("os").environ, **env_overrides})
             engine = db.make_engine(dbs)
-            loop = ProjectionLoop(dbs, TradingProjection(dbs), engine,
-                                  LoopConfig(group_id=f"lat-{time.time_ns()}", batch_size=5000, poll_timeout_s=0.005),
-                                  on_commit=on_commit)
-            loop.run(max_seconds=args.seconds + 10)
-            producer.wait(timeout=60)
+            holder: dict[str, ProjectionLoop] = {}
+
+            def finished() -> bool:  # the producer is done and every partition is caught up
+                loop = holder["loop"]
+                return producer.poll() is not None and bool(loop.assigned) and loop.assigned <= loop.at_end
+
+            holder["loop"] = ProjectionLoop(
+                dbs, TradingProjection(dbs), engine,
+                LoopConfig(group_id=f"lat-{time.time_ns()}", batch_size=5000, poll_timeout_s=0.005),
+                stop_requested=finished, on_commit=on_commit)
+            holder["loop"].run(max_seconds=args.seconds + 600)
             engine.dispose()
         steady = latencies[len(latencies) // 10:]  # drop the warm-up tenth
         print(f"rate {args.rate}/s for {args.seconds}s: {len(latencies):,} events projected")
