@@ -106,6 +106,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
             except KafkaException as e:
                 if e.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent creator won the race
                     raise _raise(f"creating topic {name}", e) from e
+        _await_metadata(admin, [s.name for s in to_create])
     described = {d.name: d for d in describe_topics(settings, [s.name for s in wanted], admin=admin)}
     for s in wanted:
         if s.name in reports:
@@ -113,6 +114,24 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
         problems = compare(s, described[s.name])
         reports[s.name] = TopicReport(s.name, "mismatch" if problems else "exists", problems)
     return [reports[s.name] for s in wanted]
+
+
+def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float = TIMEOUT_S) -> None:
+    """Wait until freshly created topics appear in the metadata we are served.
+
+    CreateTopics returns once the controller has the topic; the broker answering metadata may
+    learn of it a moment later, and describing it before then reports it missing.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        known = admin.list_topics(timeout=TIMEOUT_S).topics
+        missing = [n for n in names if n not in known or known[n].error is not None]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topic(s) {', '.join(missing)} created but not visible in metadata "
+                             f"after {timeout_s:.0f}s; check the broker log")
+        time.sleep(0.2)
 
 
 def compare(spec: TopicSpec, actual: TopicDescription) -> list[str]:
