@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql+psycopg://backbone:backbone@127.0.0.1:15432/backbone")
     database_readonly_role: str = Field("backbone_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
+    # --- Projection snapshots (docs/replay.md) ------------------------------------------------
+    snapshot_every_events: int = Field(100_000, ge=0, description="snapshot a partition after this many "
+                                       "records since its last snapshot; 0 = never by count")
+    snapshot_every_seconds: float = Field(300.0, ge=0, description="snapshot a partition that has new records "
+                                          "this long after its last snapshot; 0 = never by time")
+
     # --- Local stack (`backbone local …`) ------------------------------------------------------
     state_dir: Path = Field(default_factory=lambda: _default_state_dir(), description="data, logs, pid files")
     cache_dir: Path = Field(Path("~/.cache/trading-backbone"), description="Kafka jars resolved by Maven")

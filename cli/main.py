@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import config, db, demo, local, produce, project, rebuild, schemas, topics, views
+from cli import checkpoints, config, db, demo, local, produce, project, rebuild, replay, schemas, state, topics, views
 
 app = typer.Typer(
     help="trading-backbone: Kafka event-sourced orders, positions and P&L.",
@@ -24,6 +24,9 @@ app.command("pnl")(views.pnl)
 app.command("orders")(views.orders)
 app.command("demo")(demo.demo)
 app.command("rebuild")(rebuild.rebuild)
+app.command("state")(state.state_cmd)
+app.command("replay")(replay.replay_cmd)
+app.add_typer(checkpoints.app, name="checkpoints")
 
 if __name__ == "__main__":
     app()

@@ -1,9 +1,21 @@
 """The trading projection: orders, executions, positions (from `trading.orders`) and marks
-(from `trading.marketdata`), driven by consumers.runtime.ProjectionLoop."""
+(from `trading.marketdata`), driven by consumers.runtime.ProjectionLoop.
+
+Snapshots (docs/replay.md): the projection counts, per partition, the records it folded since
+that partition's last snapshot; when `settings.snapshot_every_events` are reached, or
+`settings.snapshot_every_seconds` have passed with new records, `write()` adds a snapshot of the
+partition's state at its next offset to the batch's transaction, the one that moves that
+offset in `projection_checkpoints`. A snapshot is bookkeeping, never a reason to lose a batch.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from confluent_kafka import Message
@@ -14,24 +26,44 @@ from backbone.domain.positions import PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, coordinates
 from backbone.settings import Settings
 from producers.deadletter import DeadLetter
-from projections import store
+from projections import snapshots, store
 from projections.state import TradingState
 
 NAME = "trading"
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class _Tracker:
+    """Snapshot bookkeeping of one partition."""
+
+    next_offset: int  # after the last record folded
+    since: int  # records folded since the last snapshot
+    covered: int  # records folded since the beginning of the partition
+    max_ts: int  # highest record timestamp folded by this process or in the last snapshot (ms; -1: none)
+    exact: bool  # max_ts covers every record below next_offset (false after a restart between snapshots)
+    last_snapshot: float  # wall clock of the last snapshot (or of the start of tracking)
 
 
 class TradingProjection:
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None, *, schema: str | None = None,
-                 name: str = NAME) -> None:
+                 name: str = NAME, snapshots: bool = True) -> None:
         """`schema`: write into that schema's tables instead of public's (scratch, rebuild);
-        `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's."""
+        `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's;
+        `snapshots`: take snapshots in `write()` (off for in-memory replays)."""
         self.settings = settings
         self.schema = schema
         self.name = name
         self.codec = codec or AvroCodec()
         self.state = TradingState()
         self.outcomes: Counter[str] = Counter()
+        self.snapshots = snapshots and (settings.snapshot_every_events > 0 or settings.snapshot_every_seconds > 0)
+        self.clock: Callable[[], float] = time.time
+        self._trackers: dict[tuple[str, int], _Tracker] = {}
+        self._due: list[tuple[tuple[str, int], int]] = []  # (tp, next_offset) snapshotted by the open batch
+        self.snapshots_taken = 0
 
     def topics(self) -> list[str]:
         return [self.settings.topic_orders, self.settings.topic_marketdata]
@@ -43,8 +75,33 @@ class TradingProjection:
     def load(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
         orders, marks = self._split(assigned)
         store.load_partitions(conn, self.state, orders, marks, schema=self.schema)
+        if self.snapshots:
+            self._load_trackers(conn, assigned)
+
+    def _load_trackers(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
+        """Resume the bookkeeping from the newest snapshot and the checkpoint of each partition."""
+        if conn.execute("select to_regclass('projection_snapshots')").fetchone()[0] is None:
+            log.warning("table projection_snapshots is missing (run `backbone db upgrade`): no snapshots taken")
+            self.snapshots = False
+            return
+        checkpoints = store.read_checkpoints(conn, self.name)
+        now = self.clock()
+        for tp in assigned:
+            self._trackers.pop(tp, None)
+            nxt = checkpoints.get(tp)
+            if nxt is None:
+                continue  # from the beginning: tracked from the first record
+            snap = snapshots.newest_at_or_before(conn, self.name, tp[0], tp[1], nxt)
+            base = snap.next_offset if snap else 0
+            gap = nxt - base  # folded by an earlier process since that snapshot
+            self._trackers[tp] = _Tracker(
+                next_offset=nxt, since=gap, covered=(snap.events_covered if snap else 0) + gap,
+                max_ts=-1 if snap is None or snap.max_timestamp is None else _ms(snap.max_timestamp),
+                exact=gap == 0, last_snapshot=snap.created_at.timestamp() if snap else now)
 
     def drop(self, revoked: list[tuple[str, int]]) -> None:
+        for tp in revoked:
+            self._trackers.pop(tp, None)
         orders, marks = self._split(revoked)
         for p in orders:
             self.state.drop_partition(orders_partition=p)
@@ -53,6 +110,8 @@ class TradingProjection:
 
     def apply(self, msg: Message) -> DeadLetter | None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if self.snapshots:
+            self._track(msg, topic, partition, offset)
         try:
             record = self.codec.decode(msg.value() or b"")
         except DecodeError as e:
@@ -75,6 +134,17 @@ class TradingProjection:
         self.outcomes[outcome] += 1
         return None
 
+    def _track(self, msg: Message, topic: str, partition: int, offset: int) -> None:
+        tracker = self._trackers.get((topic, partition))
+        if tracker is None:
+            tracker = self._trackers[(topic, partition)] = _Tracker(0, 0, 0, -1, True, self.clock())
+        tracker.next_offset = offset + 1
+        tracker.since += 1
+        tracker.covered += 1
+        ts = msg.timestamp()[1]
+        if ts > tracker.max_ts:
+            tracker.max_ts = ts
+
     def _letter(self, msg: Message, reason: str, detail: str) -> DeadLetter:
         self.outcomes["dead_letter"] += 1
         where = coordinates(msg.topic(), msg.partition(), msg.offset())
@@ -84,7 +154,70 @@ class TradingProjection:
                           timestamp_ms=msg.timestamp()[1])
 
     def write(self, conn: psycopg.Connection) -> int:
-        return store.write_changes(conn, self.state, self.state.changes, schema=self.schema)
+        written = store.write_changes(conn, self.state, self.state.changes, schema=self.schema)
+        if self.snapshots:
+            self._write_snapshots(conn)
+        return written
+
+    def _write_snapshots(self, conn: psycopg.Connection) -> None:
+        """Snapshot the partitions that are due, in the caller's transaction (the one that moves
+        their offsets). Repeating it (a retried transaction) inserts the same rows again."""
+        every_n, every_s = self.settings.snapshot_every_events, self.settings.snapshot_every_seconds
+        now = self.clock()
+        due = sorted(tp for tp, t in self._trackers.items() if t.since > 0 and (
+            (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
+        self._due = []
+        if not due:
+            return
+        self._resolve_max_timestamps([tp for tp in due if not self._trackers[tp].exact])
+        kinds = {tp: ("orders" if tp[0] == self.settings.topic_orders else "marks") for tp in due}
+        try:
+            payloads = snapshots.serialize_many(self.state, [(kinds[tp], tp[1]) for tp in due])
+        except Exception:  # a bug in serialization must not stop the projector: no snapshot this time
+            log.exception("could not serialize snapshots of %s", ", ".join(f"{t}[{p}]" for t, p in due))
+            return
+        rows = []
+        for tp in due:
+            t = self._trackers[tp]
+            rows.append(snapshots.NewSnapshot(self.name, tp[0], tp[1], t.next_offset,
+                                              None if t.max_ts < 0 else _EPOCH + timedelta(milliseconds=t.max_ts),
+                                              t.covered, payloads[(kinds[tp], tp[1])]))
+            self._due.append((tp, t.next_offset))
+        snapshots.insert(conn, rows)
+
+    def _resolve_max_timestamps(self, tps: list[tuple[str, int]]) -> None:
+        """After a restart between snapshots, the records between the last snapshot and the
+        checkpoint were folded by an earlier process: find their highest timestamp in Kafka
+        (a bisection over `offsets_for_times`, about 40 lookups for all partitions together)."""
+        if not tps:
+            return
+        from projections.replay import LogReader  # replay imports this module
+
+        try:
+            with LogReader(self.settings) as reader:
+                found = reader.max_timestamps_below({tp: (self._trackers[tp].next_offset,
+                                                          self._trackers[tp].max_ts if self._trackers[tp].max_ts >= 0
+                                                          else None) for tp in tps})
+        except Exception as e:  # bookkeeping only: keep the lower bound, never fail the batch
+            log.warning("could not look up record timestamps for snapshots (%s); their max_timestamp is the "
+                        "highest this process saw", e)
+            return
+        for tp, ms in found.items():
+            t = self._trackers[tp]
+            if ms is not None and ms > t.max_ts:
+                t.max_ts = ms
+            t.exact = True
 
     def committed(self) -> None:
         self.state.take_changes()
+        now = self.clock()
+        for tp, nxt in self._due:
+            t = self._trackers.get(tp)
+            if t is not None and t.next_offset == nxt:
+                t.since, t.last_snapshot = 0, now
+                self.snapshots_taken += 1
+        self._due = []
+
+
+def _ms(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(milliseconds=1)

@@ -1,0 +1,125 @@
+"""Replay speed and the cost of `state --as-of` against the distance from the newest snapshot.
+
+Run: python -m benchmarks.replay [--events 1000000] [--distances 0,1000,10000,100000] [--runs 3]
+
+On one simulated log in throwaway topics (and a throwaway database), measured in the same run:
+  (a) full replay:  every record from offset 0, in memory (what `replay --from-beginning
+                    --dry-run` does): events/s;
+  (b) as-of:        snapshots are taken at two points of the log (`checkpoints create --as-of`),
+                    early (10 %) and late (60 %); then `state --as-of T` is timed for T at
+                    several distances (in records) after each snapshot point, plus one full
+                    replay to the farthest cut without snapshots. The tail read follows the
+                    tail length, whether the snapshot is early or late in the log; what grows
+                    with the log is the snapshot load (with the size of the state) and the
+                    per-record cost (positions with more live fills refold more on busts).
+
+The simulator produces only ~4 000 events/s on a small machine, so the default 1M events take
+minutes to publish, and replaying them takes long because the per-record cost grows with the
+positions' fills (docs/replay.md, "Cost"): --events 200000 gives the picture in ~5 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import time
+from datetime import datetime
+
+from backbone import db
+from backbone.codec.avro import AvroCodec
+from backbone.kafka.producer import KafkaProducer
+from backbone.settings import Settings
+from benchmarks.common import bench_settings, create_topics, delete_topics, fresh_database
+from producers.publisher import EventPublisher
+from producers.simulator import SimulationConfig, simulate
+from projections.replay import Replayer, snapshot_as_of
+
+
+def publish(settings: Settings, events: int) -> list[datetime]:
+    """Publish the session; returns every record's event time, in log order."""
+    times = []
+    t0 = time.perf_counter()
+    with KafkaProducer(settings) as producer:
+        publisher = EventPublisher(settings, producer, AvroCodec())
+        for i, record in enumerate(simulate(SimulationConfig(events=events, seed=11, symbols=40, accounts=20)), 1):
+            publisher.publish(record)
+            times.append(record.event_time)
+            if i % 100_000 == 0:
+                print(f"  published {i:,} ({i / (time.perf_counter() - t0):,.0f} ev/s)", flush=True)
+        producer.flush()
+    print(f"published {events:,} events in {time.perf_counter() - t0:.1f} s", flush=True)
+    return times
+
+
+def as_of(replayer: Replayer, when: datetime, *, use_snapshots: bool = True) -> tuple[float, int, float, float]:
+    """(total seconds, records read, snapshot load seconds, read seconds) of one as-of query."""
+    t0 = time.perf_counter()
+    plans = replayer.plan_as_of(when, use_snapshots=use_snapshots)
+    result = replayer.run(plans)
+    return time.perf_counter() - t0, result.records, result.snapshot_seconds, result.read_seconds
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still delete the topics and the database
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--distances", default=None, help="records after the snapshot point, comma-separated "
+                                                          "(default: 0 and 0.1 %%, 1 %%, 10 %% of --events)")
+    parser.add_argument("--runs", type=int, default=3, help="as-of timings per point (median)")
+    parser.add_argument("--partitions", type=int, default=12)
+    args = parser.parse_args()
+    n = args.events
+    distances = ([int(d) for d in args.distances.split(",")] if args.distances
+                 else [0, max(n // 1000, 1), max(n // 100, 1), max(n // 10, 1)])
+
+    settings = bench_settings("replay", partitions=args.partitions)
+    create_topics(settings)
+    try:
+        with fresh_database(settings) as run:
+            times = publish(run, n)
+            engine = db.make_engine(run)
+            try:
+                with Replayer(run, engine) as replayer:
+                    # (a) full in-memory replay from offset 0
+                    plans = replayer.plan_replay(from_beginning=True)
+                    t0 = time.perf_counter()
+                    full = replayer.run(plans)
+                    elapsed = time.perf_counter() - t0
+                    print(f"\n(a) full replay of {full.records:,} records: {full.records / elapsed:,.0f} events/s "
+                          f"({elapsed:.1f} s; {full.events_per_s():,.0f} events/s while reading)")
+
+                    # (b) snapshots at two points, then as-of at distances from each
+                    points = {"early (10%)": int(n * 0.10), "late (60%)": int(n * 0.60)}
+                    for label, index in points.items():
+                        t0 = time.perf_counter()
+                        taken, _ = snapshot_as_of(replayer, times[index - 1])
+                        size = sum(t.size for t in taken if t.action == "created")
+                        print(f"snapshot {label} at record {index:,}: {len(taken)} partitions, "
+                              f"{size / 1e6:.1f} MB compressed, built in {time.perf_counter() - t0:.1f} s")
+                    print(f"\n(b) state --as-of T, T = the time of the record `distance` records after the "
+                          f"snapshot point; log of {n:,} records; median of {args.runs}")
+                    print(f"{'snapshot':>12} {'distance':>9} {'records read':>13} {'load snap s':>12} "
+                          f"{'read s':>8} {'total s':>8}")
+                    for label, index in points.items():
+                        for d in distances:
+                            i = min(index - 1 + d, n - 1)
+                            runs = [as_of(replayer, times[i]) for _ in range(args.runs)]
+                            total = statistics.median(r[0] for r in runs)
+                            load = statistics.median(r[2] for r in runs)
+                            read = statistics.median(r[3] for r in runs)
+                            print(f"{label:>12} {d:>9,} {runs[0][1]:>13,} {load:>12.3f} {read:>8.3f} {total:>8.3f}",
+                                  flush=True)
+                    far = times[min(points["late (60%)"] - 1 + distances[-1], n - 1)]
+                    total, read, _load, _ = as_of(replayer, far, use_snapshots=False)
+                    print(f"{'none':>12} {'(full)':>9} {read:>13,} {0:>12.3f} {total:>8.3f} {total:>8.3f}"
+                          "   <- the farthest late cut without snapshots")
+            finally:
+                engine.dispose()
+    finally:
+        delete_topics(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""`backbone checkpoints list | create | prune`: the projection snapshots that `state --as-of`
+and `replay` start from (the projector takes them every N events or T seconds)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from backbone import db
+from backbone.errors import BackboneError
+from cli.common import canonical_value, console, load_settings, print_json, user_errors
+from cli.replay import JsonOpt, ProgressBar, QuietOpt, database_errors, replayer
+from projections import replay as rp
+from projections import snapshots, store
+from projections.trading import NAME
+
+app = typer.Typer(help="Projection snapshots (checkpoints of state) for point-in-time queries and replay.",
+                  no_args_is_help=True)
+
+ProjectionFilter = Annotated[str | None, typer.Option("--projection", help="only this projection")]
+
+
+def _topic(settings: Any, topic: str | None) -> str | None:
+    return {"orders": settings.topic_orders, "marketdata": settings.topic_marketdata}.get(topic or "", topic)
+
+
+def _meta_json(s: snapshots.SnapshotMeta, checkpoint: int | None = None) -> dict[str, Any]:
+    return {"id": s.id, "projection": s.projection, "topic": s.topic, "partition": s.partition,
+            "next_offset": s.next_offset, "max_timestamp": canonical_value(s.max_timestamp),
+            "events_covered": s.events_covered, "bytes": s.size, "created_at": canonical_value(s.created_at),
+            "checkpoint": checkpoint}
+
+
+@app.command("list")
+def list_cmd(
+    projection: ProjectionFilter = None,
+    topic: Annotated[str | None, typer.Option("--topic", help="orders, marketdata or a topic name")] = None,
+    partition: Annotated[int | None, typer.Option("--partition", min=0)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Snapshots with their next offset, the highest record timestamp they cover, events
+    covered, size, and the projection's live checkpoint of that partition."""
+    settings = load_settings()
+    with user_errors():
+        engine = db.make_engine(settings)
+        try:
+            with database_errors(settings), engine.connect() as sa_conn:
+                conn = sa_conn.connection.driver_connection
+                found = snapshots.list_snapshots(conn, projection, _topic(settings, topic), partition)
+                checkpoints = {name: store.read_checkpoints(conn, name) for name in {s.projection for s in found}}
+        finally:
+            engine.dispose()
+    rows = [_meta_json(s, checkpoints[s.projection].get((s.topic, s.partition))) for s in found]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("id", "projection", "topic", "partition", "next_offset", "max_timestamp", "events_covered", "bytes",
+                  "created_at", "checkpoint")
+    for r in rows:
+        table.add_row(*("" if r[c] is None else str(r[c]) for c in (
+            "id", "projection", "topic", "partition", "next_offset", "max_timestamp", "events_covered", "bytes",
+            "created_at", "checkpoint")))
+    console.print(table)
+    console.print(f"{len(rows)} snapshot(s)")
+
+
+@app.command("create")
+def create_cmd(
+    projection: Annotated[str, typer.Option("--projection", help="projection name")] = NAME,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="snapshot the state as of this time, rebuilt from snapshots and the log, instead of the "
+                        "live state at the checkpoints")] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Take a snapshot of every partition now.
+
+    Without --as-of: the live projection's state at its checkpoints, read from the live tables
+    in one consistent transaction (rows and checkpoints commit together), inserted in that same
+    transaction. With --as-of T: the state at T's cut, rebuilt from the newest snapshots and the
+    log (pre-compute a point that will be asked for often, e.g. the close). A partition whose
+    snapshot at that offset exists already is left alone.
+    """
+    settings = load_settings()
+    with user_errors():
+        if as_of is None:
+            engine = db.make_engine(settings)
+            try:
+                with database_errors(settings), rp.LogReader(settings) as reader:
+                    taken = rp.snapshot_live(settings, engine, reader, projection=projection)
+            finally:
+                engine.dispose()
+        else:
+            when = rp.parse_time(as_of)
+            with replayer(settings, projection) as r:
+                plans = r.plan_as_of(when)
+                with ProgressBar("snapshot", sum(p.to_read for p in plans), quiet or json_out) as bar:
+                    taken, _result = rp.snapshot_as_of(r, when, progress=bar)
+        if not taken:
+            raise BackboneError(f"projection {projection} has no checkpoints yet: nothing to snapshot "
+                                "(run `backbone project run` first, or give --as-of)")
+    rows = [{"topic": t.topic, "partition": t.partition, "next_offset": t.next_offset, "action": t.action,
+             "max_timestamp": canonical_value(t.max_timestamp), "events_covered": t.events_covered, "bytes": t.size}
+            for t in taken]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("topic", "partition", "next_offset", "action", "max_timestamp", "events_covered", "bytes")
+    for r in rows:
+        table.add_row(*("" if r[c] is None else str(r[c]) for c in r))
+    console.print(table)
+    created = sum(1 for t in taken if t.action == "created")
+    console.print(f"{created} snapshot(s) created, {len(taken) - created} partition(s) unchanged")
+
+
+@app.command("prune")
+def prune_cmd(
+    projection: ProjectionFilter = None,
+    keep: Annotated[int, typer.Option("--keep", min=0, help="always keep this many newest snapshots per "
+                                      "partition")] = 2,
+    before: Annotated[str | None, typer.Option("--before", help="delete only snapshots covering nothing at or "
+                                               "after this time (max_timestamp earlier)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be deleted")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete old snapshots: all but the --keep newest of each partition, or with --before only
+    those among them that cover nothing at or after that time. Point-in-time queries before the
+    oldest kept snapshot then replay from further back (or from offset 0)."""
+    settings = load_settings()
+    with user_errors():
+        cutoff = None if before is None else rp.parse_time(before)
+        engine = db.make_engine(settings)
+        try:
+            with database_errors(settings), engine.begin() as sa_conn:
+                conn = sa_conn.connection.driver_connection
+                doomed = snapshots.prune_candidates(snapshots.list_snapshots(conn, projection), keep=keep,
+                                                    before=cutoff)
+                deleted = 0 if dry_run else snapshots.delete(conn, [s.id for s in doomed])
+        finally:
+            engine.dispose()
+    if json_out:
+        print_json({"dry_run": dry_run, "deleted": deleted, "snapshots": [_meta_json(s) for s in doomed]})
+        return
+    for s in doomed:
+        console.print(f"{'would delete' if dry_run else 'deleted'} snapshot {s.id}: {s.projection} "
+                      f"{s.topic}[{s.partition}]@{s.next_offset}", markup=False)
+    console.print(f"dry run: {len(doomed)} snapshot(s) would be deleted" if dry_run
+                  else f"{deleted} snapshot(s) deleted")

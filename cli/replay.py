@@ -1,0 +1,182 @@
+"""`backbone replay`: re-run a projection over a range of the log, into a scratch schema or as a
+dry run. Also the pieces `state` and `checkpoints` share (progress bar, database errors)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import psycopg
+import sqlalchemy as sa
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from backbone import db
+from backbone.settings import Settings
+from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
+from projections import ddl
+from projections import replay as rp
+from projections.trading import NAME
+
+ProjectionOpt = Annotated[str, typer.Option("--projection", help="projection name (its snapshots and logic)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="canonical JSON (decimals as strings)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
+# -- shared with cli.state and cli.checkpoints ------------------------------------------------------
+
+@contextmanager
+def database_errors(settings: Settings) -> Iterator[None]:
+    """Database failures as one-line user errors."""
+    try:
+        yield
+    except (sa.exc.OperationalError, psycopg.OperationalError) as e:
+        raise db.DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: "
+                               f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}") from e
+    except (sa.exc.ProgrammingError, psycopg.ProgrammingError) as e:
+        raise db.DatabaseError(f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}; "
+                               "has `backbone db upgrade` run?") from e
+
+
+@contextmanager
+def replayer(settings: Settings, projection: str) -> Iterator[rp.Replayer]:
+    engine = db.make_engine(settings)
+    try:
+        with database_errors(settings), rp.Replayer(settings, engine, projection=projection) as r:
+            yield r
+    finally:
+        engine.dispose()
+
+
+class ProgressBar:
+    """A rich progress bar on stderr: records read of the planned offsets, events/s and ETA."""
+
+    def __init__(self, description: str, total: int, disable: bool) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]:>9} ev/s"), TimeRemainingColumn(),
+                                 console=err_console, disable=disable or total == 0, transient=False)
+        self.task = self.progress.add_task(description, total=total, rate="-")
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, done: int) -> None:
+        elapsed = time.monotonic() - self.t0
+        self.progress.update(self.task, completed=done, rate=f"{done / elapsed:,.0f}" if elapsed > 0 else "-")
+
+
+def plan_json(report: rp.PartitionReport) -> dict[str, Any]:
+    plan, s = report.plan, report.plan.snapshot
+    return {"topic": plan.topic, "partition": plan.partition, "low": plan.low, "high": plan.high,
+            "snapshot_id": s.id if s else None, "state_from_offset": plan.start, "from_offset": report.begin,
+            "to_offset": report.end}
+
+
+def write_schema(settings: Settings, engine: sa.Engine, result: rp.ReplayResult, schema: str) -> int:
+    with engine.begin() as sa_conn:
+        return rp.write_into(sa_conn.connection.driver_connection, result.state, schema,
+                             reader_role=settings.database_readonly_role)
+
+
+# -- backbone replay ------------------------------------------------------------------------------
+
+def replay_cmd(
+    projection: ProjectionOpt = NAME,
+    from_offset: Annotated[str | None, typer.Option(
+        "--from-offset", help="P:O[,P:O…] (orders topic) or TOPIC:P:O with TOPIC orders|marketdata|<name>: "
+                              "replay only these partitions, each from its offset")] = None,
+    from_timestamp: Annotated[str | None, typer.Option(
+        "--from-timestamp", help="every partition from its first record stamped at or after this time "
+                                 "(ISO-8601)")] = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="every partition from offset 0, "
+                                                 "empty state, no snapshot")] = False,
+    to_offset: Annotated[str | None, typer.Option("--to-offset", help="P:O[,P:O…]: stop before these offsets "
+                                                  "(exclusive, like a checkpoint)")] = None,
+    to_timestamp: Annotated[str | None, typer.Option("--to-timestamp", help="stop at the as-of cut of this "
+                                                     "time: records stamped at or before it are included")] = None,
+    into: Annotated[str | None, typer.Option("--into", help="write the resulting state into this new schema")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only: write nothing anywhere")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Replay a projection over a range of the log, in memory, then write the resulting state
+    into a fresh schema (--into) or only report (--dry-run).
+
+    The state at the start of the range comes from the newest snapshot at or before it plus the
+    records in between (--from-beginning: an empty state at offset 0). The report gives records,
+    events/s and dead letters by reason for the range. Live tables, live checkpoints and the
+    live consumer group are never touched. A start below the log start (lost to retention) or
+    beyond the end is refused. See docs/replay.md.
+    """
+    settings = load_settings()
+    with user_errors():
+        if (into is None) == (not dry_run):
+            raise rp.ReplayRefused("give exactly one of --into SCHEMA (write the state there) or --dry-run")
+        from_offsets = None if from_offset is None else rp.parse_offsets(
+            from_offset, settings.topic_orders, settings.topic_marketdata)
+        to_offsets = None if to_offset is None else rp.parse_offsets(
+            to_offset, settings.topic_orders, settings.topic_marketdata)
+        from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
+        to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
+        if into is not None:
+            try:
+                ddl.check_schema_name(into)
+            except ValueError as e:
+                raise rp.ReplayRefused(str(e)) from e
+        with replayer(settings, projection) as r:
+            plans = r.plan_replay(from_offsets=from_offsets, from_time=from_time, from_beginning=from_beginning,
+                                  to_offsets=to_offsets, to_time=to_time)
+            with ProgressBar("replay", sum(p.to_read for p in plans), quiet or json_out) as bar:
+                result = r.run(plans, progress=bar)
+            written = None if into is None else write_schema(settings, r.engine, result, into)
+    _report(plans, result, into, written, json_out)
+
+
+def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult, into: str | None, written: int | None,
+            json_out: bool) -> None:
+    summary = {
+        "dry_run": into is None, "into": into, "rows_written": written,
+        "records_read": result.records, "replayed": result.replayed, "caught_up": result.records - result.replayed,
+        "seconds": round(result.read_seconds, 3), "snapshot_seconds": round(result.snapshot_seconds, 3),
+        "events_per_s": round(result.events_per_s()),
+        "dead_letters": dict(sorted(result.dead_letters.items())),
+        "partitions": [plan_json(result.reports[p.tp]) | {
+            "caught_up": result.reports[p.tp].caught_up, "replayed": result.reports[p.tp].replayed,
+            "dead_letters": dict(sorted(result.reports[p.tp].dead_letters.items()))} for p in plans],
+        "first_dead_letters": [{"record": w, "reason": r, "detail": d} for w, r, d in result.letters[:20]],
+    }
+    if json_out:
+        print_json(summary)
+        return
+    table = Table("topic", "partition", "snapshot", "state from", "replay from", "to", "caught up", "replayed",
+                  "dead letters")
+    for p in plans:
+        rep = result.reports[p.tp]
+        table.add_row(p.topic, str(p.partition), "-" if p.snapshot is None else f"#{p.snapshot.id}", str(p.start),
+                      str(rep.begin), str(rep.end), f"{rep.caught_up:,}", f"{rep.replayed:,}",
+                      str(sum(rep.dead_letters.values())))
+    console.print(table)
+    console.print(f"replayed {result.replayed:,} records (+{result.records - result.replayed:,} read to rebuild the "
+                  f"state at the start, from snapshots or offset 0) in {result.read_seconds:.2f} s, "
+                  f"{result.events_per_s():,.0f} ev/s")
+    if result.dead_letters:
+        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(result.dead_letters.items()))
+        console.print(f"dead letters by reason: {by_reason}")
+        for where, reason, _detail in result.letters[:5]:
+            console.print(f"  {where}: {reason}", markup=False)
+    if into is None:
+        console.print("dry run: nothing written")
+    else:
+        console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
+
+
+def canonical_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: canonical_value(v) for k, v in row.items()} for row in rows]

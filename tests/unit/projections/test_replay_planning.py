@@ -1,0 +1,219 @@
+"""Replay planning as pure functions: times, cuts, offsets, snapshot choice, the max-timestamp
+search, and the rows `state --as-of` prints (no services)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backbone.domain.events import Side
+from projections.replay import (
+    ReplayRefused,
+    check_offset,
+    choose_snapshot,
+    floor_ms,
+    max_timestamps_below,
+    ms_to_datetime,
+    offset_at,
+    open_order_rows,
+    parse_offsets,
+    parse_time,
+    plan_partition,
+    pnl_rows,
+    position_rows,
+)
+from projections.snapshots import SnapshotMeta
+from projections.state import TradingState
+from tape import Tape
+
+TP = ("trading.orders", 3)
+D = Decimal
+
+
+def snap(offset: int, i: int = 1) -> SnapshotMeta:
+    return SnapshotMeta(i, "trading", TP[0], TP[1], offset, None, offset, datetime.now(tz=UTC), 100)
+
+
+# -- times --------------------------------------------------------------------------------------------
+
+def test_floor_ms_is_exact_and_floors() -> None:
+    t = datetime(2026, 11, 20, 15, 15, 0, 999_999, tzinfo=UTC)
+    assert floor_ms(t) == floor_ms(t.replace(microsecond=999_000)) == floor_ms(t.replace(microsecond=0)) + 999
+    assert ms_to_datetime(floor_ms(t)) == t.replace(microsecond=999_000)
+    assert floor_ms(datetime(1970, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)) == -1
+    with pytest.raises(ValueError, match="naive"):
+        floor_ms(datetime(2026, 11, 20))
+
+
+def test_parse_time_reads_iso_8601_and_assumes_utc() -> None:
+    utc = datetime(2026, 11, 20, 15, 15, tzinfo=UTC)
+    assert parse_time("2026-11-20T15:15:00Z") == utc
+    assert parse_time("2026-11-20T10:15:00-05:00") == utc
+    assert parse_time("2026-11-20 15:15") == utc
+    assert parse_time("2026-11-20T15:15:00.250+00:00") == utc + timedelta(milliseconds=250)
+    assert parse_time("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parse_time("2026-11-20T10:15:00-05:00").tzinfo == timezone(timedelta(hours=-5))
+    with pytest.raises(ReplayRefused, match="not ISO-8601"):
+        parse_time("10:15 yesterday")
+
+
+# -- offsets ------------------------------------------------------------------------------------------
+
+def test_parse_offsets_forms_and_refusals() -> None:
+    o, m = "trading.orders", "trading.marketdata"
+    assert parse_offsets("0:5, 3:7", o, m) == {(o, 0): 5, (o, 3): 7}
+    assert parse_offsets("orders:1:2,marketdata:1:9", o, m) == {(o, 1): 2, (m, 1): 9}
+    assert parse_offsets("trading.marketdata:4:0", o, m) == {(m, 4): 0}
+    for bad, why in (("x", "PARTITION:OFFSET"), ("1:-2", "PARTITION:OFFSET"), ("other:1:2", "not a topic"),
+                     ("1:2,orders:1:3", "named twice"), (" , ", "no offsets")):
+        with pytest.raises(ReplayRefused, match=why):
+            parse_offsets(bad, o, m)
+
+
+def test_offset_at_maps_no_answer_to_the_end() -> None:
+    assert offset_at(-1, 42) == 42
+    assert offset_at(7, 42) == 7
+    assert offset_at(50, 42) == 42
+
+
+def test_check_offset_names_the_record_and_the_reason() -> None:
+    check_offset(TP, 10, 10, 20)
+    check_offset(TP, 20, 10, 20)  # the end itself: an empty range
+    with pytest.raises(ReplayRefused, match=r"trading.orders\[3\]@9: start offset is below the log start offset 10"):
+        check_offset(TP, 9, 10, 20)
+    with pytest.raises(ReplayRefused, match=r"@21: start offset is beyond the end of the log \(next offset 20\)"):
+        check_offset(TP, 21, 10, 20)
+
+
+def test_choose_snapshot_takes_the_newest_at_or_before() -> None:
+    snaps = [snap(100, 1), snap(300, 2), snap(200, 3)]
+    assert choose_snapshot(snaps, 250).id == 3
+    assert choose_snapshot(snaps, 300).id == 2
+    assert choose_snapshot(snaps, 99) is None
+    assert choose_snapshot([], 10) is None
+
+
+# -- plans ----------------------------------------------------------------------------------------------
+
+def test_plan_of_an_empty_partition_and_a_cut_before_the_first_record() -> None:
+    empty = plan_partition(TP, begin=0, end=0, low=0, high=0, snapshot=None)
+    assert (empty.start, empty.begin, empty.end, empty.to_read) == (0, 0, 0, 0)
+    before_first = plan_partition(TP, begin=0, end=0, low=0, high=500, snapshot=None)
+    assert before_first.to_read == 0
+    trimmed_empty = plan_partition(TP, begin=40, end=40, low=40, high=40, snapshot=snap(40))
+    assert trimmed_empty.to_read == 0
+
+
+def test_plan_starts_from_the_snapshot_and_reads_only_the_tail() -> None:
+    plan = plan_partition(TP, begin=250, end=250, low=0, high=900, snapshot=snap(200), end_ms=123)
+    assert (plan.start, plan.begin, plan.end, plan.to_read, plan.end_ms) == (200, 250, 250, 50, 123)
+    no_snap = plan_partition(TP, begin=250, end=400, low=0, high=900, snapshot=None)
+    assert (no_snap.start, no_snap.to_read) == (0, 400)
+
+
+def test_plan_refuses_what_retention_has_lost() -> None:
+    with pytest.raises(ReplayRefused, match=r"needs records 0…99, deleted by retention \(log start 100\), and no "
+                                            r"snapshot at or before offset 150"):
+        plan_partition(TP, begin=150, end=150, low=100, high=900, snapshot=None)
+    with pytest.raises(ReplayRefused, match=r"snapshot 1 of trading.orders\[3\]@50\) needs records 50…99"):
+        plan_partition(TP, begin=150, end=150, low=100, high=900, snapshot=snap(50))
+    ok = plan_partition(TP, begin=150, end=150, low=100, high=900, snapshot=snap(120))
+    assert ok.start == 120
+    exactly = plan_partition(TP, begin=50, end=50, low=50, high=900, snapshot=snap(50))
+    assert exactly.to_read == 0  # the snapshot is the whole answer; nothing to read
+    with pytest.raises(ReplayRefused, match="below the log start"):
+        plan_partition(TP, begin=0, end=900, low=100, high=900, snapshot=None)
+
+
+def test_plan_refuses_bad_ranges() -> None:
+    with pytest.raises(ReplayRefused, match="end offset is beyond the end"):
+        plan_partition(TP, begin=0, end=901, low=0, high=900, snapshot=None)
+    with pytest.raises(ReplayRefused, match=r"the end \(10\) is before the start \(20\)"):
+        plan_partition(TP, begin=20, end=10, low=0, high=900, snapshot=None)
+    with pytest.raises(ValueError):
+        plan_partition(TP, begin=20, end=30, low=0, high=900, snapshot=snap(25))
+
+
+# -- the max-timestamp search -----------------------------------------------------------------------
+
+def oracle(logs: dict[tuple[str, int], list[int]], calls: list[int]):
+    def first_offsets_after(points: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        calls.append(len(points))
+        return {tp: next((i for i, ts in enumerate(logs[tp]) if ts > ms), len(logs[tp])) for tp, ms in points.items()}
+    return first_offsets_after
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2_000_000_000_000), min_size=0, max_size=40), st.data())
+def test_max_timestamp_search_finds_the_exact_maximum(stamps: list[int], data) -> None:
+    nxt = data.draw(st.integers(min_value=0, max_value=len(stamps)))
+    known_upto = data.draw(st.integers(min_value=0, max_value=nxt))
+    known = max(stamps[:known_upto]) if known_upto else None
+    calls: list[int] = []
+    got = max_timestamps_below({TP: (nxt, known)}, oracle({TP: stamps}, calls), ceiling_ms=1_800_000_000_000)
+    assert got[TP] == (max(stamps[:nxt]) if nxt else None)
+    assert len(calls) <= 64
+
+
+def test_max_timestamp_search_runs_partitions_in_step_and_handles_future_stamps() -> None:
+    logs = {("a", 0): [5, 3, 9, 1], ("a", 1): [10**13, 2], ("a", 2): []}
+    calls: list[int] = []
+    got = max_timestamps_below({("a", 0): (3, None), ("a", 1): (2, None), ("a", 2): (0, None)}, oracle(logs, calls),
+                               ceiling_ms=1_000)
+    assert got == {("a", 0): 9, ("a", 1): 10**13, ("a", 2): None}
+    assert max(calls) == 2  # one lookup serves every partition still searching
+
+
+# -- the rows printed by `state --as-of` ---------------------------------------------------------------
+
+def golden_state() -> TradingState:
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)
+    t.fill("O1", 100, 10, commission="1")
+    t.order("O2", "ACC1", "GOLD", Side.SELL, 60, price=12)
+    t.fill("O2", 60, 12, commission="0.6")
+    t.order("O3", "ACC2", "GOLD", Side.SELL_SHORT, 30, price=30)
+    t.fill("O3", 10, 30)
+    t.order("O4", "ACC2", "SILV", Side.BUY, 5, price=3)
+    t.mark("GOLD", 25)
+    state = TradingState()
+    for offset, r in enumerate(t.records):
+        if r.__class__.__name__ == "MarketMark":
+            state.apply_mark(r, 0)
+        else:
+            state.apply_order_event(r, 0, offset)
+    return state
+
+
+def test_position_and_pnl_rows_follow_the_views() -> None:
+    state = golden_state()
+    positions = {(r["account"], r["symbol"]): r for r in position_rows(state)}
+    acc1 = positions[("ACC1", "GOLD")]
+    assert (acc1["qty"], acc1["avg_px"], acc1["realized_pnl"]) == (D(40), D(10), D(120))
+    assert (acc1["mark_price"], acc1["unrealized_pnl"]) == (D(25), D(600))
+    assert acc1["net_realized_pnl"] == D(120) - acc1["realized_commission"]
+    assert acc1["total_pnl"] == D(120) + D(600) - D("1.6")
+    acc2 = positions[("ACC2", "GOLD")]
+    assert (acc2["qty"], acc2["unrealized_pnl"], acc2["total_pnl"]) == (D(-10), D(50), D(50))
+    pnl = {r["account"]: r for r in pnl_rows(position_rows(state))}
+    assert pnl["ACC1"]["total_pnl"] == acc1["total_pnl"] and pnl["ACC1"]["open_positions"] == 1
+    assert pnl["ACC2"]["missing_marks"] is False
+    assert [r["symbol"] for r in position_rows(state, account="ACC2")] == ["GOLD"]
+    assert position_rows(state, symbol="NONE") == []
+
+
+def test_missing_marks_and_open_orders() -> None:
+    state = golden_state()
+    state.marks.clear()
+    (row,) = position_rows(state, account="ACC1")
+    assert row["unrealized_pnl"] is None and row["total_pnl"] == row["realized_pnl"] - row["commission"]
+    (acc1,) = pnl_rows([row])
+    assert acc1["unrealized_pnl"] is None and acc1["missing_marks"] is True
+    orders = open_order_rows(state)
+    assert {o["order_id"] for o in orders} == {"O3", "O4"}
+    assert orders[0]["order_id"] == "O4"  # newest first
+    assert [o["order_id"] for o in open_order_rows(state, symbol="GOLD", account="ACC2")] == ["O3"]

@@ -1,0 +1,280 @@
+"""Snapshot payloads (pure) and the projector's snapshot bookkeeping (no services)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Message
+
+from backbone.codec.avro import AvroCodec
+from backbone.domain.events import MarketMark, OrderEvent, Side
+from backbone.domain.order_state import OrderState
+from backbone.domain.plain import from_plain, to_plain
+from backbone.errors import InvariantViolation
+from backbone.kafka.partitioner import symbol_partition
+from backbone.settings import Settings
+from producers.publisher import timestamp_ms
+from producers.simulator import SimulationConfig, simulate
+from projections import snapshots, store
+from projections.snapshots import SnapshotMeta, _decoder, _encoder
+from projections.state import Execution, TradingState
+from projections.trading import TradingProjection
+from tape import Tape
+
+PARTITIONS = 4
+STREAM = list(simulate(SimulationConfig(events=2500, seed=5, symbols=9, accounts=4)))
+
+
+def fold(records) -> TradingState:
+    state = TradingState()
+    offsets: dict[tuple[bool, int], int] = {}
+    for r in records:
+        p = symbol_partition(r.symbol, PARTITIONS)
+        key = (isinstance(r, OrderEvent), p)
+        offsets[key] = offsets.get(key, -1) + 1
+        if isinstance(r, OrderEvent):
+            state.apply_order_event(r, p, offsets[key])
+        else:
+            state.apply_mark(r, p)
+    state.take_changes()
+    return state
+
+
+WHOLE = fold(STREAM)
+
+
+def only(state: TradingState, orders: int | None = None, marks: int | None = None) -> tuple:
+    """One partition's share of a state, comparable."""
+    return (
+        {k: v for k, v in state.orders.items() if state.order_partition[k] == orders},
+        {k: v for k, v in state.order_partition.items() if v == orders},
+        {k: v for k, v in state.executions.items() if v.kafka_partition == orders},
+        {k: v for k, v in state.positions.items() if state.position_partition[k] == orders},
+        {k: v for k, v in state.position_partition.items() if v == orders},
+        {k: v for k, v in state.marks.items() if v.kafka_partition == marks},
+    )
+
+
+def test_every_partition_round_trips_exactly() -> None:
+    payloads = snapshots.serialize_many(WHOLE, [("orders", p) for p in range(PARTITIONS)]
+                                        + [("marks", p) for p in range(PARTITIONS)])
+    rebuilt = TradingState()
+    for (kind, p), payload in payloads.items():
+        assert payload == snapshots.serialize(WHOLE, kind, p)  # one at a time gives the same bytes
+        snapshots.restore(rebuilt, kind, p, payload)
+    assert (rebuilt.orders, rebuilt.order_partition, rebuilt.executions, rebuilt.positions,
+            rebuilt.position_partition, rebuilt.marks) == (WHOLE.orders, WHOLE.order_partition, WHOLE.executions,
+                                                           WHOLE.positions, WHOLE.position_partition, WHOLE.marks)
+    assert sum(len(v) for v in payloads.values()) < len(json.dumps([to_plain(o) for o in WHOLE.orders.values()]))
+
+
+def test_restore_replaces_only_its_own_partition() -> None:
+    target = fold(STREAM[: len(STREAM) // 2])  # older state of every partition
+    snapshots.restore(target, "orders", 1, snapshots.serialize(WHOLE, "orders", 1))
+    snapshots.restore(target, "marks", 2, snapshots.serialize(WHOLE, "marks", 2))
+    half = fold(STREAM[: len(STREAM) // 2])
+    assert only(target, orders=1) == only(WHOLE, orders=1)
+    assert only(target, marks=2)[-1] == only(WHOLE, marks=2)[-1]
+    for p in (0, 2, 3):
+        assert only(target, orders=p)[:-1] == only(half, orders=p)[:-1]
+
+
+def test_empty_partition_and_empty_state() -> None:
+    empty = TradingState()
+    payload = snapshots.serialize(empty, "orders", 3)
+    target = fold(STREAM)
+    snapshots.restore(target, "orders", 3, payload)
+    assert only(target, orders=3)[:-1] == ({}, {}, {}, {}, {})
+    assert only(target, orders=0) == only(WHOLE, orders=0)
+
+
+def test_a_position_whose_fills_were_all_busted_survives_as_flat() -> None:
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 10, price=5)
+    x = t.fill("O1", 10, 5, commission="1")
+    t.bust("O1", x)
+    state = TradingState()
+    for offset, r in enumerate(t.records):
+        state.apply_order_event(r, 0, offset)
+    (key,) = state.positions
+    assert state.positions[key].qty == 0 and state.positions[key].fill_count == 0
+    rebuilt = TradingState()
+    snapshots.restore(rebuilt, "orders", 0, snapshots.serialize(state, "orders", 0))
+    assert rebuilt.positions == state.positions and rebuilt.position_partition == {key: 0}
+    assert rebuilt.executions == state.executions and rebuilt.orders == state.orders
+
+
+def test_fast_encoders_and_decoders_match_to_plain_and_from_plain() -> None:
+    for order in WHOLE.orders.values():
+        plain = _encoder(OrderState)(order)
+        assert plain == to_plain(order)
+        assert _decoder(OrderState)(plain) == from_plain(OrderState, plain) == order
+    for x in WHOLE.executions.values():
+        assert _encoder(Execution)(x) == to_plain(x)
+        assert _decoder(Execution)(to_plain(x)) == x
+    for m in WHOLE.marks.values():
+        assert _decoder(MarketMark)(_encoder(MarketMark)(m.mark)) == m.mark
+
+
+def _tamper(payload: bytes, change) -> bytes:
+    body = json.loads(zlib.decompress(payload))
+    change(body)
+    return zlib.compress(json.dumps(body).encode())
+
+
+def test_a_payload_that_disagrees_with_itself_is_refused() -> None:
+    p = next(p for p in range(PARTITIONS) if any(v == p for v in WHOLE.position_partition.values()))
+    payload = snapshots.serialize(WHOLE, "orders", p)
+
+    def bump_qty(body: dict) -> None:
+        body["positions"][0]["qty"] = str(Decimal(body["positions"][0]["qty"]) + 1)
+
+    with pytest.raises(InvariantViolation, match=r"topic\[1\]@9: position .*stored qty="):
+        snapshots.restore(TradingState(), "orders", p, _tamper(payload, bump_qty), where="topic[1]@9")
+    with pytest.raises(InvariantViolation, match="expected marks partition"):
+        snapshots.restore(TradingState(), "marks", p, payload)
+    other = 0 if p else 1
+    with pytest.raises(InvariantViolation, match=f"holds orders partition {p}, expected orders partition {other}"):
+        snapshots.restore(TradingState(), "orders", other, payload)
+    with pytest.raises(InvariantViolation, match="not zlib"):
+        snapshots.restore(TradingState(), "orders", p, b"garbage")
+    with pytest.raises(InvariantViolation, match="unknown format"):
+        snapshots.restore(TradingState(), "orders", p, _tamper(payload, lambda b: b.update(v=99)))
+
+
+def _meta(i: int, tp: tuple[str, int], offset: int, max_ts: datetime | None) -> SnapshotMeta:
+    return SnapshotMeta(i, "trading", tp[0], tp[1], offset, max_ts, offset, max_ts or datetime.now(tz=UTC), 10)
+
+
+def test_prune_keeps_the_newest_of_each_partition_and_only_deletes_before() -> None:
+    t0 = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    metas = [_meta(i, ("o", p), off, t0 + timedelta(minutes=off)) for i, (p, off) in enumerate(
+        [(0, 10), (0, 20), (0, 30), (1, 5), (1, 15)])] + [_meta(9, ("m", 0), 0, None)]
+    assert {s.id for s in snapshots.prune_candidates(metas, keep=1)} == {0, 1, 3}
+    assert {s.id for s in snapshots.prune_candidates(metas, keep=2)} == {0}
+    assert snapshots.prune_candidates(metas, keep=5) == []
+    assert {s.id for s in snapshots.prune_candidates(metas, keep=0, before=t0 + timedelta(minutes=15))} == {0, 3, 9}
+    with pytest.raises(ValueError):
+        snapshots.prune_candidates(metas, keep=-1)
+
+
+# -- the projector's bookkeeping -------------------------------------------------------------------
+
+SETTINGS = Settings().with_overrides(topic_orders="o", topic_marketdata="m", partitions=PARTITIONS,
+                                     snapshot_every_events=5, snapshot_every_seconds=0)
+CODEC = AvroCodec()
+
+
+def messages(records, start: dict[tuple[str, int], int] | None = None) -> list[Message]:
+    nxt = dict(start or {})
+    out = []
+    for r in records:
+        tp = ("o" if isinstance(r, OrderEvent) else "m", symbol_partition(r.symbol, PARTITIONS))
+        offset = nxt.get(tp, 0)
+        nxt[tp] = offset + 1
+        out.append(Message(topic=tp[0], partition=tp[1], offset=offset, value=CODEC.encode(r), key=r.symbol.encode(),
+                           timestamp=(1, timestamp_ms(r.event_time))))
+    return out
+
+
+class Recorder:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inserted: list[list[snapshots.NewSnapshot]] = []
+        monkeypatch.setattr(store, "write_changes", lambda *a, **k: 0)
+        monkeypatch.setattr(snapshots, "insert", lambda conn, rows: self.inserted.append(list(rows)) or len(rows))
+
+
+def test_snapshot_every_n_events_in_the_batch_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(monkeypatch)
+    proj = TradingProjection(SETTINGS)
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)     # 2 events
+    for _ in range(4):
+        t.fill("O1", 10, 10)                                   # 4 more: 6 on the orders partition
+    msgs = messages(t.records)
+    for m in msgs:
+        proj.apply(m)
+    proj.write(None)  # type: ignore[arg-type]
+    (batch,) = rec.inserted
+    (snap,) = batch
+    p = symbol_partition("GOLD", PARTITIONS)
+    assert (snap.projection, snap.topic, snap.partition, snap.next_offset, snap.events_covered) == ("trading", "o", p,
+                                                                                                   6, 6)
+    assert snap.max_timestamp == t.records[-1].event_time.replace(microsecond=t.records[-1].event_time.microsecond
+                                                                   // 1000 * 1000)
+    restored = TradingState()
+    snapshots.restore(restored, "orders", p, snap.state)
+    assert restored.orders == proj.state.orders and restored.positions == proj.state.positions
+
+    proj.write(None)  # type: ignore[arg-type]  # a retried transaction writes the same snapshot again
+    assert rec.inserted[1] == batch
+    proj.committed()
+    t.fill("O1", 10, 10)
+    for m in messages(t.records[-1:], {("o", p): 6}):
+        proj.apply(m)
+    proj.write(None)  # type: ignore[arg-type]
+    assert len(rec.inserted) == 2  # 1 event since the snapshot: not due
+    assert proj.snapshots_taken == 1
+
+
+def test_an_abandoned_batch_does_not_reset_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(monkeypatch)
+    proj = TradingProjection(SETTINGS)
+    for m in messages(STREAM[:40]):
+        proj.apply(m)
+    proj.write(None)  # type: ignore[arg-type]
+    assert rec.inserted and proj.snapshots_taken == 0
+    # no committed(): the transaction failed; the next write snapshots the same partitions again
+    proj.write(None)  # type: ignore[arg-type]
+    assert {(s.topic, s.partition) for s in rec.inserted[1]} == {(s.topic, s.partition) for s in rec.inserted[0]}
+
+
+def test_snapshot_every_t_seconds_only_with_new_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(monkeypatch)
+    now = [1000.0]
+    proj = TradingProjection(SETTINGS.with_overrides(snapshot_every_events=0, snapshot_every_seconds=60))
+    proj.clock = lambda: now[0]
+    msgs = messages(STREAM[:30])
+    for m in msgs[:10]:
+        proj.apply(m)
+    proj.write(None)  # type: ignore[arg-type]
+    assert rec.inserted == []
+    now[0] += 61
+    proj.write(None)  # type: ignore[arg-type]
+    taken = {(s.topic, s.partition) for s in rec.inserted[0]}
+    assert taken == {(m.topic(), m.partition()) for m in msgs[:10]}
+    proj.committed()
+    now[0] += 120
+    proj.write(None)  # type: ignore[arg-type]
+    assert len(rec.inserted) == 1  # nothing new since: no snapshot however long it has been
+    for m in msgs[10:12]:
+        proj.apply(m)
+    proj.write(None)  # type: ignore[arg-type]
+    assert {(s.topic, s.partition) for s in rec.inserted[1]} == {(m.topic(), m.partition()) for m in msgs[10:12]}
+
+
+def test_dead_letters_and_undecodable_records_count_as_covered(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(monkeypatch)
+    proj = TradingProjection(SETTINGS)
+    bad = [Message(topic="o", partition=0, offset=i, value=b"junk", key=b"X", timestamp=(1, 1000 + i))
+           for i in range(5)]
+    for m in bad:
+        assert proj.apply(m) is not None
+    proj.write(None)  # type: ignore[arg-type]
+    (snap,) = rec.inserted[0]
+    assert (snap.next_offset, snap.events_covered) == (5, 5)
+    assert snap.max_timestamp == datetime(1970, 1, 1, 0, 0, 1, 4000, tzinfo=UTC)
+
+
+def test_snapshots_off_for_in_memory_replays(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(monkeypatch)
+    for proj in (TradingProjection(SETTINGS, snapshots=False),
+                 TradingProjection(SETTINGS.with_overrides(snapshot_every_events=0, snapshot_every_seconds=0))):
+        for m in messages(STREAM[:50]):
+            proj.apply(m)
+        proj.write(None)  # type: ignore[arg-type]
+    assert rec.inserted == []
