@@ -122,7 +122,8 @@ class TradingState:
                 Decimal(event.last_qty or 0), Decimal(event.last_px or 0), Decimal(event.commission or 0),
                 event.currency, event.liquidity, event.event_time, False, False, None, None,
                 event.event_id, event.event_time)
-            new_position = positions.apply_fill(position, execution.as_fill())
+            # exec_id is new: checked against every execution of the partition just above
+            new_position = positions.apply_fill(position, execution.as_fill(), exec_id_is_new=True)
         elif event.event_type in (EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED):
             original = self._restated_exec_id(after, str(event.exec_ref_id))
             current = self.executions[original]

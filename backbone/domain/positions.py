@@ -42,11 +42,13 @@ Commission is moved, never re-computed, so ``realized_commission + open_commissi
 the sum of the commissions of the live fills exactly, and a flat position has
 ``open_commission == 0``.
 
-Restatements. A position keeps its live fills, in application order. `bust` and `correct`
-refold the remaining (or corrected) fills from `empty_position`, in the same order, with the
-same `apply_fill`; since every step is a deterministic function of the previous state and the
+Restatements. A position keeps its live fills, in application order, and the state it was in
+before each of them (`prior_states`). `bust` and `correct` of the fill at index i restart from
+the state before it and refold the later (or corrected) fills, in the same order, with the same
+step as `apply_fill`; since every step is a deterministic function of the previous state and the
 fill, the restated position equals, field by field, the position that would have been built had
-the busted fill never happened or had the fill been right in the first place.
+the busted fill never happened or had the fill been right in the first place. A restatement
+costs the number of fills after the restated one, not the position's whole history.
 
 Errors. Every refusal raises `PositionError`, an `InvalidRecord` (so a `BackboneError`) like
 `InvalidOrderTransition`, whose ``rule`` (also its ``reason``) names why: ``invalid_fill``
@@ -58,15 +60,17 @@ position does not hold), ``invalid_mark`` (a mark price that is not a finite Dec
 these are data errors, not bugs. The position passed in is never changed (it is immutable).
 
 Cost. `apply_fill` is constant work for the arithmetic plus O(n) in the number n of live fills
-of the position: the duplicate exec-id scan (~25-30 ns per live fill) and the copy into the new
-`fills` tuple (~2-3 ns per live fill). `apply_fills` enters the decimal context once per batch.
+of the position: the duplicate exec-id scan (~25-30 ns per live fill) and the copies into the new
+`fills` and `prior_states` tuples (~2-3 ns per live fill each). A caller that already knows the
+exec id is new (the projection keeps every exec id it has seen in a dict) passes
+``exec_id_is_new=True`` and skips the scan. `apply_fills` enters the decimal context once.
 """
 
 from __future__ import annotations
 
 import decimal
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -139,6 +143,9 @@ class Fill:
     time: datetime  # UTC
 
 
+_Prior = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, "datetime | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """The net position of one account in one symbol; build it with `apply_fill`."""
@@ -154,6 +161,9 @@ class Position:
     last_fill_time: datetime | None  # latest `Fill.time` among the live fills; None if none
     fill_count: int  # number of live fills == len(fills)
     fills: tuple[Fill, ...]  # the live fills, in application order
+    # The state before each live fill, for restatements: (qty, avg_px, realized_pnl,
+    # realized_commission, open_commission, last_fill_time). Derived from `fills`, so not compared.
+    prior_states: tuple[_Prior, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def net_realized_pnl(self) -> Decimal:
@@ -192,11 +202,14 @@ def total_pnl(position: Position, mark_price: Decimal) -> Decimal:
         raise _arithmetic_error(position, exc) from exc
 
 
-def apply_fill(position: Position, fill: Fill) -> Position:
-    """The position after `fill`. Raises `PositionError` if the fill is refused."""
+def apply_fill(position: Position, fill: Fill, *, exec_id_is_new: bool = False) -> Position:
+    """The position after `fill`. Raises `PositionError` if the fill is refused.
+
+    `exec_id_is_new`: the caller guarantees `fill.exec_id` is not among the live fills (skips
+    the O(n) duplicate scan)."""
     try:
         with decimal.localcontext(_CTX):
-            return _apply(position, fill)
+            return _apply(position, fill, not exec_id_is_new)
     except decimal.DecimalException as exc:
         raise _arithmetic_error(position, exc) from exc
 
@@ -206,19 +219,33 @@ def apply_fills(position: Position, fills: Iterable[Fill]) -> Position:
     try:
         with decimal.localcontext(_CTX):
             for fill in fills:
-                position = _apply(position, fill)
+                position = _apply(position, fill, True)
             return position
+    except decimal.DecimalException as exc:
+        raise _arithmetic_error(position, exc) from exc
+
+
+def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
+    """The position before its fill `index`, then `fills` applied. The fills are the position's
+    own (or one corrected in place), whose exec ids are unique already: no duplicate scan."""
+    if len(position.prior_states) != len(position.fills):  # built by hand, not by `apply_fill`
+        return apply_fills(empty_position(position.account, position.symbol), position.fills[:index] + tuple(fills))
+    qty, avg, realized, realized_c, open_c, last = position.prior_states[index]
+    p = _new_position(position.account, position.symbol, qty, avg, realized, realized_c, open_c,
+                      realized_c + open_c, last, index, position.fills[:index], position.prior_states[:index])
+    try:
+        with decimal.localcontext(_CTX):
+            for fill in fills:
+                p = _apply(p, fill, False)
+            return p
     except decimal.DecimalException as exc:
         raise _arithmetic_error(position, exc) from exc
 
 
 def bust(position: Position, exec_id: str) -> Position:
     """The position as if the fill `exec_id` had never happened (refold of the other fills)."""
-    fills = position.fills
     index = _index_of(position, exec_id)
-    return apply_fills(
-        empty_position(position.account, position.symbol), fills[:index] + fills[index + 1 :]
-    )
+    return _refold(position, index, position.fills[index + 1 :])
 
 
 def correct(
@@ -231,7 +258,8 @@ def correct(
     """The position as if the fill `exec_id` had had `qty`, `price` (and `commission`).
 
     ``commission=None`` keeps the fill's commission. The corrected fill keeps its place in the
-    order of application, its side, time and ids; everything is refolded from empty.
+    order of application, its side, time and ids; it and the later fills are refolded from the
+    state before it.
     """
     fills = position.fills
     index = _index_of(position, exec_id)
@@ -246,16 +274,13 @@ def correct(
         old.commission if commission is None else commission,
         old.time,
     )
-    return apply_fills(
-        empty_position(position.account, position.symbol),
-        fills[:index] + (new,) + fills[index + 1 :],
-    )
+    return _refold(position, index, (new,) + fills[index + 1 :])
 
 
 # --- internals ------------------------------------------------------------------------------
 
 
-def _apply(p: Position, fill: Fill) -> Position:
+def _apply(p: Position, fill: Fill, check_duplicate: bool) -> Position:
     """One netting step; must run inside `decimal.localcontext(_CTX)`."""
     f = fill.qty
     px = fill.price
@@ -291,18 +316,21 @@ def _apply(p: Position, fill: Fill) -> Position:
             f"fill {fill.exec_id!r} is for {fill.account}/{fill.symbol}",
         )
     fills = p.fills
-    exec_id = fill.exec_id
-    for live in fills:
-        if live.exec_id == exec_id:
-            raise PositionError(
-                p.account, p.symbol, "duplicate_exec_id", f"exec id {exec_id!r} is already live"
-            )
+    if check_duplicate:
+        exec_id = fill.exec_id
+        for live in fills:
+            if live.exec_id == exec_id:
+                raise PositionError(
+                    p.account, p.symbol, "duplicate_exec_id", f"exec id {exec_id!r} is already live"
+                )
 
     q = p.qty
     avg = p.avg_px
     realized = p.realized_pnl
     realized_c = p.realized_commission
     open_c = p.open_commission
+    last = p.last_fill_time
+    prior = (q, avg, realized, realized_c, open_c, last)
     if q == _ZERO:  # open from flat
         q = f if buy else -f
         avg = px.quantize(_AVG_QUANTUM, decimal.ROUND_HALF_EVEN, _ROUNDING_CTX)
@@ -334,7 +362,6 @@ def _apply(p: Position, fill: Fill) -> Position:
             q = q + f if buy else q - f
             avg = px.quantize(_AVG_QUANTUM, decimal.ROUND_HALF_EVEN, _ROUNDING_CTX)
 
-    last = p.last_fill_time
     return _new_position(
         p.account,
         p.symbol,
@@ -347,6 +374,7 @@ def _apply(p: Position, fill: Fill) -> Position:
         time if last is None or time > last else last,
         p.fill_count + 1,
         fills + (fill,),
+        p.prior_states + (prior,),
     )
 
 
@@ -365,6 +393,7 @@ _SET_COMMISSION = Position.commission.__set__  # type: ignore[attr-defined]
 _SET_LAST_FILL_TIME = Position.last_fill_time.__set__  # type: ignore[attr-defined]
 _SET_FILL_COUNT = Position.fill_count.__set__  # type: ignore[attr-defined]
 _SET_FILLS = Position.fills.__set__  # type: ignore[attr-defined]
+_SET_PRIOR_STATES = Position.prior_states.__set__  # type: ignore[attr-defined]
 
 
 def _new_position(
@@ -379,6 +408,7 @@ def _new_position(
     last_fill_time: datetime | None,
     fill_count: int,
     fills: tuple[Fill, ...],
+    prior_states: tuple[_Prior, ...],
 ) -> Position:
     """Exactly `Position(...)` with the same arguments, faster (hot path only)."""
     position = _NEW(Position)
@@ -393,6 +423,7 @@ def _new_position(
     _SET_LAST_FILL_TIME(position, last_fill_time)
     _SET_FILL_COUNT(position, fill_count)
     _SET_FILLS(position, fills)
+    _SET_PRIOR_STATES(position, prior_states)
     return position
 
 
