@@ -21,7 +21,9 @@ def bench_settings(prefix: str, partitions: int = 12) -> Settings:
     run = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
     return Settings().with_overrides(topic_orders=f"{run}.orders", topic_marketdata=f"{run}.marketdata",
                                      topic_deadletter=f"{run}.deadletter", topic_alerts=f"{run}.alerts",
-                                     partitions=partitions)
+                                     partitions=partitions,
+                                     # simulated sessions are on past dates: keep their marks
+                                     marketdata_retention_ms=-1)
 
 
 def create_topics(settings: Settings) -> None:

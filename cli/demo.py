@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from backbone import db
 from backbone.kafka import topics
 from cli import produce, project, views
 from cli.common import console, load_settings, user_errors
+from producers.simulator import SimulationConfig
 
 READER, READER_PASSWORD = "backbone_analyst", "analyst"
 DEMO_SQL = ("select account, open_positions, realized_pnl, unrealized_pnl, commission, total_pnl "
@@ -21,13 +23,18 @@ DEMO_SQL = ("select account, open_positions, realized_pnl, unrealized_pnl, commi
 
 
 def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000,
-         seed: Annotated[int, typer.Option()] = 7) -> None:
+         seed: Annotated[int | None, typer.Option(help="simulator seed [default: the session's date as "
+                                                        "YYYYMMDD]")] = None) -> None:
     """Create topics, migrate, simulate a session, project it until caught up, and show
     positions, P&L by account and one SQL query run by psql as the read-only role.
 
-    Re-running with the same seed republishes identical events: the projection recognises them
-    by event id and the totals do not change.
+    The session is dated today (UTC midnight onwards; yesterday if it would not have ended by
+    now), so the market-data topic's time retention keeps its marks. Re-running on the same day
+    republishes identical events: the projection recognises them by event id and the totals do
+    not change. On another day it is a new session, with its own order ids.
     """
+    start = demo_start(datetime.now(tz=UTC), events)
+    seed = int(start.strftime("%Y%m%d")) if seed is None else seed
     settings = load_settings()
     with user_errors():
         console.rule("topics")
@@ -38,8 +45,8 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
         console.rule("database")
         console.print(f"revision {db.upgrade(settings)}")
         db.create_reader(settings, READER, READER_PASSWORD)
-    console.rule(f"simulate {events:,} events (seed {seed})")
-    produce.simulate_cmd(events=events, rate=0.0, seed=seed, symbols=20, accounts=10, start=produce.DEFAULT_START,
+    console.rule(f"simulate {events:,} events (seed {seed}, from {start:%Y-%m-%d %H:%M} UTC)")
+    produce.simulate_cmd(events=events, rate=0.0, seed=seed, symbols=20, accounts=10, start=start,
                          json_out=False, quiet=False)
     console.rule("project until caught up")
     project.run(group="backbone-projector", instance_id=None, until_caught_up=True, batch_size=5000, status_interval=5.0,
@@ -50,6 +57,14 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
     views.pnl(account=None, json_out=False)
     console.rule(f"psql as read-only role {READER}")
     _psql(settings, DEMO_SQL)
+
+
+def demo_start(now: datetime, events: int) -> datetime:
+    """UTC midnight of the latest day on which a session of `events` would have ended an hour
+    before `now` (the broker refuses records stamped more than an hour ahead)."""
+    duration = timedelta(microseconds=events * SimulationConfig.mean_gap_us)
+    day = (now - duration - timedelta(hours=1)).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _psql(settings: object, query: str) -> None:

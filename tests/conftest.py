@@ -72,8 +72,11 @@ def services() -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def base_settings(services: Services) -> Settings:
+    # Tests simulate sessions on fixed past dates; with the default 7-day market-data retention
+    # the broker would delete those marks (retention is by record timestamp) mid-test.
     return Settings().with_overrides(kafka_bootstrap_servers=services.bootstrap,
-                                     database_url=services.database_url, partitions=TEST_PARTITIONS)
+                                     database_url=services.database_url, partitions=TEST_PARTITIONS,
+                                     marketdata_retention_ms=-1)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def test_offsets_for_times_finds_the_first_record_at_or_after_t(created_topics: 
 
 
 def test_topics_create_is_idempotent_and_reports_wrong_config(settings: Settings) -> None:
+    settings = settings.with_overrides(marketdata_retention_ms=Settings().marketdata_retention_ms)  # the default
     assert [r.action for r in topics.create_topics(settings)] == ["created"] * 4
     assert [r.action for r in topics.create_topics(settings)] == ["exists"] * 4
     wider = settings.with_overrides(partitions=settings.partitions + 2)
@@ -81,7 +82,7 @@ def test_topics_create_is_idempotent_and_reports_wrong_config(settings: Settings
     orders = described[settings.topic_orders]
     assert orders.config["retention.ms"] == "-1"
     assert orders.config["message.timestamp.type"] == "CreateTime"
-    assert described[settings.topic_marketdata].config["retention.ms"] == str(settings.marketdata_retention_ms)
+    assert described[settings.topic_marketdata].config["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert len(orders.partitions) == settings.partitions
 
 
