@@ -63,7 +63,9 @@ def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, st
     for x in sorted(executions, key=lambda e: (e.kafka_partition, e.source_offset)):
         if not x.busted:
             live.setdefault((x.account, x.symbol), []).append(x.as_fill())
-    return {key: positions.apply_fills(positions.empty_position(*key), fills) for key, fills in live.items()}
+    # exec ids are distinct: `executions` comes from a table (or dict) keyed by exec_id
+    return {key: positions.apply_fills(positions.empty_position(*key), fills, exec_ids_are_new=True)
+            for key, fills in live.items()}
 
 
 @dataclass(frozen=True, slots=True)
