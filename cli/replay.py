@@ -73,6 +73,15 @@ class ProgressBar:
         self.progress.update(self.task, completed=done, rate=f"{done / elapsed:,.0f}" if elapsed > 0 else "-")
 
 
+def check_into(schema: str | None) -> None:
+    """A bad --into schema name is refused before any work."""
+    if schema is not None:
+        try:
+            ddl.check_schema_name(schema)
+        except ValueError as e:
+            raise rp.ReplayRefused(str(e)) from e
+
+
 def plan_json(report: rp.PartitionReport) -> dict[str, Any]:
     plan, s = report.plan, report.plan.snapshot
     return {"topic": plan.topic, "partition": plan.partition, "low": plan.low, "high": plan.high,
@@ -126,11 +135,7 @@ def replay_cmd(
             to_offset, settings.topic_orders, settings.topic_marketdata)
         from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
         to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
-        if into is not None:
-            try:
-                ddl.check_schema_name(into)
-            except ValueError as e:
-                raise rp.ReplayRefused(str(e)) from e
+        check_into(into)
         with replayer(settings, projection) as r:
             plans = r.plan_replay(from_offsets=from_offsets, from_time=from_time, from_beginning=from_beginning,
                                   to_offsets=to_offsets, to_time=to_time)

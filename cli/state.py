@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, plan_json, replayer, write_schema
-from projections import ddl
+from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, plan_json, replayer,
+                        write_schema)
 from projections import replay as rp
 from projections.trading import NAME
 
@@ -41,11 +41,7 @@ def state_cmd(
     settings = load_settings()
     with user_errors():
         when = rp.parse_time(as_of)
-        if into is not None:
-            try:
-                ddl.check_schema_name(into)
-            except ValueError as e:
-                raise rp.ReplayRefused(str(e)) from e
+        check_into(into)
         with replayer(settings, projection) as r:
             only = r.symbol_partitions(symbol) if symbol else None
             plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)

@@ -233,17 +233,12 @@ def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
     """The position before its fill `index`, then `fills` applied. The fills are the position's
     own (or one corrected in place), whose exec ids are unique already: no duplicate scan."""
     if len(position.prior_states) != len(position.fills):  # built by hand, not by `apply_fill`
-        return apply_fills(empty_position(position.account, position.symbol), position.fills[:index] + tuple(fills))
+        return apply_fills(empty_position(position.account, position.symbol), position.fills[:index] + tuple(fills),
+                           exec_ids_are_new=True)
     qty, avg, realized, realized_c, open_c, last = position.prior_states[index]
-    p = _new_position(position.account, position.symbol, qty, avg, realized, realized_c, open_c,
-                      realized_c + open_c, last, index, position.fills[:index], position.prior_states[:index])
-    try:
-        with decimal.localcontext(_CTX):
-            for fill in fills:
-                p = _apply(p, fill, False)
-            return p
-    except decimal.DecimalException as exc:
-        raise _arithmetic_error(position, exc) from exc
+    before = _new_position(position.account, position.symbol, qty, avg, realized, realized_c, open_c,
+                           realized_c + open_c, last, index, position.fills[:index], position.prior_states[:index])
+    return apply_fills(before, fills, exec_ids_are_new=True)
 
 
 def bust(position: Position, exec_id: str) -> Position:
