@@ -10,12 +10,11 @@ On one simulated log in throwaway topics (and a throwaway database), measured in
                     several distances (in records) after each snapshot point, plus one full
                     replay to the farthest cut without snapshots. The tail read follows the
                     tail length, whether the snapshot is early or late in the log; what grows
-                    with the log is the snapshot load (with the size of the state) and the
-                    per-record cost (positions with more live fills refold more on busts).
+                    with the log is the snapshot load (with the size of the state).
 
-The simulator produces only ~4 000 events/s on a small machine, so the default 1M events take
-minutes to publish, and replaying them takes long because the per-record cost grows with the
-positions' fills (docs/replay.md, "Cost"): --events 200000 gives the picture in ~5 minutes.
+The simulator publishes ~3 000-4 000 events/s on a small machine: the default 1M events take
+about 5 minutes to publish and the whole run about 25 minutes; --events 200000 gives the
+picture in about 5.
 """
 
 from __future__ import annotations
