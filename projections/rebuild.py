@@ -62,7 +62,7 @@ from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
 from producers.deadletter import DeadLetter
-from projections import ddl, store
+from projections import ddl, snapshots, store
 from projections.trading import NAME as TRADING
 from projections.trading import TradingProjection
 
@@ -526,14 +526,18 @@ class _Rebuild:
             if SHADOW_PATTERN.match(schema):
                 self._drop_schema(schema)
                 self._warn(f"dropped {schema}, the shadow of an interrupted rebuild")
-        self.admin.execute("delete from projection_checkpoints where projection like %s and not exists "
-                           "(select 1 from pg_namespace where nspname = split_part(projection, '@', 2))",
-                           (f"{TRADING}@rebuild\\_%",))
+        # ... and their checkpoints and snapshots (projection `trading@<shadow schema>`)
+        for table in ("projection_checkpoints", "projection_snapshots"):
+            if self.admin.execute("select to_regclass(%s)", (table,)).fetchone()[0] is not None:
+                self.admin.execute(sql.SQL("delete from {} where projection like %s and not exists (select 1 from "
+                                           "pg_namespace where nspname = split_part(projection, '@', 2))")
+                                   .format(sql.Identifier(table)), (f"{TRADING}@rebuild\\_%",))
 
     def _drop_schema(self, schema: str) -> None:
         with self.admin.transaction():
             ddl.drop_schema(self.admin, schema)
             self.admin.execute("delete from projection_checkpoints where projection = %s", (f"{TRADING}@{schema}",))
+            snapshots.delete_projection(self.admin, f"{TRADING}@{schema}")
 
     def _drop_shadow(self) -> None:
         try:
@@ -683,6 +687,8 @@ class _Rebuild:
             cur.executemany("insert into projection_checkpoints (projection, topic, partition, next_offset) "
                             "values (%s, %s, %s, %s)", [(TRADING, t, p, o) for (t, p), o in final.items()
                                                          if o is not None])
+        # Snapshots too: the old ones were folded by the code this rebuild replaces.
+        snapshots.hand_over(w, shadow.name, TRADING)
         self._swap_dead_letters()
         w.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(self.shadow_schema)))
         # g. Commit (when the caller's transaction block ends).

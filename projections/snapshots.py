@@ -379,6 +379,31 @@ def delete(conn: psycopg.Connection, ids: Sequence[int]) -> int:
         return cur.rowcount
 
 
+def _have_table(conn: psycopg.Connection) -> bool:
+    return conn.execute("select to_regclass('projection_snapshots')").fetchone()[0] is not None
+
+
+def hand_over(conn: psycopg.Connection, source: str, target: str) -> tuple[int, int]:
+    """A rebuild's swap: `target`'s snapshots (folded by the code it replaces) are deleted and
+    `source`'s (the shadow's) take its name. Returns (deleted, renamed)."""
+    if not _have_table(conn):
+        return 0, 0
+    with conn.cursor() as cur:
+        cur.execute("delete from projection_snapshots where projection = %s", (target,))
+        deleted = cur.rowcount
+        cur.execute("update projection_snapshots set projection = %s where projection = %s", (target, source))
+        return deleted, cur.rowcount
+
+
+def delete_projection(conn: psycopg.Connection, projection: str) -> int:
+    """Every snapshot of one projection (an abandoned rebuild's shadow)."""
+    if not _have_table(conn):
+        return 0
+    with conn.cursor() as cur:
+        cur.execute("delete from projection_snapshots where projection = %s", (projection,))
+        return cur.rowcount
+
+
 def prune_candidates(snapshots: Sequence[SnapshotMeta], *, keep: int,
                      before: datetime | None = None) -> list[SnapshotMeta]:
     """What `checkpoints prune` deletes (pure): per (projection, topic, partition), every

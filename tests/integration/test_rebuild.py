@@ -24,8 +24,10 @@ from backbone.settings import Settings
 from cli.main import app
 from conftest import TEST_PARTITIONS, create_database, drop_database
 from producers.simulator import SimulationConfig, simulate
-from projections import ddl
+from projections import ddl, snapshots
 from projections.rebuild import RebuildError, RebuildOptions, psycopg_url, rebuild
+from projections.state import TradingState
+from projections.trading import NAME as TRADING
 from support import checkpoint_total, project, publish, rows, settings_env, table_dump
 
 pytestmark = pytest.mark.integration
@@ -358,3 +360,24 @@ def test_an_interrupted_rebuild_swaps_nothing_and_the_next_one_cleans_up(project
     assert result.warnings == ["dropped rebuild_20000101000000, the shadow of an interrupted rebuild"]
     assert result.identical is True and table_dump(settings) == before
     assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
+
+
+def test_the_swap_replaces_the_old_snapshots_with_the_shadows(projected: Settings) -> None:
+    """Snapshots folded by the replaced code must not serve `state --as-of` after a rebuild."""
+    settings = projected.with_overrides(snapshot_every_events=200, snapshot_every_seconds=0)
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        snapshots.insert(conn, [snapshots.NewSnapshot(TRADING, settings.topic_orders, 0, 1, None, 1, b"old")])
+        old = {s.id for s in snapshots.list_snapshots(conn)}
+        # what an interrupted rebuild leaves behind: a shadow's snapshot, its schema gone
+        snapshots.insert(conn, [snapshots.NewSnapshot(f"{TRADING}@rebuild_20000101000000", settings.topic_orders,
+                                                      0, 1, None, 1, b"orphan")])
+    result = rebuild(settings)
+    assert result.identical is True
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        after = snapshots.list_snapshots(conn)
+        assert after, "the shadow took snapshots every 200 records"
+        assert {s.projection for s in after} == {TRADING}
+        assert not old & {s.id for s in after}
+        for s in after:  # each one restores, and agrees with its own position summaries
+            kind = "orders" if s.topic == settings.topic_orders else "marks"
+            snapshots.restore(TradingState(), kind, s.partition, snapshots.payload(conn, s.id), where=s.where)
