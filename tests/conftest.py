@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,10 +111,19 @@ def create_database(admin_url: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(admin_url: str, url: str) -> None:
+def drop_database(admin_url: str, url: str, *, attempts: int = 20) -> None:
+    """Drop a test database. WITH (FORCE) may not terminate a session of another role (a
+    reader connection still closing): wait for it a little rather than fail the teardown."""
     name = make_url(url).database
     with psycopg.connect(_psycopg_url(admin_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        for attempt in range(attempts):
+            try:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+                return
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
 
 
 @pytest.fixture
