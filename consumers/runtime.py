@@ -172,9 +172,9 @@ class ProjectionLoop:
                     break
                 if deadline is not None and now >= deadline:
                     break
+            self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
         finally:
             self.close()
-        self.stats.lag = None
         return self.stats
 
     def _sort(self, messages: list[Message]) -> list[Message]:

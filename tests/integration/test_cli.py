@@ -43,6 +43,7 @@ def test_simulate_project_and_read_back(cli_env: Settings) -> None:
     assert projected.exit_code == 0, projected.output
     stats = json.loads(projected.stdout)
     assert stats["events"] == 3000 and stats["dead_letters"] == 0
+    assert stats["lag"] == 0  # caught up: nothing behind the end offsets
 
     positions = invoke("positions", "--json")
     assert positions.exit_code == 0, positions.output
