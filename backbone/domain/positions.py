@@ -237,7 +237,7 @@ def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
                            exec_ids_are_new=True)
     qty, avg, realized, realized_c, open_c, last = position.prior_states[index]
     before = _new_position(position.account, position.symbol, qty, avg, realized, realized_c, open_c,
-                           realized_c + open_c, last, index, position.fills[:index], position.prior_states[:index])
+                           _CTX.add(realized_c, open_c), last, index, position.fills[:index], position.prior_states[:index])
     return apply_fills(before, fills, exec_ids_are_new=True)
 
 
