@@ -28,8 +28,8 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
     """Create topics, migrate, simulate a session, project it until caught up, and show
     positions, P&L by account and one SQL query run by psql as the read-only role.
 
-    The session is dated today (UTC midnight onwards; yesterday if it would not have ended by
-    now), so the market-data topic's time retention keeps its marks. Re-running on the same day
+    The session is dated today (UTC midnight onwards; yesterday if it would not have ended an
+    hour before now), so the market-data topic's time retention keeps its marks. Re-running on the same day
     republishes identical events: the projection recognises them by event id and the totals do
     not change. On another day it is a new session, with its own order ids.
     """
