@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
 from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, plan_json, replayer,
                         write_schema)
@@ -48,7 +49,7 @@ def state_cmd(
             with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
                 result = r.run(plans, progress=bar)
             written = None if into is None else write_schema(settings, r.engine, result, into)
-    cut_ms = rp.floor_ms(when)
+    cut_ms = timestamp_ms(when)
     header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
               "records_replayed": result.records, "seconds": round(result.read_seconds + result.snapshot_seconds, 3),
               "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed} for r in result.reports.values()]}
@@ -78,7 +79,7 @@ def state_cmd(
 def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], result: rp.ReplayResult) -> None:
     from_snap = sum(1 for p in plans if p.snapshot is not None)
     console.print(f"state as of {header['as_of']} (records stamped at or before "
-                  f"{canonical_value(rp.ms_to_datetime(header['cut_timestamp_ms']))}, to the millisecond)")
+                  f"{canonical_value(from_timestamp_ms(header['cut_timestamp_ms']))}, to the millisecond)")
     console.print(f"{len(plans)} partitions, {from_snap} from snapshots; replayed {result.records:,} records in "
                   f"{result.read_seconds:.2f} s (+{result.snapshot_seconds:.2f} s loading snapshots)")
 

@@ -8,7 +8,6 @@ published: such an event raises `InvalidOrderTransition` and the caller dead-let
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain import order_state
@@ -17,16 +16,8 @@ from backbone.domain.order_state import OrderState
 from backbone.errors import InvalidOrderTransition, InvalidRecord
 from backbone.kafka.partitioner import symbol_partition
 from backbone.kafka.producer import KafkaProducer
+from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def timestamp_ms(when: datetime) -> int:
-    """Exact milliseconds since the epoch (no float rounding)."""
-    return (when - EPOCH) // _MS
-
 
 class EventPublisher:
     def __init__(self, settings: Settings, producer: KafkaProducer, codec: AvroCodec) -> None:

@@ -2,8 +2,8 @@
 
 "State as of T": for each partition, every record up to (not including) the first offset whose
 record timestamp is after T, applied in offset order. Record timestamps are milliseconds, so
-T is floored to the millisecond: the cut is `offsets_for_times(floor_ms(T) + 1)` (the first
-offset stamped > floor_ms(T)), or the end of the partition when there is none. The cut is an
+T is floored to the millisecond: the cut is `offsets_for_times(timestamp_ms(T) + 1)` (the first
+offset stamped > timestamp_ms(T)), or the end of the partition when there is none. The cut is an
 offset, so a late record stamped at or before T that sits after the cut is excluded, and an
 early-stamped record before the cut is included.
 
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +40,7 @@ from backbone.codec.avro import AvroCodec
 from backbone.domain import positions as pos
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.kafka.partitioner import symbol_partition
+from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from projections import ddl, snapshots, store
 from projections.snapshots import Kind, SnapshotMeta
@@ -47,8 +48,6 @@ from projections.state import Changes, TradingState
 from projections.trading import NAME, TradingProjection
 
 TP = tuple[str, int]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 OPEN_STATUSES = ("PENDING_NEW", "NEW", "PARTIALLY_FILLED", "PENDING_CANCEL", "PENDING_REPLACE")
 PROJECTIONS = (NAME,)
 
@@ -59,17 +58,6 @@ class ReplayRefused(BackboneError):
 
 
 # == pure: times, offsets, plans ===================================================================
-
-def floor_ms(when: datetime) -> int:
-    """Milliseconds since the epoch, rounded down (the record-timestamp granularity)."""
-    if when.tzinfo is None:
-        raise ValueError("naive datetime: give a time zone (or use parse_time, which assumes UTC)")
-    return (when - EPOCH) // _MS
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
-
 
 def parse_time(text: str) -> datetime:
     """ISO-8601 (`2026-11-20T10:15:00Z`, `2026-11-20 10:15:00.250-05:00`, `2026-11-20`);
@@ -338,7 +326,7 @@ class LogReader:
         if not targets:
             return {}
         highs = {tp: h for tp, (_low, h) in self.watermarks(targets).items()}
-        ceiling = floor_ms(datetime.now(tz=UTC)) + 86_400_000
+        ceiling = timestamp_ms(datetime.now(tz=UTC)) + 86_400_000
         return max_timestamps_below(targets, lambda pts: self.first_offsets_after(pts, highs), ceiling_ms=ceiling)
 
     def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message], None]) -> dict[TP, int]:
@@ -449,10 +437,10 @@ class ReplayResult:
         """Highest record timestamp folded into this partition's state (snapshot included)."""
         report = self.reports[tp]
         snap = report.plan.snapshot
-        best = None if snap is None or snap.max_timestamp is None else floor_ms(snap.max_timestamp)
+        best = None if snap is None or snap.max_timestamp is None else timestamp_ms(snap.max_timestamp)
         if report.max_timestamp_ms is not None and (best is None or report.max_timestamp_ms > best):
             best = report.max_timestamp_ms
-        return None if best is None else ms_to_datetime(best)
+        return None if best is None else from_timestamp_ms(best)
 
     def events_covered(self, tp: TP) -> int:
         report = self.reports[tp]
@@ -517,7 +505,7 @@ class Replayer:
         """Every partition (or those numbered in `partitions`) cut at `when`."""
         tps = self.all_partitions(partitions)
         marks = self.reader.watermarks(tps)
-        t_ms = floor_ms(when)
+        t_ms = timestamp_ms(when)
         cuts = self.reader.first_offsets_after({tp: t_ms for tp in tps}, {tp: h for tp, (_, h) in marks.items()})
         chosen = self._snapshots_at_or_before(cuts) if use_snapshots else {}
         return [plan_partition(tp, begin=cuts[tp], end=cuts[tp], low=marks[tp][0], high=marks[tp][1],
@@ -536,7 +524,7 @@ class Replayer:
             raise ReplayRefused("give exactly one of --from-offset, --from-timestamp, --from-beginning")
         if to_offsets is not None and to_time is not None:
             raise ReplayRefused("give at most one of --to-offset, --to-timestamp")
-        if from_time is not None and to_time is not None and floor_ms(to_time) < floor_ms(from_time):
+        if from_time is not None and to_time is not None and timestamp_ms(to_time) < timestamp_ms(from_time):
             raise ReplayRefused(f"--to-timestamp {to_time.isoformat()} is before --from-timestamp "
                                 f"{from_time.isoformat()}")
         known = {tp: None for tp in self.all_partitions()}
@@ -555,7 +543,7 @@ class Replayer:
         if from_offsets is not None:
             begins = dict(from_offsets)
         elif from_time is not None:
-            found = self.reader.offsets_for_times({tp: floor_ms(from_time) for tp in tps})
+            found = self.reader.offsets_for_times({tp: timestamp_ms(from_time) for tp in tps})
             begins = {tp: offset_at(found[tp], highs[tp]) for tp in tps}
         else:
             begins = {tp: 0 for tp in tps}
@@ -564,12 +552,12 @@ class Replayer:
         if to_offsets is not None:
             ends = {tp: to_offsets.get(tp, highs[tp]) for tp in tps}
         elif to_time is not None:
-            ends = self.reader.first_offsets_after({tp: floor_ms(to_time) for tp in tps}, highs)
+            ends = self.reader.first_offsets_after({tp: timestamp_ms(to_time) for tp in tps}, highs)
         else:
             ends = highs
         chosen = {} if from_beginning else self._snapshots_at_or_before(begins)
-        begin_ms = None if from_time is None else floor_ms(from_time)
-        end_ms = None if to_time is None or to_offsets is not None else floor_ms(to_time)
+        begin_ms = None if from_time is None else timestamp_ms(from_time)
+        end_ms = None if to_time is None or to_offsets is not None else timestamp_ms(to_time)
         return [plan_partition(tp, begin=begins[tp], end=ends[tp], low=marks[tp][0], high=marks[tp][1],
                                snapshot=chosen.get(tp), begin_ms=begin_ms, end_ms=end_ms) for tp in tps]
 
@@ -764,7 +752,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
         store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
                               [p for t, p in todo if t == settings.topic_marketdata])
         known = {tp: (nxt, None if bases[tp] is None or bases[tp].max_timestamp is None
-                      else floor_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
+                      else timestamp_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
         max_ts = reader.max_timestamps_below(known)
         kind = {tp: ("orders" if tp[0] == settings.topic_orders else "marks") for tp in todo}
         payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
@@ -772,7 +760,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
         for tp, nxt in sorted(todo.items()):
             base = bases[tp]
             covered = (base.events_covered if base else 0) + nxt - (base.next_offset if base else 0)
-            when = None if max_ts[tp] is None else ms_to_datetime(max_ts[tp])
+            when = None if max_ts[tp] is None else from_timestamp_ms(max_ts[tp])
             data = payloads[(kind[tp], tp[1])]
             rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
             out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))

@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 from confluent_kafka import Message
@@ -24,6 +23,7 @@ from backbone.codec.avro import AvroCodec
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.positions import PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, coordinates
+from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from producers.deadletter import DeadLetter
 from projections import snapshots, store
@@ -31,7 +31,6 @@ from projections.state import TradingState
 
 NAME = "trading"
 log = logging.getLogger(__name__)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -96,7 +95,7 @@ class TradingProjection:
             gap = nxt - base  # folded by an earlier process since that snapshot
             self._trackers[tp] = _Tracker(
                 next_offset=nxt, since=gap, covered=(snap.events_covered if snap else 0) + gap,
-                max_ts=-1 if snap is None or snap.max_timestamp is None else _ms(snap.max_timestamp),
+                max_ts=-1 if snap is None or snap.max_timestamp is None else timestamp_ms(snap.max_timestamp),
                 exact=gap == 0, last_snapshot=snap.created_at.timestamp() if snap else now)
 
     def drop(self, revoked: list[tuple[str, int]]) -> None:
@@ -180,7 +179,7 @@ class TradingProjection:
         for tp in due:
             t = self._trackers[tp]
             rows.append(snapshots.NewSnapshot(self.name, tp[0], tp[1], t.next_offset,
-                                              None if t.max_ts < 0 else _EPOCH + timedelta(milliseconds=t.max_ts),
+                                              None if t.max_ts < 0 else from_timestamp_ms(t.max_ts),
                                               t.covered, payloads[(kinds[tp], tp[1])]))
             self._due.append((tp, t.next_offset))
         snapshots.insert(conn, rows)
@@ -218,6 +217,3 @@ class TradingProjection:
                 self.snapshots_taken += 1
         self._due = []
 
-
-def _ms(when: datetime) -> int:
-    return (when - _EPOCH) // timedelta(milliseconds=1)

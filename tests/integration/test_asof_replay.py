@@ -1,7 +1,7 @@
 """Point-in-time state and replay against the real broker and database (docs/replay.md).
 
 The reference everywhere is the definition: "state as of T" = for each partition, every record
-before the first offset stamped after floor_ms(T), in offset order. `expected_state` folds the
+before the first offset stamped after timestamp_ms(T), in offset order. `expected_state` folds the
 published records by that definition in pure Python (no Kafka, no snapshots); the live
 projector's tables, `state --as-of` (snapshot + tail) and a full replay must all equal it.
 """
@@ -26,12 +26,12 @@ from backbone.errors import InvalidOrderTransition
 from backbone.kafka import topics
 from backbone.kafka.partitioner import symbol_partition
 from backbone.kafka.producer import KafkaProducer
+from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
-from producers.publisher import timestamp_ms
 from producers.simulator import SimulationConfig, simulate
 from projections import snapshots
-from projections.replay import Replayer, floor_ms
+from projections.replay import Replayer
 from projections.state import TradingState
 from support import TABLE_KEYS, project, publish, rows, settings_env, table_dump
 
@@ -83,7 +83,7 @@ def fold(entries: list[Logged]) -> TradingState:
 
 
 def expected_state(log: list[Logged], when: datetime) -> TradingState:
-    t = floor_ms(when)
+    t = timestamp_ms(when)
     cuts = {tp: cut(log, tp, t) for tp in {(x.topic, x.partition) for x in log}}
     return fold([x for x in log if x.offset < cuts[(x.topic, x.partition)]])
 
@@ -172,7 +172,7 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
         full = invoke("replay", "--from-beginning", "--to-timestamp", when.isoformat(), "--into", f"full_{k}",
                       "--json")
         assert full.exit_code == 0, full.output
-        cuts = {tp: cut(log, tp, floor_ms(when)) for tp in {(x.topic, x.partition) for x in log}}
+        cuts = {tp: cut(log, tp, timestamp_ms(when)) for tp in {(x.topic, x.partition) for x in log}}
         assert json.loads(full.stdout)["records_read"] == sum(1 for x in log if x.offset < cuts[(x.topic, x.partition)])
         assert schema_dump(settings, f"asof_{k}") == dump, f"state --as-of {when} differs from the live state"
         assert schema_dump(settings, f"full_{k}") == dump, f"full replay to {when} differs from the live state"
@@ -199,7 +199,7 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
         used_snapshot += any(r.plan.snapshot is not None for r in reports)
         for r in reports:  # the newest usable snapshot was chosen, and the tail is what remains
             p = r.plan
-            assert r.end == cut(log, p.tp, floor_ms(when))
+            assert r.end == cut(log, p.tp, timestamp_ms(when))
             assert p.start == (p.snapshot.next_offset if p.snapshot else 0) <= r.end
             assert r.caught_up + r.replayed == r.end - p.start
             later = [s for s in taken if (s.topic, s.partition) == p.tp and p.start < s.next_offset <= r.end]
@@ -293,7 +293,7 @@ def test_replay_from_offset_and_from_timestamp_give_what_the_definition_says(cli
                    "--into", "timed", "--json")
     assert timed.exit_code == 0, timed.output
     out = json.loads(timed.stdout)
-    lo, hi = floor_ms(t1), floor_ms(t2)
+    lo, hi = timestamp_ms(t1), timestamp_ms(t2)
     for part in out["partitions"]:
         tp = (part["topic"], part["partition"])
         mine = [x for x in log if (x.topic, x.partition) == tp]
@@ -357,7 +357,7 @@ def test_transaction_markers_and_aborted_records_leave_gaps_replay_handles(cli_e
         state, reports = in_memory(settings, when, use_snapshots=True)
         assert comparable(state) == comparable(expected_state(logged, when)), when
         (rep,) = [r for r in reports if r.plan.tp == (settings.topic_orders, p)]
-        assert rep.end == cut(logged, rep.plan.tp, floor_ms(when)) if when != c[-1].event_time else rep.end == high
+        assert rep.end == cut(logged, rep.plan.tp, timestamp_ms(when)) if when != c[-1].event_time else rep.end == high
     mid = invoke("replay", "--from-offset", f"{p}:225", "--dry-run", "--json")  # starts on a marker
     assert mid.exit_code == 0, mid.output
     assert json.loads(mid.stdout)["replayed"] == len(visible) - 225
@@ -506,5 +506,5 @@ def test_restart_between_snapshots_keeps_exact_max_timestamp(cli_env: Settings, 
     assert taken
     for s in taken:
         below = [x.ts_ms for x in log if (x.topic, x.partition) == (s.topic, s.partition) and x.offset < s.next_offset]
-        assert floor_ms(s.max_timestamp) == max(below), s
+        assert timestamp_ms(s.max_timestamp) == max(below), s
         assert s.events_covered == s.next_offset

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 from backbone import db
 from backbone.domain.events import OrderEvent
 from backbone.kafka.partitioner import symbol_partition
+from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
-from producers.publisher import timestamp_ms
 from producers.simulator import SimulationConfig, simulate
 from projections import snapshots
-from projections.replay import floor_ms, parse_time
+from projections.replay import parse_time
 from projections.state import TradingState
 from support import project, publish, rows, settings_env
 
@@ -99,7 +99,7 @@ def test_projector_snapshots_hold_the_fold_of_what_they_cover(created_topics: Se
         assert 0 < row["next_offset"] <= row["checkpoint"] and row["bytes"] > 0
         below = [ts for t, o, ts, _r in entries if t == tp and o < row["next_offset"]]
         assert row["events_covered"] == row["next_offset"] == len(below)
-        assert floor_ms(parse_time(row["max_timestamp"])) == max(below)
+        assert timestamp_ms(parse_time(row["max_timestamp"])) == max(below)
         # The payload is exactly the fold of the records it covers.
         assert comparable(restored(settings, by_id[row["id"]])) == comparable(
             fold_partition(entries, tp, row["next_offset"]))
@@ -133,7 +133,7 @@ def test_create_from_live_state_and_as_of_then_state_needs_no_tail(created_topic
     assert {t["action"] for t in taken} == {"created"}
     for s in stored(settings):
         tp = (s.topic, s.partition)
-        assert floor_ms(s.max_timestamp) == max(ts for t, o, ts, _r in entries if t == tp)
+        assert timestamp_ms(s.max_timestamp) == max(ts for t, o, ts, _r in entries if t == tp)
         assert comparable(restored(settings, s)) == comparable(fold_partition(entries, tp, s.next_offset))
     again = json.loads(invoke("checkpoints", "create", "--json").stdout)
     assert {t["action"] for t in again} == {"exists"}
@@ -149,9 +149,9 @@ def test_create_from_live_state_and_as_of_then_state_needs_no_tail(created_topic
     assert made
     for t in made:
         tp = (t["topic"], t["partition"])
-        below = [ts for tt, _o, ts, _r in entries if tt == tp and ts <= floor_ms(when)]
+        below = [ts for tt, _o, ts, _r in entries if tt == tp and ts <= timestamp_ms(when)]
         assert t["next_offset"] == len(below) and t["events_covered"] == len(below)
-        assert floor_ms(parse_time(t["max_timestamp"])) == max(below)
+        assert timestamp_ms(parse_time(t["max_timestamp"])) == max(below)
     then = json.loads(invoke("state", "--as-of", when.isoformat(), "--json").stdout)
     assert then["records_replayed"] == 0
 

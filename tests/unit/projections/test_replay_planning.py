@@ -11,13 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbone.domain.events import Side
+from backbone.record_time import from_timestamp_ms, timestamp_ms
 from projections.replay import (
     ReplayRefused,
     check_offset,
     choose_snapshot,
-    floor_ms,
     max_timestamps_below,
-    ms_to_datetime,
     offset_at,
     open_order_rows,
     parse_offsets,
@@ -40,13 +39,13 @@ def snap(offset: int, i: int = 1) -> SnapshotMeta:
 
 # -- times --------------------------------------------------------------------------------------------
 
-def test_floor_ms_is_exact_and_floors() -> None:
+def test_timestamp_ms_is_exact_and_floors() -> None:
     t = datetime(2026, 11, 20, 15, 15, 0, 999_999, tzinfo=UTC)
-    assert floor_ms(t) == floor_ms(t.replace(microsecond=999_000)) == floor_ms(t.replace(microsecond=0)) + 999
-    assert ms_to_datetime(floor_ms(t)) == t.replace(microsecond=999_000)
-    assert floor_ms(datetime(1970, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)) == -1
+    assert timestamp_ms(t) == timestamp_ms(t.replace(microsecond=999_000)) == timestamp_ms(t.replace(microsecond=0)) + 999
+    assert from_timestamp_ms(timestamp_ms(t)) == t.replace(microsecond=999_000)
+    assert timestamp_ms(datetime(1970, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)) == -1
     with pytest.raises(ValueError, match="naive"):
-        floor_ms(datetime(2026, 11, 20))
+        timestamp_ms(datetime(2026, 11, 20))
 
 
 def test_parse_time_reads_iso_8601_and_assumes_utc() -> None:
