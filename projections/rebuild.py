@@ -528,7 +528,7 @@ class _Rebuild:
                 self._warn(f"dropped {schema}, the shadow of an interrupted rebuild")
         # ... and their checkpoints and snapshots (projection `trading@<shadow schema>`)
         for table in ("projection_checkpoints", "projection_snapshots"):
-            if self.admin.execute("select to_regclass(%s)", (table,)).fetchone()[0] is not None:
+            if table == "projection_checkpoints" or snapshots.table_exists(self.admin):
                 self.admin.execute(sql.SQL("delete from {} where projection like %s and not exists (select 1 from "
                                            "pg_namespace where nspname = split_part(projection, '@', 2))")
                                    .format(sql.Identifier(table)), (f"{TRADING}@rebuild\\_%",))

@@ -57,6 +57,11 @@ class ReplayRefused(BackboneError):
     offsets outside the log, a bad range): refused with the reason, nothing done."""
 
 
+def check_projection(name: str) -> None:
+    if name not in PROJECTIONS:
+        raise ReplayRefused(f"unknown projection {name!r} (known: {', '.join(PROJECTIONS)})")
+
+
 # == pure: times, offsets, plans ===================================================================
 
 def parse_time(text: str) -> datetime:
@@ -453,8 +458,7 @@ class Replayer:
 
     def __init__(self, settings: Settings, engine: Engine, *, projection: str = NAME,
                  reader: LogReader | None = None) -> None:
-        if projection not in PROJECTIONS:
-            raise ReplayRefused(f"unknown projection {projection!r} (known: {', '.join(PROJECTIONS)})")
+        check_projection(projection)
         self.settings, self.engine, self.projection = settings, engine, projection
         self._own_reader = reader is None
         self.reader = reader or LogReader(settings)
@@ -476,7 +480,7 @@ class Replayer:
         return [self.settings.topic_orders, self.settings.topic_marketdata]
 
     def kind(self, topic: str) -> Kind:
-        return "orders" if topic == self.settings.topic_orders else "marks"
+        return snapshots.kind_of(self.settings, topic)
 
     def symbol_partitions(self, symbol: str) -> set[int]:
         """The partition number a symbol's records live in, on both (co-partitioned) topics."""
@@ -728,8 +732,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
 
     Rows and checkpoints commit together, so one REPEATABLE READ transaction sees the state at
     exactly the checkpoint offsets; the snapshots are inserted in that same transaction."""
-    if projection not in PROJECTIONS:
-        raise ReplayRefused(f"unknown projection {projection!r} (known: {', '.join(PROJECTIONS)})")
+    check_projection(projection)
     out: list[Taken] = []
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
         conn = sa_conn.connection.driver_connection
@@ -754,12 +757,12 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
         known = {tp: (nxt, None if bases[tp] is None or bases[tp].max_timestamp is None
                       else timestamp_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
         max_ts = reader.max_timestamps_below(known)
-        kind = {tp: ("orders" if tp[0] == settings.topic_orders else "marks") for tp in todo}
+        kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
         payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
         rows = []
         for tp, nxt in sorted(todo.items()):
             base = bases[tp]
-            covered = (base.events_covered if base else 0) + nxt - (base.next_offset if base else 0)
+            covered = snapshots.events_covered_at(base, nxt)
             when = None if max_ts[tp] is None else from_timestamp_ms(max_ts[tp])
             data = payloads[(kind[tp], tp[1])]
             rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))

@@ -41,10 +41,16 @@ from backbone.domain.events import MarketMark
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import from_plain, to_plain
 from backbone.errors import InvariantViolation, coordinates
+from backbone.settings import Settings
 from projections.state import Execution, MarkRow, TradingState, positions_from_executions
 
 FORMAT = 1
 Kind = Literal["orders", "marks"]
+
+
+def kind_of(settings: Settings, topic: str) -> Kind:
+    """What a snapshot of a partition of `topic` holds: orders-topic state, or marks."""
+    return "orders" if topic == settings.topic_orders else "marks"
 POSITION_FIELDS = ("qty", "avg_px", "realized_pnl", "realized_commission", "open_commission", "commission",
                    "fill_count", "last_fill_time")
 COMPRESSION_LEVEL = 3  # cheap on the projector path; JSON of repetitive rows still shrinks ~8x
@@ -379,14 +385,21 @@ def delete(conn: psycopg.Connection, ids: Sequence[int]) -> int:
         return cur.rowcount
 
 
-def _have_table(conn: psycopg.Connection) -> bool:
+def table_exists(conn: psycopg.Connection) -> bool:
+    """False on a database migrated only to before 0003 (snapshots are then not taken)."""
     return conn.execute("select to_regclass('projection_snapshots')").fetchone()[0] is not None
+
+
+def events_covered_at(base: SnapshotMeta | None, next_offset: int) -> int:
+    """Records a state at `next_offset` covers, counted from the snapshot it grew from (offsets,
+    so transaction markers count too)."""
+    return (base.events_covered if base else 0) + next_offset - (base.next_offset if base else 0)
 
 
 def hand_over(conn: psycopg.Connection, source: str, target: str) -> tuple[int, int]:
     """A rebuild's swap: `target`'s snapshots (folded by the code it replaces) are deleted and
     `source`'s (the shadow's) take its name. Returns (deleted, renamed)."""
-    if not _have_table(conn):
+    if not table_exists(conn):
         return 0, 0
     with conn.cursor() as cur:
         cur.execute("delete from projection_snapshots where projection = %s", (target,))
@@ -397,7 +410,7 @@ def hand_over(conn: psycopg.Connection, source: str, target: str) -> tuple[int, 
 
 def delete_projection(conn: psycopg.Connection, projection: str) -> int:
     """Every snapshot of one projection (an abandoned rebuild's shadow)."""
-    if not _have_table(conn):
+    if not table_exists(conn):
         return 0
     with conn.cursor() as cur:
         cur.execute("delete from projection_snapshots where projection = %s", (projection,))

@@ -79,7 +79,7 @@ class TradingProjection:
 
     def _load_trackers(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
         """Resume the bookkeeping from the newest snapshot and the checkpoint of each partition."""
-        if conn.execute("select to_regclass('projection_snapshots')").fetchone()[0] is None:
+        if not snapshots.table_exists(conn):
             log.warning("table projection_snapshots is missing (run `backbone db upgrade`): no snapshots taken")
             self.snapshots = False
             return
@@ -94,7 +94,7 @@ class TradingProjection:
             base = snap.next_offset if snap else 0
             gap = nxt - base  # folded by an earlier process since that snapshot
             self._trackers[tp] = _Tracker(
-                next_offset=nxt, since=gap, covered=(snap.events_covered if snap else 0) + gap,
+                next_offset=nxt, since=gap, covered=snapshots.events_covered_at(snap, nxt),
                 max_ts=-1 if snap is None or snap.max_timestamp is None else timestamp_ms(snap.max_timestamp),
                 exact=gap == 0, last_snapshot=snap.created_at.timestamp() if snap else now)
 
@@ -169,7 +169,7 @@ class TradingProjection:
         if not due:
             return
         self._resolve_max_timestamps([tp for tp in due if not self._trackers[tp].exact])
-        kinds = {tp: ("orders" if tp[0] == self.settings.topic_orders else "marks") for tp in due}
+        kinds = {tp: snapshots.kind_of(self.settings, tp[0]) for tp in due}
         try:
             payloads = snapshots.serialize_many(self.state, [(kinds[tp], tp[1]) for tp in due])
         except Exception:  # a bug in serialization must not stop the projector: no snapshot this time

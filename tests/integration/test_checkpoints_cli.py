@@ -70,7 +70,7 @@ def stored(settings: Settings) -> list[snapshots.SnapshotMeta]:
 
 def restored(settings: Settings, s: snapshots.SnapshotMeta) -> TradingState:
     state = TradingState()
-    kind = "orders" if s.topic == settings.topic_orders else "marks"
+    kind = snapshots.kind_of(settings, s.topic)
     with db.make_engine(settings).connect() as sa_conn:
         snapshots.restore(state, kind, s.partition, snapshots.payload(sa_conn.connection.driver_connection, s.id))
     return state

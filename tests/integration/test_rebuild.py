@@ -379,5 +379,5 @@ def test_the_swap_replaces_the_old_snapshots_with_the_shadows(projected: Setting
         assert {s.projection for s in after} == {TRADING}
         assert not old & {s.id for s in after}
         for s in after:  # each one restores, and agrees with its own position summaries
-            kind = "orders" if s.topic == settings.topic_orders else "marks"
+            kind = snapshots.kind_of(settings, s.topic)
             snapshots.restore(TradingState(), kind, s.partition, snapshots.payload(conn, s.id), where=s.where)
