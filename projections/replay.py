@@ -364,6 +364,7 @@ class LogReader:
                     stuck = ", ".join(f"{t}[{p}] (end {e})" for (t, p), e in sorted(pending.items()))
                     raise KafkaError(f"replay stalled: no record for {self.idle_timeout_s:.0f} s before the end of "
                                      f"{stuck}")
+                delivered = False
                 for msg in messages:
                     tp = (msg.topic(), msg.partition())
                     end = pending.get(tp)
@@ -390,9 +391,11 @@ class LogReader:
                         done(tp, offset)
                         continue
                     on_message(msg)
-                    last_progress = time.monotonic()
+                    delivered = True
                     if offset == end - 1:
                         done(tp, end)
+                if delivered:  # once per batch, not per record
+                    last_progress = time.monotonic()
         finally:
             self.consumer.resume(assigned)
             self.consumer.unassign()
