@@ -21,14 +21,9 @@ transaction that moves the offsets they describe).
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import functools
 import json
-import types
-import typing
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -39,7 +34,7 @@ import psycopg
 from backbone.domain import positions
 from backbone.domain.events import MarketMark
 from backbone.domain.order_state import OrderState
-from backbone.domain.plain import from_plain, to_plain
+from backbone.domain.plain import decoder_for, encoder_for, to_plain
 from backbone.errors import InvariantViolation, coordinates
 from backbone.settings import Settings
 from projections.state import Execution, MarkRow, TradingState, positions_from_executions
@@ -56,127 +51,16 @@ POSITION_FIELDS = ("qty", "avg_px", "realized_pnl", "realized_commission", "open
 COMPRESSION_LEVEL = 3  # cheap on the projector path; JSON of repetitive rows still shrinks ~8x
 
 
-# -- fast decoding --------------------------------------------------------------------------------
-#
-# `from_plain` reads type hints on every value; restoring a snapshot calls it for every field
-# of every order, so a large partition took seconds. `_decoder(tp)` builds, once per type, a
-# function that does the same conversion with the per-field work decided in advance. Same
-# results as `from_plain` (tests/unit/projections/test_snapshots.py checks it on a session).
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-@functools.cache
-def _decoder(tp: Any) -> Callable[[Any], Any]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = _decoder([a for a in typing.get_args(tp) if a is not type(None)][0])
-        return lambda v: None if v is None else inner(v)
-    if tp is Any or origin is typing.Literal or tp in (str, int, bool):
-        return _identity  # JSON already carries these types (to_plain wrote them)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            item = _decoder(args[0])
-            return (lambda v: tuple(v)) if item is _identity else (lambda v: tuple(map(item, v)))
-        items = [_decoder(a) for a in args]
-        return lambda v: tuple(f(x) for f, x in zip(items, v, strict=True))
-    if origin in (frozenset, set):
-        item = _decoder(typing.get_args(tp)[0])
-        return (lambda v: origin(v)) if item is _identity else (lambda v: origin(map(item, v)))
-    if origin is list:
-        item = _decoder(typing.get_args(tp)[0])
-        return lambda v: list(map(item, v))
-    if origin is dict:
-        key_f, val_f = (_decoder(a) for a in typing.get_args(tp))
-        return lambda v: {key_f(k): val_f(x) for k, x in v.items()}
-    if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            return _dataclass_decoder(tp)
-        if issubclass(tp, enum.Enum):
-            members = {m.value: m for m in tp}
-            return lambda v: members[v] if v in members else tp(v)
-        if tp is Decimal:
-            return Decimal
-        if tp is datetime:
-            return datetime.fromisoformat
-    return functools.partial(from_plain, tp)
-
-
-def _dataclass_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
-    """Build `cls` from its plain dict. For the frozen, slotted domain classes (no
-    __post_init__, every field in __init__) a generated function sets the slots directly, with
-    the identity conversions inlined: restoring a large snapshot builds hundreds of thousands of
-    these. A dict that lacks a field (an older payload) takes the general path, which lets the
-    field's default apply."""
-    hints = typing.get_type_hints(cls)
-    all_fields = dataclasses.fields(cls)
-    fields = [(f.name, _decoder(hints[f.name])) for f in all_fields if f.init]
-
-    def general(v: dict[str, Any]) -> Any:
-        return cls(**{n: f(v[n]) for n, f in fields if n in v})
-
-    if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__") or len(fields) != len(all_fields):
-        return general
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_general": general}
-    lines = ["def build(v):", "    try:", "        o = _new(_cls)"]
-    for i, (name, convert) in enumerate(fields):
-        namespace[f"_s{i}"] = getattr(cls, name).__set__  # the slot's descriptor
-        value = f"v[{name!r}]"
-        if convert is not _identity:
-            namespace[f"_c{i}"] = convert
-            value = f"_c{i}({value})"
-        lines.append(f"        _s{i}(o, {value})")
-    lines += ["    except KeyError:", "        return _general(v)", "    return o", ""]
-    exec(compile("\n".join(lines), f"<snapshot decoder {cls.__name__}>", "exec"), namespace)  # noqa: S102
-    return namespace["build"]
-
-
-@functools.cache
-def _encoder(tp: Any) -> Callable[[Any], Any]:
-    """`to_plain` with the per-field work decided once per type (same output)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = _encoder([a for a in typing.get_args(tp) if a is not type(None)][0])
-        return lambda v: None if v is None else inner(v)
-    if origin is typing.Literal or tp in (str, int, bool):
-        return _identity
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            item = _encoder(args[0])
-            return (lambda v: list(v)) if item is _identity else (lambda v: list(map(item, v)))
-    if origin in (frozenset, set):
-        item = _encoder(typing.get_args(tp)[0])
-        return lambda v: sorted(map(item, v))
-    if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            hints = typing.get_type_hints(tp)
-            fields = [(f.name, _encoder(hints[f.name])) for f in dataclasses.fields(tp)]
-
-            def plain(v: Any) -> dict[str, Any]:
-                return {n: f(getattr(v, n)) for n, f in fields}
-            return plain
-        if issubclass(tp, enum.Enum):
-            return lambda v: v.value
-        if tp is Decimal:
-            return str
-        if tp is datetime:
-            return datetime.isoformat
-    return to_plain
-
-
 # -- pure: state <-> payload ----------------------------------------------------------------------
 
 def _orders_body(state: TradingState, partition: int, order_ids: Iterable[str], exec_ids: Iterable[str],
                  position_keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
     executions = sorted((state.executions[e] for e in exec_ids), key=lambda x: (x.source_offset, x.exec_id))
-    order_plain = _encoder(OrderState)
+    order_plain = encoder_for(OrderState)
     return {
         "v": FORMAT, "kind": "orders", "partition": partition,
         "orders": [order_plain(state.orders[o]) for o in sorted(order_ids)],
-        "executions": list(map(_encoder(Execution), executions)),
+        "executions": list(map(encoder_for(Execution), executions)),
         "positions": [{"account": k[0], "symbol": k[1],
                        **{f: to_plain(getattr(state.positions[k], f)) for f in POSITION_FIELDS}}
                       for k in sorted(position_keys)],
@@ -185,7 +69,7 @@ def _orders_body(state: TradingState, partition: int, order_ids: Iterable[str], 
 
 def _marks_body(state: TradingState, partition: int, symbols: Iterable[str]) -> dict[str, Any]:
     return {"v": FORMAT, "kind": "marks", "partition": partition,
-            "marks": [_encoder(MarketMark)(state.marks[s].mark) for s in sorted(symbols)]}
+            "marks": [encoder_for(MarketMark)(state.marks[s].mark) for s in sorted(symbols)]}
 
 
 def _pack(body: dict[str, Any]) -> bytes:
@@ -250,16 +134,16 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
     if kind == "marks":
         state.drop_partition(marks_partition=partition)
         for plain in body["marks"]:
-            mark = _decoder(MarketMark)(plain)
+            mark = decoder_for(MarketMark)(plain)
             state.marks[mark.symbol] = MarkRow(mark.symbol, partition, mark)
         return
     state.drop_partition(orders_partition=partition)
-    order_of = _decoder(OrderState)
+    order_of = decoder_for(OrderState)
     for plain in body["orders"]:
         order = order_of(plain)
         state.orders[order.order_id] = order
         state.order_partition[order.order_id] = partition
-    executions = list(map(_decoder(Execution), body["executions"]))
+    executions = list(map(decoder_for(Execution), body["executions"]))
     for x in executions:
         if x.kafka_partition != partition:
             raise InvariantViolation(f"{where}: execution {x.exec_id} belongs to partition {x.kafka_partition}")

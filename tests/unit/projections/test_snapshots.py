@@ -15,6 +15,8 @@ from confluent_kafka import Message
 from backbone.codec.avro import AvroCodec
 from backbone.domain.events import MarketMark, OrderEvent, Side
 from backbone.domain.order_state import OrderState
+from backbone.domain.plain import decoder_for as _decoder
+from backbone.domain.plain import encoder_for as _encoder
 from backbone.domain.plain import from_plain, to_plain
 from backbone.errors import InvariantViolation
 from backbone.kafka.partitioner import symbol_partition
@@ -22,7 +24,7 @@ from backbone.settings import Settings
 from producers.publisher import timestamp_ms
 from producers.simulator import SimulationConfig, simulate
 from projections import snapshots, store
-from projections.snapshots import SnapshotMeta, _decoder, _encoder
+from projections.snapshots import SnapshotMeta
 from projections.state import Execution, TradingState
 from projections.trading import TradingProjection
 from tape import Tape
