@@ -415,3 +415,29 @@ def test_new_position_sets_every_field() -> None:
     assert [getattr(fast, name) for name in names] == values
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.qty = D("1")  # type: ignore[misc]
+
+
+# --- restatements restart from the state before the restated fill --------------------------------
+
+
+def test_a_position_built_by_hand_without_prior_states_is_restated_from_empty() -> None:
+    fills = [fill("E1", BUY, "100", "10", "1"), fill("E2", BUY, "50", "12", "0.5", 1),
+             fill("E3", SELL, "120", "11", "1.2", 2), fill("E4", SHORT, "80", "9", "0.8", 3)]
+    built = fold(*fills)
+    assert len(built.prior_states) == len(built.fills) == 4
+    by_hand = Position(**{f.name: getattr(built, f.name) for f in dataclasses.fields(Position)
+                          if f.name != "prior_states"})
+    assert by_hand.prior_states == ()
+    for exec_id in ("E1", "E2", "E4"):
+        assert bust(by_hand, exec_id) == bust(built, exec_id) == fold(*(f for f in fills if f.exec_id != exec_id))
+    assert correct(by_hand, "E2", D("40"), D("12.5")) == correct(built, "E2", D("40"), D("12.5"))
+
+
+def test_restating_a_restated_position_uses_its_refolded_prior_states() -> None:
+    fills = [fill(f"E{i}", BUY if i % 3 else SELL, str(10 + i), str(100 + i), "0.25", i) for i in range(1, 9)]
+    built = fold(*fills)
+    twice = bust(correct(built, "E3", D("7"), D("99.5")), "E6")
+    corrected = [f if f.exec_id != "E3" else dataclasses.replace(f, qty=D("7"), price=D("99.5")) for f in fills]
+    expected = fold(*(f for f in corrected if f.exec_id != "E6"))
+    assert twice == expected
+    assert twice.prior_states == expected.prior_states
