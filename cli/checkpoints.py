@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from backbone import db
 from backbone.errors import BackboneError
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import JsonOpt, ProgressBar, QuietOpt, database_errors, replayer
+from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, replayer
 from projections import replay as rp
 from projections import snapshots, store
 from projections.trading import NAME
@@ -44,14 +43,10 @@ def list_cmd(
     covered, size, and the projection's live checkpoint of that partition."""
     settings = load_settings()
     with user_errors():
-        engine = db.make_engine(settings)
-        try:
-            with database_errors(settings), engine.connect() as sa_conn:
-                conn = sa_conn.connection.driver_connection
-                found = snapshots.list_snapshots(conn, projection, _topic(settings, topic), partition)
-                checkpoints = {name: store.read_checkpoints(conn, name) for name in {s.projection for s in found}}
-        finally:
-            engine.dispose()
+        with database(settings) as engine, engine.connect() as sa_conn:
+            conn = sa_conn.connection.driver_connection
+            found = snapshots.list_snapshots(conn, projection, _topic(settings, topic), partition)
+            checkpoints = {name: store.read_checkpoints(conn, name) for name in {s.projection for s in found}}
     rows = [_meta_json(s, checkpoints[s.projection].get((s.topic, s.partition))) for s in found]
     if json_out:
         print_json(rows)
@@ -86,18 +81,14 @@ def create_cmd(
     settings = load_settings()
     with user_errors():
         if as_of is None:
-            engine = db.make_engine(settings)
-            try:
-                with database_errors(settings), rp.LogReader(settings) as reader:
-                    taken = rp.snapshot_live(settings, engine, reader, projection=projection)
-            finally:
-                engine.dispose()
+            with database(settings) as engine, rp.LogReader(settings) as reader:
+                taken = rp.snapshot_live(settings, engine, reader, projection=projection)
         else:
             when = rp.parse_time(as_of)
             with replayer(settings, projection) as r:
                 plans = r.plan_as_of(when)
                 with ProgressBar("snapshot", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                    taken, _result = rp.snapshot_as_of(r, when, progress=bar)
+                    taken, _result = rp.snapshot_as_of(r, when, plans=plans, progress=bar)
         if not taken:
             raise BackboneError(f"projection {projection} has no checkpoints yet: nothing to snapshot "
                                 "(run `backbone project run` first, or give --as-of)")
@@ -131,15 +122,11 @@ def prune_cmd(
     settings = load_settings()
     with user_errors():
         cutoff = None if before is None else rp.parse_time(before)
-        engine = db.make_engine(settings)
-        try:
-            with database_errors(settings), engine.begin() as sa_conn:
-                conn = sa_conn.connection.driver_connection
-                doomed = snapshots.prune_candidates(snapshots.list_snapshots(conn, projection), keep=keep,
-                                                    before=cutoff)
-                deleted = 0 if dry_run else snapshots.delete(conn, [s.id for s in doomed])
-        finally:
-            engine.dispose()
+        with database(settings) as engine, engine.begin() as sa_conn:
+            conn = sa_conn.connection.driver_connection
+            doomed = snapshots.prune_candidates(snapshots.list_snapshots(conn, projection), keep=keep,
+                                                before=cutoff)
+            deleted = 0 if dry_run else snapshots.delete(conn, [s.id for s in doomed])
     if json_out:
         print_json({"dry_run": dry_run, "deleted": deleted, "snapshots": [_meta_json(s) for s in doomed]})
         return

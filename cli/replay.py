@@ -42,13 +42,20 @@ def database_errors(settings: Settings) -> Iterator[None]:
 
 
 @contextmanager
-def replayer(settings: Settings, projection: str) -> Iterator[rp.Replayer]:
+def database(settings: Settings) -> Iterator[sa.Engine]:
+    """An engine for one command, disposed at the end; database failures as user errors."""
     engine = db.make_engine(settings)
     try:
-        with database_errors(settings), rp.Replayer(settings, engine, projection=projection) as r:
-            yield r
+        with database_errors(settings):
+            yield engine
     finally:
         engine.dispose()
+
+
+@contextmanager
+def replayer(settings: Settings, projection: str) -> Iterator[rp.Replayer]:
+    with database(settings) as engine, rp.Replayer(settings, engine, projection=projection) as r:
+        yield r
 
 
 class ProgressBar:

@@ -774,11 +774,12 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
     return sorted(out, key=lambda t: (t.topic, t.partition))
 
 
-def snapshot_as_of(replayer: Replayer, when: datetime, *,
+def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionPlan] | None = None,
                    progress: Callable[[int], None] | None = None) -> tuple[list[Taken], ReplayResult]:
     """Snapshot every partition at the as-of cut of `when`, built from snapshots and the log
-    (the live tables are not read): for pre-computing points that will be asked for often."""
-    plans = replayer.plan_as_of(when)
+    (the live tables are not read): for pre-computing points that will be asked for often.
+    `plans`: `replayer.plan_as_of(when)` if the caller has it already (it costs lookups)."""
+    plans = replayer.plan_as_of(when) if plans is None else plans
     result = replayer.run(plans, progress=progress)
     out, rows = [], []
     cut = {p.tp: result.reports[p.tp].end for p in plans}
