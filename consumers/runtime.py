@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from backbone.errors import BackboneError, KafkaError
+from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -154,27 +155,28 @@ class ProjectionLoop:
         """Consume until stopped (signal flag), caught up (if asked) or `max_seconds` elapsed."""
         self._consumer.subscribe(self.projection.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        last_status = time.monotonic()
-        try:
-            while not self.stop_requested():
-                messages = self._consumer.consume(num_messages=self.config.batch_size,
-                                                  timeout=self.config.poll_timeout_s)
-                records = self._sort(messages)
-                if records:
-                    self._process(records)
-                now = time.monotonic()
-                if self.on_status and now - last_status >= self.config.status_interval_s:
-                    self.stats.lag = self.lag()
-                    self.on_status(self.stats)
-                    last_status = now
-                if until_caught_up and self.assigned and self.assigned <= self.at_end:
-                    break
-                if deadline is not None and now >= deadline:
-                    break
-            self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
-        finally:
-            self.close()
+        with fewer_collections():  # the fold keeps what it allocates (backbone.gc_policy)
+            deadline = None if max_seconds is None else time.monotonic() + max_seconds
+            last_status = time.monotonic()
+            try:
+                while not self.stop_requested():
+                    messages = self._consumer.consume(num_messages=self.config.batch_size,
+                                                      timeout=self.config.poll_timeout_s)
+                    records = self._sort(messages)
+                    if records:
+                        self._process(records)
+                    now = time.monotonic()
+                    if self.on_status and now - last_status >= self.config.status_interval_s:
+                        self.stats.lag = self.lag()
+                        self.on_status(self.stats)
+                        last_status = now
+                    if until_caught_up and self.assigned and self.assigned <= self.at_end:
+                        break
+                    if deadline is not None and now >= deadline:
+                        break
+                self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
+            finally:
+                self.close()
         return self.stats
 
     def _sort(self, messages: list[Message]) -> list[Message]:

@@ -58,6 +58,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from backbone.errors import BackboneError, KafkaError, coordinates
+from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -204,7 +205,8 @@ def rebuild(settings: Settings, name: str = TRADING, options: RebuildOptions | N
         raise RebuildError(f"unknown projection {name!r} (known: {', '.join(PROJECTIONS)})")
     procedure = _Rebuild(settings, options or RebuildOptions(), on_event or (lambda _k, _i: None), stop_requested)
     try:
-        return procedure.run()
+        with fewer_collections():  # the shadow's fold keeps what it allocates (backbone.gc_policy)
+            return procedure.run()
     except psycopg.Error as e:
         hint = ""
         if procedure.phase == "swap":

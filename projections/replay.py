@@ -39,6 +39,7 @@ from sqlalchemy import Engine
 from backbone.codec.avro import AvroCodec
 from backbone.domain import positions as pos
 from backbone.errors import BackboneError, KafkaError, coordinates
+from backbone.gc_policy import fewer_collections
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
@@ -573,61 +574,62 @@ class Replayer:
     def run(self, plans: Sequence[PartitionPlan], *, progress: Callable[[int], None] | None = None,
             keep_letters: int = 100) -> ReplayResult:
         """Build the state: restore each plan's snapshot, then read [start, end) and apply it."""
-        projection = TradingProjection(self.settings, self._codec, snapshots=False)
-        state = projection.state
-        t0 = time.perf_counter()
-        with_snapshot = [p for p in plans if p.snapshot is not None]
-        if with_snapshot:
-            with self._db() as conn:
-                for plan in with_snapshot:
-                    assert plan.snapshot is not None
-                    snapshots.restore(state, self.kind(plan.topic), plan.partition,
-                                      snapshots.payload(conn, plan.snapshot.id), where=plan.snapshot.where)
-        snapshot_seconds = time.perf_counter() - t0
-        reports = {p.tp: PartitionReport(p, begin=-1, end=p.end) for p in plans}
-        letters: list[tuple[str, str, str]] = []
-        count = 0
+        with fewer_collections():  # the fold keeps what it allocates (backbone.gc_policy)
+            projection = TradingProjection(self.settings, self._codec, snapshots=False)
+            state = projection.state
+            t0 = time.perf_counter()
+            with_snapshot = [p for p in plans if p.snapshot is not None]
+            if with_snapshot:
+                with self._db() as conn:
+                    for plan in with_snapshot:
+                        assert plan.snapshot is not None
+                        snapshots.restore(state, self.kind(plan.topic), plan.partition,
+                                          snapshots.payload(conn, plan.snapshot.id), where=plan.snapshot.where)
+            snapshot_seconds = time.perf_counter() - t0
+            reports = {p.tp: PartitionReport(p, begin=-1, end=p.end) for p in plans}
+            letters: list[tuple[str, str, str]] = []
+            count = 0
 
-        def on_message(msg: Message) -> None:
-            nonlocal count
-            tp = (msg.topic(), msg.partition())
-            report = reports[tp]
-            offset = msg.offset()
-            ts = msg.timestamp()[1]
-            letter = projection.apply(msg)
-            if report.begin < 0 and offset >= report.plan.begin and (
-                    report.plan.begin_ms is None or ts >= report.plan.begin_ms):
-                report.begin = offset
-            in_range = report.begin >= 0
-            if in_range:
-                report.replayed += 1
-            else:
-                report.caught_up += 1
-            if ts >= 0 and (report.max_timestamp_ms is None or ts > report.max_timestamp_ms):
-                report.max_timestamp_ms = ts
-            if letter is not None and in_range:
-                report.dead_letters[letter.reason] += 1
-                if len(letters) < keep_letters:
-                    letters.append((coordinates(tp[0], tp[1], offset), letter.reason, letter.detail))
-            count += 1
-            if count % 1000 == 0:
-                state.take_changes()  # nothing is written from the change sets here: keep them small
-                if progress is not None:
-                    progress(count)
+            def on_message(msg: Message) -> None:
+                nonlocal count
+                tp = (msg.topic(), msg.partition())
+                report = reports[tp]
+                offset = msg.offset()
+                ts = msg.timestamp()[1]
+                letter = projection.apply(msg)
+                if report.begin < 0 and offset >= report.plan.begin and (
+                        report.plan.begin_ms is None or ts >= report.plan.begin_ms):
+                    report.begin = offset
+                in_range = report.begin >= 0
+                if in_range:
+                    report.replayed += 1
+                else:
+                    report.caught_up += 1
+                if ts >= 0 and (report.max_timestamp_ms is None or ts > report.max_timestamp_ms):
+                    report.max_timestamp_ms = ts
+                if letter is not None and in_range:
+                    report.dead_letters[letter.reason] += 1
+                    if len(letters) < keep_letters:
+                        letters.append((coordinates(tp[0], tp[1], offset), letter.reason, letter.detail))
+                count += 1
+                if count % 1000 == 0:
+                    state.take_changes()  # nothing is written from the change sets here: keep them small
+                    if progress is not None:
+                        progress(count)
 
-        t1 = time.perf_counter()
-        ranges = {p.tp: ReadRange(p.start, p.end) if p.end_ms is None else ReadRange(p.start, p.high, p.end, p.end_ms)
-                  for p in plans}
-        ended = self.reader.read(ranges, on_message)
-        read_seconds = time.perf_counter() - t1
-        for tp, report in reports.items():
-            report.end = ended[tp]
-            if report.begin < 0:  # no record in the range proper
-                report.begin = report.end if report.plan.begin_ms is not None else min(report.plan.begin, report.end)
-        state.take_changes()
-        if progress is not None:
-            progress(count)
-        return ReplayResult(state, reports, read_seconds, snapshot_seconds, letters)
+            t1 = time.perf_counter()
+            ranges = {p.tp: ReadRange(p.start, p.end) if p.end_ms is None else ReadRange(p.start, p.high, p.end, p.end_ms)
+                      for p in plans}
+            ended = self.reader.read(ranges, on_message)
+            read_seconds = time.perf_counter() - t1
+            for tp, report in reports.items():
+                report.end = ended[tp]
+                if report.begin < 0:  # no record in the range proper
+                    report.begin = report.end if report.plan.begin_ms is not None else min(report.plan.begin, report.end)
+            state.take_changes()
+            if progress is not None:
+                progress(count)
+            return ReplayResult(state, reports, read_seconds, snapshot_seconds, letters)
 
 
 # == writing and showing a state ===================================================================
