@@ -219,10 +219,15 @@ def main() -> None:
     parser.add_argument("--fastavro", action="store_true", help="also time the codec's fastavro path (the baseline)")
     args = parser.parse_args()
     codec = AvroCodec()
+    python = AvroCodec(compiled=False)
     realistic = realistic_events(args.records)
+    unique = unique_decimals(realistic)
+    compiled = "compiled" if codec.compiled else "NOT compiled (no C build)"
     results = {
-        "realistic": measure(codec, realistic, args.runs),
-        "unique-decimals": measure(codec, unique_decimals(realistic), args.runs),
+        f"realistic, {compiled}": measure(codec, realistic, args.runs),
+        "realistic, Python paths": measure(python, realistic, args.runs),
+        f"unique-decimals, {compiled}": measure(codec, unique, args.runs),
+        "unique-decimals, Python": measure(python, unique, args.runs),
     }
     if args.fastavro:
         results["realistic via fastavro"] = measure(codec, realistic, args.runs, reference=True)
@@ -236,7 +241,7 @@ def main() -> None:
     print(f"  box speed: {loop_ns} ns per iteration of `for i in range(n): x += i` (best of 5)")
     for name, r in results.items():
         print(
-            f"  {name:22s} median: encode {r['encodes_per_s']:>8,}/s  decode {r['decodes_per_s']:>8,}/s"
+            f"  {name:32s} median: encode {r['encodes_per_s']:>8,}/s  decode {r['decodes_per_s']:>8,}/s"
             f"   CPU time: encode {r['encodes_per_cpu_s']:>8,}/s  decode {r['decodes_per_cpu_s']:>8,}/s"
             f"   best run: encode {r['best_encodes_per_s']:>8,}/s  decode {r['best_decodes_per_s']:>8,}/s"
             f"   {r['avg_bytes']} B/record"

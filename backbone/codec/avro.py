@@ -54,6 +54,7 @@ import io
 import json
 import re
 import struct
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -68,6 +69,11 @@ from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canoni
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
 from backbone.domain.events import Alert, MarketMark, OrderEvent
+
+try:  # the compiled fast paths (backbone/codec/_cavro.c); optional, see pyproject.toml
+    from backbone.codec import _cavro
+except ImportError:  # pragma: no cover - built on every supported install with a C compiler
+    _cavro = None  # type: ignore[assignment]
 from backbone.errors import BackboneError, ConfigError, DecodeError
 
 __all__ = [
@@ -866,6 +872,43 @@ def _slots_twin(cls: type) -> type | None:
 # --------------------------------------------------------------------------------------------
 
 
+def _is_compiled(fn: Callable[..., Any]) -> bool:
+    return _cavro is not None and isinstance(fn, (_cavro.Encoder, _cavro.Decoder))
+
+
+@functools.cache
+def _decimal_layout_probed() -> bool:
+    """Whether the compiled encoder may read Decimal objects directly: CPython's C decimal type,
+    whose private layout `_cavro.decimal_parts` reads the same as `as_tuple()` says, for probes
+    covering signs, zeros, exponents and both coefficient words. Otherwise: through str()."""
+    import decimal
+
+    c_decimal = sys.modules.get("_decimal")
+    if _cavro is None or c_decimal is None or decimal.Decimal is not getattr(c_decimal, "Decimal", None):
+        return False
+    wide = Context(prec=100)
+    probes = [Decimal(0), Decimal("-0"), Decimal("-0.00000000"), Decimal("0E+7"), Decimal("123.45678901"),
+              Decimal("-98765.4321"), Decimal("1E+30"), Decimal("9999999999999999999"), Decimal("10000000000000000000"),
+              Decimal(10**37 + 12345), Decimal(-(10**38 - 1)).scaleb(-8, wide), Decimal("-1E-8")]
+    for probe in probes:
+        t = probe.as_tuple()
+        coefficient = int("".join(map(str, t.digits)))
+        if _cavro.decimal_parts(probe, Decimal) != (bool(t.sign), coefficient, t.exponent, len(t.digits)):
+            return False
+    return all(_cavro.decimal_parts(Decimal(s), Decimal) is None for s in ("NaN", "-Infinity", "sNaN"))
+
+
+def _compiled_kind(tag: str) -> int | None:
+    """The compiled codec's code for a field kind (None: not compiled, e.g. float)."""
+    if _cavro is None:
+        return None
+    return {
+        "string": _cavro.K_STRING, "bytes": _cavro.K_BYTES, "long": _cavro.K_LONG, "int": _cavro.K_INT,
+        "boolean": _cavro.K_BOOL, "double": _cavro.K_DOUBLE, "timestamp-micros": _cavro.K_TIMESTAMP,
+        "decimal": _cavro.K_DECIMAL, "enum": _cavro.K_ENUM,
+    }.get(tag)
+
+
 class _FastCodecBuilder:
     """Generates ``encode(record) -> bytes`` and ``decode(buf) -> record`` for one schema version.
 
@@ -1035,6 +1078,70 @@ class _FastCodecBuilder:
             self.ns[f"_sym{i}"] = {s: prefix + _uvarint(2 * j) for j, s in enumerate(k.symbols)}
             return [f"{p} = _sym{i}[v]"], [p]
         raise AssertionError(tag)
+
+    def build_compiled_encoder(
+        self, fields: list[_Field], header: bytes, fallback: Callable[[Any], bytes]
+    ) -> Callable[[Any], bytes] | None:
+        """The compiled twin of `build_encoder`'s function over the same plan, falling back to
+        `fallback` (that function) for anything but the plain case; None when not available."""
+        if _cavro is None:
+            return None
+        plan = []
+        for field in fields:
+            if field.name not in self.py_fields:
+                plan.append((None, _cavro.K_NULL, False, None, None, None, 0, 0))
+                continue
+            k = field.kind
+            code = _compiled_kind(k.tag)
+            if code is None:
+                return None
+            a: Any = None
+            b: Any = None
+            c: Any = None
+            if k.tag == "decimal":
+                a = {}
+                b, c = _make_decimal_field(k.scale, k.precision)
+            elif k.tag == "enum":
+                a = {sym: _uvarint(2 * j) for j, sym in enumerate(k.symbols)}
+            plan.append((field.name, code, k.nullable, a, b, c, k.scale, k.precision))
+        schema_names = {f.name for f in fields}
+        required = tuple((name, dc_field.default) for name, (_, _, dc_field) in self.py_fields.items()
+                         if name not in schema_names)
+        return _cavro.Encoder(self.cls, header, tuple(plan), required, fallback, Decimal, _decimal_layout_probed(),
+                              _DECIMAL_CACHE_SIZE)
+
+    def build_compiled_decoder(
+        self, writer_fields: list[_Field], reader_fields: list[_Field], fallback: Callable[[bytes], Any]
+    ) -> Callable[[bytes], Any] | None:
+        """The compiled twin of `build_decoder`'s function, falling back to `fallback` (that
+        function) whenever the bytes are not plainly valid; None when not available, or when
+        the Python path would not build the record from a `_slots_twin` (the compiled decoder
+        sets the same slots directly)."""
+        if _cavro is None or any(_compiled_kind(f.kind.tag) is None for f in writer_fields):
+            return None
+        readers = {f.name: f for f in reader_fields}
+        written = {f.name for f in writer_fields}
+        names = tuple(self.py_fields)
+        slot = {name: i for i, name in enumerate(names)}
+        held = {f.name for f in reader_fields if f.name in self.py_fields}
+        if held != set(names) or hasattr(self.cls, "__post_init__") or _slots_twin(self.cls) is None:
+            return None
+        plan = []
+        for field in writer_fields:
+            k = field.kind
+            reader_kind = readers[field.name].kind if field.name in readers else k
+            dest = slot[field.name] if field.name in held else -1
+            a: Any = None
+            b: Any = None
+            if k.tag == "decimal":
+                a, b = {}, _make_decimal_from(k.scale, k.precision)
+            elif k.tag == "enum":
+                a = self._enum_members(field.name, k, reader_kind)
+            plan.append((_compiled_kind(k.tag), k.nullable, dest, a, b, k.scale, k.precision))
+        defaults = tuple((slot[f.name], _default_value(f.kind, f.default, self.py_fields[f.name][0]))
+                         for f in reader_fields if f.name in held and f.name not in written)
+        return _cavro.Decoder(self.cls, names, HEADER_SIZE, tuple(plan), defaults, fallback, Decimal,
+                              _DECIMAL_CACHE_SIZE)
 
     # ----- decoding
 
@@ -1247,8 +1354,11 @@ class AvroCodec:
     generates code: some 30-60 ms).
     """
 
-    def __init__(self, schemas_dir: Path | None = None):
+    def __init__(self, schemas_dir: Path | None = None, *, compiled: bool = True):
+        """`compiled`: use the compiled fast paths when they are built (`compiled_paths`);
+        False keeps to the generated Python ones (the same bytes and records, slower)."""
         self.schemas_dir = Path(schemas_dir) if schemas_dir is not None else default_schemas_dir()
+        self.compiled = compiled and _cavro is not None
         records, problems = read_schemas_dir(self.schemas_dir)
         if problems:
             raise ConfigError(
@@ -1283,6 +1393,8 @@ class AvroCodec:
             for f in reader_fields
         ):
             encode = builder.build_encoder(reader_fields, header, self._encode_failure)
+            if self.compiled:
+                encode = builder.build_compiled_encoder(reader_fields, header, encode) or encode
         else:
             encode = reference_encode
         self._writers[cls] = _Writer(newest, header, reader_fields, reader_stripped, encode, reference_encode)
@@ -1314,6 +1426,9 @@ class AvroCodec:
                 reader.decode = _FastCodecBuilder(cls, name).build_decoder(
                     writer_fields, reader_fields, self._explain_with(tracking, reader)
                 )
+                if self.compiled:
+                    reader.decode = (_FastCodecBuilder(cls, name).build_compiled_decoder(
+                        writer_fields, reader_fields, reader.decode) or reader.decode)
             else:
                 reader.decode = reader.reference_decode
             if wf.fingerprint in self._readers and self._readers[wf.fingerprint].writer_file.fullname != wf.fullname:
@@ -1360,6 +1475,13 @@ class AvroCodec:
         if decoder is None:  # not bytes, or a header we do not know: diagnose
             return self._reader_for(data).decode(bytes(data))
         return decoder(data)
+
+    def compiled_paths(self) -> list[str]:
+        """The hot paths running compiled: "encode <record>" and "decode <record> v<writer>"."""
+        paths = [f"encode {cls.__name__}" for cls, fn in self._encoders.items() if _is_compiled(fn)]
+        paths += [f"decode {r.writer_file.name} v{r.writer_file.version}" for fp, r in self._readers.items()
+                  if _is_compiled(self._decoders[MAGIC + fp])]
+        return sorted(paths)
 
     def decode_order_event(self, data: bytes) -> OrderEvent:
         """Like `decode`, but `data` must hold an `OrderEvent` (`DecodeError` otherwise)."""

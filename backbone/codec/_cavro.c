@@ -1,0 +1,1092 @@
+/*
+ * Compiled fast paths of the Avro codec (backbone.codec.avro): encode a record to its
+ * single-object encoding, decode one back into its dataclass.
+ *
+ * These are accelerators, not a second codec. Each Encoder/Decoder is built by avro.py from
+ * the same field plan as the generated Python paths and holds that Python path as its
+ * `fallback`. Whenever anything is not the plain case (a value of an unexpected type, a
+ * non-UTC datetime, a cache miss helper that raises, bytes that do not parse, trailing
+ * bytes...) the C code gives up and returns fallback(argument): the Python path then produces
+ * the same result or raises the codec's typed, explained error. So the C code only ever has to
+ * be right about what it accepts; tests check byte-for-byte and value-for-value equality with
+ * the Python paths. Errors that are not `Exception`s (KeyboardInterrupt, ...) propagate.
+ *
+ * Decimal conversions call the Python helpers (text -> wire bytes, wire bytes -> Decimal)
+ * through the same per-field caches the Python paths use, so exactness rules live in one place.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+enum kind {
+    K_NULL = 0,   /* encode only: a schema field the dataclass lacks, written as null */
+    K_STRING = 1,
+    K_BYTES = 2,
+    K_LONG = 3,
+    K_INT = 4,
+    K_BOOL = 5,
+    K_DOUBLE = 6,
+    K_TIMESTAMP = 7, /* timestamp-micros */
+    K_DECIMAL = 8,
+    K_ENUM = 9,
+};
+
+#define MAX_FIELDS 128
+
+/* ------------------------------------------------------------------------------------------
+ * Civil calendar <-> days since 1970-01-01 (H. Hinnant's algorithms, proleptic Gregorian)
+ * ------------------------------------------------------------------------------------------ */
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+/* Gives up (returns 0 without an error set) on anything but the plain case; the caller then
+ * falls back. Returns -1 only for errors that must propagate. */
+static int give_up(void) {
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Encoder
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    Py_ssize_t offset; /* slot offset in the record; unused for K_NULL */
+    int kind;
+    int nullable;
+    PyObject *a; /* K_DECIMAL: cache dict; K_ENUM: symbol -> varint bytes dict */
+    PyObject *b; /* K_DECIMAL: from_text(str) -> bytes */
+    PyObject *c; /* K_DECIMAL: from_value(value) -> bytes */
+    int scale, precision; /* K_DECIMAL */
+} EncField;
+
+typedef struct {
+    Py_ssize_t offset;
+    PyObject *value;
+} Required;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *cls;
+    PyObject *header;
+    PyObject *fallback;
+    PyObject *decimal_type;
+    int direct_decimals; /* the decimal layout was probed: read it instead of str() */
+    Py_ssize_t cache_max;
+    Py_ssize_t nfields;
+    EncField fields[MAX_FIELDS];
+    Py_ssize_t nrequired; /* dataclass-only fields: must hold their default */
+    Required required[MAX_FIELDS];
+} Encoder;
+
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+    char stack[1024];
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t more) {
+    if (b->len + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *p;
+    if (b->p == b->stack) {
+        p = PyMem_Malloc(cap);
+        if (p)
+            memcpy(p, b->stack, b->len);
+    } else {
+        p = PyMem_Realloc(b->p, cap);
+    }
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_byte(Buf *b, unsigned char c) {
+    if (buf_reserve(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = (char)c;
+    return 0;
+}
+
+static int buf_uvarint(Buf *b, uint64_t z) {
+    if (buf_reserve(b, 10) < 0)
+        return -1;
+    while (z >= 0x80) {
+        b->p[b->len++] = (char)((z & 0x7F) | 0x80);
+        z >>= 7;
+    }
+    b->p[b->len++] = (char)z;
+    return 0;
+}
+
+static inline uint64_t zigzag(int64_t n) { return ((uint64_t)n << 1) ^ (uint64_t)(n >> 63); }
+
+/* ---- decimals: the plain cases without Python arithmetic (others go to the Python helpers) */
+
+typedef __int128 i128;
+typedef unsigned __int128 u128;
+
+static i128 pow10_i128(int k) {
+    i128 r = 1;
+    while (k-- > 0)
+        r *= 10;
+    return r;
+}
+
+/* The unscaled integer of a Decimal's str() at `scale`, for plain digit strings only
+ * ("-123.45", at most `scale` places, fewer than `precision` digits); 0 = not plain. */
+static int unscaled_from_text(const char *s, Py_ssize_t len, int scale, int precision, i128 *out) {
+    Py_ssize_t i = 0;
+    int neg = 0, digits = 0, frac = -1;
+    i128 n = 0;
+    if (precision > 38 || scale > precision)
+        return 0;
+    if (i < len && s[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    if (i == len)
+        return 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c == '.' && frac < 0) {
+            frac = 0;
+            continue;
+        }
+        if (c < '0' || c > '9')
+            return 0; /* exponent form, NaN, Infinity */
+        if (frac >= 0 && ++frac > scale)
+            return 0;
+        if (n || c != '0')
+            if (++digits > precision)
+                return 0;
+        n = n * 10 + (c - '0');
+    }
+    if (frac == 0)
+        return 0; /* "1." is not what str(Decimal) writes */
+    int pad = scale - (frac < 0 ? 0 : frac);
+    if (digits && digits + pad > precision)
+        return 0;
+    n *= pow10_i128(pad);
+    *out = neg ? -n : n;
+    return 1;
+}
+
+/* CPython's C decimal object, read directly: PyDecObject of Modules/_decimal/_decimal.c and
+ * libmpdec's mpd_t (64-bit: 19 decimal digits per word). Private layouts, so an Encoder reads
+ * them only when told the layout was probed (`decimal_parts` against Decimal.as_tuple(), see
+ * avro.py); otherwise it goes through str(). */
+typedef struct {
+    uint8_t flags;
+    Py_ssize_t exp, digits, len, alloc;
+    uint64_t *data;
+} MpdView;
+
+typedef struct {
+    PyObject_HEAD
+    Py_hash_t hash;
+    MpdView dec;
+} DecView;
+
+#define MPD_NEG 1
+#define MPD_SPECIAL 14 /* infinity, NaN, sNaN */
+#define MPD_RADIX UINT64_C(10000000000000000000)
+
+/* (negative, coefficient, exponent) of a finite decimal of at most two words; 0 otherwise. */
+static int mpd_parts(PyObject *v, int *negative, i128 *coefficient, Py_ssize_t *exponent, Py_ssize_t *digits) {
+    const MpdView *d = &((DecView *)v)->dec;
+    if ((d->flags & MPD_SPECIAL) || d->len < 1 || d->len > 2)
+        return 0;
+    *negative = d->flags & MPD_NEG;
+    *coefficient = (i128)d->data[0] + (d->len == 2 ? (i128)d->data[1] * (i128)MPD_RADIX : 0);
+    *exponent = d->exp;
+    *digits = d->digits;
+    return 1;
+}
+
+/* The unscaled integer of decimal v at `scale` when it is exact and fits `precision`; 0 = ask
+ * the Python helper (it refuses or converts the rare rest, e.g. 1.000000000 with 9 places). */
+static int unscaled_from_mpd(PyObject *v, int scale, int precision, i128 *out) {
+    int negative;
+    i128 c;
+    Py_ssize_t exp, digits;
+    if (precision > 38 || !mpd_parts(v, &negative, &c, &exp, &digits))
+        return 0;
+    Py_ssize_t shift = exp + scale;
+    i128 n;
+    if (c == 0) {
+        n = 0;
+    } else if (shift >= 0) {
+        if (digits + shift > precision)
+            return 0;
+        n = c * pow10_i128((int)shift);
+    } else {
+        if (-shift > 38)
+            return 0;
+        i128 unit = pow10_i128((int)-shift);
+        if (c % unit)
+            return 0;
+        n = c / unit;
+    }
+    if (n >= pow10_i128(precision))
+        return 0;
+    *out = negative ? -n : n;
+    return 1;
+}
+
+/* decimal_parts(d): (negative, coefficient, exponent) as read from the object's memory, or None
+ * (special or over two words). Only for probing the layout against Decimal.as_tuple(). */
+static PyObject *decimal_parts(PyObject *module, PyObject *args) {
+    PyObject *v, *decimal_type;
+    if (!PyArg_ParseTuple(args, "OO", &v, &decimal_type))
+        return NULL;
+    if (!PyType_Check(decimal_type) || !Py_IS_TYPE(v, (PyTypeObject *)decimal_type) ||
+        ((PyTypeObject *)decimal_type)->tp_basicsize < (Py_ssize_t)sizeof(DecView)) {
+        PyErr_SetString(PyExc_TypeError, "decimal_parts needs an instance of a C decimal type");
+        return NULL;
+    }
+    int negative;
+    i128 c;
+    Py_ssize_t exp, digits;
+    if (!mpd_parts(v, &negative, &c, &exp, &digits))
+        Py_RETURN_NONE;
+    char text[48];
+    int t = 47;
+    text[t] = 0;
+    u128 m = (u128)c;
+    do {
+        text[--t] = (char)('0' + (int)(m % 10));
+        m /= 10;
+    } while (m);
+    PyObject *coefficient = PyLong_FromString(text + t, NULL, 10);
+    if (!coefficient)
+        return NULL;
+    return Py_BuildValue("(NNnn)", PyBool_FromLong(negative), coefficient, exp, digits);
+}
+
+/* Avro decimal bytes field (length varint + minimal big-endian two's complement) of n. */
+static PyObject *decimal_field_bytes(i128 n) {
+    u128 m = (u128)(n >= 0 ? n : ~n);
+    int bits = 0;
+    while (m) {
+        bits++;
+        m >>= 1;
+    }
+    int len = (bits + 8) >> 3;
+    unsigned char out[1 + 17];
+    out[0] = (unsigned char)(2 * len);
+    u128 u = (u128)n;
+    for (int i = len; i >= 1; i--) {
+        out[i] = (unsigned char)(u & 0xFF);
+        u = n >= 0 ? u >> 8 : (u >> 8) | ((u128)0xFF << 120);
+    }
+    return PyBytes_FromStringAndSize((const char *)out, len + 1);
+}
+
+/* The Decimal of unscaled bytes `raw` at `scale`, built from its text (exponent -scale, like
+ * Decimal(n).scaleb(-scale)); NULL without an error for what the Python helper must judge. */
+static PyObject *decimal_from_raw(PyObject *decimal_type, const unsigned char *raw, Py_ssize_t len, int scale,
+                                  int precision) {
+    if (len < 1 || len > 16 || precision > 38 || scale > precision)
+        return NULL;
+    u128 u = raw[0] & 0x80 ? ~(u128)0 : 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        u = (u << 8) | raw[i];
+    i128 n = (i128)u;
+    i128 limit = pow10_i128(precision);
+    if (n <= -limit || n >= limit)
+        return NULL;
+    char text[48];
+    char digits[40];
+    int nd = 0;
+    u128 m = n < 0 ? (u128)(-n) : (u128)n;
+    do {
+        digits[nd++] = (char)('0' + (int)(m % 10));
+        m /= 10;
+    } while (m);
+    while (nd <= scale)
+        digits[nd++] = '0'; /* at least one digit before the point */
+    int t = 0;
+    if (n < 0)
+        text[t++] = '-';
+    for (int i = nd - 1; i >= 0; i--) {
+        text[t++] = digits[i];
+        if (i == scale && scale > 0)
+            text[t++] = '.';
+    }
+    PyObject *str = PyUnicode_FromStringAndSize(text, t);
+    if (!str)
+        return NULL;
+    PyObject *d = PyObject_CallOneArg(decimal_type, str);
+    Py_DECREF(str);
+    return d;
+}
+
+static int buf_bytes_object(Buf *b, PyObject *bytes) {
+    if (!PyBytes_CheckExact(bytes))
+        return -1;
+    return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
+/* Appends the value; 1 = done, 0 = give up (fallback), -1 = error to propagate. */
+static int encode_value(Encoder *self, EncField *f, PyObject *v, Buf *b) {
+    switch (f->kind) {
+    case K_STRING: {
+        if (!PyUnicode_CheckExact(v))
+            return 0;
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!s)
+            return give_up();
+        if (buf_uvarint(b, (uint64_t)n * 2) < 0 || buf_put(b, s, n) < 0)
+            return -1;
+        return 1;
+    }
+    case K_BYTES:
+        if (!PyBytes_CheckExact(v))
+            return 0;
+        if (buf_uvarint(b, (uint64_t)PyBytes_GET_SIZE(v) * 2) < 0 || buf_put(b, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)) < 0)
+            return -1;
+        return 1;
+    case K_LONG:
+    case K_INT: {
+        if (!PyLong_CheckExact(v))
+            return 0;
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (n == -1 && PyErr_Occurred()))
+            return give_up();
+        if (f->kind == K_INT && (n < INT32_MIN || n > INT32_MAX))
+            return 0;
+        return buf_uvarint(b, zigzag(n)) < 0 ? -1 : 1;
+    }
+    case K_BOOL:
+        if (v != Py_True && v != Py_False)
+            return 0;
+        return buf_byte(b, v == Py_True) < 0 ? -1 : 1;
+    case K_DOUBLE: {
+        if (!PyFloat_CheckExact(v))
+            return 0;
+        if (buf_reserve(b, 8) < 0)
+            return -1;
+        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(v), b->p + b->len, 1) < 0)
+            return give_up();
+        b->len += 8;
+        return 1;
+    }
+    case K_TIMESTAMP: {
+        if (!PyDateTime_CheckExact(v))
+            return 0;
+        PyDateTime_DateTime *dt = (PyDateTime_DateTime *)v;
+        if (!dt->hastzinfo || dt->tzinfo != PyDateTime_TimeZone_UTC)
+            return 0; /* naive or another zone: the Python path converts or refuses */
+        int64_t days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v));
+        int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(v) * 3600 + PyDateTime_DATE_GET_MINUTE(v) * 60 +
+                       PyDateTime_DATE_GET_SECOND(v);
+        int64_t micros = secs * 1000000 + PyDateTime_DATE_GET_MICROSECOND(v);
+        return buf_uvarint(b, zigzag(micros)) < 0 ? -1 : 1;
+    }
+    case K_DECIMAL: {
+        PyObject *s;
+        i128 unscaled;
+        if (self->direct_decimals && Py_IS_TYPE(v, (PyTypeObject *)self->decimal_type) &&
+            unscaled_from_mpd(v, f->scale, f->precision, &unscaled)) {
+            s = decimal_field_bytes(unscaled);
+            if (!s)
+                return give_up();
+        } else if (Py_IS_TYPE(v, (PyTypeObject *)self->decimal_type)) {
+            PyObject *key = PyObject_Str(v);
+            if (!key)
+                return give_up();
+            s = PyDict_GetItemWithError(f->a, key);
+            if (s) {
+                Py_INCREF(s);
+            } else if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                return give_up();
+            } else {
+                Py_ssize_t n;
+                const char *text = PyUnicode_AsUTF8AndSize(key, &n);
+                if (text && unscaled_from_text(text, n, f->scale, f->precision, &unscaled))
+                    s = decimal_field_bytes(unscaled);
+                else
+                    s = PyObject_CallOneArg(f->b, key);
+                if (!s || !PyBytes_CheckExact(s)) {
+                    Py_DECREF(key);
+                    Py_XDECREF(s);
+                    return give_up();
+                }
+                if (PyDict_GET_SIZE(f->a) >= self->cache_max)
+                    PyDict_Clear(f->a);
+                if (PyDict_SetItem(f->a, key, s) < 0) {
+                    Py_DECREF(key);
+                    Py_DECREF(s);
+                    return give_up();
+                }
+            }
+            Py_DECREF(key);
+        } else {
+            s = PyObject_CallOneArg(f->c, v);
+            if (!s || !PyBytes_CheckExact(s)) {
+                Py_XDECREF(s);
+                return give_up();
+            }
+        }
+        int rc = buf_bytes_object(b, s);
+        Py_DECREF(s);
+        return rc < 0 ? -1 : 1;
+    }
+    case K_ENUM: {
+        PyObject *s = PyDict_GetItemWithError(f->a, v); /* borrowed */
+        if (!s)
+            return give_up();
+        return buf_bytes_object(b, s) < 0 ? -1 : 1;
+    }
+    }
+    return 0;
+}
+
+/* The encoding of `r`, or NULL with no error set to mean "use the fallback". */
+static PyObject *encode_fast(Encoder *self, PyObject *r, int *propagate) {
+    Buf b;
+    b.p = b.stack;
+    b.len = 0;
+    b.cap = (Py_ssize_t)sizeof(b.stack);
+    PyObject *result = NULL;
+    *propagate = 0;
+    if (Py_TYPE(r) != self->cls)
+        return NULL;
+    if (buf_put(&b, PyBytes_AS_STRING(self->header), PyBytes_GET_SIZE(self->header)) < 0)
+        goto error;
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        EncField *f = &self->fields[i];
+        if (f->kind == K_NULL) {
+            if (buf_byte(&b, 0) < 0)
+                goto error;
+            continue;
+        }
+        PyObject *v = *(PyObject **)((char *)r + f->offset);
+        if (v == NULL)
+            goto done; /* unset slot: the Python path explains */
+        if (f->nullable) {
+            if (v == Py_None) {
+                if (buf_byte(&b, 0) < 0)
+                    goto error;
+                continue;
+            }
+            if (buf_byte(&b, 2) < 0)
+                goto error;
+        }
+        int rc = encode_value(self, f, v, &b);
+        if (rc < 0)
+            goto error;
+        if (rc == 0)
+            goto done;
+    }
+    for (Py_ssize_t i = 0; i < self->nrequired; i++) {
+        PyObject *v = *(PyObject **)((char *)r + self->required[i].offset);
+        if (v == NULL)
+            goto done;
+        int eq = PyObject_RichCompareBool(v, self->required[i].value, Py_EQ);
+        if (eq != 1) {
+            if (eq < 0 && give_up() < 0)
+                goto error;
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(b.p, b.len);
+    if (!result)
+        goto error;
+    goto done;
+error:
+    if (give_up() < 0)
+        *propagate = 1;
+done:
+    if (b.p != b.stack)
+        PyMem_Free(b.p);
+    return result;
+}
+
+static PyObject *encoder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Encoder *self = (Encoder *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
+        PyErr_SetString(PyExc_TypeError, "an encoder takes one positional argument, the record");
+        return NULL;
+    }
+    int propagate;
+    PyObject *out = encode_fast(self, args[0], &propagate);
+    if (out || propagate)
+        return out;
+    return PyObject_CallOneArg(self->fallback, args[0]);
+}
+
+/* The offset of slot `name` of `cls`, or -1 with an error set. */
+static Py_ssize_t slot_offset(PyTypeObject *cls, PyObject *name) {
+    PyObject *d = PyDict_GetItemWithError(cls->tp_dict, name);
+    if (!d) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "%s has no slot %R", cls->tp_name, name);
+        return -1;
+    }
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%U is not a slot", cls->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "%s.%U is not a plain object slot", cls->tp_name, name);
+        return -1;
+    }
+    return m->offset;
+}
+
+static int check_class(PyObject *cls) {
+    if (!PyType_Check(cls) || ((PyTypeObject *)cls)->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a class with __slots__ and no __dict__");
+        return -1;
+    }
+    return 0;
+}
+
+/* Encoder(cls, header, fields, required, fallback, decimal_type, direct_decimals, cache_max)
+ *   fields:   ((slot name | None, kind, nullable, a, b, c, scale, precision), ...) in schema order
+ *   required: ((slot name, value), ...) dataclass-only fields and the value they must hold */
+static PyObject *encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *cls, *header, *fields, *required, *fallback, *decimal_type;
+    Py_ssize_t cache_max;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Encoder takes positional arguments only");
+        return NULL;
+    }
+    int direct_decimals;
+    if (!PyArg_ParseTuple(args, "OO!O!O!OOpn", &cls, &PyBytes_Type, &header, &PyTuple_Type, &fields, &PyTuple_Type,
+                          &required, &fallback, &decimal_type, &direct_decimals, &cache_max))
+        return NULL;
+    if (direct_decimals && (!PyType_Check(decimal_type) ||
+                            ((PyTypeObject *)decimal_type)->tp_basicsize < (Py_ssize_t)sizeof(DecView))) {
+        PyErr_SetString(PyExc_TypeError, "direct_decimals needs the C decimal type");
+        return NULL;
+    }
+    if (check_class(cls) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(fields) > MAX_FIELDS || PyTuple_GET_SIZE(required) > MAX_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        return NULL;
+    }
+    Encoder *self = (Encoder *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->vectorcall = encoder_vectorcall;
+    self->cls = (PyTypeObject *)Py_NewRef(cls);
+    self->header = Py_NewRef(header);
+    self->fallback = Py_NewRef(fallback);
+    self->decimal_type = Py_NewRef(decimal_type);
+    self->direct_decimals = direct_decimals;
+    self->cache_max = cache_max;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *name, *a, *b, *c;
+        int kind, nullable;
+        EncField *f = &self->fields[i];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "OipOOOii", &name, &kind, &nullable, &a, &b, &c, &f->scale,
+                              &f->precision))
+            goto fail;
+        f->kind = kind;
+        f->nullable = nullable;
+        if (kind != K_NULL && (f->offset = slot_offset(self->cls, name)) < 0)
+            goto fail;
+        if ((kind == K_DECIMAL || kind == K_ENUM) && !PyDict_CheckExact(a)) {
+            PyErr_SetString(PyExc_TypeError, "decimal and enum fields need a dict");
+            goto fail;
+        }
+        f->a = Py_NewRef(a);
+        f->b = Py_NewRef(b);
+        f->c = Py_NewRef(c);
+        self->nfields = i + 1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(required); i++) {
+        PyObject *name, *value;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(required, i), "OO", &name, &value))
+            goto fail;
+        if ((self->required[i].offset = slot_offset(self->cls, name)) < 0)
+            goto fail;
+        self->required[i].value = Py_NewRef(value);
+        self->nrequired = i + 1;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int encoder_traverse(Encoder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->cls);
+    Py_VISIT(self->fallback);
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        Py_VISIT(self->fields[i].a);
+        Py_VISIT(self->fields[i].b);
+        Py_VISIT(self->fields[i].c);
+    }
+    for (Py_ssize_t i = 0; i < self->nrequired; i++)
+        Py_VISIT(self->required[i].value);
+    return 0;
+}
+
+static int encoder_clear(Encoder *self) {
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->header);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->decimal_type);
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        Py_CLEAR(self->fields[i].a);
+        Py_CLEAR(self->fields[i].b);
+        Py_CLEAR(self->fields[i].c);
+    }
+    self->nfields = 0;
+    for (Py_ssize_t i = 0; i < self->nrequired; i++)
+        Py_CLEAR(self->required[i].value);
+    self->nrequired = 0;
+    return 0;
+}
+
+static void encoder_dealloc(Encoder *self) {
+    PyObject_GC_UnTrack(self);
+    encoder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *encoder_get_fallback(Encoder *self, void *closure) { return Py_NewRef(self->fallback); }
+
+static PyGetSetDef encoder_getset[] = {
+    {"fallback", (getter)encoder_get_fallback, NULL, "the Python path this encoder falls back to", NULL},
+    {NULL},
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone.codec._cavro.Encoder",
+    .tp_basicsize = sizeof(Encoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Compiled encoder of one record type; falls back to the Python encoder.",
+    .tp_new = encoder_new,
+    .tp_traverse = (traverseproc)encoder_traverse,
+    .tp_clear = (inquiry)encoder_clear,
+    .tp_dealloc = (destructor)encoder_dealloc,
+    .tp_vectorcall_offset = offsetof(Encoder, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getset = encoder_getset,
+};
+
+/* ------------------------------------------------------------------------------------------
+ * Decoder
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int kind;
+    int nullable;
+    Py_ssize_t dest; /* index into the slots, -1: read and dropped */
+    PyObject *a;     /* K_DECIMAL: cache dict; K_ENUM: tuple of members by writer index */
+    PyObject *b;     /* K_DECIMAL: decimal_from(raw bytes) -> Decimal */
+    int scale, precision; /* K_DECIMAL */
+} DecField;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *cls;
+    PyObject *fallback;
+    PyObject *decimal_type;
+    Py_ssize_t header_size;
+    Py_ssize_t cache_max;
+    Py_ssize_t nslots;
+    Py_ssize_t offsets[MAX_FIELDS];
+    Py_ssize_t nfields;
+    DecField fields[MAX_FIELDS];
+    Py_ssize_t ndefaults;
+    Py_ssize_t default_dest[MAX_FIELDS];
+    PyObject *default_value[MAX_FIELDS];
+} Decoder;
+
+/* Zigzag varint at p[*pos]; 0 on anything Python's reader would refuse (or might). */
+static int read_long(const unsigned char *p, Py_ssize_t size, Py_ssize_t *pos, int64_t *out) {
+    uint64_t n = 0;
+    int shift = 0;
+    for (;;) {
+        if (*pos >= size || shift > 63)
+            return 0;
+        unsigned char b = p[(*pos)++];
+        if (shift == 63 && (b & 0x7E))
+            return 0; /* beyond 64 bits */
+        n |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80))
+            break;
+        shift += 7;
+    }
+    *out = (int64_t)(n >> 1) ^ -(int64_t)(n & 1);
+    return 1;
+}
+
+static PyObject *datetime_from_micros(int64_t micros) {
+    if (micros < -(INT64_C(1) << 60) || micros > (INT64_C(1) << 60))
+        return NULL; /* far outside the years 1..9999 (and away from overflow below) */
+    int64_t secs = micros >= 0 ? micros / 1000000 : -((-micros + 999999) / 1000000);
+    int64_t us = micros - secs * 1000000;
+    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+    int64_t sod = secs - days * 86400;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    if (y < 1 || y > 9999)
+        return NULL; /* the Python path refuses it */
+    return PyDateTimeAPI->DateTime_FromDateAndTime((int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60),
+                                                   (int)(sod % 60), (int)us, PyDateTime_TimeZone_UTC,
+                                                   PyDateTimeAPI->DateTimeType);
+}
+
+/* The value of field f at p[*pos]: a new reference, or NULL (error set or not: give up). */
+static PyObject *decode_value(Decoder *self, DecField *f, const unsigned char *p, Py_ssize_t size, Py_ssize_t *pos) {
+    int64_t n;
+    switch (f->kind) {
+    case K_STRING:
+    case K_BYTES:
+    case K_DECIMAL: {
+        if (!read_long(p, size, pos, &n) || n < 0 || n > size - *pos)
+            return NULL;
+        const char *s = (const char *)p + *pos;
+        *pos += n;
+        if (f->kind == K_STRING)
+            return PyUnicode_DecodeUTF8(s, n, NULL);
+        PyObject *raw = PyBytes_FromStringAndSize(s, n);
+        if (!raw || f->kind == K_BYTES)
+            return raw;
+        PyObject *v = PyDict_GetItemWithError(f->a, raw);
+        if (v) {
+            Py_DECREF(raw);
+            return Py_NewRef(v);
+        }
+        if (!PyErr_Occurred()) {
+            v = decimal_from_raw(self->decimal_type, (const unsigned char *)s, n, f->scale, f->precision);
+            if (!v && !PyErr_Occurred())
+                v = PyObject_CallOneArg(f->b, raw);
+        }
+        if (!v) {
+            Py_DECREF(raw);
+            return NULL;
+        }
+        if (PyDict_GET_SIZE(f->a) >= self->cache_max)
+            PyDict_Clear(f->a);
+        if (PyDict_SetItem(f->a, raw, v) < 0) {
+            Py_DECREF(raw);
+            Py_DECREF(v);
+            return NULL;
+        }
+        Py_DECREF(raw);
+        return v;
+    }
+    case K_LONG:
+        if (!read_long(p, size, pos, &n))
+            return NULL;
+        return PyLong_FromLongLong(n);
+    case K_INT:
+        if (!read_long(p, size, pos, &n) || n < INT32_MIN || n > INT32_MAX)
+            return NULL;
+        return PyLong_FromLongLong(n);
+    case K_BOOL:
+        if (*pos >= size || p[*pos] > 1)
+            return NULL;
+        return Py_NewRef(p[(*pos)++] ? Py_True : Py_False);
+    case K_DOUBLE: {
+        if (size - *pos < 8)
+            return NULL;
+        double x = PyFloat_Unpack8((const char *)p + *pos, 1);
+        if (x == -1.0 && PyErr_Occurred())
+            return NULL;
+        *pos += 8;
+        return PyFloat_FromDouble(x);
+    }
+    case K_TIMESTAMP:
+        if (!read_long(p, size, pos, &n))
+            return NULL;
+        return datetime_from_micros(n);
+    case K_ENUM:
+        if (!read_long(p, size, pos, &n) || n < 0 || n >= PyTuple_GET_SIZE(f->a))
+            return NULL;
+        return Py_NewRef(PyTuple_GET_ITEM(f->a, n));
+    }
+    return NULL;
+}
+
+static PyObject *decoder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Decoder *self = (Decoder *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
+        PyErr_SetString(PyExc_TypeError, "a decoder takes one positional argument, the bytes");
+        return NULL;
+    }
+    PyObject *buf = args[0];
+    PyObject *values[MAX_FIELDS] = {NULL};
+    PyObject *obj = NULL;
+    if (!PyBytes_CheckExact(buf))
+        goto fallback;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t size = PyBytes_GET_SIZE(buf), pos = self->header_size;
+    if (size < pos)
+        goto fallback;
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        DecField *f = &self->fields[i];
+        PyObject *v;
+        if (f->nullable) {
+            if (pos >= size)
+                goto fallback;
+            unsigned char u = p[pos++];
+            if (u == 0) {
+                v = Py_NewRef(Py_None);
+                goto store;
+            }
+            if (u != 2)
+                goto fallback;
+        }
+        v = decode_value(self, f, p, size, &pos);
+        if (!v)
+            goto fallback;
+    store:
+        if (f->dest < 0) {
+            Py_DECREF(v);
+        } else {
+            Py_XSETREF(values[f->dest], v);
+        }
+    }
+    if (pos != size)
+        goto fallback;
+    for (Py_ssize_t i = 0; i < self->ndefaults; i++)
+        Py_XSETREF(values[self->default_dest[i]], Py_NewRef(self->default_value[i]));
+    for (Py_ssize_t i = 0; i < self->nslots; i++)
+        if (!values[i])
+            goto fallback;
+    obj = self->cls->tp_alloc(self->cls, 0);
+    if (!obj)
+        goto fallback;
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        *(PyObject **)((char *)obj + self->offsets[i]) = values[i]; /* reference moved */
+        values[i] = NULL;
+    }
+    return obj;
+fallback:
+    for (Py_ssize_t i = 0; i < self->nslots; i++)
+        Py_XDECREF(values[i]);
+    if (give_up() < 0)
+        return NULL;
+    return PyObject_CallOneArg(self->fallback, buf);
+}
+
+/* Decoder(cls, slot_names, header_size, fields, defaults, fallback, decimal_type, cache_max)
+ *   slot_names: every field of the dataclass, in its order (the object is built from them)
+ *   fields:     ((kind, nullable, dest, a, b, scale, precision), ...) in the writer schema's order
+ *   defaults:   ((dest, value), ...) reader fields the writer lacks */
+static PyObject *decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *cls, *names, *fields, *defaults, *fallback;
+    Py_ssize_t header_size, cache_max;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Decoder takes positional arguments only");
+        return NULL;
+    }
+    PyObject *decimal_type;
+    if (!PyArg_ParseTuple(args, "OO!nO!O!OOn", &cls, &PyTuple_Type, &names, &header_size, &PyTuple_Type, &fields,
+                          &PyTuple_Type, &defaults, &fallback, &decimal_type, &cache_max))
+        return NULL;
+    if (check_class(cls) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(names) > MAX_FIELDS || PyTuple_GET_SIZE(fields) > MAX_FIELDS ||
+        PyTuple_GET_SIZE(defaults) > MAX_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        return NULL;
+    }
+    Decoder *self = (Decoder *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->vectorcall = decoder_vectorcall;
+    self->cls = (PyTypeObject *)Py_NewRef(cls);
+    self->fallback = Py_NewRef(fallback);
+    self->decimal_type = Py_NewRef(decimal_type);
+    self->header_size = header_size;
+    self->cache_max = cache_max;
+    self->nslots = PyTuple_GET_SIZE(names);
+    for (Py_ssize_t i = 0; i < self->nslots; i++)
+        if ((self->offsets[i] = slot_offset(self->cls, PyTuple_GET_ITEM(names, i))) < 0)
+            goto fail;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+        DecField *f = &self->fields[i];
+        PyObject *a, *b;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "ipnOOii", &f->kind, &f->nullable, &f->dest, &a, &b,
+                              &f->scale, &f->precision))
+            goto fail;
+        if (f->dest >= self->nslots || f->kind == K_NULL || (f->kind == K_DECIMAL && !PyDict_CheckExact(a)) ||
+            (f->kind == K_ENUM && !PyTuple_CheckExact(a))) {
+            PyErr_SetString(PyExc_ValueError, "bad decoder field");
+            goto fail;
+        }
+        f->a = Py_NewRef(a);
+        f->b = Py_NewRef(b);
+        self->nfields = i + 1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(defaults); i++) {
+        PyObject *value;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(defaults, i), "nO", &self->default_dest[i], &value))
+            goto fail;
+        if (self->default_dest[i] < 0 || self->default_dest[i] >= self->nslots) {
+            PyErr_SetString(PyExc_ValueError, "bad default");
+            goto fail;
+        }
+        self->default_value[i] = Py_NewRef(value);
+        self->ndefaults = i + 1;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int decoder_traverse(Decoder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->cls);
+    Py_VISIT(self->fallback);
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        Py_VISIT(self->fields[i].a);
+        Py_VISIT(self->fields[i].b);
+    }
+    for (Py_ssize_t i = 0; i < self->ndefaults; i++)
+        Py_VISIT(self->default_value[i]);
+    return 0;
+}
+
+static int decoder_clear(Decoder *self) {
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->decimal_type);
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        Py_CLEAR(self->fields[i].a);
+        Py_CLEAR(self->fields[i].b);
+    }
+    self->nfields = 0;
+    for (Py_ssize_t i = 0; i < self->ndefaults; i++)
+        Py_CLEAR(self->default_value[i]);
+    self->ndefaults = 0;
+    return 0;
+}
+
+static void decoder_dealloc(Decoder *self) {
+    PyObject_GC_UnTrack(self);
+    decoder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *decoder_get_fallback(Decoder *self, void *closure) { return Py_NewRef(self->fallback); }
+
+static PyGetSetDef decoder_getset[] = {
+    {"fallback", (getter)decoder_get_fallback, NULL, "the Python path this decoder falls back to", NULL},
+    {NULL},
+};
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone.codec._cavro.Decoder",
+    .tp_basicsize = sizeof(Decoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Compiled decoder of one writer schema; falls back to the Python decoder.",
+    .tp_new = decoder_new,
+    .tp_traverse = (traverseproc)decoder_traverse,
+    .tp_clear = (inquiry)decoder_clear,
+    .tp_dealloc = (destructor)decoder_dealloc,
+    .tp_vectorcall_offset = offsetof(Decoder, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getset = decoder_getset,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+
+/* utc_millis(dt): milliseconds since the epoch, floored, of a UTC datetime (exact type, tzinfo
+ * datetime.timezone.utc); None for anything else (the caller's Python path decides). */
+static PyObject *utc_millis(PyObject *module, PyObject *v) {
+    if (!PyDateTime_CheckExact(v) || !((PyDateTime_DateTime *)v)->hastzinfo ||
+        ((PyDateTime_DateTime *)v)->tzinfo != PyDateTime_TimeZone_UTC)
+        Py_RETURN_NONE;
+    int64_t days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v));
+    int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(v) * 3600 + PyDateTime_DATE_GET_MINUTE(v) * 60 +
+                   PyDateTime_DATE_GET_SECOND(v);
+    return PyLong_FromLongLong(secs * 1000 + PyDateTime_DATE_GET_MICROSECOND(v) / 1000);
+}
+
+static PyMethodDef methods[] = {
+    {"utc_millis", utc_millis, METH_O, "Milliseconds since the epoch (floored) of a UTC datetime, else None."},
+    {"decimal_parts", decimal_parts, METH_VARARGS,
+     "decimal_parts(d, Decimal): (negative, coefficient, exponent, digits) read from d's memory, or None."},
+    {NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "backbone.codec._cavro",
+    .m_doc = "Compiled fast paths of backbone.codec.avro (see the source's header comment).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__cavro(void) {
+    PyDateTime_IMPORT;
+    if (!PyDateTimeAPI)
+        return NULL;
+    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0 ||
+        PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0 ||
+        PyModule_AddIntConstant(m, "K_NULL", K_NULL) < 0 || PyModule_AddIntConstant(m, "K_STRING", K_STRING) < 0 ||
+        PyModule_AddIntConstant(m, "K_BYTES", K_BYTES) < 0 || PyModule_AddIntConstant(m, "K_LONG", K_LONG) < 0 ||
+        PyModule_AddIntConstant(m, "K_INT", K_INT) < 0 || PyModule_AddIntConstant(m, "K_BOOL", K_BOOL) < 0 ||
+        PyModule_AddIntConstant(m, "K_DOUBLE", K_DOUBLE) < 0 ||
+        PyModule_AddIntConstant(m, "K_TIMESTAMP", K_TIMESTAMP) < 0 ||
+        PyModule_AddIntConstant(m, "K_DECIMAL", K_DECIMAL) < 0 || PyModule_AddIntConstant(m, "K_ENUM", K_ENUM) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
