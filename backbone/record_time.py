@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+try:  # exact and ~5x faster for UTC datetimes, the producers' case; None for anything else
+    from backbone.codec._cavro import utc_millis as _utc_millis
+except ImportError:  # pragma: no cover - not built: the Python arithmetic below
+    _utc_millis = None
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
 def timestamp_ms(when: datetime) -> int:
     """Milliseconds since the epoch, rounded down (the record-timestamp granularity)."""
+    if _utc_millis is not None:
+        ms = _utc_millis(when)
+        if ms is not None:
+            return ms
     if when.tzinfo is None:
         raise ValueError("naive datetime: give a time zone (or use parse_time, which assumes UTC)")
     return (when - EPOCH) // _MS

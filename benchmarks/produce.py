@@ -16,6 +16,7 @@ import argparse
 import time
 
 from backbone.codec.avro import AvroCodec
+from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from benchmarks.common import bench_settings, create_topics, delete_topics
 from producers.publisher import EventPublisher, timestamp_ms
@@ -38,7 +39,7 @@ def main() -> None:
     avg_bytes = sum(len(v) for _t, _k, v, _ts in encoded) / len(encoded)
     try:
         def avro() -> float:
-            with KafkaProducer(settings) as producer:
+            with fewer_collections(), KafkaProducer(settings) as producer:  # as `backbone simulate`
                 publisher = EventPublisher(settings, producer, codec)
                 t0 = time.perf_counter()
                 for record in records:
@@ -47,7 +48,7 @@ def main() -> None:
                 return time.perf_counter() - t0
 
         def raw() -> float:
-            with KafkaProducer(settings) as producer:
+            with fewer_collections(), KafkaProducer(settings) as producer:
                 t0 = time.perf_counter()
                 for topic, key, value, ts in encoded:
                     producer.produce(topic, value, key=key, timestamp_ms=ts)

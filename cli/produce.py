@@ -16,6 +16,7 @@ from rich.table import Table
 from backbone.codec import json_form
 from backbone.codec.avro import AvroCodec
 from backbone.errors import InvalidRecord
+from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from cli.common import console, err_console, load_settings, print_json, user_errors
 from producers import deadletter
@@ -67,7 +68,8 @@ def simulate_cmd(
     settings = load_settings()
     start_utc = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
-    with user_errors(), KafkaProducer(settings) as producer:
+    # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
+    with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
         t0 = time.monotonic()
         with _progress(quiet or json_out) as progress:
@@ -100,7 +102,8 @@ def publish_cmd(
     """
     settings = load_settings()
     rejected: Counter[str] = Counter()
-    with user_errors(), KafkaProducer(settings) as producer:
+    # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
+    with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
         validating = ValidatingPublisher(publisher)
         with file.open("rb") as fh:

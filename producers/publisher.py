@@ -22,22 +22,39 @@ from backbone.settings import Settings
 class EventPublisher:
     def __init__(self, settings: Settings, producer: KafkaProducer, codec: AvroCodec) -> None:
         self.settings, self.producer, self.codec = settings, producer, codec
-        self.by_type: Counter[str] = Counter()
-        self.by_partition: Counter[int] = Counter()
-        self._partition_of: dict[str, int] = {}  # murmur2 in Python is too slow to redo per record
+        self._orders_topic, self._marks_topic = settings.topic_orders, settings.topic_marketdata
+        # (event type or "MARK", symbol) -> records: one dict update per record on the hot path;
+        # the per-type and per-partition summaries are derived from it when asked for
+        self._counts: dict[tuple[str, str], int] = {}
 
     def publish(self, record: OrderEvent | MarketMark) -> None:
         if isinstance(record, OrderEvent):
-            topic, kind = self.settings.topic_orders, record.event_type.value
+            topic, kind = self._orders_topic, record.event_type
         else:
-            topic, kind = self.settings.topic_marketdata, "MARK"
-        key = record.symbol.encode()
-        self.producer.produce(topic, self.codec.encode(record), key=key, timestamp_ms=timestamp_ms(record.event_time))
-        self.by_type[kind] += 1
-        partition = self._partition_of.get(record.symbol)
-        if partition is None:
-            partition = self._partition_of[record.symbol] = symbol_partition(record.symbol, self.settings.partitions)
-        self.by_partition[partition] += 1
+            topic, kind = self._marks_topic, "MARK"
+        symbol = record.symbol
+        self.producer.produce(topic, self.codec.encode(record), key=symbol.encode(),
+                              timestamp_ms=timestamp_ms(record.event_time))
+        key = (kind, symbol)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    @property
+    def by_type(self) -> Counter[str]:
+        """Records published per event type ("MARK" for marks)."""
+        counts: Counter[str] = Counter()
+        for (kind, _symbol), n in self._counts.items():
+            counts[str(kind)] += n
+        return counts
+
+    @property
+    def by_partition(self) -> Counter[int]:
+        """Records published per partition (murmur2 of the symbol, as the producer places them)."""
+        partitions = self.settings.partitions
+        of_symbol = {symbol: symbol_partition(symbol, partitions) for _kind, symbol in self._counts}
+        counts: Counter[int] = Counter()
+        for (_kind, symbol), n in self._counts.items():
+            counts[of_symbol[symbol]] += n
+        return counts
 
     def flush(self) -> None:
         self.producer.flush()
