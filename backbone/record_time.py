@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 try:  # exact and ~5x faster for UTC datetimes, the producers' case; None for anything else
-    from backbone.codec._cavro import utc_millis as _utc_millis
+    from backbone._speedups import utc_millis as _utc_millis
 except ImportError:  # pragma: no cover - not built: the Python arithmetic below
     _utc_millis = None
 

@@ -21,6 +21,7 @@ from typing import Literal
 from backbone.domain import order_state, positions
 from backbone.domain.events import EventType, Liquidity, MarketMark, OrderEvent, Side
 from backbone.domain.order_state import OrderState
+from backbone.domain.plain import builder
 from backbone.domain.positions import Fill, Position
 from backbone.errors import InvalidOrderTransition
 
@@ -52,8 +53,13 @@ class Execution:
     updated_at: datetime
 
     def as_fill(self) -> Fill:
-        return Fill(self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
-                    self.commission, self.exec_time)
+        return _new_fill(self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
+                         self.commission, self.exec_time)
+
+
+# Execution(...) and Fill(...) with every field, without a frozen __init__'s per-field setattr
+_new_execution = builder(Execution)
+_new_fill = builder(Fill)
 
 
 def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, str], Position]:
@@ -119,7 +125,7 @@ class TradingState:
                 raise InvalidOrderTransition(event.order_id, "duplicate_exec_id",
                                              f"execution {exec_id} already belongs to order "
                                              f"{self.executions[exec_id].order_id}")
-            execution = Execution(
+            execution = _new_execution(
                 exec_id, event.order_id, partition, offset, event.account, event.symbol, event.side,
                 Decimal(event.last_qty or 0), Decimal(event.last_px or 0), Decimal(event.commission or 0),
                 event.currency, event.liquidity, event.event_time, False, False, None, None,

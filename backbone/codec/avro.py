@@ -70,10 +70,10 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 
 from backbone.domain.events import Alert, MarketMark, OrderEvent
 
-try:  # the compiled fast paths (backbone/codec/_cavro.c); optional, see pyproject.toml
-    from backbone.codec import _cavro
+try:  # the compiled fast paths (backbone/_speedups.c); optional, see pyproject.toml
+    from backbone import _speedups
 except ImportError:  # pragma: no cover - built on every supported install with a C compiler
-    _cavro = None  # type: ignore[assignment]
+    _speedups = None  # type: ignore[assignment]
 from backbone.errors import BackboneError, ConfigError, DecodeError
 
 __all__ = [
@@ -873,18 +873,18 @@ def _slots_twin(cls: type) -> type | None:
 
 
 def _is_compiled(fn: Callable[..., Any]) -> bool:
-    return _cavro is not None and isinstance(fn, (_cavro.Encoder, _cavro.Decoder))
+    return _speedups is not None and isinstance(fn, (_speedups.Encoder, _speedups.Decoder))
 
 
 @functools.cache
 def _decimal_layout_probed() -> bool:
     """Whether the compiled encoder may read Decimal objects directly: CPython's C decimal type,
-    whose private layout `_cavro.decimal_parts` reads the same as `as_tuple()` says, for probes
+    whose private layout `_speedups.decimal_parts` reads the same as `as_tuple()` says, for probes
     covering signs, zeros, exponents and both coefficient words. Otherwise: through str()."""
     import decimal
 
     c_decimal = sys.modules.get("_decimal")
-    if _cavro is None or c_decimal is None or decimal.Decimal is not getattr(c_decimal, "Decimal", None):
+    if _speedups is None or c_decimal is None or decimal.Decimal is not getattr(c_decimal, "Decimal", None):
         return False
     wide = Context(prec=100)
     probes = [Decimal(0), Decimal("-0"), Decimal("-0.00000000"), Decimal("0E+7"), Decimal("123.45678901"),
@@ -893,19 +893,19 @@ def _decimal_layout_probed() -> bool:
     for probe in probes:
         t = probe.as_tuple()
         coefficient = int("".join(map(str, t.digits)))
-        if _cavro.decimal_parts(probe, Decimal) != (bool(t.sign), coefficient, t.exponent, len(t.digits)):
+        if _speedups.decimal_parts(probe, Decimal) != (bool(t.sign), coefficient, t.exponent, len(t.digits)):
             return False
-    return all(_cavro.decimal_parts(Decimal(s), Decimal) is None for s in ("NaN", "-Infinity", "sNaN"))
+    return all(_speedups.decimal_parts(Decimal(s), Decimal) is None for s in ("NaN", "-Infinity", "sNaN"))
 
 
 def _compiled_kind(tag: str) -> int | None:
     """The compiled codec's code for a field kind (None: not compiled, e.g. float)."""
-    if _cavro is None:
+    if _speedups is None:
         return None
     return {
-        "string": _cavro.K_STRING, "bytes": _cavro.K_BYTES, "long": _cavro.K_LONG, "int": _cavro.K_INT,
-        "boolean": _cavro.K_BOOL, "double": _cavro.K_DOUBLE, "timestamp-micros": _cavro.K_TIMESTAMP,
-        "decimal": _cavro.K_DECIMAL, "enum": _cavro.K_ENUM,
+        "string": _speedups.K_STRING, "bytes": _speedups.K_BYTES, "long": _speedups.K_LONG, "int": _speedups.K_INT,
+        "boolean": _speedups.K_BOOL, "double": _speedups.K_DOUBLE, "timestamp-micros": _speedups.K_TIMESTAMP,
+        "decimal": _speedups.K_DECIMAL, "enum": _speedups.K_ENUM,
     }.get(tag)
 
 
@@ -1084,12 +1084,12 @@ class _FastCodecBuilder:
     ) -> Callable[[Any], bytes] | None:
         """The compiled twin of `build_encoder`'s function over the same plan, falling back to
         `fallback` (that function) for anything but the plain case; None when not available."""
-        if _cavro is None:
+        if _speedups is None:
             return None
         plan = []
         for field in fields:
             if field.name not in self.py_fields:
-                plan.append((None, _cavro.K_NULL, False, None, None, None, 0, 0))
+                plan.append((None, _speedups.K_NULL, False, None, None, None, 0, 0))
                 continue
             k = field.kind
             code = _compiled_kind(k.tag)
@@ -1107,7 +1107,7 @@ class _FastCodecBuilder:
         schema_names = {f.name for f in fields}
         required = tuple((name, dc_field.default) for name, (_, _, dc_field) in self.py_fields.items()
                          if name not in schema_names)
-        return _cavro.Encoder(self.cls, header, tuple(plan), required, fallback, Decimal, _decimal_layout_probed(),
+        return _speedups.Encoder(self.cls, header, tuple(plan), required, fallback, Decimal, _decimal_layout_probed(),
                               _DECIMAL_CACHE_SIZE)
 
     def build_compiled_decoder(
@@ -1117,7 +1117,7 @@ class _FastCodecBuilder:
         function) whenever the bytes are not plainly valid; None when not available, or when
         the Python path would not build the record from a `_slots_twin` (the compiled decoder
         sets the same slots directly)."""
-        if _cavro is None or any(_compiled_kind(f.kind.tag) is None for f in writer_fields):
+        if _speedups is None or any(_compiled_kind(f.kind.tag) is None for f in writer_fields):
             return None
         readers = {f.name: f for f in reader_fields}
         written = {f.name for f in writer_fields}
@@ -1140,7 +1140,7 @@ class _FastCodecBuilder:
             plan.append((_compiled_kind(k.tag), k.nullable, dest, a, b, k.scale, k.precision))
         defaults = tuple((slot[f.name], _default_value(f.kind, f.default, self.py_fields[f.name][0]))
                          for f in reader_fields if f.name in held and f.name not in written)
-        return _cavro.Decoder(self.cls, names, HEADER_SIZE, tuple(plan), defaults, fallback, Decimal,
+        return _speedups.Decoder(self.cls, names, HEADER_SIZE, tuple(plan), defaults, fallback, Decimal,
                               _DECIMAL_CACHE_SIZE)
 
     # ----- decoding
@@ -1358,7 +1358,7 @@ class AvroCodec:
         """`compiled`: use the compiled fast paths when they are built (`compiled_paths`);
         False keeps to the generated Python ones (the same bytes and records, slower)."""
         self.schemas_dir = Path(schemas_dir) if schemas_dir is not None else default_schemas_dir()
-        self.compiled = compiled and _cavro is not None
+        self.compiled = compiled and _speedups is not None
         records, problems = read_schemas_dir(self.schemas_dir)
         if problems:
             raise ConfigError(

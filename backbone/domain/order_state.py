@@ -85,6 +85,7 @@ from backbone.domain.order_fields import (
     required,
     round_half_even,
 )
+from backbone.domain.plain import builder
 from backbone.domain.plain import fast_replace as replace
 from backbone.errors import InvalidOrderTransition
 
@@ -213,16 +214,20 @@ TRANSITIONS: Mapping[tuple[OrderStatus, EventType], OrderStatus | Resolver] = Ma
 })
 
 
-# -- effects: what an event type does to fills and terms (the status comes from TRANSITIONS) --
+_new_live_fill = builder(LiveFill)  # LiveFill(...) with every field given, built faster
 
-def _add_fill(state: OrderState, event: OrderEvent) -> OrderState:
-    fill = LiveFill(str(required(event, "exec_id")), positive_quantity(event, "last_qty"),
-                    finite_price(event, "last_px"))
-    after = replace(state, fills=(*state.fills, fill))
-    if state.time_in_force == TimeInForce.FOK and _cum(after.fills) < state.order_qty:
+
+# -- effects: what an event type does to fills and terms (the status comes from TRANSITIONS) --
+# Fill effects return the order's new fills; `_settle` copies the state once with them.
+
+def _add_fill(state: OrderState, event: OrderEvent) -> tuple[LiveFill, ...]:
+    fill = _new_live_fill(str(required(event, "exec_id")), positive_quantity(event, "last_qty"),
+                          finite_price(event, "last_px"), False, ())
+    fills = (*state.fills, fill)
+    if state.time_in_force == TimeInForce.FOK and _cum(fills) < state.order_qty:
         raise InvalidOrderTransition(state.order_id, "fok_partial_fill",
-                                     f"FOK order filled {_cum(after.fills)} of {state.order_qty}")
-    return after
+                                     f"FOK order filled {_cum(fills)} of {state.order_qty}")
+    return fills
 
 
 def _restated_fill(state: OrderState, event: OrderEvent) -> int:
@@ -238,19 +243,18 @@ def _restated_fill(state: OrderState, event: OrderEvent) -> int:
                                  f"{event.event_type} names unknown execution {ref}")
 
 
-def _bust(state: OrderState, event: OrderEvent) -> OrderState:
+def _bust(state: OrderState, event: OrderEvent) -> tuple[LiveFill, ...]:
     i = _restated_fill(state, event)
-    return replace(state, fills=(*state.fills[:i], replace(state.fills[i], busted=True),
-                                 *state.fills[i + 1:]))
+    return (*state.fills[:i], replace(state.fills[i], busted=True), *state.fills[i + 1:])
 
 
-def _correct(state: OrderState, event: OrderEvent) -> OrderState:
+def _correct(state: OrderState, event: OrderEvent) -> tuple[LiveFill, ...]:
     i = _restated_fill(state, event)
     old = state.fills[i]
     new = replace(old, qty=positive_quantity(event, "last_qty"),
                   px=finite_price(event, "last_px"),
                   restated_by=(*old.restated_by, str(event.exec_id)))
-    return replace(state, fills=(*state.fills[:i], new, *state.fills[i + 1:]))
+    return (*state.fills[:i], new, *state.fills[i + 1:])
 
 
 def _replace_terms(state: OrderState, event: OrderEvent) -> OrderState:
@@ -266,10 +270,9 @@ def _replace_terms(state: OrderState, event: OrderEvent) -> OrderState:
                    cl_ord_id=event.cl_ord_id)
 
 
-_Effect: TypeAlias = Callable[[OrderState, OrderEvent], OrderState]
-_EFFECTS: Mapping[EventType, _Effect] = MappingProxyType({
+_FillEffect: TypeAlias = Callable[[OrderState, OrderEvent], tuple[LiveFill, ...]]
+_FILL_EFFECTS: Mapping[EventType, _FillEffect] = MappingProxyType({
     E.FILLED: _add_fill, E.TRADE_CANCELED: _bust, E.TRADE_CORRECTED: _correct,
-    E.REPLACED: _replace_terms,
 })
 _NEEDS_EXEC_ID = frozenset({E.FILLED, E.TRADE_CANCELED, E.TRADE_CORRECTED})
 
@@ -284,14 +287,16 @@ def _avg_px(fills: tuple[LiveFill, ...], cum: Decimal) -> Decimal:
     return round_half_even(sum((x.qty * x.px for x in fills if not x.busted), ZERO), cum)
 
 
-def _settle(moved: OrderState, status: OrderStatus, event: OrderEvent, cum: Decimal) -> OrderState:
-    """Restate quantities and bookkeeping after `event` moved fills/terms to `moved`."""
+def _settle(moved: OrderState, status: OrderStatus, event: OrderEvent, fills: tuple[LiveFill, ...],
+            cum: Decimal, avg_px: Decimal) -> OrderState:
+    """Restate quantities and bookkeeping after `event` moved the terms to `moved` and the
+    fills to `fills` (cum and avg_px computed from them)."""
     if cum > moved.order_qty:
         raise InvalidOrderTransition(moved.order_id, "overfill",
                                      f"{event.event_type} seq {event.seq} makes cum_qty {cum} "
                                      f"exceed order_qty {moved.order_qty}")
     return replace(
-        moved, status=status, cum_qty=cum, avg_px=_avg_px(moved.fills, cum),
+        moved, fills=fills, status=status, cum_qty=cum, avg_px=avg_px,
         leaves_qty=ZERO if status in TERMINAL_STATUSES else moved.order_qty - cum,
         prior_status=(by_quantity(moved, cum, moved.order_qty)
                       if status in PENDING_STATUSES else None),
@@ -318,7 +323,7 @@ def _create(event: OrderEvent) -> OrderState:
         price=optional_price(event, "price"), stop_price=optional_price(event, "stop_price"),
         cum_qty=ZERO, leaves_qty=qty, avg_px=ZERO, seq=0,
         first_event_time=event.event_time, last_event_time=event.event_time)
-    return _settle(blank, status, event, ZERO)
+    return _settle(blank, status, event, (), ZERO, ZERO)
 
 
 def _check_sequence(state: OrderState, event: OrderEvent) -> None:
@@ -347,11 +352,16 @@ def _advance(state: OrderState, event: OrderEvent) -> OrderState:
     if event.exec_id is not None and event.exec_id in state.exec_ids:
         raise InvalidOrderTransition(state.order_id, "duplicate_exec_id",
                                      f"exec_id {event.exec_id} already seen on this order")
-    effect = _EFFECTS.get(event.event_type)
-    moved = effect(state, event) if effect is not None else state
-    cum = _cum(moved.fills)
+    moved = _replace_terms(state, event) if event.event_type is E.REPLACED else state
+    effect = _FILL_EFFECTS.get(event.event_type)
+    if effect is None:  # the fills stay, and so do the quantities derived from them alone
+        fills, cum, avg_px = state.fills, state.cum_qty, state.avg_px
+    else:
+        fills = effect(state, event)
+        cum = _cum(fills)
+        avg_px = _avg_px(fills, cum)
     status = target if isinstance(target, S) else target(state, cum, moved.order_qty)
-    return _settle(moved, status, event, cum)
+    return _settle(moved, status, event, fills, cum, avg_px)
 
 
 def _next(state: OrderState | None, event: OrderEvent) -> OrderState:
@@ -386,8 +396,9 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
             and event.stop_price == after.stop_price and event.order_type is after.order_type
             and event.time_in_force is after.time_in_force and event.account == after.account
             and event.symbol == after.symbol and event.side is after.side
-            and all(isinstance(v, Decimal) and v.is_finite()
-                    for v in (event.cum_qty, event.leaves_qty, event.avg_px, event.order_qty))):
+            # equal to the computed (finite) Decimals, and Decimals themselves (0 == Decimal(0))
+            and isinstance(event.cum_qty, Decimal) and isinstance(event.leaves_qty, Decimal)
+            and isinstance(event.avg_px, Decimal) and isinstance(event.order_qty, Decimal)):
         return after
     check_reported(event, _reported(after))
     return after

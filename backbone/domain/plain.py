@@ -17,6 +17,11 @@ from decimal import Decimal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+try:  # compiled slot copies (backbone/_speedups.c); optional, the generated Python below otherwise
+    from backbone import _speedups
+except ImportError:  # pragma: no cover - built on every supported install with a C compiler
+    _speedups = None  # type: ignore[assignment]
+
 T = TypeVar("T")
 
 
@@ -109,9 +114,24 @@ def _slots(cls: type) -> tuple[str, ...]:
 _MISSING = object()
 
 
+def _compiled_slots(cls: type, mode: str) -> Any:
+    """The compiled `Slots` copier ("replace") or builder ("build") of a frozen, slotted
+    dataclass whose __init__ only assigns its fields; None when not built or not such a class."""
+    if (_speedups is None or "__slots__" not in cls.__dict__ or cls.__bases__ != (object,)
+            or hasattr(cls, "__post_init__") or not all(f.init for f in dataclasses.fields(cls))):
+        return None
+    try:
+        return _speedups.Slots(cls, _slots(cls), _speedups.SLOTS_REPLACE if mode == "replace" else _speedups.SLOTS_BUILD)
+    except (TypeError, ValueError):  # a field that is not a plain slot: the Python path
+        return None
+
+
 @functools.cache
 def _replacer(cls: type) -> Any:
-    """A `replace` specialised for one class: straight-line slot copies, no loops or dicts."""
+    """A `replace` specialised for one class: compiled, or straight-line slot copies."""
+    compiled = _compiled_slots(cls, "replace")
+    if compiled is not None:
+        return compiled
     names = _slots(cls)
     params = ", ".join(f"{n}=_M" for n in names)
     body = "".join(f"    _set(new, {n!r}, o.{n} if {n} is _M else {n})\n" for n in names)
@@ -126,6 +146,27 @@ def fast_replace(obj: T, /, **changes: Any) -> T:
     several times faster: it copies the slots instead of calling the generated __init__, which
     matters on the projector's per-event path. An unknown field name raises TypeError."""
     return _replacer(type(obj))(obj, **changes)
+
+
+@functools.cache
+def builder(cls: type[T]) -> Callable[..., T]:
+    """``builder(cls)(*values)`` is ``cls(*values)`` (every field, in field order) for the
+    frozen, slotted domain dataclasses, without the per-field object.__setattr__ of a frozen
+    __init__ (hot paths: a position or an execution per fill). Any other class: cls itself."""
+    compiled = _compiled_slots(cls, "build")
+    if compiled is not None:
+        return compiled  # type: ignore[no-any-return]
+    if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
+        return cls
+    names = _slots(cls)
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def build({', '.join(names)}):", "    o = _new(_cls)"]
+    for i, name in enumerate(names):
+        namespace[f"_s{i}"] = getattr(cls, name).__set__  # the slot's descriptor
+        lines.append(f"    _s{i}(o, {name})")
+    lines += ["    return o", ""]
+    exec(compile("\n".join(lines), f"<build {cls.__name__}>", "exec"), namespace)  # noqa: S102
+    return namespace["build"]  # type: ignore[no-any-return]
 
 
 # -- compiled per type ----------------------------------------------------------------------------
@@ -188,16 +229,16 @@ def _dataclass_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
 
     if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__") or len(fields) != len(all_fields):
         return general
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_general": general}
-    lines = ["def build(v):", "    try:", "        o = _new(_cls)"]
+    namespace: dict[str, Any] = {"_build": builder(cls), "_general": general}
+    values = []
     for i, (name, convert) in enumerate(fields):
-        namespace[f"_s{i}"] = getattr(cls, name).__set__  # the slot's descriptor
         value = f"v[{name!r}]"
         if convert is not _identity:
             namespace[f"_c{i}"] = convert
             value = f"_c{i}({value})"
-        lines.append(f"        _s{i}(o, {value})")
-    lines += ["    except KeyError:", "        return _general(v)", "    return o", ""]
+        values.append(value)
+    lines = ["def build(v):", "    try:", f"        return _build({', '.join(values)})",
+             "    except KeyError:", "        return _general(v)", ""]
     exec(compile("\n".join(lines), f"<plain decoder {cls.__name__}>", "exec"), namespace)  # noqa: S102
     return namespace["build"]
 

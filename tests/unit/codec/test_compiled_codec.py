@@ -1,4 +1,4 @@
-"""The compiled fast paths (backbone/codec/_cavro.c) against the generated Python ones.
+"""The compiled fast paths (backbone/_speedups.c) against the generated Python ones.
 
 The compiled encoder and decoder are accelerators: for every input they must give exactly what
 the Python paths give, the same bytes, the same values of the same types (decimal scale

@@ -1,18 +1,24 @@
 /*
- * Compiled fast paths of the Avro codec (backbone.codec.avro): encode a record to its
- * single-object encoding, decode one back into its dataclass.
+ * Compiled fast paths of the hot loops, each the twin of a Python path that stays the reference:
  *
- * These are accelerators, not a second codec. Each Encoder/Decoder is built by avro.py from
- * the same field plan as the generated Python paths and holds that Python path as its
- * `fallback`. Whenever anything is not the plain case (a value of an unexpected type, a
+ * - Encoder / Decoder: the Avro codec (backbone.codec.avro), a record to its single-object
+ *   encoding and back into its dataclass;
+ * - utc_millis: record timestamps (backbone.record_time);
+ * - Slots: copy-with-changes and positional construction of the frozen, slotted domain
+ *   dataclasses (backbone.domain.plain), without the per-field object.__setattr__ of
+ *   a frozen dataclass.
+ *
+ * These are accelerators, not a second implementation. Each Encoder/Decoder is built by
+ * avro.py from the same field plan as the generated Python paths and holds that Python path as
+ * its `fallback`. Whenever anything is not the plain case (a value of an unexpected type, a
  * non-UTC datetime, a cache miss helper that raises, bytes that do not parse, trailing
  * bytes...) the C code gives up and returns fallback(argument): the Python path then produces
  * the same result or raises the codec's typed, explained error. So the C code only ever has to
  * be right about what it accepts; tests check byte-for-byte and value-for-value equality with
  * the Python paths. Errors that are not `Exception`s (KeyboardInterrupt, ...) propagate.
  *
- * Decimal conversions call the Python helpers (text -> wire bytes, wire bytes -> Decimal)
- * through the same per-field caches the Python paths use, so exactness rules live in one place.
+ * Decimals that are not plain digits go through the Python helpers (text -> wire bytes, wire
+ * bytes -> Decimal), so the exactness rules live in one place.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -704,7 +710,7 @@ static PyGetSetDef encoder_getset[] = {
 };
 
 static PyTypeObject EncoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone.codec._cavro.Encoder",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.Encoder",
     .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "Compiled encoder of one record type; falls back to the Python encoder.",
@@ -1026,7 +1032,7 @@ static PyGetSetDef decoder_getset[] = {
 };
 
 static PyTypeObject DecoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone.codec._cavro.Decoder",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.Decoder",
     .tp_basicsize = sizeof(Decoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "Compiled decoder of one writer schema; falls back to the Python decoder.",
@@ -1037,6 +1043,141 @@ static PyTypeObject DecoderType = {
     .tp_vectorcall_offset = offsetof(Decoder, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_getset = decoder_getset,
+};
+
+/* ------------------------------------------------------------------------------------------
+ * Slots: copy with changes, or build from values, a frozen slotted dataclass
+ * ------------------------------------------------------------------------------------------ */
+
+enum { SLOTS_REPLACE = 0, SLOTS_BUILD = 1 };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *cls;
+    PyObject *index; /* field name -> position, for keyword changes */
+    int mode;
+    Py_ssize_t n;
+    Py_ssize_t offsets[MAX_FIELDS];
+} Slots;
+
+static inline PyObject **slot_at(PyObject *obj, Py_ssize_t offset) { return (PyObject **)((char *)obj + offset); }
+
+/* mode REPLACE: f(obj, **changes) -> copy of obj with the changes (obj must be a cls);
+ * mode BUILD:   f(*values) -> cls with the n values in field order. */
+static PyObject *slots_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Slots *self = (Slots *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (self->mode == SLOTS_BUILD) {
+        if (nargs != self->n || nkw) {
+            PyErr_Format(PyExc_TypeError, "building %s takes %zd positional values, got %zd", self->cls->tp_name,
+                         self->n, nargs);
+            return NULL;
+        }
+    } else if (nargs != 1 || !Py_IS_TYPE(args[0], self->cls)) {
+        PyErr_Format(PyExc_TypeError, "replace takes one %s and keyword changes", self->cls->tp_name);
+        return NULL;
+    }
+    PyObject *obj = self->cls->tp_alloc(self->cls, 0);
+    if (!obj)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *v = self->mode == SLOTS_BUILD ? args[i] : *slot_at(args[0], self->offsets[i]);
+        if (!v) {
+            PyErr_Format(PyExc_AttributeError, "%s has an unset field", self->cls->tp_name);
+            Py_DECREF(obj);
+            return NULL;
+        }
+        *slot_at(obj, self->offsets[i]) = Py_NewRef(v);
+    }
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        PyObject *pos = PyDict_GetItemWithError(self->index, name);
+        if (!pos) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "replace() got an unexpected keyword argument '%U'", name);
+            Py_DECREF(obj);
+            return NULL;
+        }
+        PyObject **slot = slot_at(obj, self->offsets[PyLong_AsSsize_t(pos)]);
+        Py_SETREF(*slot, Py_NewRef(args[nargs + k]));
+    }
+    return obj;
+}
+
+/* Slots(cls, names, mode): names = every field of cls in order, each a plain slot. */
+static PyObject *slots_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *cls, *names;
+    int mode;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Slots takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!i", &cls, &PyTuple_Type, &names, &mode))
+        return NULL;
+    if (check_class(cls) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(names) > MAX_FIELDS || (mode != SLOTS_REPLACE && mode != SLOTS_BUILD)) {
+        PyErr_SetString(PyExc_ValueError, "too many fields, or an unknown mode");
+        return NULL;
+    }
+    Slots *self = (Slots *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->vectorcall = slots_vectorcall;
+    self->cls = (PyTypeObject *)Py_NewRef(cls);
+    self->mode = mode;
+    self->index = PyDict_New();
+    if (!self->index)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if ((self->offsets[i] = slot_offset(self->cls, name)) < 0)
+            goto fail;
+        PyObject *pos = PyLong_FromSsize_t(i);
+        if (!pos || PyDict_SetItem(self->index, name, pos) < 0) {
+            Py_XDECREF(pos);
+            goto fail;
+        }
+        Py_DECREF(pos);
+        self->n = i + 1;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int slots_traverse(Slots *self, visitproc visit, void *arg) {
+    Py_VISIT(self->cls);
+    Py_VISIT(self->index);
+    return 0;
+}
+
+static int slots_clear(Slots *self) {
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->index);
+    return 0;
+}
+
+static void slots_dealloc(Slots *self) {
+    PyObject_GC_UnTrack(self);
+    slots_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject SlotsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.Slots",
+    .tp_basicsize = sizeof(Slots),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Copy-with-changes (mode 0) or build-from-values (mode 1) of one slotted class.",
+    .tp_new = slots_new,
+    .tp_traverse = (traverseproc)slots_traverse,
+    .tp_clear = (inquiry)slots_clear,
+    .tp_dealloc = (destructor)slots_dealloc,
+    .tp_vectorcall_offset = offsetof(Slots, vectorcall),
+    .tp_call = PyVectorcall_Call,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1062,23 +1203,26 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "backbone.codec._cavro",
-    .m_doc = "Compiled fast paths of backbone.codec.avro (see the source's header comment).",
+    .m_name = "backbone._speedups",
+    .m_doc = "Compiled fast paths of the hot loops (see the source's header comment).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__cavro(void) {
+PyMODINIT_FUNC PyInit__speedups(void) {
     PyDateTime_IMPORT;
     if (!PyDateTimeAPI)
         return NULL;
-    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0)
+    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SlotsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
     if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0 ||
         PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0 ||
+        PyModule_AddObjectRef(m, "Slots", (PyObject *)&SlotsType) < 0 ||
+        PyModule_AddIntConstant(m, "SLOTS_REPLACE", SLOTS_REPLACE) < 0 ||
+        PyModule_AddIntConstant(m, "SLOTS_BUILD", SLOTS_BUILD) < 0 ||
         PyModule_AddIntConstant(m, "K_NULL", K_NULL) < 0 || PyModule_AddIntConstant(m, "K_STRING", K_STRING) < 0 ||
         PyModule_AddIntConstant(m, "K_BYTES", K_BYTES) < 0 || PyModule_AddIntConstant(m, "K_LONG", K_LONG) < 0 ||
         PyModule_AddIntConstant(m, "K_INT", K_INT) < 0 || PyModule_AddIntConstant(m, "K_BOOL", K_BOOL) < 0 ||
