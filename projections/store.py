@@ -18,7 +18,7 @@ import psycopg
 from backbone.domain import positions
 from backbone.domain.events import Liquidity, MarketMark, Side
 from backbone.domain.order_state import OrderState
-from backbone.domain.plain import from_plain, to_plain
+from backbone.domain.plain import decoder_for, encoder_for
 from backbone.domain.positions import Position
 from backbone.errors import InvariantViolation
 from projections.state import Changes, Execution, MarkRow, TradingState, positions_from_executions
@@ -41,11 +41,16 @@ def _upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: st
             f"on conflict ({', '.join(keys)}) do update set {updates}")
 
 
+# the `state` column: to_plain/from_plain of the order, compiled once for the type (same JSON)
+_order_plain = encoder_for(OrderState)
+_order_from_plain = decoder_for(OrderState)
+
+
 def _order_row(order: OrderState, partition: int) -> tuple[Any, ...]:
     return (order.order_id, partition, order.account, order.symbol, order.side.value, order.order_type.value,
             order.time_in_force.value, order.cl_ord_id, order.status.value, order.order_qty, order.price,
             order.stop_price, order.cum_qty, order.leaves_qty, order.avg_px, order.seq, order.first_event_time,
-            order.last_event_time, json.dumps(to_plain(order)))
+            order.last_event_time, json.dumps(_order_plain(order)))
 
 
 def _exec_row(x: Execution) -> tuple[Any, ...]:
@@ -122,7 +127,7 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
         if op:
             cur.execute(f"select state, kafka_partition from {prefix}orders where kafka_partition = any(%s)", (op,))
             for plain, partition in cur:
-                order = from_plain(OrderState, plain)
+                order = _order_from_plain(plain)
                 state.orders[order.order_id] = order
                 state.order_partition[order.order_id] = partition
             cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where kafka_partition = any(%s)",
