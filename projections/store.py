@@ -186,18 +186,38 @@ class FencedError(Exception):
 
 def advance_checkpoints(conn: psycopg.Connection, projection: str,
                         moves: dict[tuple[str, int], tuple[int | None, int]]) -> None:
-    """Move each (topic, partition) from its expected offset to the next one, or fail as a whole."""
+    """Move each (topic, partition) from its expected offset to the next one, or fail as a whole.
+
+    One statement for the moves and one for first checkpoints, whatever the number of
+    partitions a batch touched: a statement per partition was a round trip each, the larger
+    part of a small batch's transaction."""
+    ordered = sorted(moves.items())
+    updates = [(t, p, expected, nxt) for (t, p), (expected, nxt) in ordered if expected is not None]
+    inserts = [(t, p, nxt) for (t, p), (expected, nxt) in ordered if expected is None]
     with conn.cursor() as cur:
-        for (topic, partition), (expected, nxt) in sorted(moves.items()):
-            if expected is None:
-                cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
-                            "values (%s, %s, %s, %s) on conflict do nothing", (projection, topic, partition, nxt))
-            else:
-                cur.execute("update projection_checkpoints set next_offset = %s, updated_at = now() "
-                            "where projection = %s and topic = %s and partition = %s and next_offset = %s",
-                            (nxt, projection, topic, partition, expected))
-            if cur.rowcount != 1:
-                raise FencedError(f"checkpoint {projection} {topic}[{partition}] is no longer at {expected}")
+        if updates:
+            topics, partitions, expected, nxt = (list(column) for column in zip(*updates, strict=True))
+            cur.execute("update projection_checkpoints c set next_offset = m.nxt, updated_at = now() "
+                        "from unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[]) "
+                        "as m(topic, partition, expected, nxt) "
+                        "where c.projection = %s and c.topic = m.topic and c.partition = m.partition "
+                        "and c.next_offset = m.expected returning c.topic, c.partition",
+                        (topics, partitions, expected, nxt, projection))
+            _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, e) for t, p, e, _n in updates])
+        if inserts:
+            topics, partitions, nxt = (list(column) for column in zip(*inserts, strict=True))
+            cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
+                        "select %s, m.topic, m.partition, m.nxt "
+                        "from unnest(%s::text[], %s::int[], %s::bigint[]) as m(topic, partition, nxt) "
+                        "on conflict do nothing returning topic, partition",
+                        (projection, topics, partitions, nxt))
+            _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, None) for t, p, _n in inserts])
+
+
+def _check_moved(projection: str, moved: set[tuple[str, int]], wanted: list[tuple[str, int, int | None]]) -> None:
+    for topic, partition, expected in wanted:
+        if (topic, partition) not in moved:
+            raise FencedError(f"checkpoint {projection} {topic}[{partition}] is no longer at {expected}")
 
 
 def insert_dead_letters(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:

@@ -17,6 +17,7 @@ from backbone.kafka import topics
 from backbone.local import kafka as local_kafka
 from backbone.local import process, stack
 from backbone.settings import Settings
+from projections import store
 from cli.main import app
 
 pytestmark = pytest.mark.integration
@@ -181,3 +182,33 @@ def test_missing_tool_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ServiceError, match="mvn not found on PATH: install Apache Maven"):
         process.require_tool("mvn", "install Apache Maven (Debian: apt-get install maven)")
+
+
+def test_checkpoints_move_all_or_nothing_and_a_stale_owner_is_fenced(base_settings: Settings,
+                                                                     empty_database: str) -> None:
+    db.upgrade(base_settings, url=empty_database)
+    engine = db.make_engine(base_settings, empty_database)
+    try:
+        def read() -> dict[tuple[str, int], int]:
+            with engine.connect() as c:
+                return store.read_checkpoints(c.connection.driver_connection, "p")
+
+        with engine.begin() as c:  # first checkpoints of 30 partitions: one statement
+            store.advance_checkpoints(c.connection.driver_connection, "p",
+                                      {("t", i): (None, 10 + i) for i in range(30)})
+        assert read() == {("t", i): 10 + i for i in range(30)}
+        with engine.begin() as c:  # every partition moves from where this owner left it
+            store.advance_checkpoints(c.connection.driver_connection, "p",
+                                      {("t", i): (10 + i, 20 + i) for i in range(30)} | {("u", 0): (None, 1)})
+        assert read() == {("t", i): 20 + i for i in range(30)} | {("u", 0): 1}
+        # another owner moved partition 17: the stale owner's whole batch is refused
+        with engine.begin() as c:
+            c.exec_driver_sql("update projection_checkpoints set next_offset = 99 where partition = 17 and topic = 't'")
+        with pytest.raises(store.FencedError, match=r"t\[17\] is no longer at 37"), engine.begin() as c:
+            store.advance_checkpoints(c.connection.driver_connection, "p",
+                                      {("t", i): (20 + i, 30 + i) for i in range(30)})
+        with pytest.raises(store.FencedError, match=r"u\[0\] is no longer at None"), engine.begin() as c:
+            store.advance_checkpoints(c.connection.driver_connection, "p", {("u", 0): (None, 5)})
+        assert read() == {("t", i): 20 + i for i in range(30)} | {("t", 17): 99, ("u", 0): 1}
+    finally:
+        engine.dispose()
