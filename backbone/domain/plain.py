@@ -121,7 +121,8 @@ def _compiled_slots(cls: type, mode: str) -> Any:
             or hasattr(cls, "__post_init__") or not all(f.init for f in dataclasses.fields(cls))):
         return None
     try:
-        return _speedups.Slots(cls, _slots(cls), _speedups.SLOTS_REPLACE if mode == "replace" else _speedups.SLOTS_BUILD)
+        return _speedups.Slots(cls, _slots(cls),
+                               _speedups.SLOTS_REPLACE if mode == "replace" else _speedups.SLOTS_BUILD)
     except (TypeError, ValueError):  # a field that is not a plain slot: the Python path
         return None
 
@@ -156,7 +157,8 @@ def builder(cls: type[T]) -> Callable[..., T]:
     compiled = _compiled_slots(cls, "build")
     if compiled is not None:
         return compiled  # type: ignore[no-any-return]
-    if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
+    if ("__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__")
+            or not all(f.init for f in dataclasses.fields(cls))):
         return cls
     names = _slots(cls)
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
