@@ -59,24 +59,30 @@ position does not hold), ``invalid_mark`` (a mark price that is not a finite Dec
 ``arithmetic`` (an exact operation would have had to round). `InvariantViolation` is not used:
 these are data errors, not bugs. The position passed in is never changed (it is immutable).
 
-Cost. `apply_fill` is constant work for the arithmetic plus O(n) in the number n of live fills
-of the position: the duplicate exec-id scan (~25-30 ns per live fill) and the copies into the new
-`fills` and `prior_states` tuples (~2-3 ns per live fill each). A caller that already knows the
-exec id is new (the projection keeps every exec id it has seen in a dict) passes
-``exec_id_is_new=True`` and skips the scan. `apply_fills` enters the decimal context once.
+Cost. `apply_fill` is constant work: `fills` and `prior_states` are `History` sequences, views
+of append-only lists that successive versions share, so a fill appends instead of copying the
+position's history. Only the duplicate exec-id scan is O(n) in the live fills (~25-30 ns each);
+a caller that already knows the exec id is new (the projection keeps every exec id it has seen
+in a dict) passes ``exec_id_is_new=True`` and skips it. `apply_fills` enters the decimal context
+once. A bust or correction costs the fills after the restated one (plus one copy of the history
+before it, since the restated versions fork from an earlier one).
 """
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
+from typing import TypeVar, overload
 
 from backbone.domain.events import Side
 from backbone.domain.plain import builder
 from backbone.errors import InvalidRecord
+
+T = TypeVar("T")
 
 __all__ = [
     "AVG_PX_PLACES",
@@ -144,6 +150,75 @@ class Fill:
     time: datetime  # UTC
 
 
+class History(Sequence[T]):
+    """An immutable sequence: the first `n` items of an append-only list that successive
+    versions of a position share, so appending a fill costs O(1) instead of copying every
+    live fill into a new tuple (quadratic for a busy account and symbol).
+
+    The shared list is only ever appended to, never changed in place: a version sees exactly
+    its first n items whatever later versions appended. Appending to a version that is not the
+    newest (a restatement restarting from an earlier state) copies its n items first. Equal to
+    any sequence of the same items, tuples included; slices from the start are views.
+    """
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: list[T], n: int) -> None:
+        self._items = items
+        self._n = n
+
+    def appended(self, item: T) -> History[T]:
+        items = self._items
+        if len(items) != self._n:  # another version appended already: fork from our prefix
+            items = items[: self._n]
+        items.append(item)
+        return History(items, self._n + 1)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._n)
+            if start == 0 and step == 1:
+                return History(self._items, stop)
+            return tuple(self._items[: self._n][index])
+        if not -self._n <= index < self._n:
+            raise IndexError("history index out of range")
+        return self._items[index % self._n]
+
+    def __iter__(self) -> Iterator[T]:
+        return islice(self._items, self._n)
+
+    def __reversed__(self) -> Iterator[T]:
+        items = self._items
+        return (items[i] for i in range(self._n - 1, -1, -1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (History, tuple)):
+            return len(other) == self._n and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+def _appended(sequence: Sequence[T], item: T) -> History[T]:
+    """`sequence` + (item,) as a History (a hand-built position may hold a plain tuple)."""
+    if type(sequence) is History:
+        return sequence.appended(item)
+    return History([*sequence, item], len(sequence) + 1)
+
+
 _Prior = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, "datetime | None"]
 
 
@@ -161,10 +236,10 @@ class Position:
     commission: Decimal  # total paid = realized_commission + open_commission
     last_fill_time: datetime | None  # latest `Fill.time` among the live fills; None if none
     fill_count: int  # number of live fills == len(fills)
-    fills: tuple[Fill, ...]  # the live fills, in application order
+    fills: Sequence[Fill]  # the live fills, in application order (a History; equal to a tuple)
     # The state before each live fill, for restatements: (qty, avg_px, realized_pnl,
     # realized_commission, open_commission, last_fill_time). Derived from `fills`, so not compared.
-    prior_states: tuple[_Prior, ...] = field(default=(), compare=False, repr=False)
+    prior_states: Sequence[_Prior] = field(default=(), compare=False, repr=False)
 
     @property
     def net_realized_pnl(self) -> Decimal:
@@ -234,7 +309,7 @@ def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
     """The position before its fill `index`, then `fills` applied. The fills are the position's
     own (or one corrected in place), whose exec ids are unique already: no duplicate scan."""
     if len(position.prior_states) != len(position.fills):  # built by hand, not by `apply_fill`
-        return apply_fills(empty_position(position.account, position.symbol), position.fills[:index] + tuple(fills),
+        return apply_fills(empty_position(position.account, position.symbol), (*position.fills[:index], *fills),
                            exec_ids_are_new=True)
     qty, avg, realized, realized_c, open_c, last = position.prior_states[index]
     before = _new_position(position.account, position.symbol, qty, avg, realized, realized_c, open_c,
@@ -373,8 +448,8 @@ def _apply(p: Position, fill: Fill, check_duplicate: bool) -> Position:
         realized_c + open_c,
         time if last is None or time > last else last,
         p.fill_count + 1,
-        fills + (fill,),
-        p.prior_states + (prior,),
+        _appended(fills, fill),
+        _appended(p.prior_states, prior),
     )
 
 
@@ -408,8 +483,9 @@ def _div_round(numerator: Decimal, denominator: Decimal, quantum: Decimal) -> De
 
 
 def _index_of(position: Position, exec_id: str) -> int:
-    for index, fill in enumerate(position.fills):
-        if fill.exec_id == exec_id:
+    fills = position.fills
+    for index in range(len(fills) - 1, -1, -1):  # from the newest: busts are mostly of recent fills
+        if fills[index].exec_id == exec_id:
             return index
     raise PositionError(
         position.account, position.symbol, "unknown_exec_id", f"no live fill {exec_id!r}"

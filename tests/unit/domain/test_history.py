@@ -1,0 +1,45 @@
+"""positions.History: the shared append-only fill history of successive position versions."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backbone.domain.positions import History, _appended
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers()), max_size=60))
+def test_every_version_keeps_exactly_its_items_whatever_is_appended_elsewhere(ops: list[tuple[int, int]]) -> None:
+    """Append to any earlier version (as restatements do): each version stays what a tuple would be."""
+    versions: list[History[int]] = [History([], 0)]
+    model: list[tuple[int, ...]] = [()]
+    for pick, item in ops:
+        i = pick % len(versions)
+        versions.append(versions[i].appended(item))
+        model.append(model[i] + (item,))
+    for version, expected in zip(versions, model, strict=True):
+        assert version == expected and expected == version
+        assert tuple(version) == expected and list(reversed(version)) == list(reversed(expected))
+        assert len(version) == len(expected) and hash(version) == hash(expected)
+        for k in range(-len(expected), len(expected)):
+            assert version[k] == expected[k]
+        for a in range(len(expected) + 1):
+            assert version[:a] == expected[:a] and version[a:] == expected[a:]
+
+
+def test_appending_to_the_newest_version_shares_the_list_and_an_older_one_forks() -> None:
+    first = _appended((), "a")
+    second = first.appended("b")
+    assert second._items is first._items  # no copy of the history
+    fork = first.appended("c")
+    assert fork._items is not first._items
+    assert (first, second, fork) == (("a",), ("a", "b"), ("a", "c"))
+    assert second[:1] == first and second[:1]._items is second._items  # a prefix is a view
+
+
+def test_a_tuple_history_becomes_a_history() -> None:
+    grown = _appended(("a", "b"), "c")
+    assert isinstance(grown, History) and grown == ("a", "b", "c")
+    assert repr(grown) == "('a', 'b', 'c')"
+    assert History([1, 2], 2) != [1, 2]  # like a tuple: not equal to a list
