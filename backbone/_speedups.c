@@ -3,7 +3,8 @@
  *
  * - Encoder / Decoder: the Avro codec (backbone.codec.avro), a record to its single-object
  *   encoding and back into its dataclass;
- * - utc_millis: record timestamps (backbone.record_time);
+ * - utc_millis, isoformat: record timestamps (backbone.record_time) and ISO text of UTC times
+ *   (backbone.domain.plain);
  * - Slots: copy-with-changes and positional construction of the frozen, slotted domain
  *   dataclasses (backbone.domain.plain), without the per-field object.__setattr__ of
  *   a frozen dataclass.
@@ -1194,7 +1195,28 @@ static PyObject *utc_millis(PyObject *module, PyObject *v) {
     return PyLong_FromLongLong(secs * 1000 + PyDateTime_DATE_GET_MICROSECOND(v) / 1000);
 }
 
+/* isoformat(dt): dt.isoformat(), formatted here for an exact datetime in datetime.timezone.utc
+ * (the same text: microseconds only when not 0, "+00:00"); anything else calls dt.isoformat(). */
+static PyObject *isoformat(PyObject *module, PyObject *v) {
+    if (!PyDateTime_CheckExact(v) || !((PyDateTime_DateTime *)v)->hastzinfo ||
+        ((PyDateTime_DateTime *)v)->tzinfo != PyDateTime_TimeZone_UTC)
+        return PyObject_CallMethod(v, "isoformat", NULL);
+    char text[40];
+    int us = PyDateTime_DATE_GET_MICROSECOND(v);
+    int n;
+    if (us)
+        n = snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00", PyDateTime_GET_YEAR(v),
+                     PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v), PyDateTime_DATE_GET_HOUR(v),
+                     PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v), us);
+    else
+        n = snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02d+00:00", PyDateTime_GET_YEAR(v),
+                     PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v), PyDateTime_DATE_GET_HOUR(v),
+                     PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v));
+    return PyUnicode_FromStringAndSize(text, n);
+}
+
 static PyMethodDef methods[] = {
+    {"isoformat", isoformat, METH_O, "dt.isoformat(), formatted in C for UTC datetimes."},
     {"utc_millis", utc_millis, METH_O, "Milliseconds since the epoch (floored) of a UTC datetime, else None."},
     {"decimal_parts", decimal_parts, METH_VARARGS,
      "decimal_parts(d, Decimal): (negative, coefficient, exponent, digits) read from d's memory, or None."},

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backbone.domain import plain
 from backbone.domain.events import Liquidity, Side
@@ -79,3 +81,10 @@ def test_many_copies_keep_their_values(paths: str) -> None:
     copies = [plain.fast_replace(base, fill_count=i) for i in range(5000)]
     del base
     assert all(c.fill_count == i and c.qty == Decimal("100") and c.last_fill_time == T0 for i, c in enumerate(copies))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.datetimes(timezones=st.one_of(st.none(), st.just(UTC), st.timezones())))
+def test_iso_text_of_times_is_isoformat(when: datetime) -> None:
+    assert plain._isoformat(when) == when.isoformat()
+    assert plain._isoformat(when.replace(microsecond=0)) == when.replace(microsecond=0).isoformat()
