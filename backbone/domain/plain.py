@@ -225,9 +225,9 @@ def decoder_for(tp: Any) -> Callable[[Any], Any]:
         return lambda v: None if v is None else inner(v)
     if tp is Any or origin is typing.Literal or tp in (str, int, bool):
         return _identity  # JSON already carries these types (to_plain wrote them)
-    if origin is tuple:
+    if origin is tuple or origin is collections.abc.Sequence:  # a Sequence comes back as a tuple
         args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
+        if origin is collections.abc.Sequence or (len(args) == 2 and args[1] is Ellipsis):
             item = decoder_for(args[0])
             return (lambda v: tuple(v)) if item is _identity else (lambda v: tuple(map(item, v)))
         items = [decoder_for(a) for a in args]
@@ -270,13 +270,27 @@ def _dataclass_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
     if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__") or len(fields) != len(all_fields):
         return general
     namespace: dict[str, Any] = {"_build": builder(cls), "_general": general}
+
+    def convert(tp: Any, i: int, value: str) -> str:
+        # enums by a dict of their values: an unknown value raises KeyError, and the general
+        # path then raises what from_plain raises
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            namespace[f"_m{i}"] = {m.value: m for m in tp}
+            return f"_m{i}[{value}]"
+        decode = decoder_for(tp)
+        if decode is _identity:
+            return value
+        namespace[f"_c{i}"] = decode
+        return f"_c{i}({value})"
+
     values = []
-    for i, (name, convert) in enumerate(fields):
-        value = f"v[{name!r}]"
-        if convert is not _identity:
-            namespace[f"_c{i}"] = convert
-            value = f"_c{i}({value})"
-        values.append(value)
+    for i, (name, _convert) in enumerate(fields):
+        tp = hints[name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            values.append(f"None if (x{i} := v[{name!r}]) is None else {convert(args[0], i, f'x{i}')}")
+        else:
+            values.append(convert(tp, i, f"v[{name!r}]"))
     lines = ["def build(v):", "    try:", f"        return _build({', '.join(values)})",
              "    except KeyError:", "        return _general(v)", ""]
     exec(compile("\n".join(lines), f"<plain decoder {cls.__name__}>", "exec"), namespace)  # noqa: S102

@@ -43,3 +43,23 @@ def test_a_tuple_history_becomes_a_history() -> None:
     assert isinstance(grown, History) and grown == ("a", "b", "c")
     assert repr(grown) == "('a', 'b', 'c')"
     assert History([1, 2], 2) != [1, 2]  # like a tuple: not equal to a list
+
+
+def test_a_position_with_its_history_round_trips_through_plain_data() -> None:
+    import json
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from backbone.domain.events import Side
+    from backbone.domain.plain import decoder_for, encoder_for, to_plain
+    from backbone.domain.positions import Fill, Position, apply_fills, empty_position
+
+    t = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+    fills = [Fill("E1", "A", "S", Side.BUY, Decimal("100"), Decimal("10.5"), Decimal("0.35"), t),
+             Fill("E2", "A", "S", Side.SELL, Decimal("40"), Decimal("11"), Decimal("0.14"), t)]
+    position = apply_fills(empty_position("A", "S"), fills)
+    assert isinstance(position.fills, History)
+    data = encoder_for(Position)(position)
+    assert data == to_plain(position)
+    back = decoder_for(Position)(json.loads(json.dumps(data)))
+    assert back == position and back.fills == tuple(fills) and len(back.prior_states) == 2
