@@ -68,6 +68,20 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
     *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* An exact datetime whose tzinfo is datetime.timezone.utc: the only one the fast paths read. */
+static int is_utc_datetime(PyObject *v) {
+    return PyDateTime_CheckExact(v) && ((PyDateTime_DateTime *)v)->hastzinfo &&
+           ((PyDateTime_DateTime *)v)->tzinfo == PyDateTime_TimeZone_UTC;
+}
+
+/* Microseconds since 1970-01-01 of a UTC datetime (is_utc_datetime). */
+static int64_t utc_micros(PyObject *v) {
+    int64_t days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v));
+    int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(v) * 3600 + PyDateTime_DATE_GET_MINUTE(v) * 60 +
+                   PyDateTime_DATE_GET_SECOND(v);
+    return secs * 1000000 + PyDateTime_DATE_GET_MICROSECOND(v);
+}
+
 /* Gives up (returns 0 without an error set) on anything but the plain case; the caller then
  * falls back. Returns -1 only for errors that must propagate. */
 static int give_up(void) {
@@ -424,16 +438,9 @@ static int encode_value(Encoder *self, EncField *f, PyObject *v, Buf *b) {
         return 1;
     }
     case K_TIMESTAMP: {
-        if (!PyDateTime_CheckExact(v))
-            return 0;
-        PyDateTime_DateTime *dt = (PyDateTime_DateTime *)v;
-        if (!dt->hastzinfo || dt->tzinfo != PyDateTime_TimeZone_UTC)
+        if (!is_utc_datetime(v))
             return 0; /* naive or another zone: the Python path converts or refuses */
-        int64_t days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v));
-        int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(v) * 3600 + PyDateTime_DATE_GET_MINUTE(v) * 60 +
-                       PyDateTime_DATE_GET_SECOND(v);
-        int64_t micros = secs * 1000000 + PyDateTime_DATE_GET_MICROSECOND(v);
-        return buf_uvarint(b, zigzag(micros)) < 0 ? -1 : 1;
+        return buf_uvarint(b, zigzag(utc_micros(v))) < 0 ? -1 : 1;
     }
     case K_DECIMAL: {
         PyObject *s;
@@ -1186,20 +1193,17 @@ static PyTypeObject SlotsType = {
 /* utc_millis(dt): milliseconds since the epoch, floored, of a UTC datetime (exact type, tzinfo
  * datetime.timezone.utc); None for anything else (the caller's Python path decides). */
 static PyObject *utc_millis(PyObject *module, PyObject *v) {
-    if (!PyDateTime_CheckExact(v) || !((PyDateTime_DateTime *)v)->hastzinfo ||
-        ((PyDateTime_DateTime *)v)->tzinfo != PyDateTime_TimeZone_UTC)
+    if (!is_utc_datetime(v))
         Py_RETURN_NONE;
-    int64_t days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v));
-    int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(v) * 3600 + PyDateTime_DATE_GET_MINUTE(v) * 60 +
-                   PyDateTime_DATE_GET_SECOND(v);
-    return PyLong_FromLongLong(secs * 1000 + PyDateTime_DATE_GET_MICROSECOND(v) / 1000);
+    int64_t micros = utc_micros(v);
+    /* floor division: before 1970 the remainder is negative */
+    return PyLong_FromLongLong(micros / 1000 - (micros % 1000 < 0));
 }
 
 /* isoformat(dt): dt.isoformat(), formatted here for an exact datetime in datetime.timezone.utc
  * (the same text: microseconds only when not 0, "+00:00"); anything else calls dt.isoformat(). */
 static PyObject *isoformat(PyObject *module, PyObject *v) {
-    if (!PyDateTime_CheckExact(v) || !((PyDateTime_DateTime *)v)->hastzinfo ||
-        ((PyDateTime_DateTime *)v)->tzinfo != PyDateTime_TimeZone_UTC)
+    if (!is_utc_datetime(v))
         return PyObject_CallMethod(v, "isoformat", NULL);
     char text[40];
     int us = PyDateTime_DATE_GET_MICROSECOND(v);
