@@ -21,7 +21,6 @@ transaction that moves the offsets they describe).
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+import orjson
 import psycopg
 
 from backbone.domain import positions
@@ -73,7 +73,7 @@ def _marks_body(state: TradingState, partition: int, symbols: Iterable[str]) -> 
 
 
 def _pack(body: dict[str, Any]) -> bytes:
-    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), COMPRESSION_LEVEL)
+    return zlib.compress(orjson.dumps(body), COMPRESSION_LEVEL)
 
 
 def serialize(state: TradingState, kind: Kind, partition: int) -> bytes:
@@ -114,8 +114,8 @@ def serialize_many(state: TradingState, wanted: Iterable[tuple[Kind, int]]) -> d
 
 def decode(payload: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(zlib.decompress(payload))
-    except (zlib.error, ValueError) as e:
+        body = orjson.loads(zlib.decompress(payload))
+    except (zlib.error, orjson.JSONDecodeError) as e:
         raise InvariantViolation(f"snapshot payload is not zlib-compressed JSON: {e}") from e
     if not isinstance(body, dict) or body.get("v") != FORMAT or body.get("kind") not in ("orders", "marks"):
         version = body.get("v") if isinstance(body, dict) else "?"

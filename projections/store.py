@@ -8,11 +8,11 @@ writes rows, dead letters and checkpoints in one transaction (see consumers.runt
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 
 from backbone.domain import positions
@@ -50,7 +50,7 @@ def _order_row(order: OrderState, partition: int) -> tuple[Any, ...]:
     return (order.order_id, partition, order.account, order.symbol, order.side.value, order.order_type.value,
             order.time_in_force.value, order.cl_ord_id, order.status.value, order.order_qty, order.price,
             order.stop_price, order.cum_qty, order.leaves_qty, order.avg_px, order.seq, order.first_event_time,
-            order.last_event_time, json.dumps(_order_plain(order)))
+            order.last_event_time, orjson.dumps(_order_plain(order)).decode())
 
 
 def _exec_row(x: Execution) -> tuple[Any, ...]:
