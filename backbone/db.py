@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg import sql
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
@@ -80,3 +83,19 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
         raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
     finally:
         engine.dispose()
+
+
+def drop_database(admin_conninfo: str, name: str, *, attempts: int = 20) -> None:
+    """Drop database `name` (a throwaway one: tests, benchmarks), ending its sessions.
+
+    WITH (FORCE) refuses to terminate a session it may not signal (another role's connection
+    still closing, a background worker): wait for it a little rather than fail."""
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        for attempt in range(attempts):
+            try:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+                return
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)

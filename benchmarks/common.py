@@ -51,8 +51,7 @@ def fresh_database(settings: Settings) -> Iterator[Settings]:
         db.upgrade(settings, url=url)
         yield settings.with_overrides(database_url=url)
     finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        db.drop_database(plain, name)
 
 
 def median_rate(runs: int, count: int, measure: Callable[[], float]) -> tuple[float, list[float]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,19 +110,8 @@ def create_database(admin_url: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(admin_url: str, url: str, *, attempts: int = 20) -> None:
-    """Drop a test database. WITH (FORCE) may not terminate a session of another role (a
-    reader connection still closing): wait for it a little rather than fail the teardown."""
-    name = make_url(url).database
-    with psycopg.connect(_psycopg_url(admin_url), autocommit=True) as conn:
-        for attempt in range(attempts):
-            try:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-                return
-            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.5)
+def drop_database(admin_url: str, url: str) -> None:
+    db.drop_database(_psycopg_url(admin_url), str(make_url(url).database))
 
 
 @pytest.fixture
