@@ -16,7 +16,10 @@ from projections import rebuild as procedure
 def _progress(kind: str, info: dict[str, Any]) -> None:
     """Progress lines on stderr (stdout carries the result)."""
     if kind == "shadow":
-        err_console.print(f"building shadow schema {info['schema']} from the beginning of the log…")
+        err_console.print(f"building shadow schema {info['schema']}…")
+    elif kind == "seeded":
+        err_console.print(f"seeded from snapshots: {info['partitions']} of {info['of']} partitions, "
+                          f"{info['records']:,} records not read again")
     elif kind == "pass":
         err_console.print(f"pass {info['pass']}: {info['applied']:,} records applied ({info['events']:,} in all), "
                           f"{info['behind']:,} behind the live projection")
@@ -41,7 +44,9 @@ def _progress(kind: str, info: dict[str, Any]) -> None:
 
 
 def _report(result: procedure.RebuildResult) -> None:
-    console.print(f"rebuilt [bold]{result.projection}[/] from the log: {result.events:,} records, "
+    source = "the log" if not result.seeded_offsets else (
+        f"snapshots of {len(result.seeded_offsets)} partition(s) and the log after them")
+    console.print(f"rebuilt [bold]{result.projection}[/] from {source}: {result.events:,} records read, "
                   f"{result.dead_letters:,} dead letters, {result.passes} pass(es), swapped in one transaction")
     if result.comparison is not None:
         table = Table(title="old vs new state, at the same offsets" if result.comparable
@@ -80,10 +85,14 @@ def rebuild(
         min=0.01, help="seconds a swap attempt may make readers wait (capped at deadlock_timeout / 2)")] = 0.2,
     reader_wait: Annotated[float, typer.Option(
         min=0, help="seconds to wait for transactions older than the shadow before swapping")] = 60.0,
+    from_snapshot: Annotated[bool, typer.Option(
+        "--from-snapshot",
+        help="start each partition from the live projection's newest snapshot instead of the log's beginning "
+             "(only when the projection code is unchanged: a snapshot holds what the old code folded)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Rebuild a projection from the beginning of the log and swap it in atomically.
+    """Rebuild a projection from the beginning of the log (or its snapshots) and swap it in atomically.
 
     The rebuild projects into a shadow schema while the live projection keeps serving, catches
     up with it, then swaps the tables in one transaction: SQL readers see the old state or the
@@ -112,7 +121,7 @@ def rebuild(
                 settings, name,
                 procedure.RebuildOptions(batch_size=batch_size, keep_old=keep_old, checksum=checksum,
                                          lock_timeout_s=lock_timeout, swap_timeout_s=swap_timeout,
-                                         reader_wait_s=reader_wait),
+                                         reader_wait_s=reader_wait, from_snapshot=from_snapshot),
                 on_event=_progress, stop_requested=lambda: stop["requested"])
     finally:
         for s, h in previous.items():

@@ -12,6 +12,9 @@ The procedure, in order:
    in passes that follow the *live projection's* checkpoints, until it is within one batch of
    them. It has its own manually assigned consumer (no group, nothing committed to Kafka) and
    never produces to the dead-letter topic: those records were dead-lettered when first refused.
+   With `from_snapshot`, each partition first gets the live projection's newest snapshot at or
+   before its live checkpoint (rows, shadow checkpoint, and the live dead letters below it) and is
+   read from there (`_Shadow.seed`).
 3. **Older snapshots.** It waits (bounded) for transactions that began before the shadow caught
    up: a REPEATABLE READ reader whose snapshot predates the swap and that first reads the tables
    after it would otherwise see the shadow as of its old snapshot, i.e. half built.
@@ -64,6 +67,7 @@ from backbone.settings import Settings
 from producers import deadletter
 from producers.deadletter import DeadLetter
 from projections import ddl, snapshots, store
+from projections.state import Changes
 from projections.trading import NAME as TRADING
 from projections.trading import TradingProjection
 
@@ -100,6 +104,7 @@ class RebuildOptions:
     swap_timeout_s: float = 120.0  # all attempts at the swap together
     reader_wait_s: float = 60.0  # how long to wait for transactions older than the shadow
     max_passes: int = 50
+    from_snapshot: bool = False  # seed the shadow with the live projection's newest snapshots
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class RebuildResult:
     newly_refused: int = 0
     no_longer_refused: int = 0
     older_transactions_ignored: list[int] = field(default_factory=list)
+    seeded_offsets: dict[TP, int] = field(default_factory=dict)  # --from-snapshot: where the shadow started
     warnings: list[str] = field(default_factory=list)
     seconds_total: float = 0.0
     seconds_live_paused: float = 0.0
@@ -171,6 +177,7 @@ class RebuildResult:
             "passes": self.passes,
             "swap_attempts": self.swap_attempts,
             "reader_lock_attempts": self.reader_lock_attempts,
+            "seeded_from_snapshots": {tp_name(tp): o for tp, o in sorted(self.seeded_offsets.items())},
             "old_offsets": {tp_name(tp): o for tp, o in sorted(self.old_offsets.items())},
             "new_offsets": {tp_name(tp): o for tp, o in sorted(self.new_offsets.items())},
             "compared_at_same_offsets": self.comparable,
@@ -195,9 +202,10 @@ Event = Callable[[str, dict[str, Any]], None]
 
 def rebuild(settings: Settings, name: str = TRADING, options: RebuildOptions | None = None, *,
             on_event: Event | None = None, stop_requested: Callable[[], bool] = lambda: False) -> RebuildResult:
-    """Rebuild projection `name` from the beginning of the log and swap it in (see the module doc).
+    """Rebuild projection `name` from the log (or its snapshots, `options.from_snapshot`) and swap
+    it in (see the module doc).
 
-    `on_event(kind, info)` reports progress: shadow, pass, batch, waiting, frozen, locked, swapped,
+    `on_event(kind, info)` reports progress: shadow, seeded, pass, batch, waiting, frozen, locked, swapped,
     warning, dropped. `stop_requested` is polled between batches; a stop before the swap drops the
     shadow and raises `RebuildError`.
     """
@@ -357,6 +365,54 @@ class _Shadow:
         self.events += len(batch)
         self.dead_letters += len(letters)
 
+    def seed(self, conn: psycopg.Connection, live: dict[TP, int], wm: dict[TP, tuple[int, int]]) -> dict[TP, int]:
+        """Start the shadow from the live projection's newest snapshot of each partition at or
+        before its live checkpoint (so old and new can still be compared at the same offsets);
+        partitions without one are read from the beginning. One transaction: the restored rows,
+        a copy of each snapshot under the shadow's name (its snapshot bookkeeping resumes from
+        it), the shadow's checkpoints, and the live dead letters below each snapshot (records
+        the shadow will not read again). Returns the offset each seeded partition starts at."""
+        chosen: dict[TP, tuple[snapshots.SnapshotMeta, bytes]] = {}
+        with conn.transaction():
+            if not snapshots.table_exists(conn):
+                raise RebuildError("--from-snapshot: table projection_snapshots is missing (run `backbone db upgrade`)")
+            for tp in self.tps:
+                if tp not in live:
+                    continue  # the live projection has consumed nothing there: nothing to compare with
+                meta = snapshots.newest_at_or_before(conn, TRADING, tp[0], tp[1], live[tp])
+                if meta is None:
+                    continue
+                low, high = wm[tp]
+                if not low <= meta.next_offset <= high:
+                    raise RebuildError(
+                        f"--from-snapshot: {meta.where} does not fit the log of {tp[0]}[{tp[1]}] "
+                        f"(offsets {low}..{high}): records after it were deleted or the topic was recreated; "
+                        "rebuild from the beginning")
+                payload = snapshots.payload(conn, meta.id)
+                snapshots.restore(self.projection.state, snapshots.kind_of(self.settings, tp[0]), tp[1], payload,
+                                  where=meta.where)
+                chosen[tp] = (meta, payload)
+            if not chosen:
+                return {}
+            state = self.projection.state
+            store.write_changes(conn, state, Changes(set(state.orders), set(state.executions),
+                                                     set(state.positions), set(state.marks)), schema=self.schema)
+            snapshots.insert(conn, [snapshots.NewSnapshot(self.name, m.topic, m.partition, m.next_offset,
+                                                          m.max_timestamp, m.events_covered, payload)
+                                    for m, payload in chosen.values()])
+            store.advance_checkpoints(conn, self.name, {tp: (None, m.next_offset) for tp, (m, _) in chosen.items()})
+            for (t, p), (m, _) in chosen.items():
+                conn.execute(sql.SQL("insert into {}.dead_letters (projection, " + _LETTER_COLS + ", created_at) "
+                                     "select projection, " + _LETTER_COLS + ", created_at from public.dead_letters "
+                                     "where projection = %s and source_topic = %s and source_partition = %s "
+                                     "and source_offset < %s order by id").format(sql.Identifier(self.schema)),
+                             (TRADING, t, p, m.next_offset))
+            self.projection.load(conn, sorted(chosen))  # and the snapshot bookkeeping, from the copies
+        self.projection.committed()
+        for tp, (m, _) in chosen.items():
+            self.pos[tp] = m.next_offset
+        return {tp: m.next_offset for tp, (m, _) in chosen.items()}
+
     def resync(self, conn: psycopg.Connection) -> None:
         """After a rolled-back swap attempt: forget what it applied, reload from the shadow tables."""
         stored = store.read_checkpoints(conn, self.name)
@@ -445,6 +501,9 @@ class _Rebuild:
                 try:
                     self.shadow = _Shadow(self.settings, self.shadow_schema, self.options.batch_size,
                                           self.stop_requested, self._on_batch)
+                    if self.options.from_snapshot:
+                        self.phase = "seeding from snapshots"
+                        self._seed()
                     self.phase = "catch-up"
                     self._catch_up(self.options.max_passes)
                     self._wait_for_older_transactions()
@@ -566,6 +625,13 @@ class _Rebuild:
         has consumed nothing yet, the end of the log."""
         assert self.shadow is not None
         return {tp: min(live[tp], wm[tp][1]) if tp in live else wm[tp][1] for tp in self.shadow.tps}
+
+    def _seed(self) -> None:
+        assert self.shadow is not None
+        seeded = self.shadow.seed(self.work, store.read_checkpoints(self.admin, TRADING), self.shadow.watermarks())
+        self.result.seeded_offsets = seeded
+        self.emit("seeded", {"partitions": len(seeded), "records": sum(seeded.values()),
+                             "of": len(self.shadow.tps)})
 
     def _catch_up(self, max_passes: int) -> None:
         assert self.shadow is not None

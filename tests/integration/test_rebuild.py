@@ -13,11 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import TopicPartition
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from backbone import db
 from backbone.domain.events import MarketMark
+from backbone.kafka import topics
 from backbone.kafka.producer import KafkaProducer
 from backbone.kafka.partitioner import partition_for
 from backbone.settings import Settings
@@ -381,3 +383,49 @@ def test_the_swap_replaces_the_old_snapshots_with_the_shadows(projected: Setting
         for s in after:  # each one restores, and agrees with its own position summaries
             kind = snapshots.kind_of(settings, s.topic)
             snapshots.restore(TradingState(), kind, s.partition, snapshots.payload(conn, s.id), where=s.where)
+
+
+def test_rebuild_from_snapshots_reads_only_the_tail_and_gives_the_same_state(created_topics: Settings, names,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = created_topics.with_overrides(snapshot_every_events=200, snapshot_every_seconds=0)
+    for key, value in settings_env(settings).items():
+        if key.startswith("BACKBONE_"):
+            monkeypatch.setenv(key, value)
+    with KafkaProducer(settings) as producer:  # a dead letter below the snapshots: not read again, kept
+        producer.produce(settings.topic_orders, b"not avro", key=b"AAPL")
+    records = list(simulate(SimulationConfig(events=1500, seed=3, symbols=8, accounts=4)))
+    publish(settings, records)
+    project(settings, names.group())
+    before = table_dump(settings)
+    aapl = partition_for(b"AAPL", TEST_PARTITIONS)
+    assert [(r[1], r[2], r[3]) for r in before["dead_letters"]] == [(settings.topic_orders, aapl, 0)]
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        live = {(s.topic, s.partition): s.next_offset for s in snapshots.list_snapshots(conn, TRADING)}
+    assert (settings.topic_orders, aapl) in live
+
+    result = CliRunner().invoke(app, ["rebuild", "trading", "--from-snapshot", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    seeded = {k: v for k, v in out["seeded_from_snapshots"].items()}
+    # every partition with a snapshot started at its newest one (the live checkpoints are at the log end)
+    newest: dict[str, int] = {}
+    for (t, p), o in live.items():
+        newest[f"{t}[{p}]"] = max(o, newest.get(f"{t}[{p}]", 0))
+    assert seeded == newest
+    assert out["events"] == len(records) + 1 - sum(seeded.values())  # only the records after the snapshots
+    assert out["compared_at_same_offsets"] is True and out["identical"] is True
+    assert "seeded from snapshots" in result.stderr
+    assert table_dump(settings) == before  # the dead letter below the snapshot included
+
+    # A snapshot that no longer fits the log (records after it deleted) is refused, nothing swapped.
+    tp = (settings.topic_orders, aapl)
+    with KafkaProducer(settings) as producer:  # so that the log goes on past the newest snapshot
+        producer.produce(settings.topic_orders, b"not avro either", key=b"AAPL")
+    admin = topics.admin_client(settings)
+    cut = TopicPartition(tp[0], tp[1], newest[f"{tp[0]}[{aapl}]"] + 1)
+    for future in admin.delete_records([cut], request_timeout=30).values():
+        future.result()
+    refused = CliRunner().invoke(app, ["rebuild", "trading", "--from-snapshot"])
+    assert refused.exit_code == 1
+    assert f"does not fit the log of {tp[0]}[{aapl}]" in refused.stderr
+    assert _leftover_schemas(settings) == [] and table_dump(settings) == before
