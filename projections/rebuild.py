@@ -504,6 +504,7 @@ class _Rebuild:
                     if self.options.from_snapshot:
                         self.phase = "seeding from snapshots"
                         self._seed()
+                    self._check_log_start()
                     self.phase = "catch-up"
                     self._catch_up(self.options.max_passes)
                     self._wait_for_older_transactions()
@@ -632,6 +633,24 @@ class _Rebuild:
         self.result.seeded_offsets = seeded
         self.emit("seeded", {"partitions": len(seeded), "records": sum(seeded.values()),
                              "of": len(self.shadow.tps)})
+
+    def _check_log_start(self) -> None:
+        """A partition read from the beginning whose log no longer starts at offset 0 lost records to
+        retention (or `delete_records`). Orders: refused, the state would silently miss them. Marks:
+        old marks expiring is what the marketdata retention is for; said, since a symbol whose only
+        marks expired loses its mark (the comparison shows where)."""
+        assert self.shadow is not None
+        wm = self.shadow.watermarks()
+        lost = sorted(tp for tp in self.shadow.tps if self.shadow.pos[tp] is None and wm[tp][0] > 0)
+        orders = [tp for tp in lost if tp[0] == self.settings.topic_orders]
+        if orders:
+            raise RebuildError(
+                f"the log of {tp_names(orders)} no longer starts at offset 0 (first offset "
+                f"{', '.join(str(wm[tp][0]) for tp in orders)}): records were deleted and a rebuild from the "
+                "beginning would miss them; use --from-snapshot if snapshots cover them")
+        if lost:
+            self._warn(f"{tp_names(lost)}: the log starts after offset 0 (retention); marks older than "
+                       "that are not in the rebuilt state")
 
     def _catch_up(self, max_passes: int) -> None:
         assert self.shadow is not None

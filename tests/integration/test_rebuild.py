@@ -428,4 +428,8 @@ def test_rebuild_from_snapshots_reads_only_the_tail_and_gives_the_same_state(cre
     refused = CliRunner().invoke(app, ["rebuild", "trading", "--from-snapshot"])
     assert refused.exit_code == 1
     assert f"does not fit the log of {tp[0]}[{aapl}]" in refused.stderr
+    # and so is a rebuild from the beginning: it would silently miss the deleted records
+    from_zero = CliRunner().invoke(app, ["rebuild", "trading"])
+    assert from_zero.exit_code == 1
+    assert f"the log of {tp[0]}[{aapl}] no longer starts at offset 0 (first offset {cut.offset})" in from_zero.stderr
     assert _leftover_schemas(settings) == [] and table_dump(settings) == before
