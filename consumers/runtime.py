@@ -53,6 +53,11 @@ class Projection(Protocol):
 
     def topics(self) -> list[str]: ...
 
+    def expiring(self, topic: str) -> bool:
+        """True if retention may delete records of `topic` before they are projected and the
+        projection tolerates it (latest-value data); otherwise a gap is refused."""
+        ...
+
     def load(self, conn: psycopg.Connection, assigned: list[TP]) -> None: ...
 
     def drop(self, revoked: list[TP]) -> None: ...
@@ -73,6 +78,7 @@ class RunStats:
     db_retries: int = 0
     fenced: int = 0
     rebalances: int = 0
+    expired_skipped: int = 0  # records of expiring topics deleted by retention before they were read
     started: float = field(default_factory=time.monotonic)
     lag: int | None = None
 
@@ -125,6 +131,7 @@ class ProjectionLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
+        self._check_log_start(consumer, tps, checkpoints)
         for tp in partitions:
             offset = checkpoints.get((tp.topic, tp.partition))
             tp.offset = OFFSET_BEGINNING if offset is None else offset
@@ -133,6 +140,28 @@ class ProjectionLoop:
         self.stats.rebalances += 1
         consumer.assign(partitions)
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{checkpoints.get((t, p), 'beginning')}" for t, p in tps))
+
+    def _check_log_start(self, consumer: Consumer, tps: list[TP], checkpoints: dict[TP, int]) -> None:
+        """Records between the stored offset (0 without one) and the log start were deleted before
+        this projection read them. Kafka would silently reset to the log start: refuse instead,
+        unless the projection says the topic's records may expire (then say how many)."""
+        for t, p in tps:
+            try:
+                low, _high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
+            except KafkaException as e:
+                raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
+            start = checkpoints.get((t, p), 0)
+            if start >= low:
+                continue
+            if self.projection.expiring(t):
+                self.stats.expired_skipped += low - start
+                log.warning("%s[%s]: records %s..%s expired before they were projected (retention); "
+                            "starting at %s", t, p, start, low - 1, low)
+                continue
+            raise KafkaError(f"{t}[{p}]: the next offset to project is {start} but the log starts at {low}: "
+                             f"records {start}..{low - 1} were deleted before this projection read them, and "
+                             "its state cannot be exact without them: restore them to the topic (nothing was "
+                             "projected from this partition)")
 
     def _load(self, conn: psycopg.Connection, tps: list[TP]) -> dict[TP, int]:
         self.projection.load(conn, tps)

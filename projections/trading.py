@@ -67,6 +67,10 @@ class TradingProjection:
     def topics(self) -> list[str]:
         return [self.settings.topic_orders, self.settings.topic_marketdata]
 
+    def expiring(self, topic: str) -> bool:
+        """Marks may expire unread (only the newest per symbol matters); orders are the record."""
+        return topic == self.settings.topic_marketdata
+
     def _split(self, tps: list[tuple[str, int]]) -> tuple[list[int], list[int]]:
         return ([p for t, p in tps if t == self.settings.topic_orders],
                 [p for t, p in tps if t == self.settings.topic_marketdata])

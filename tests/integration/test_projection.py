@@ -181,3 +181,48 @@ def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, na
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
             conn.rollback()
+
+
+def test_records_deleted_before_they_were_projected_stop_the_projector(created_topics: Settings, names) -> None:
+    """Kafka would reset to the log start without a word; orders are refused, expired marks counted."""
+    from confluent_kafka import TopicPartition
+
+    from backbone.errors import KafkaError
+    from backbone.kafka import topics
+    from backbone.kafka.partitioner import partition_for
+    from conftest import TEST_PARTITIONS
+    from producers.simulator import SimulationConfig, simulate
+
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=300, seed=5, symbols=4, accounts=2))))
+    group = names.group()
+    assert project(settings, group).events == 300
+    before = table_dump(settings)
+
+    p = partition_for(b"ZZZ", TEST_PARTITIONS)
+    with KafkaProducer(settings) as producer:  # three records nobody projects, then deleted
+        for _ in range(3):
+            producer.produce(settings.topic_marketdata, b"never read", key=b"ZZZ")
+    admin = topics.admin_client(settings)
+    consumer = Consumer(settings.kafka_config(**{"group.id": "watermarks"}))
+    try:
+        mark_end = consumer.get_watermark_offsets(TopicPartition(settings.topic_marketdata, p), timeout=10)[1]
+        cut = [TopicPartition(settings.topic_marketdata, p, mark_end)]
+        for future in admin.delete_records(cut, request_timeout=30).values():
+            future.result()
+        stats = project(settings, group)  # marks expire by design: counted, the run goes on
+        assert stats.events == 0 and stats.expired_skipped == 3
+        assert table_dump(settings) == before
+
+        with KafkaProducer(settings) as producer:
+            for _ in range(2):
+                producer.produce(settings.topic_orders, b"never read", key=b"ZZZ")
+        end = consumer.get_watermark_offsets(TopicPartition(settings.topic_orders, p), timeout=10)[1]
+    finally:
+        consumer.close()
+    for future in admin.delete_records([TopicPartition(settings.topic_orders, p, end)], request_timeout=30).values():
+        future.result()
+    with pytest.raises(KafkaError, match=rf"{settings.topic_orders}\[{p}\]: the next offset to project is "
+                                         rf"{end - 2} but the log starts at {end}"):
+        project(settings, group)
+    assert table_dump(settings) == before
