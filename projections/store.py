@@ -73,9 +73,10 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
                   schema: str | None = None) -> int:
     """Upsert every row `changes` names; returns the number of rows written.
 
-    A table with few changed rows gets a statement per row, all tables' statements pipelined
-    (one round trip); a table with many goes through COPY into a transaction-scoped temp table
-    and one INSERT … ON CONFLICT, several times faster than a statement per row at that size.
+    A table with few changed rows gets a statement per row; when every table has few, all the
+    statements are pipelined (one round trip). A table with many goes through COPY into a
+    transaction-scoped temp table and one INSERT … ON CONFLICT, several times faster than a
+    statement per row at that size.
     """
     batches = [
         ("orders", ORDER_COLS, ("order_id",),
@@ -85,16 +86,21 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
          [_position_row(state.positions[k], state.position_partition[k]) for k in sorted(changes.positions)]),
         ("marks", MARK_COLS, ("symbol",), [_mark_row(state.marks[s]) for s in sorted(changes.marks)]),
     ]
-    small = [b for b in batches if 0 < len(b[3]) < _COPY_THRESHOLD]
-    large = [b for b in batches if len(b[3]) >= _COPY_THRESHOLD]
+    # Always in this table order: `backbone rebuild` freezes the tables in the same order, so the
+    # two never deadlock (projections.rebuild, swap step a).
+    batches = [b for b in batches if b[3]]
     with conn.cursor() as cur:
-        if small:
+        if all(len(rows) < _COPY_THRESHOLD for _t, _c, _k, rows in batches):
             with conn.pipeline():  # one round trip for all of them (COPY cannot be pipelined)
-                for table, cols, keys, rows in small:
+                for table, cols, keys, rows in batches:
                     cur.executemany(_upsert(table, cols, keys, schema), rows)
-        for table, cols, keys, rows in large:
-            _copy_upsert(cur, table, cols, keys, rows, schema)
-    return sum(len(b[3]) for b in batches)
+        else:
+            for table, cols, keys, rows in batches:
+                if len(rows) < _COPY_THRESHOLD:
+                    cur.executemany(_upsert(table, cols, keys, schema), rows)
+                else:
+                    _copy_upsert(cur, table, cols, keys, rows, schema)
+    return sum(len(rows) for _t, _c, _k, rows in batches)
 
 
 _COPY_THRESHOLD = 50
