@@ -12,9 +12,9 @@ On one simulated log in throwaway topics (and a throwaway database), measured in
                     tail length, whether the snapshot is early or late in the log; what grows
                     with the log is the snapshot load (with the size of the state).
 
-The simulator publishes ~3 000-4 000 events/s on a small machine: the default 1M events take
-about 5 minutes to publish and the whole run about 25 minutes; --events 200000 gives the
-picture in about 5.
+The simulator publishes ~16 000-20 000 events/s on the 2-core machine (2026-12-02): the
+default 1M events take about a minute to publish and the whole run about 5 minutes;
+--events 200000 gives the picture in about one.
 """
 
 from __future__ import annotations
