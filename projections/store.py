@@ -117,7 +117,7 @@ def _copy_upsert(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], keys: t
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
     cur.execute(f"insert into {target} ({', '.join(cols)}) select {', '.join(cols)} from {staging} "
                 f"on conflict ({', '.join(keys)}) do update set {updates}")
-    cur.execute(f"truncate {staging}")
+    cur.execute(f"delete from {staging}")
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
