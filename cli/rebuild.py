@@ -64,10 +64,6 @@ def _report(result: procedure.RebuildResult) -> None:
     if result.newly_refused or result.no_longer_refused:
         console.print(f"dead letters: {result.newly_refused} newly refused (sent to the dead-letter topic), "
                       f"{result.no_longer_refused} no longer refused")
-    if result.unfenced_partitions:
-        console.print(f"[bold]restart running projectors[/]: {procedure.tp_names(result.unfenced_partitions)} "
-                      f"{'differ' if result.comparison is not None else 'were not compared'} and were idle at the "
-                      "log end, so a running projector's memory of them could not be fenced")
     console.print(f"old tables: {'kept in ' + result.old_schema if result.old_schema_kept else 'dropped'}; "
                   f"{result.seconds_total:,.1f} s in all")
 

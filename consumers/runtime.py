@@ -7,8 +7,9 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`):
 2. Write the changed rows (the projection's writer) and the dead letters (table), and produce
    the dead letters to `trading.deadletter` (flushed before the database commit: at least once).
 3. Write the next offset of every partition the batch touched into `projection_checkpoints`,
-   as a compare-and-set from the offset this owner loaded: if another consumer moved it, the
-   whole transaction is abandoned (`FencedError`) and the partitions are reloaded.
+   as a compare-and-set from the offset and the generation this owner loaded: if another
+   consumer moved it, or a rebuild swapped the tables (new generation), the whole transaction
+   is abandoned (`FencedError`) and the partitions are reloaded.
 4. Commit the Postgres transaction: rows, dead letters and offsets become visible together.
 5. Mirror the offsets to Kafka (async commit) so ordinary lag tools see the group.
 
@@ -68,6 +69,11 @@ class Projection(Protocol):
 
     def committed(self) -> None: ...
 
+    def abandon(self) -> None:
+        """Forget what the batch changed in memory: it was not committed (its partitions are
+        reloaded next)."""
+        ...
+
 
 @dataclass
 class RunStats:
@@ -112,6 +118,7 @@ class ProjectionLoop:
         self.stats = RunStats()
         self.assigned: set[TP] = set()
         self.positions: dict[TP, int | None] = {}  # next offset this owner expects (None: no checkpoint)
+        self.generation = 0  # of the checkpoints the state was loaded under (a rebuild's swap bumps it)
         self.at_end: set[TP] = set()
         self._dlq: KafkaProducer | None = None
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
@@ -130,7 +137,12 @@ class ProjectionLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
+        generation = self.generation
         checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
+        if self.assigned and self.generation != generation:
+            # The partitions still held were loaded from tables a rebuild has swapped out since
+            # (eager assignment revokes everything first, so this is a safety net).
+            self._reload_assigned()
         self._check_log_start(consumer, tps, checkpoints)
         for tp in partitions:
             offset = checkpoints.get((tp.topic, tp.partition))
@@ -164,6 +176,9 @@ class ProjectionLoop:
                              "projected from this partition)")
 
     def _load(self, conn: psycopg.Connection, tps: list[TP]) -> dict[TP, int]:
+        # The generation first: a swap committing while the rows load (separate statements) then
+        # leaves this owner with the older generation, and its next batch is fenced and reloads.
+        self.generation = store.read_generation(conn, self.projection.name)
         self.projection.load(conn, tps)
         stored = store.read_checkpoints(conn, self.projection.name)
         return {tp: stored[tp] for tp in tps if tp in stored}
@@ -255,7 +270,7 @@ class ProjectionLoop:
                 (self.projection.name, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value())
                 for m, d in letters])
             # Step 3: the next offsets, compare-and-set against what this owner loaded.
-            store.advance_checkpoints(conn, self.projection.name, moves)
+            store.advance_checkpoints(conn, self.projection.name, moves, self.generation)
             return written
             # Step 4: the commit happens when _with_db_retry's transaction block ends.
 
@@ -264,6 +279,7 @@ class ProjectionLoop:
         except store.FencedError as e:
             self.stats.fenced += 1
             log.warning("abandoning batch: %s; reloading my partitions from Postgres", e)
+            self.projection.abandon()
             self._reload_assigned()
             return
         self.projection.committed()

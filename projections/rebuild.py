@@ -24,18 +24,17 @@ The procedure, in order:
       the live projector's own write order, so the two cannot deadlock.
    b. Read the live checkpoints L; bring the shadow exactly to L; checksum old (`public`) and new
       (shadow) per table and partition: a like-for-like comparison at the same offsets.
-   c. Bring the shadow on to the end of the log. Every partition with records beyond L now has a
-      shadow offset ≠ L, so the live projector's next compare-and-set fails there (its batch is
-      abandoned and it reloads its partitions from the new tables): that is the fence for its
-      in-memory state. A partition where the live projection is idle at the log end cannot be
-      fenced by offsets; if its old and new state differ it is reported (restart projectors).
+   c. Bring the shadow on to the end of the log.
    d. Lock, for readers, the views bound to the tables and the tables (ACCESS EXCLUSIVE) with a
       lock timeout shorter than `deadlock_timeout`, retried from a savepoint: readers wait at most
       that long per attempt, and never get a deadlock error because of us.
    e. `alter table … set schema`: public tables to `rebuild_old_<ts>`, shadow tables to public;
       rename the new indexes to the old names, copy owner, grants and storage options; recreate
       (`create or replace`) every view bound to the old tables from its own definition.
-   f. Live checkpoints := shadow offsets; shadow checkpoints deleted; this projection's dead
+   f. Live checkpoints := shadow offsets, with the next checkpoint generation: a running
+      projector's next compare-and-set (offset and the generation it loaded) fails in every
+      partition, idle ones included, so it abandons that batch and reloads its partitions from
+      the new tables (the fence for its in-memory state). Shadow checkpoints deleted; this projection's dead
       letters replaced by the shadow's (first-refusal times kept); records only the shadow
       refused are produced to the dead-letter topic before the commit.
    g. Commit. Then the old tables are dropped unless `keep_old`.
@@ -140,7 +139,7 @@ class RebuildResult:
     new_offsets: dict[TP, int] = field(default_factory=dict)  # the checkpoints swapped in
     comparison: list[TableComparison] | None = None
     differing_partitions: list[TP] = field(default_factory=list)
-    unfenced_partitions: list[TP] = field(default_factory=list)  # idle at the log end, state differs
+    generation: int | None = None  # of the checkpoints swapped in (fences running projectors)
     newly_refused: int = 0
     no_longer_refused: int = 0
     older_transactions_ignored: list[int] = field(default_factory=list)
@@ -187,7 +186,7 @@ class RebuildResult:
                  "new": {"rows": c.new.rows, "checksum": c.new.checksum}, "match": c.match}
                 for c in self.comparison],
             "differing_partitions": [tp_name(tp) for tp in self.differing_partitions],
-            "unfenced_partitions": [tp_name(tp) for tp in self.unfenced_partitions],
+            "generation": self.generation,
             "dead_letters_newly_refused": self.newly_refused,
             "dead_letters_no_longer_refused": self.no_longer_refused,
             "older_transactions_ignored": self.older_transactions_ignored,
@@ -709,11 +708,6 @@ class _Rebuild:
                 self.result.seconds_readers_blocked = committed - locked
                 self.emit("swapped", {"live_paused_s": self.result.seconds_live_paused,
                                       "readers_blocked_s": self.result.seconds_readers_blocked})
-                if self.result.unfenced_partitions:
-                    self._warn(f"{tp_names(self.result.unfenced_partitions)} "
-                               f"{'differ' if self.options.checksum else 'were not compared'} and the live "
-                               f"projection was idle at their log end: a projector running now keeps its old "
-                               f"in-memory state for them until it restarts or is reassigned; restart it")
                 return
             except _Retry as e:
                 if (self.shadow.events, self.shadow.dead_letters) != counters:
@@ -755,11 +749,10 @@ class _Rebuild:
                                       for t in (*TABLES, "dead_letters")]
             differing = {tp for t in old for tp in set(old[t]) | set(new[t]) if old[t].get(tp) != new[t].get(tp)}
             self.result.differing_partitions = sorted(differing)
-        # c. On to the end of the log: a shadow offset != the live one fences the live projector.
+        # c. On to the end of the log.
         shadow.advance(w, {tp: high for tp, (_low, high) in wm.items()}, wm)
         final = dict(shadow.pos)
-        tied = [tp for tp in shadow.tps if final[tp] is not None and final[tp] == live.get(tp)]
-        self.result.unfenced_partitions = [tp for tp in tied if tp in differing or not self.options.checksum]
+        generation = store.read_generation(w, TRADING) + 1
         # d. Lock out readers, briefly, without ever becoming a deadlock victim's cause.
         views = self._dependent_views()
         self.emit("locking", {})
@@ -768,12 +761,14 @@ class _Rebuild:
         self.emit("locked", {})
         # e. The tables change places; indexes, grants and views follow.
         self._move_tables(views)
-        # f. Offsets and dead letters follow the tables.
+        # f. Offsets and dead letters follow the tables. The next generation fences every running
+        #    projector at its next batch, in every partition (an idle one's offset is unchanged).
         with w.cursor() as cur:
             cur.execute("delete from projection_checkpoints where projection in (%s, %s)", (TRADING, shadow.name))
-            cur.executemany("insert into projection_checkpoints (projection, topic, partition, next_offset) "
-                            "values (%s, %s, %s, %s)", [(TRADING, t, p, o) for (t, p), o in final.items()
-                                                         if o is not None])
+            cur.executemany("insert into projection_checkpoints (projection, topic, partition, next_offset, "
+                            "generation) values (%s, %s, %s, %s, %s)",
+                            [(TRADING, t, p, o, generation) for (t, p), o in final.items() if o is not None])
+        self.result.generation = generation
         # Snapshots too: the old ones were folded by the code this rebuild replaces.
         snapshots.hand_over(w, shadow.name, TRADING)
         self._swap_dead_letters()

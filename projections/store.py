@@ -186,13 +186,24 @@ def read_checkpoints(conn: psycopg.Connection, projection: str) -> dict[tuple[st
         return {(t, p): o for t, p, o in cur}
 
 
+def read_generation(conn: psycopg.Connection, projection: str) -> int:
+    """The projection's checkpoint generation (0 before any rebuild); bumped by a rebuild's swap."""
+    with conn.cursor() as cur:
+        cur.execute("select coalesce(max(generation), 0) from projection_checkpoints where projection = %s",
+                    (projection,))
+        return int(cur.fetchone()[0])
+
+
 class FencedError(Exception):
     """Another owner advanced a checkpoint this projector expected to own: abandon the batch."""
 
 
 def advance_checkpoints(conn: psycopg.Connection, projection: str,
-                        moves: dict[tuple[str, int], tuple[int | None, int]]) -> None:
+                        moves: dict[tuple[str, int], tuple[int | None, int]], generation: int = 0) -> None:
     """Move each (topic, partition) from its expected offset to the next one, or fail as a whole.
+
+    `generation` is the one the caller loaded its state under: a checkpoint of another generation
+    (a rebuild swapped the tables since) fences the caller even where the offsets still match.
 
     One statement for the moves and one for first checkpoints, whatever the number of
     partitions a batch touched: a statement per partition was a round trip each, the larger
@@ -207,23 +218,24 @@ def advance_checkpoints(conn: psycopg.Connection, projection: str,
                         "from unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[]) "
                         "as m(topic, partition, expected, nxt) "
                         "where c.projection = %s and c.topic = m.topic and c.partition = m.partition "
-                        "and c.next_offset = m.expected returning c.topic, c.partition",
-                        (topics, partitions, expected, nxt, projection))
+                        "and c.next_offset = m.expected and c.generation = %s returning c.topic, c.partition",
+                        (topics, partitions, expected, nxt, projection, generation))
             _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, e) for t, p, e, _n in updates])
         if inserts:
             topics, partitions, nxt = (list(column) for column in zip(*inserts, strict=True))
-            cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
-                        "select %s, m.topic, m.partition, m.nxt "
+            cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset, generation) "
+                        "select %s, m.topic, m.partition, m.nxt, %s "
                         "from unnest(%s::text[], %s::int[], %s::bigint[]) as m(topic, partition, nxt) "
                         "on conflict do nothing returning topic, partition",
-                        (projection, topics, partitions, nxt))
+                        (projection, generation, topics, partitions, nxt))
             _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, None) for t, p, _n in inserts])
 
 
 def _check_moved(projection: str, moved: set[tuple[str, int]], wanted: list[tuple[str, int, int | None]]) -> None:
     for topic, partition, expected in wanted:
         if (topic, partition) not in moved:
-            raise FencedError(f"checkpoint {projection} {topic}[{partition}] is no longer at {expected}")
+            raise FencedError(f"checkpoint {projection} {topic}[{partition}] is no longer at {expected} "
+                              "(moved by another owner, or a rebuild swapped the tables)")
 
 
 def insert_dead_letters(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:

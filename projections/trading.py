@@ -211,6 +211,10 @@ class TradingProjection:
                 t.max_ts = ms
             t.exact = True
 
+    def abandon(self) -> None:
+        self.state.take_changes()  # names rows of the abandoned batch, some of them gone with the reload
+        self._due = []
+
     def committed(self) -> None:
         self.state.take_changes()
         now = self.clock()

@@ -99,6 +99,18 @@ def _dlq_size(settings: Settings) -> int:
         consumer.close()
 
 
+def _reference_dump(settings: Settings, services, names) -> dict[str, list[tuple]]:
+    """The same log projected by one uninterrupted run into a database of its own."""
+    url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=url)
+        reference = settings.with_overrides(database_url=url)
+        project(reference, names.group("reference"))
+        return table_dump(reference)
+    finally:
+        drop_database(services.database_url, url)
+
+
 def test_readers_see_the_full_state_throughout_a_rebuild(created_topics: Settings, names) -> None:
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=3000, seed=11, symbols=12, accounts=6))))
@@ -153,7 +165,7 @@ def test_readers_see_the_full_state_throughout_a_rebuild(created_topics: Setting
     assert [c.table for c in result.comparison] == ["orders", "executions", "positions", "marks", "dead_letters"]
     assert all(c.match and c.old.rows == c.new.rows for c in result.comparison)
     assert result.comparison[0].old.rows == len(before["orders"])
-    assert result.events == 3001 and result.dead_letters == 1 and result.unfenced_partitions == []
+    assert result.events == 3001 and result.dead_letters == 1 and result.generation == 1
     assert result.newly_refused == 0 and result.no_longer_refused == 0
 
     oids_after = _oids(settings)
@@ -228,18 +240,44 @@ def test_rebuild_under_a_live_projector_is_exactly_once_and_fences_its_memory(
         "orders": True, "executions": True, "positions": True, "marks": False, "dead_letters": True}
     mark_partition = (settings.topic_marketdata, partition_for(symbol.encode(), TEST_PARTITIONS))
     assert result.differing_partitions == [mark_partition]
-    assert result.unfenced_partitions == []
+    assert result.generation == 1
     assert sum(result.new_offsets.values()) > sum(result.old_offsets.values())  # beyond the paused live projector
 
-    url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=url)
-        reference = settings.with_overrides(database_url=url)
-        project(reference, names.group("reference"))
-        assert table_dump(settings) == table_dump(reference)
-    finally:
-        drop_database(services.database_url, url)
+    assert table_dump(settings) == _reference_dump(settings, services, names)
     assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
+
+
+def test_a_projector_idle_through_the_swap_is_fenced_too(created_topics: Settings, services, names) -> None:
+    """No record arrives during the rebuild, so no offset moves: only the checkpoint generation
+    tells the running projector that its memory is of the old tables."""
+    settings = created_topics
+    log = list(simulate(SimulationConfig(events=2500, seed=7, symbols=6, accounts=4)))
+    first, warm, later = log[:1500], log[1500:1510], log[1510:]
+    publish(settings, first)
+    project(settings, names.group("first"))
+    symbol = next(r.symbol for r in later if isinstance(r, MarketMark))  # damaged, then marked again later
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        assert conn.execute("update marks set event_time = '2100-01-01Z', mark_price = 1 where symbol = %s",
+                            (symbol,)).rowcount == 1
+
+    live = _spawn_live(settings, names.group("live"))
+    try:
+        publish(settings, warm)  # it has loaded the damaged mark and is idle at the end of the log
+        _wait_until(lambda: checkpoint_total(settings) == len(first) + len(warm), "the warm-up", live)
+        result = rebuild(settings)
+        assert result.old_offsets == result.new_offsets, "no record arrived: every partition was idle"
+        assert result.identical is False and result.generation == 1
+        assert result.differing_partitions == [(settings.topic_marketdata,
+                                                partition_for(symbol.encode(), TEST_PARTITIONS))]
+        publish(settings, later)
+        _wait_until(lambda: checkpoint_total(settings) == len(log), "catching up", live)
+    finally:
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=120)
+    assert live.returncode == 0, err
+    assert json.loads(out)["fenced_batches"] >= 1
+
+    assert table_dump(settings) == _reference_dump(settings, services, names)
 
 
 def test_the_swap_gives_way_to_readers_and_retries_cleanly(created_topics: Settings, services, names) -> None:
@@ -296,14 +334,7 @@ def test_the_swap_gives_way_to_readers_and_retries_cleanly(created_topics: Setti
                              "and t2.relnamespace = 'public'::regnamespace where v.relname in ('my_orders', "
                              "'my_fills') and d.refobjid <> v.oid order by 1")
     assert depends == [{"v": "my_fills", "current": True}, {"v": "my_orders", "current": True}]
-    url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=url)
-        reference = settings.with_overrides(database_url=url)
-        project(reference, names.group("reference"))
-        assert table_dump(settings) == table_dump(reference)
-    finally:
-        drop_database(services.database_url, url)
+    assert table_dump(settings) == _reference_dump(settings, services, names)
 
 
 # -- the command ----------------------------------------------------------------------------------
