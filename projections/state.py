@@ -5,13 +5,15 @@ coordinates and either change the state completely or not at all: every new valu
 first and assigned only when nothing raised. An event the domain refuses raises
 `InvalidOrderTransition` (or `PositionError`); the caller dead-letters it. Keys are symbols, so
 the state of one Kafka partition never depends on another's: `TradingState` may hold several
-partitions and `drop_partition` forgets one.
+partitions and `drop_partitions` forgets some of them.
 
 What changed since the last `take_changes()` is tracked as key sets, so the writer persists
 exactly the rows an applied batch touched.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -191,13 +193,19 @@ class TradingState:
 
     def drop_partition(self, orders_partition: int | None = None, marks_partition: int | None = None) -> None:
         """Forget the state of a partition this projector no longer owns."""
-        if orders_partition is not None:
-            for order_id in [o for o, p in self.order_partition.items() if p == orders_partition]:
+        self.drop_partitions(() if orders_partition is None else (orders_partition,),
+                             () if marks_partition is None else (marks_partition,))
+
+    def drop_partitions(self, orders_partitions: Iterable[int] = (), marks_partitions: Iterable[int] = ()) -> None:
+        """Forget the state of several partitions: one pass over the state, however many."""
+        orders, marks = frozenset(orders_partitions), frozenset(marks_partitions)
+        if orders:
+            for order_id in [o for o, p in self.order_partition.items() if p in orders]:
                 del self.orders[order_id], self.order_partition[order_id]
-            for exec_id in [e for e, x in self.executions.items() if x.kafka_partition == orders_partition]:
+            for exec_id in [e for e, x in self.executions.items() if x.kafka_partition in orders]:
                 del self.executions[exec_id]
-            for key in [k for k, p in self.position_partition.items() if p == orders_partition]:
+            for key in [k for k, p in self.position_partition.items() if p in orders]:
                 del self.positions[key], self.position_partition[key]
-        if marks_partition is not None:
-            for symbol in [s for s, m in self.marks.items() if m.kafka_partition == marks_partition]:
+        if marks:
+            for symbol in [s for s, m in self.marks.items() if m.kafka_partition in marks]:
                 del self.marks[symbol]

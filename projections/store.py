@@ -125,10 +125,7 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
     """Load the projected rows of the given partitions into `state` (replacing what it held)."""
     prefix = f"{schema}." if schema else ""
     op, mp = sorted(set(orders_partitions)), sorted(set(marks_partitions))
-    for p in op:
-        state.drop_partition(orders_partition=p)
-    for p in mp:
-        state.drop_partition(marks_partition=p)
+    state.drop_partitions(op, mp)
     with conn.cursor() as cur:
         if op:
             cur.execute(f"select state, kafka_partition from {prefix}orders where kafka_partition = any(%s)", (op,))

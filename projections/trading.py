@@ -105,11 +105,7 @@ class TradingProjection:
     def drop(self, revoked: list[tuple[str, int]]) -> None:
         for tp in revoked:
             self._trackers.pop(tp, None)
-        orders, marks = self._split(revoked)
-        for p in orders:
-            self.state.drop_partition(orders_partition=p)
-        for p in marks:
-            self.state.drop_partition(marks_partition=p)
+        self.state.drop_partitions(*self._split(revoked))
 
     def apply(self, msg: Message) -> DeadLetter | None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()

@@ -72,3 +72,25 @@ def test_the_simulated_stream_exercises_busts_corrections_and_flips() -> None:
     assert any(x.busted for x in state.executions.values())
     assert any(x.corrected for x in state.executions.values())
     assert any(p.qty < 0 for p in state.positions.values()) and any(p.qty > 0 for p in state.positions.values())
+
+
+def test_dropping_partitions_forgets_exactly_their_state() -> None:
+    whole = fold(STREAM)
+    keep = {symbol_partition(r.symbol, PARTITIONS) for r in STREAM} - {0, 2}
+    assert keep and len({symbol_partition(r.symbol, PARTITIONS) for r in STREAM}) > len(keep)
+    only_kept = TradingState()  # the kept partitions' records alone, at their offsets in STREAM
+    for offset, record in enumerate(STREAM):
+        if symbol_partition(record.symbol, PARTITIONS) in keep:
+            fold([record], only_kept, start=offset)
+
+    at_once = fold(STREAM)
+    at_once.drop_partitions(orders_partitions=[0, 2], marks_partitions=[0, 2])
+    one_by_one = fold(STREAM)
+    for p in (0, 2):
+        one_by_one.drop_partition(orders_partition=p, marks_partition=p)
+    for state in (at_once, one_by_one):
+        assert (state.orders, state.order_partition, state.executions, state.positions,
+                state.position_partition, state.marks) == (
+            only_kept.orders, only_kept.order_partition, only_kept.executions, only_kept.positions,
+            only_kept.position_partition, only_kept.marks)
+    assert whole.orders != only_kept.orders  # something was dropped
