@@ -34,9 +34,9 @@ The procedure, in order:
    f. Live checkpoints := shadow offsets, with the next checkpoint generation: a running
       projector's next compare-and-set (offset and the generation it loaded) fails in every
       partition, idle ones included, so it abandons that batch and reloads its partitions from
-      the new tables (the fence for its in-memory state). Shadow checkpoints deleted; this projection's dead
-      letters replaced by the shadow's (first-refusal times kept); records only the shadow
-      refused are produced to the dead-letter topic before the commit.
+      the new tables (the fence for its in-memory state). Shadow checkpoints deleted; this
+      projection's dead letters replaced by the shadow's (first-refusal times kept); records
+      only the shadow refused are produced to the dead-letter topic before the commit.
    g. Commit. Then the old tables are dropped unless `keep_old`.
 """
 
@@ -204,8 +204,8 @@ def rebuild(settings: Settings, name: str = TRADING, options: RebuildOptions | N
     """Rebuild projection `name` from the log (or its snapshots, `options.from_snapshot`) and swap
     it in (see the module doc).
 
-    `on_event(kind, info)` reports progress: shadow, seeded, pass, batch, waiting, frozen, locked, swapped,
-    warning, dropped. `stop_requested` is polled between batches; a stop before the swap drops the
+    `on_event(kind, info)` reports progress: shadow, seeded, pass, batch, waiting, frozen, locked,
+    swapped, warning, dropped. `stop_requested` is polled between batches; a stop before the swap drops the
     shadow and raises `RebuildError`.
     """
     if name not in PROJECTIONS:
