@@ -406,7 +406,7 @@ class _Shadow:
                                      "where projection = %s and source_topic = %s and source_partition = %s "
                                      "and source_offset < %s order by id").format(sql.Identifier(self.schema)),
                              (TRADING, t, p, m.next_offset))
-            self.projection.load(conn, sorted(chosen))  # and the snapshot bookkeeping, from the copies
+            self.projection.resume_bookkeeping(conn, sorted(chosen))  # from the snapshot copies
         self.projection.committed()
         for tp, (m, _) in chosen.items():
             self.pos[tp] = m.next_offset

@@ -81,6 +81,12 @@ class TradingProjection:
         if self.snapshots:
             self._load_trackers(conn, assigned)
 
+    def resume_bookkeeping(self, conn: psycopg.Connection, tps: list[tuple[str, int]]) -> None:
+        """The snapshot bookkeeping of partitions whose state was put in place without `load`
+        (a rebuild's shadow seeded from snapshots), from their checkpoints and snapshots."""
+        if self.snapshots:
+            self._load_trackers(conn, tps)
+
     def _load_trackers(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
         """Resume the bookkeeping from the newest snapshot and the checkpoint of each partition."""
         if not snapshots.table_exists(conn):
