@@ -143,7 +143,7 @@ class ProjectionLoop:
             # The partitions still held were loaded from tables a rebuild has swapped out since
             # (eager assignment revokes everything first, so this is a safety net).
             self._reload_assigned()
-        self._check_log_start(consumer, tps, checkpoints)
+        self._check_log_bounds(consumer, tps, checkpoints)
         for tp in partitions:
             offset = checkpoints.get((tp.topic, tp.partition))
             tp.offset = OFFSET_BEGINNING if offset is None else offset
@@ -153,16 +153,22 @@ class ProjectionLoop:
         consumer.assign(partitions)
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{checkpoints.get((t, p), 'beginning')}" for t, p in tps))
 
-    def _check_log_start(self, consumer: Consumer, tps: list[TP], checkpoints: dict[TP, int]) -> None:
-        """Records between the stored offset (0 without one) and the log start were deleted before
-        this projection read them. Kafka would silently reset to the log start: refuse instead,
-        unless the projection says the topic's records may expire (then say how many)."""
+    def _check_log_bounds(self, consumer: Consumer, tps: list[TP], checkpoints: dict[TP, int]) -> None:
+        """The stored offset (0 without one) must lie within the log. Below the log start: records
+        were deleted before this projection read them. Beyond the end: the topic was recreated or
+        truncated, and every new record below the old offset would be taken for one already
+        applied. Kafka would silently reset to the log start in both cases: refuse instead, unless
+        the projection says the topic's records may expire (deleted records: then say how many)."""
         for t, p in tps:
             try:
-                low, _high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
+                low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
             except KafkaException as e:
                 raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
             start = checkpoints.get((t, p), 0)
+            if start > high:
+                raise KafkaError(f"{t}[{p}]: the next offset to project is {start} but the log ends at {high}: "
+                                 "the topic was recreated or truncated since this projection read it; rebuild the "
+                                 "projection from the new log (backbone rebuild trading)")
             if start >= low:
                 continue
             if self.projection.expiring(t):

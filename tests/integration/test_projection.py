@@ -184,7 +184,8 @@ def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, na
 
 
 def test_records_deleted_before_they_were_projected_stop_the_projector(created_topics: Settings, names) -> None:
-    """Kafka would reset to the log start without a word; orders are refused, expired marks counted."""
+    """Kafka would reset to the log start without a word; orders are refused, expired marks counted,
+    and a checkpoint beyond the end of the log (a recreated topic) is refused too."""
     from confluent_kafka import TopicPartition
 
     from backbone.errors import KafkaError
@@ -226,3 +227,14 @@ def test_records_deleted_before_they_were_projected_stop_the_projector(created_t
                                          rf"{end - 2} but the log starts at {end}"):
         project(settings, group)
     assert table_dump(settings) == before
+
+    # A checkpoint beyond the end of the log (the topic recreated): new records would be skipped as
+    # already applied.
+    with psycopg.connect(str(make_url(settings.database_url_value).set(drivername="postgresql")
+                             .render_as_string(hide_password=False)), autocommit=True) as conn:
+        conn.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
+                     "values ('trading', %s, %s, %s) on conflict (projection, topic, partition) "
+                     "do update set next_offset = excluded.next_offset", (settings.topic_orders, p, end + 5))
+    with pytest.raises(KafkaError, match=rf"{settings.topic_orders}\[{p}\]: the next offset to project is "
+                                         rf"{end + 5} but the log ends at {end}: the topic was recreated"):
+        project(settings, group)
