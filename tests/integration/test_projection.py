@@ -6,14 +6,19 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
 
 from backbone import db
 from backbone.codec.avro import AvroCodec
 from backbone.domain.events import EventType, MarketMark, Side
+from backbone.errors import KafkaError
+from backbone.kafka import topics
+from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
+from conftest import TEST_PARTITIONS
+from producers.simulator import SimulationConfig, simulate
 from support import project, publish, rows, table_dump
 from tape import Tape
 
@@ -186,14 +191,6 @@ def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, na
 def test_records_deleted_before_they_were_projected_stop_the_projector(created_topics: Settings, names) -> None:
     """Kafka would reset to the log start without a word; orders are refused, expired marks counted,
     and a checkpoint beyond the end of the log (a recreated topic) is refused too."""
-    from confluent_kafka import TopicPartition
-
-    from backbone.errors import KafkaError
-    from backbone.kafka import topics
-    from backbone.kafka.partitioner import partition_for
-    from conftest import TEST_PARTITIONS
-    from producers.simulator import SimulationConfig, simulate
-
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=300, seed=5, symbols=4, accounts=2))))
     group = names.group()
