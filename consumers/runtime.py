@@ -137,12 +137,9 @@ class ProjectionLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
-        generation = self.generation
+        # One generation for all the state held: the eager ("range") assignment revokes every
+        # partition before assigning, so nothing loaded under an older generation is kept.
         checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
-        if self.assigned and self.generation != generation:
-            # The partitions still held were loaded from tables a rebuild has swapped out since
-            # (eager assignment revokes everything first, so this is a safety net).
-            self._reload_assigned()
         self._check_log_bounds(consumer, tps, checkpoints)
         for tp in partitions:
             offset = checkpoints.get((tp.topic, tp.partition))
