@@ -170,7 +170,7 @@ def latency(args: argparse.Namespace) -> None:
 
             holder["loop"] = ProjectionLoop(
                 dbs, TradingProjection(dbs), engine,
-                LoopConfig(group_id=f"lat-{time.time_ns()}", batch_size=5000, poll_timeout_s=0.005),
+                LoopConfig(group_id=f"lat-{time.time_ns()}", batch_size=5000),  # the defaults of `project run`
                 stop_requested=finished, on_commit=on_commit)
             holder["loop"].run(max_seconds=args.seconds + 600)
             engine.dispose()

@@ -207,9 +207,7 @@ class ProjectionLoop:
             last_status = time.monotonic()
             try:
                 while not self.stop_requested():
-                    messages = self._consumer.consume(num_messages=self.config.batch_size,
-                                                      timeout=self.config.poll_timeout_s)
-                    records = self._sort(messages)
+                    records = self._sort(self._next_batch())
                     if records:
                         self._process(records)
                     now = time.monotonic()
@@ -225,6 +223,16 @@ class ProjectionLoop:
             finally:
                 self.close()
         return self.stats
+
+    def _next_batch(self) -> list[Message]:
+        """Wait up to `poll_timeout_s` for the first record, then take what is already fetched,
+        up to `batch_size`. `consume(n, timeout)` alone returns only when it has n records or the
+        timeout expired: below batch_size records per poll timeout, every batch, and so every
+        event, waited the whole timeout (p50 554 ms at 5 000 events/s with the defaults)."""
+        first = self._consumer.poll(self.config.poll_timeout_s)
+        if first is None or self.config.batch_size == 1:
+            return [] if first is None else [first]
+        return [first, *self._consumer.consume(num_messages=self.config.batch_size - 1, timeout=0)]
 
     def _sort(self, messages: list[Message]) -> list[Message]:
         records = []
