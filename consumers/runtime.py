@@ -36,6 +36,7 @@ from sqlalchemy.exc import OperationalError
 
 from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import fewer_collections
+from backbone.kafka.batches import next_batch
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -207,7 +208,8 @@ class ProjectionLoop:
             last_status = time.monotonic()
             try:
                 while not self.stop_requested():
-                    records = self._sort(self._next_batch())
+                    records = self._sort(next_batch(self._consumer, self.config.batch_size,
+                                                    self.config.poll_timeout_s))
                     if records:
                         self._process(records)
                     now = time.monotonic()
@@ -223,16 +225,6 @@ class ProjectionLoop:
             finally:
                 self.close()
         return self.stats
-
-    def _next_batch(self) -> list[Message]:
-        """Wait up to `poll_timeout_s` for the first record, then take what is already fetched,
-        up to `batch_size`. `consume(n, timeout)` alone returns only when it has n records or the
-        timeout expired: below batch_size records per poll timeout, every batch, and so every
-        event, waited the whole timeout (p50 554 ms at 5 000 events/s with the defaults)."""
-        first = self._consumer.poll(self.config.poll_timeout_s)
-        if first is None or self.config.batch_size == 1:
-            return [] if first is None else [first]
-        return [first, *self._consumer.consume(num_messages=self.config.batch_size - 1, timeout=0)]
 
     def _sort(self, messages: list[Message]) -> list[Message]:
         records = []

@@ -61,6 +61,7 @@ from sqlalchemy.engine import make_url
 
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import fewer_collections
+from backbone.kafka.batches import next_batch
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -301,7 +302,7 @@ class _Shadow:
                     raise _Interrupted("interrupted")
                 expected = dict(self.pos)
                 batch: list[Message] = []
-                for msg in self.consumer.consume(num_messages=self.batch_size, timeout=0.5):
+                for msg in next_batch(self.consumer, self.batch_size, 0.5):
                     tp = (msg.topic(), msg.partition())
                     err = msg.error()
                     if err is not None:
