@@ -642,11 +642,11 @@ class _Rebuild:
         assert self.shadow is not None
         wm = self.shadow.watermarks()
         lost = sorted(tp for tp in self.shadow.tps if self.shadow.pos[tp] is None and wm[tp][0] > 0)
-        orders = [tp for tp in lost if tp[0] == self.settings.topic_orders]
-        if orders:
+        refused = [tp for tp in lost if not self.shadow.projection.expiring(tp[0])]  # as the projector decides
+        if refused:
             raise RebuildError(
-                f"the log of {tp_names(orders)} no longer starts at offset 0 (first offset "
-                f"{', '.join(str(wm[tp][0]) for tp in orders)}): records were deleted and a rebuild from the "
+                f"the log of {tp_names(refused)} no longer starts at offset 0 (first offset "
+                f"{', '.join(str(wm[tp][0]) for tp in refused)}): records were deleted and a rebuild from the "
                 "beginning would miss them; use --from-snapshot if snapshots cover them")
         if lost:
             self._warn(f"{tp_names(lost)}: the log starts after offset 0 (retention); marks older than "

@@ -14,7 +14,6 @@ exactly the rows an applied batch touched.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal

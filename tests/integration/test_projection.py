@@ -19,6 +19,7 @@ from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from conftest import TEST_PARTITIONS
 from producers.simulator import SimulationConfig, simulate
+from projections.rebuild import psycopg_url
 from support import project, publish, rows, table_dump
 from tape import Tape
 
@@ -227,8 +228,7 @@ def test_records_deleted_before_they_were_projected_stop_the_projector(created_t
 
     # A checkpoint beyond the end of the log (the topic recreated): new records would be skipped as
     # already applied.
-    with psycopg.connect(str(make_url(settings.database_url_value).set(drivername="postgresql")
-                             .render_as_string(hide_password=False)), autocommit=True) as conn:
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
         conn.execute("insert into projection_checkpoints (projection, topic, partition, next_offset) "
                      "values ('trading', %s, %s, %s) on conflict (projection, topic, partition) "
                      "do update set next_offset = excluded.next_offset", (settings.topic_orders, p, end + 5))
