@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import fewer_collections
-from backbone.kafka.batches import next_batch
+from backbone.kafka import log_bounds
+from backbone.kafka.batches import next_batch, refetch
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -119,6 +120,7 @@ class ProjectionLoop:
         self.stats = RunStats()
         self.assigned: set[TP] = set()
         self.positions: dict[TP, int | None] = {}  # next offset this owner expects (None: no checkpoint)
+        self._fetch_from: dict[TP, int] = {}  # where fetching (re)started: the checkpoint, or past expired records
         self.generation = 0  # of the checkpoints the state was loaded under (a rebuild's swap bumps it)
         self.at_end: set[TP] = set()
         self._dlq: KafkaProducer | None = None
@@ -128,7 +130,8 @@ class ProjectionLoop:
             "session.timeout.ms": config.session_timeout_ms,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            # never jump over records silently: an offset that left the log is reported (_out_of_range)
+            "auto.offset.reset": "error",
             "partition.assignment.strategy": "range",  # co-partitioned topics: same p on one consumer
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
@@ -141,43 +144,54 @@ class ProjectionLoop:
         # One generation for all the state held: the eager ("range") assignment revokes every
         # partition before assigning, so nothing loaded under an older generation is kept.
         checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
-        self._check_log_bounds(consumer, tps, checkpoints)
+        # Every partition checked before any is taken: a refusal leaves nothing half-assigned.
+        resume = {tp: self._within_log(consumer, tp, checkpoints.get(tp, 0)) for tp in tps}
         for tp in partitions:
-            offset = checkpoints.get((tp.topic, tp.partition))
-            tp.offset = OFFSET_BEGINNING if offset is None else offset
-            self.positions[(tp.topic, tp.partition)] = offset
+            key = (tp.topic, tp.partition)
+            offset = checkpoints.get(key)
+            # An explicit offset even without a checkpoint: OFFSET_BEGINNING would resolve to
+            # wherever the log starts when the fetch begins, past records deleted meanwhile.
+            tp.offset = self._fetch_from[key] = resume[key]
+            self.positions[key] = offset
         self.assigned |= set(tps)
         self.stats.rebalances += 1
         consumer.assign(partitions)
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{checkpoints.get((t, p), 'beginning')}" for t, p in tps))
 
-    def _check_log_bounds(self, consumer: Consumer, tps: list[TP], checkpoints: dict[TP, int]) -> None:
-        """The stored offset (0 without one) must lie within the log. Below the log start: records
-        were deleted before this projection read them. Beyond the end: the topic was recreated or
-        truncated, and every new record below the old offset would be taken for one already
-        applied. Kafka would silently reset to the log start in both cases: refuse instead, unless
-        the projection says the topic's records may expire (deleted records: then say how many)."""
-        for t, p in tps:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
-            except KafkaException as e:
-                raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
-            start = checkpoints.get((t, p), 0)
-            if start > high:
-                raise KafkaError(f"{t}[{p}]: the next offset to project is {start} but the log ends at {high}: "
-                                 "the topic was recreated or truncated since this projection read it; rebuild the "
-                                 "projection from the new log (backbone rebuild trading)")
-            if start >= low:
-                continue
-            if self.projection.expiring(t):
-                self.stats.expired_skipped += low - start
-                log.warning("%s[%s]: records %s..%s expired before they were projected (retention); "
-                            "starting at %s", t, p, start, low - 1, low)
-                continue
-            raise KafkaError(f"{t}[{p}]: the next offset to project is {start} but the log starts at {low}: "
-                             f"records {start}..{low - 1} were deleted before this projection read them, and "
-                             "its state cannot be exact without them: restore them to the topic (nothing was "
-                             "projected from this partition)")
+    def _within_log(self, consumer: Consumer, tp: TP, start: int) -> int:
+        """Where to read `tp` from, given that this owner's next offset is `start`.
+
+        Below the log start: records were deleted before this projection read them. Beyond the
+        end: the topic was recreated or truncated, and every new record below the old offset
+        would be taken for one already applied. Kafka would silently reset to the log start in
+        both cases (the consumer is configured to report it instead): refuse, unless the
+        projection says the topic's records may expire; then count them and go on from the start."""
+        t, p = tp
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
+        except KafkaException as e:
+            raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
+        bounds = log_bounds.Bounds(t, p, start, low, high)
+        verdict = log_bounds.classify(bounds, expiring=self.projection.expiring(t))
+        if verdict == "within":
+            return start
+        if verdict == "expired":
+            self.stats.expired_skipped += bounds.missing
+            log.warning("%s[%s]: records %s..%s expired before they were projected (retention); "
+                        "going on from %s", t, p, start, low - 1, low)
+            return low
+        remedy = ("rebuild the projection from the new log (backbone rebuild trading)" if verdict == "beyond_end"
+                  else "restore them to the topic (nothing at or after that offset was projected)")
+        raise KafkaError(log_bounds.refusal(bounds, verdict, remedy))
+
+    def _out_of_range(self, msg: Message) -> None:
+        """The broker refused a fetch: the partition's next offset left the log while this owner
+        held it (retention or `delete_records` caught up with it, or the topic was recreated).
+        The same decision as at assignment."""
+        tp = (msg.topic(), msg.partition())
+        start = msg.offset() if msg.offset() >= 0 else self._fetch_from.get(tp, 0)
+        self._fetch_from[tp] = self._within_log(self._consumer, tp, start)
+        refetch(self._consumer, tp, self._fetch_from[tp], lambda key: self._fetch_from.get(key, 0))
 
     def _load(self, conn: psycopg.Connection, tps: list[TP]) -> dict[TP, int]:
         # The generation first: a swap committing while the rows load (separate statements) then
@@ -193,6 +207,7 @@ class ProjectionLoop:
         for tp in tps:
             self.assigned.discard(tp)
             self.positions.pop(tp, None)
+            self._fetch_from.pop(tp, None)
             self.at_end.discard(tp)
         self.stats.rebalances += 1
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in tps))
@@ -235,6 +250,10 @@ class ProjectionLoop:
                 if err.code() == RdKafkaError._PARTITION_EOF:
                     if tp in self.assigned:
                         self.at_end.add(tp)
+                    continue
+                if err.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
+                    if tp in self.assigned:
+                        self._out_of_range(msg)
                     continue
                 if err.fatal():
                     raise KafkaError(f"fatal consumer error: {err.str()}", code=err.code())
@@ -307,7 +326,9 @@ class ProjectionLoop:
         for t, p in tps:
             offset = checkpoints.get((t, p))
             self.positions[(t, p)] = offset
-            self._consumer.seek(TopicPartition(t, p, OFFSET_BEGINNING if offset is None else offset))
+            # explicit: a range deleted meanwhile comes back as "out of range" (_out_of_range)
+            self._fetch_from[(t, p)] = 0 if offset is None else offset
+            self._consumer.seek(TopicPartition(t, p, self._fetch_from[(t, p)]))
 
     def _with_db_retry(self, work: Callable[[psycopg.Connection], Any]) -> Any:
         """Run `work` in one transaction; retry on connection loss or serialization failure."""

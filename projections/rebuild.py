@@ -53,7 +53,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from psycopg import errors as pg_errors
 from psycopg import sql
@@ -61,7 +61,8 @@ from sqlalchemy.engine import make_url
 
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import fewer_collections
-from backbone.kafka.batches import next_batch
+from backbone.kafka import log_bounds
+from backbone.kafka.batches import next_batch, refetch
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -237,16 +238,17 @@ class _Shadow:
     shadow's checkpoints (compare-and-set, key `trading@<shadow>`)."""
 
     def __init__(self, settings: Settings, schema: str, batch_size: int, stop_requested: Callable[[], bool],
-                 on_batch: Callable[[int], None]) -> None:
+                 on_batch: Callable[[int], None], warn: Callable[[str], None]) -> None:
         self.settings, self.schema, self.batch_size = settings, schema, batch_size
-        self.stop_requested, self.on_batch = stop_requested, on_batch
+        self.stop_requested, self.on_batch, self.warn = stop_requested, on_batch, warn
         self.name = f"{TRADING}@{schema}"
         self.projection = TradingProjection(settings, schema=schema, name=self.name)
         self.consumer = Consumer(settings.kafka_config(**{
             "group.id": f"backbone-rebuild-{schema}",  # never joined (manual assignment), never committed
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            # never jump over records silently: an offset that left the log is reported (_out_of_range)
+            "auto.offset.reset": "error",
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
         }))
@@ -256,6 +258,8 @@ class _Shadow:
             self.consumer.close()
             raise
         self.pos: dict[TP, int | None] = dict.fromkeys(self.tps)  # next offset to read; None: nothing read
+        #: partitions of expiring topics whose records below this offset expired unread
+        self.skip_to: dict[TP, int] = {}
         self.letters: dict[tuple[str, int, int], DeadLetter] = {}
         self.events = 0
         self.dead_letters = 0
@@ -281,20 +285,20 @@ class _Shadow:
                 raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
         return out
 
-    def behind(self, targets: dict[TP, int], wm: dict[TP, tuple[int, int]]) -> int:
-        return sum(max(target - self._start(tp, wm), 0) for tp, target in targets.items())
+    def behind(self, targets: dict[TP, int]) -> int:
+        return sum(max(target - self._start(tp), 0) for tp, target in targets.items())
 
-    def _start(self, tp: TP, wm: dict[TP, tuple[int, int]]) -> int:
-        pos = self.pos[tp]
-        return wm[tp][0] if pos is None else max(pos, wm[tp][0])
+    def _start(self, tp: TP) -> int:
+        """The next offset to read: explicit, never OFFSET_BEGINNING, which would resolve to
+        wherever the log starts when the fetch begins, past records deleted meanwhile."""
+        return max(self.pos[tp] or 0, self.skip_to.get(tp, 0))
 
-    def advance(self, conn: psycopg.Connection, targets: dict[TP, int], wm: dict[TP, tuple[int, int]]) -> int:
+    def advance(self, conn: psycopg.Connection, targets: dict[TP, int]) -> int:
         """Apply every record below its partition's target; returns how many were applied."""
-        need = {tp: target for tp, target in targets.items() if target > self._start(tp, wm)}
+        need = {tp: target for tp, target in targets.items() if target > self._start(tp)}
         if not need:
             return 0
-        self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING if self.pos[(t, p)] is None
-                                             else self.pos[(t, p)]) for t, p in sorted(need)])
+        self.consumer.assign([TopicPartition(t, p, self._start((t, p))) for t, p in sorted(need)])
         pending, applied, last_progress = set(need), 0, time.monotonic()
         try:
             while pending:
@@ -308,6 +312,9 @@ class _Shadow:
                     if err is not None:
                         if err.code() == RdKafkaError._PARTITION_EOF:
                             pending.discard(tp)
+                        elif err.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
+                            if tp in pending:
+                                self._out_of_range(tp, msg.offset())
                         elif err.fatal():
                             raise KafkaError(f"fatal consumer error: {err.str()}", code=err.code())
                         else:
@@ -336,6 +343,26 @@ class _Shadow:
         finally:
             self.consumer.unassign()
         return applied
+
+    def _out_of_range(self, tp: TP, requested: int) -> None:
+        """The broker refused a fetch: records the shadow had not read yet were deleted (retention
+        or `delete_records`), or the topic was recreated. Orders: the rebuild is refused, its
+        state would miss them. Expiring marks: said and skipped."""
+        t, p = tp
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
+        except KafkaException as e:
+            raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
+        start = requested if requested >= 0 else self._start(tp)
+        bounds = log_bounds.Bounds(t, p, start, low, high)
+        verdict = log_bounds.classify(bounds, expiring=self.projection.expiring(t))
+        if verdict in ("deleted", "beyond_end"):
+            raise RebuildError(log_bounds.refusal(bounds, verdict, "the rebuild stops here; nothing was swapped"))
+        if verdict == "expired":
+            self.skip_to[tp] = low
+            self.warn(f"{t}[{p}]: records {start}..{low - 1} expired (retention) before the rebuild read them; "
+                      "marks older than that are not in the rebuilt state")
+        refetch(self.consumer, tp, low if verdict == "expired" else start, self._start)
 
     def _write(self, conn: psycopg.Connection, batch: list[Message]) -> None:
         letters: list[tuple[Message, DeadLetter]] = []
@@ -500,7 +527,7 @@ class _Rebuild:
                 self._create_shadow()
                 try:
                     self.shadow = _Shadow(self.settings, self.shadow_schema, self.options.batch_size,
-                                          self.stop_requested, self._on_batch)
+                                          self.stop_requested, self._on_batch, self._warn)
                     if self.options.from_snapshot:
                         self.phase = "seeding from snapshots"
                         self._seed()
@@ -651,19 +678,21 @@ class _Rebuild:
         if lost:
             self._warn(f"{tp_names(lost)}: the log starts after offset 0 (retention); marks older than "
                        "that are not in the rebuilt state")
+            for tp in lost:  # said once: the fetch starts at the log start, not at 0
+                self.shadow.skip_to[tp] = wm[tp][0]
 
     def _catch_up(self, max_passes: int) -> None:
         assert self.shadow is not None
         for _ in range(max_passes):
             wm = self.shadow.watermarks()
             targets = self._targets(store.read_checkpoints(self.admin, TRADING), wm)
-            behind = self.shadow.behind(targets, wm)
+            behind = self.shadow.behind(targets)
             if behind <= self.options.batch_size and self.result.passes > 0:
                 return
-            applied = self.shadow.advance(self.work, targets, wm)
+            applied = self.shadow.advance(self.work, targets)
             self.result.passes += 1
             self.emit("pass", {"pass": self.result.passes, "applied": applied, "events": self.shadow.events,
-                               "behind": self.shadow.behind(targets, wm)})
+                               "behind": self.shadow.behind(targets)})
 
     def _wait_for_older_transactions(self) -> None:
         """Wait until every transaction that began before now has ended (bounded): afterwards a
@@ -740,7 +769,7 @@ class _Rebuild:
         live = store.read_checkpoints(w, TRADING)
         wm = shadow.watermarks()
         # b. The shadow exactly at the live offsets; compare like for like.
-        shadow.advance(w, {tp: min(o, wm[tp][1]) for tp, o in live.items() if tp in wm}, wm)
+        shadow.advance(w, {tp: min(o, wm[tp][1]) for tp, o in live.items() if tp in wm})
         self.result.old_offsets = dict(live)
         self.result.compared_offsets = dict(shadow.pos)
         differing: set[TP] = set()
@@ -751,7 +780,7 @@ class _Rebuild:
             differing = {tp for t in old for tp in set(old[t]) | set(new[t]) if old[t].get(tp) != new[t].get(tp)}
             self.result.differing_partitions = sorted(differing)
         # c. On to the end of the log.
-        shadow.advance(w, {tp: high for tp, (_low, high) in wm.items()}, wm)
+        shadow.advance(w, {tp: high for tp, (_low, high) in wm.items()})
         final = dict(shadow.pos)
         generation = store.read_generation(w, TRADING) + 1
         # d. Lock out readers, briefly, without ever becoming a deadlock victim's cause.

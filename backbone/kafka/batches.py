@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from confluent_kafka import Consumer, Message
 
 
@@ -16,3 +18,19 @@ def next_batch(consumer: Consumer, size: int, timeout_s: float) -> list[Message]
     if first is None or size == 1:
         return [] if first is None else [first]
     return [first, *consumer.consume(num_messages=size - 1, timeout=0)]
+
+
+def refetch(consumer: Consumer, tp: tuple[str, int], resume: int, start_of: Callable[[tuple[str, int]], int]) -> None:
+    """Restart fetching `tp` at `resume` after the broker refused its offset ("out of range").
+
+    librdkafka leaves such a partition in an error state that refuses seek(), so the assignment
+    is given again: every other partition at the position already handed to the application
+    (records of the current batch stay valid), or `start_of` it when none was handed over yet."""
+    assignment = consumer.position(consumer.assignment())
+    for part in assignment:
+        key = (part.topic, part.partition)
+        if key == tp:
+            part.offset = resume
+        elif part.offset < 0:
+            part.offset = start_of(key)
+    consumer.assign(assignment)

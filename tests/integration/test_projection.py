@@ -18,6 +18,7 @@ from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from conftest import TEST_PARTITIONS
+from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections.rebuild import psycopg_url
 from support import project, publish, rows, table_dump
@@ -235,3 +236,62 @@ def test_records_deleted_before_they_were_projected_stop_the_projector(created_t
     with pytest.raises(KafkaError, match=rf"{settings.topic_orders}\[{p}\]: the next offset to project is "
                                          rf"{end + 5} but the log ends at {end}: the topic was recreated"):
         project(settings, group)
+
+
+@pytest.mark.parametrize("topic_attr", ["topic_orders", "topic_marketdata"])
+def test_records_deleted_while_the_projector_holds_the_partition(created_topics: Settings, names, monkeypatch,
+                                                                 topic_attr: str) -> None:
+    """Retention catching up with a partition after the assignment check: the broker answers the
+    fetch with "offset out of range" and Kafka's auto.offset.reset would jump over the records.
+    The projector decides as at assignment instead: orders refused, expired marks counted."""
+    settings = created_topics
+    topic = getattr(settings, topic_attr)
+    publish(settings, list(simulate(SimulationConfig(events=300, seed=5, symbols=4, accounts=2))))
+    group = names.group()
+    assert project(settings, group).events == 300
+    p = partition_for(b"ZZZ", TEST_PARTITIONS)
+    with KafkaProducer(settings) as producer:  # three records nobody reads: deleted below
+        for _ in range(3):
+            producer.produce(topic, b"never read", key=b"ZZZ")
+    tape = Tape()
+    if topic_attr == "topic_marketdata":
+        tape.mark("ZZZ", 7)
+    else:
+        tape.order("OZ", "ACC9", "ZZZ", Side.BUY, 5, price=7)
+    publish(settings, tape.records)  # one valid record after them, kept
+    before = table_dump(settings)
+    consumer = Consumer(settings.kafka_config(**{"group.id": "watermarks"}))
+    try:
+        end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    finally:
+        consumer.close()
+    stored = rows(settings, "select next_offset from projection_checkpoints where topic = :t and partition = :p",
+                  t=topic, p=p)
+    start = stored[0]["next_offset"] if stored else 0  # the next offset the projector will fetch
+
+    checks: list[int] = []
+    original = ProjectionLoop._within_log
+
+    def delete_after_the_check(self: ProjectionLoop, consumer: Consumer, tp: tuple[str, int], start: int) -> int:
+        if tp == (topic, p):
+            checks.append(start)
+        resume = original(self, consumer, tp, start)
+        if tp == (topic, p) and len(checks) == 1:  # passed at assignment, gone before the first fetch
+            admin = topics.admin_client(settings)
+            for future in admin.delete_records([TopicPartition(topic, p, end - 1)], request_timeout=30).values():
+                future.result()
+        return resume
+
+    monkeypatch.setattr(ProjectionLoop, "_within_log", delete_after_the_check)
+    if topic_attr == "topic_orders":
+        with pytest.raises(KafkaError, match=rf"{topic}\[{p}\]: the next offset to project is {start} but the "
+                                             rf"log starts at {end - 1}: records {start}..{end - 2} were deleted"):
+            project(settings, group)
+        assert checks == [start, start]  # at assignment, then on the broker's out-of-range answer
+        assert table_dump(settings) == before
+    else:
+        stats = project(settings, group)
+        assert checks == [start, start]
+        assert stats.expired_skipped == end - 1 - start >= 3 and stats.events == 1 and stats.dead_letters == 0
+        (mark,) = rows(settings, "select mark_price from marks where symbol = 'ZZZ'")
+        assert mark["mark_price"] == Decimal(7)

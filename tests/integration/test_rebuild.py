@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -27,7 +27,7 @@ from cli.main import app
 from conftest import TEST_PARTITIONS, create_database, drop_database
 from producers.simulator import SimulationConfig, simulate
 from projections import ddl, snapshots
-from projections.rebuild import RebuildError, RebuildOptions, psycopg_url, rebuild
+from projections.rebuild import RebuildError, RebuildOptions, _Rebuild, psycopg_url, rebuild
 from projections.state import TradingState
 from projections.trading import NAME as TRADING
 from support import checkpoint_total, project, publish, rows, settings_env, table_dump
@@ -464,3 +464,37 @@ def test_rebuild_from_snapshots_reads_only_the_tail_and_gives_the_same_state(cre
     assert from_zero.exit_code == 1
     assert f"the log of {tp[0]}[{aapl}] no longer starts at offset 0 (first offset {cut.offset})" in from_zero.stderr
     assert _leftover_schemas(settings) == [] and table_dump(settings) == before
+
+
+@pytest.mark.parametrize("topic_attr", ["topic_orders", "topic_marketdata"])
+def test_records_deleted_while_the_rebuild_reads_are_never_skipped_silently(
+        projected: Settings, monkeypatch: pytest.MonkeyPatch, topic_attr: str) -> None:
+    """Retention catching up with the shadow after the log-start check: the broker answers its fetch
+    with "offset out of range", where auto.offset.reset would jump over the records."""
+    settings = projected
+    before, topic = table_dump(settings), getattr(settings, topic_attr)
+    consumer = Consumer(settings.kafka_config(**{"group.id": "watermarks"}))
+    try:
+        p = max(range(TEST_PARTITIONS),
+                key=lambda q: consumer.get_watermark_offsets(TopicPartition(topic, q), timeout=10)[1])
+    finally:
+        consumer.close()
+    original = _Rebuild._check_log_start
+
+    def delete_after_the_check(self: _Rebuild) -> None:
+        original(self)
+        admin = topics.admin_client(settings)
+        for future in admin.delete_records([TopicPartition(topic, p, 2)], request_timeout=30).values():
+            future.result()
+
+    monkeypatch.setattr(_Rebuild, "_check_log_start", delete_after_the_check)
+    if topic_attr == "topic_orders":
+        with pytest.raises(RebuildError, match=rf"{topic}\[{p}\]: the next offset to project is 0 but the log starts "
+                                               r"at 2: records 0..1 were deleted .*nothing was swapped"):
+            rebuild(settings)
+        assert table_dump(settings) == before and _leftover_schemas(settings) == []
+    else:
+        result = rebuild(settings)
+        assert f"{topic}[{p}]: records 0..1 expired (retention) before the rebuild read them; marks older than " \
+               "that are not in the rebuilt state" in result.warnings
+        assert result.events == 1500 - 2
