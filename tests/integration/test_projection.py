@@ -17,9 +17,10 @@ from backbone.kafka import topics
 from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
-from conftest import TEST_PARTITIONS
+from conftest import TEST_PARTITIONS, create_database, drop_database
 from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
+from projections import store
 from projections.rebuild import psycopg_url
 from support import project, publish, rows, table_dump
 from tape import Tape
@@ -295,3 +296,24 @@ def test_records_deleted_while_the_projector_holds_the_partition(created_topics:
         assert stats.expired_skipped == end - 1 - start >= 3 and stats.events == 1 and stats.dead_letters == 0
         (mark,) = rows(settings, "select mark_price from marks where symbol = 'ZZZ'")
         assert mark["mark_price"] == Decimal(7)
+
+
+def test_copy_and_pipelined_upserts_write_the_same_rows(created_topics: Settings, services, names,
+                                                        monkeypatch) -> None:
+    """write_changes takes COPY + INSERT … SELECT for a table with many changed rows and pipelined
+    statements for one with few: both give the same tables, row for row."""
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=3000, seed=11, symbols=6, accounts=3))))
+    monkeypatch.setattr(store, "_COPY_THRESHOLD", 1)  # every table through COPY
+    assert project(settings, names.group("copy"), batch_size=500).events == 3000
+    via_copy = table_dump(settings)
+    monkeypatch.setattr(store, "_COPY_THRESHOLD", 10**9)  # every table pipelined
+    url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=url)
+        other = settings.with_overrides(database_url=url)
+        assert project(other, names.group("pipelined"), batch_size=500).events == 3000
+        assert table_dump(other) == via_copy
+    finally:
+        drop_database(services.database_url, url)
+    assert len(via_copy["orders"]) > 500 and len(via_copy["executions"]) > 100
