@@ -230,11 +230,16 @@ def advance_checkpoints(conn: psycopg.Connection, projection: str,
             _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, e) for t, p, e, _n in updates])
         if inserts:
             topics, partitions, nxt = (list(column) for column in zip(*inserts, strict=True))
+            # Only under the projection's current generation: a partition the swap left without a
+            # checkpoint (nothing read) would otherwise get one of the old generation, and every
+            # later compare-and-set on it would be fenced, reload after reload.
             cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset, generation) "
                         "select %s, m.topic, m.partition, m.nxt, %s "
                         "from unnest(%s::text[], %s::int[], %s::bigint[]) as m(topic, partition, nxt) "
+                        "where %s = (select coalesce(max(generation), 0) from projection_checkpoints "
+                        "where projection = %s) "
                         "on conflict do nothing returning topic, partition",
-                        (projection, generation, topics, partitions, nxt))
+                        (projection, generation, topics, partitions, nxt, generation, projection))
             _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, None) for t, p, _n in inserts])
 
 

@@ -210,5 +210,15 @@ def test_checkpoints_move_all_or_nothing_and_a_stale_owner_is_fenced(base_settin
         with pytest.raises(store.FencedError, match=r"u\[0\] is no longer at None"), engine.begin() as c:
             store.advance_checkpoints(c.connection.driver_connection, "p", {("u", 0): (None, 5)})
         assert read() == {("t", i): 20 + i for i in range(30)} | {("t", 17): 99, ("u", 0): 1}
+        # a rebuild's swap bumped the generation: an owner of the older one may not add a first
+        # checkpoint either (a partition the swap left without one), or that partition would hold
+        # the old generation and fence every later owner
+        with engine.begin() as c:
+            c.exec_driver_sql("update projection_checkpoints set generation = 1 where projection = 'p'")
+        with pytest.raises(store.FencedError, match=r"v\[0\] is no longer at None"), engine.begin() as c:
+            store.advance_checkpoints(c.connection.driver_connection, "p", {("v", 0): (None, 5)}, generation=0)
+        with engine.begin() as c:
+            store.advance_checkpoints(c.connection.driver_connection, "p", {("v", 0): (None, 5)}, generation=1)
+        assert read()[("v", 0)] == 5
     finally:
         engine.dispose()
