@@ -143,7 +143,7 @@ class ProjectionLoop:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         # One generation for all the state held: the eager ("range") assignment revokes every
         # partition before assigning, so nothing loaded under an older generation is kept.
-        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
+        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
         # Every partition checked before any is taken: a refusal leaves nothing half-assigned.
         resume = {tp: self._within_log(consumer, tp, checkpoints.get(tp, 0)) for tp in tps}
         for tp in partitions:
@@ -194,8 +194,10 @@ class ProjectionLoop:
         refetch(self._consumer, tp, self._fetch_from[tp], lambda key: self._fetch_from.get(key, 0))
 
     def _load(self, conn: psycopg.Connection, tps: list[TP]) -> dict[TP, int]:
-        # The generation first: a swap committing while the rows load (separate statements) then
-        # leaves this owner with the older generation, and its next batch is fenced and reloads.
+        # In one REPEATABLE READ snapshot (the callers' transaction): rows, checkpoints and the
+        # generation as of one moment. Under READ COMMITTED, another owner's batch (or a swap)
+        # committing between the statements left rows older than the checkpoint loaded with them,
+        # and the compare-and-set could not tell: later events were folded onto stale orders.
         self.generation = store.read_generation(conn, self.projection.name)
         self.projection.load(conn, tps)
         stored = store.read_checkpoints(conn, self.projection.name)
@@ -322,7 +324,7 @@ class ProjectionLoop:
 
     def _reload_assigned(self) -> None:
         tps = sorted(self.assigned)
-        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps))
+        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
         for t, p in tps:
             offset = checkpoints.get((t, p))
             self.positions[(t, p)] = offset
@@ -330,13 +332,16 @@ class ProjectionLoop:
             self._fetch_from[(t, p)] = 0 if offset is None else offset
             self._consumer.seek(TopicPartition(t, p, self._fetch_from[(t, p)]))
 
-    def _with_db_retry(self, work: Callable[[psycopg.Connection], Any]) -> Any:
+    def _with_db_retry(self, work: Callable[[psycopg.Connection], Any], *, isolation_level: str | None = None) -> Any:
         """Run `work` in one transaction; retry on connection loss or serialization failure."""
         delay = 0.2
         while True:
             try:
-                with self.engine.begin() as sa_conn:
-                    return work(sa_conn.connection.driver_connection)
+                with self.engine.connect() as sa_conn:
+                    if isolation_level is not None:
+                        sa_conn.execution_options(isolation_level=isolation_level)
+                    with sa_conn.begin():
+                        return work(sa_conn.connection.driver_connection)
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
                 self.stats.db_retries += 1
                 log.warning("database unavailable or conflict (%s); retrying in %.1fs, offsets not advanced",

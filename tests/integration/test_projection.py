@@ -22,6 +22,7 @@ from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections import store
 from projections.rebuild import psycopg_url
+from projections.trading import TradingProjection
 from support import project, publish, rows, table_dump
 from tape import Tape
 
@@ -317,3 +318,40 @@ def test_copy_and_pipelined_upserts_write_the_same_rows(created_topics: Settings
     finally:
         drop_database(services.database_url, url)
     assert len(via_copy["orders"]) > 500 and len(via_copy["executions"]) > 100
+
+
+def test_a_batch_committed_while_partitions_load_is_not_folded_onto_older_rows(created_topics: Settings, services,
+                                                                                names, monkeypatch) -> None:
+    """Another owner's batch commits between the statements that load a partition (a consumer
+    kicked out of the group while it retried its commit). The load reads rows and checkpoints in
+    one snapshot, so the newcomer's first compare-and-set fails and it reloads; read separately,
+    it held rows older than its checkpoint and folded the next events onto them."""
+    settings = created_topics
+    records = list(simulate(SimulationConfig(events=900, seed=8, symbols=4, accounts=2)))
+    publish(settings, records[:300])
+    assert project(settings, names.group("first")).events == 300
+    publish(settings, records[300:600])
+    original = TradingProjection.load
+    others: list[int] = []
+
+    def load_while_another_owner_commits(self: TradingProjection, conn: psycopg.Connection,
+                                         assigned: list[tuple[str, int]]) -> None:
+        original(self, conn, assigned)
+        if not others:  # once: the other owner's own load passes straight through
+            others.append(0)
+            others[0] = project(settings, names.group("other")).events  # commits 300..599
+            publish(settings, records[600:])
+
+    monkeypatch.setattr(TradingProjection, "load", load_while_another_owner_commits)
+    stats = project(settings, names.group("late"))
+    assert others == [300]
+    assert stats.fenced >= 1 and stats.dead_letters == 0
+    monkeypatch.undo()
+    url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=url)
+        reference = settings.with_overrides(database_url=url)
+        assert project(reference, names.group("reference")).dead_letters == 0
+        assert table_dump(settings) == table_dump(reference)
+    finally:
+        drop_database(services.database_url, url)
