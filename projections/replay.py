@@ -232,6 +232,13 @@ def max_timestamps_below(targets: dict[TP, tuple[int, int | None]],
                 hi[tp] = mids[tp]
             else:
                 lo[tp] = mids[tp]
+    # hi = 0 with lo = -1 never asked about -1: "every retained record below next_offset is
+    # stamped <= -1" holds only when there is none (retention deleted them all), not 0 ms.
+    unasked = {tp: -1 for tp in lo if hi[tp] == 0 and lo[tp] == -1}
+    if unasked:
+        for tp, good in pred(unasked).items():
+            if good:
+                hi[tp] = -1
     for tp in lo:
         out[tp] = None if hi[tp] < 0 else hi[tp]
     return out
@@ -741,6 +748,11 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
     out: list[Taken] = []
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
         conn = sa_conn.connection.driver_connection
+        # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
+        # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
+        # would be read, then the swapped-in tables with that older snapshot (a state that never
+        # existed, labelled with the old offsets).
+        conn.execute("lock table orders, executions, positions, marks in access share mode")
         checkpoints = {tp: o for tp, o in store.read_checkpoints(conn, projection).items()
                        if tp[0] in (settings.topic_orders, settings.topic_marketdata)}
         bases = {tp: snapshots.newest_at_or_before(conn, projection, tp[0], tp[1], nxt)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -17,7 +20,8 @@ from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
 from projections import snapshots
-from projections.replay import parse_time
+from projections.rebuild import psycopg_url
+from projections.replay import LogReader, parse_time, snapshot_live
 from projections.state import TradingState
 from support import project, publish, rows, settings_env
 
@@ -191,3 +195,40 @@ def test_prune_keeps_the_newest_and_respects_before(created_topics: Settings, na
     # Point-in-time state still works with fewer snapshots (a longer tail).
     assert invoke("state", "--as-of", when.isoformat(), "--json").exit_code == 0
     assert invoke("checkpoints", "create", "--projection", "nope").exit_code == 1
+
+
+def test_a_live_snapshot_waits_for_a_swap_and_reads_only_after_it(created_topics: Settings, names) -> None:
+    """`checkpoints create` takes its REPEATABLE READ snapshot after a transaction that holds the
+    projection tables (a rebuild's swap) commits: it never pairs the checkpoints from before it
+    with tables from after it. Here the holder empties the projection (rows and checkpoints); a
+    snapshot read before it would still take snapshots of the old offsets."""
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=300, seed=4, symbols=4, accounts=2))))
+    project(settings, names.group())
+    engine = db.make_engine(settings)
+    taken: list = []
+    try:
+        with psycopg.connect(psycopg_url(settings)) as holder:
+            holder.execute("lock table orders in access exclusive mode")
+            holder.execute("delete from projection_checkpoints where projection = 'trading'")
+            for table in ("orders", "executions", "positions", "marks"):
+                holder.execute(f"delete from {table}")
+
+            def create() -> None:
+                with LogReader(settings) as reader:
+                    taken.extend(snapshot_live(settings, engine, reader))
+
+            worker = threading.Thread(target=create)
+            worker.start()
+            deadline = time.monotonic() + 30
+            with psycopg.connect(psycopg_url(settings), autocommit=True) as watcher:
+                while not watcher.execute("select count(*) from pg_locks where not granted and "
+                                          "relation = 'orders'::regclass").fetchone()[0]:
+                    assert time.monotonic() < deadline, "the snapshot never waited for the lock holder"
+                    time.sleep(0.05)
+            holder.commit()
+        worker.join(60)
+        assert not worker.is_alive()
+    finally:
+        engine.dispose()
+    assert taken == []  # nothing to snapshot: the projection was emptied before it read anything

@@ -158,6 +158,21 @@ def test_max_timestamp_search_finds_the_exact_maximum(stamps: list[int], data) -
     assert len(calls) <= 64
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=50), min_size=0, max_size=30), st.data())
+def test_max_timestamp_search_sees_only_retained_records(stamps: list[int], data) -> None:
+    """Records below the log start are gone: the maximum is over [low, next_offset), None if empty."""
+    low = data.draw(st.integers(min_value=0, max_value=len(stamps)))
+    nxt = data.draw(st.integers(min_value=0, max_value=len(stamps)))
+
+    def first_offsets_after(points: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        return {tp: next((i for i in range(low, len(stamps)) if stamps[i] > ms), len(stamps))
+                for tp, ms in points.items()}
+
+    got = max_timestamps_below({TP: (nxt, None)}, first_offsets_after, ceiling_ms=1_000)
+    assert got[TP] == (max(stamps[low:nxt]) if low < nxt else None)
+
+
 def test_max_timestamp_search_runs_partitions_in_step_and_handles_future_stamps() -> None:
     logs = {("a", 0): [5, 3, 9, 1], ("a", 1): [10**13, 2], ("a", 2): []}
     calls: list[int] = []
