@@ -45,6 +45,15 @@ class _Tracker:
     last_snapshot: float  # wall clock of the last snapshot (or of the start of tracking)
 
 
+_NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
+
+
+def _order_text(e: OrderEvent) -> str:
+    """Every text field of the event in one string (None reads "None"): one scan finds a NUL."""
+    return (f"{e.event_id}{e.account}{e.symbol}{e.order_id}{e.cl_ord_id}{e.orig_cl_ord_id}{e.exec_id}"
+            f"{e.exec_ref_id}{e.currency}{e.reason}{e.actor}{e.correlation_id}{e.causation_id}")
+
+
 class TradingProjection:
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None, *, schema: str | None = None,
@@ -125,10 +134,14 @@ class TradingProjection:
             if topic == self.settings.topic_orders:
                 if not isinstance(record, OrderEvent):
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the orders topic")
+                if "\x00" in _order_text(record):
+                    return self._letter(msg, "nul_character", _NUL_DETAIL)
                 outcome = self.state.apply_order_event(record, partition, offset)
             else:
                 if not isinstance(record, MarketMark):
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
+                if "\x00" in f"{record.event_id}{record.symbol}{record.source}":
+                    return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if record.mark_price <= 0:
                     return self._letter(msg, "bad_value:mark_price", f"mark price {record.mark_price} is not > 0")
                 outcome = self.state.apply_mark(record, partition)
@@ -152,6 +165,7 @@ class TradingProjection:
 
     def _letter(self, msg: Message, reason: str, detail: str) -> DeadLetter:
         self.outcomes["dead_letter"] += 1
+        detail = detail.replace("\x00", "\\x00")  # quotes record values; Postgres text cannot hold NUL
         where = coordinates(msg.topic(), msg.partition(), msg.offset())
         return DeadLetter(reason=reason, detail=f"{where}: {detail}", source=where, stage="project",
                           payload=msg.value() or b"", key=msg.key(), source_topic=msg.topic(),
