@@ -189,9 +189,14 @@ class ProjectionLoop:
         held it (retention or `delete_records` caught up with it, or the topic was recreated).
         The same decision as at assignment."""
         tp = (msg.topic(), msg.partition())
-        start = msg.offset() if msg.offset() >= 0 else self._fetch_from.get(tp, 0)
+        start = msg.offset() if msg.offset() >= 0 else self._next_to_fetch(tp)
         self._fetch_from[tp] = self._within_log(self._consumer, tp, start)
-        refetch(self._consumer, tp, self._fetch_from[tp], lambda key: self._fetch_from.get(key, 0))
+        refetch(self._consumer, tp, self._fetch_from[tp], self._next_to_fetch)
+
+    def _next_to_fetch(self, tp: TP) -> int:
+        """Where `tp` goes on when nothing was handed over since its fetch (re)started: the next
+        offset committed, or the restart point when that is later (expired records skipped)."""
+        return max(self.positions.get(tp) or 0, self._fetch_from.get(tp, 0))
 
     def _load(self, conn: psycopg.Connection, tps: list[TP]) -> dict[TP, int]:
         # In one REPEATABLE READ snapshot (the callers' transaction): rows, checkpoints and the
