@@ -789,24 +789,38 @@ class _Rebuild:
         self._lock_for_swap(views, deadline)
         locked = time.monotonic()
         self.emit("locked", {})
+        # The lock timeout of the last attempt (short: readers wait) is still in force: a lock
+        # that takes longer from here on (say, a `checkpoints prune` holding snapshot rows) is a
+        # retry of the whole attempt, like a timed-out lock before, not the end of the rebuild.
+        try:
+            self._exchange(views, final, generation)
+        except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected) as e:
+            raise _Retry("a lock needed after readers were locked out was not granted in time: "
+                         + _first_line(e)) from e
+        # g. Commit (when the caller's transaction block ends).
+        self.result.new_offsets = {tp: o for tp, o in final.items() if o is not None}
+        self.result.events, self.result.dead_letters = shadow.events, shadow.dead_letters
+        return frozen, locked
+
+    def _exchange(self, views: list[_View], final: dict[TP, int | None], generation: int) -> None:
+        """Swap steps e and f, with readers locked out."""
+        assert self.shadow is not None
+        w = self.work
         # e. The tables change places; indexes, grants and views follow.
         self._move_tables(views)
         # f. Offsets and dead letters follow the tables. The next generation fences every running
         #    projector at its next batch, in every partition (an idle one's offset is unchanged).
         with w.cursor() as cur:
-            cur.execute("delete from projection_checkpoints where projection in (%s, %s)", (TRADING, shadow.name))
+            cur.execute("delete from projection_checkpoints where projection in (%s, %s)",
+                        (TRADING, self.shadow.name))
             cur.executemany("insert into projection_checkpoints (projection, topic, partition, next_offset, "
                             "generation) values (%s, %s, %s, %s, %s)",
                             [(TRADING, t, p, o, generation) for (t, p), o in final.items() if o is not None])
         self.result.generation = generation
         # Snapshots too: the old ones were folded by the code this rebuild replaces.
-        snapshots.hand_over(w, shadow.name, TRADING)
+        snapshots.hand_over(w, self.shadow.name, TRADING)
         self._swap_dead_letters()
         w.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(self.shadow_schema)))
-        # g. Commit (when the caller's transaction block ends).
-        self.result.new_offsets = {tp: o for tp, o in final.items() if o is not None}
-        self.result.events, self.result.dead_letters = shadow.events, shadow.dead_letters
-        return frozen, locked
 
     def _dependent_views(self) -> list[_View]:
         """Every view bound to the public projection tables, with its definition as written against

@@ -498,3 +498,28 @@ def test_records_deleted_while_the_rebuild_reads_are_never_skipped_silently(
         assert f"{topic}[{p}]: records 0..1 expired (retention) before the rebuild read them; marks older than " \
                "that are not in the rebuilt state" in result.warnings
         assert result.events == 1500 - 2
+
+
+def test_a_lock_not_granted_after_readers_are_locked_out_retries_the_swap(projected: Settings) -> None:
+    """Moving the snapshots waits for a transaction that holds a live snapshot row (a `checkpoints
+    prune`, say) under the short lock timeout of the reader lock-out: that attempt is retried,
+    the rebuild does not fail."""
+    settings = projected
+    holder = psycopg.connect(psycopg_url(settings))
+    try:
+        snapshots.insert(holder, [snapshots.NewSnapshot(TRADING, settings.topic_orders, 0, 1, None, 1, b"old")])
+        holder.commit()
+        events: list[str] = []
+
+        def on_event(kind: str, _info: dict) -> None:
+            events.append(kind)
+            if kind == "frozen" and events.count("frozen") == 1:  # after the wait for older transactions
+                holder.execute("select id from projection_snapshots where projection = %s for update", (TRADING,))
+            if kind == "retry":
+                holder.rollback()  # the prune is done: the next attempt gets the rows
+
+        result = rebuild(settings, on_event=on_event)
+    finally:
+        holder.close()
+    assert result.swap_attempts >= 2 and "retry" in events and "swapped" in events
+    assert result.identical is True
