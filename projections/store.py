@@ -35,10 +35,27 @@ MARK_COLS = ("symbol", "kafka_partition", "mark_price", "bid", "ask", "last", "e
 
 
 def _upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None = None) -> str:
-    target = f"{schema}.{table}" if schema else table
+    return (f"insert into {_target(table, schema)} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
+            + _on_conflict(table, cols, keys, schema))
+
+
+def _target(table: str, schema: str | None) -> str:
+    return f"{schema}.{table}" if schema else table
+
+
+#: Tables keyed by an id the events carry (order_id, exec_id), not by the symbol: nothing stops a
+#: record on one partition from naming the id of a row another partition owns.
+_PARTITION_GUARDED = frozenset({"orders", "executions"})
+
+
+def _on_conflict(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None) -> str:
+    """The upsert's conflict clause. A row of a partition-guarded table is only ever updated from
+    its own partition: a row of another partition is left alone (and the writer is told, see
+    `ForeignKeysError`) instead of being overwritten, whoever owns that partition."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
-    return (f"insert into {target} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
-            f"on conflict ({', '.join(keys)}) do update set {updates}")
+    guard = (f" where {_target(table, schema)}.kafka_partition = excluded.kafka_partition"
+             if table in _PARTITION_GUARDED else "")
+    return f"on conflict ({', '.join(keys)}) do update set {updates}{guard}"
 
 
 # the `state` column: to_plain/from_plain of the order, compiled once for the type (same JSON)
@@ -88,27 +105,57 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
     # Always in this table order: `backbone rebuild` freezes the tables in the same order, so the
     # two never deadlock (projections.rebuild, swap step a).
     batches = [b for b in batches if b[3]]
+    written: dict[str, int] = {}
     with conn.cursor() as cur:
         pipelined: list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]] = []
         for batch in batches:
             if len(batch[3]) < _COPY_THRESHOLD:
                 pipelined.append(batch)
                 continue
-            _pipeline_upserts(conn, cur, pipelined, schema)
-            _copy_upsert(cur, *batch, schema)
-        _pipeline_upserts(conn, cur, pipelined, schema)
+            written |= _pipeline_upserts(conn, pipelined, schema)
+            written[batch[0]] = _copy_upsert(cur, *batch, schema)
+        written |= _pipeline_upserts(conn, pipelined, schema)
+    refused = {table: rows for table, _c, _k, rows in batches if written[table] < len(rows)}
+    if refused:
+        foreign = _foreign_keys(conn, refused, schema)
+        if not any(foreign.values()):
+            raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no id "
+                                     "belongs to another partition")
+        raise ForeignKeysError(foreign)
     return sum(len(rows) for _t, _c, _k, rows in batches)
 
 
-def _pipeline_upserts(conn: psycopg.Connection, cur: psycopg.Cursor,
+def _pipeline_upserts(conn: psycopg.Connection,
                       batches: list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]],
-                      schema: str | None) -> None:
-    """One round trip for the upserts of these tables (COPY cannot be pipelined); empties `batches`."""
-    if batches:
-        with conn.pipeline():
-            for table, cols, keys, rows in batches:
-                cur.executemany(_upsert(table, cols, keys, schema), rows)
-        batches.clear()
+                      schema: str | None) -> dict[str, int]:
+    """One round trip for the upserts of these tables (COPY cannot be pipelined); empties
+    `batches`. Returns the rows each table took (a cursor each: its rowcount is that sum)."""
+    if not batches:
+        return {}
+    cursors = [conn.cursor() for _ in batches]
+    with conn.pipeline():
+        for cur, (table, cols, keys, rows) in zip(cursors, batches, strict=True):
+            cur.executemany(_upsert(table, cols, keys, schema), rows)
+    written = {table: cur.rowcount for cur, (table, _c, _k, _r) in zip(cursors, batches, strict=True)}
+    for cur in cursors:
+        cur.close()
+    batches.clear()
+    return written
+
+
+def _foreign_keys(conn: psycopg.Connection, refused: dict[str, list[tuple[Any, ...]]],
+                  schema: str | None) -> dict[str, dict[str, tuple[int, int]]]:
+    """The refused rows: those whose id's row has another partition (the id is column 0 of an
+    orders or executions row, the partition column 1 of orders and 2 of executions)."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for table, rows in refused.items():
+        key = "order_id" if table == "orders" else "exec_id"
+        part = 1 if table == "orders" else 2
+        ours = {row[0]: row[part] for row in rows}
+        found = conn.execute(f"select {key}, kafka_partition from {_target(table, schema)} where {key} = any(%s)",
+                             (list(ours),)).fetchall()
+        out[table] = {k: (ours[k], p) for k, p in found if p != ours[k]}
+    return out
 
 
 # Pipelined statements beat COPY + INSERT … SELECT below about 1000 rows a table (A/B on this
@@ -117,17 +164,18 @@ _COPY_THRESHOLD = 1000
 
 
 def _copy_upsert(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], keys: tuple[str, ...],
-                 rows: list[tuple[Any, ...]], schema: str | None) -> None:
+                 rows: list[tuple[Any, ...]], schema: str | None) -> int:
     target = f"{schema}.{table}" if schema else table
     staging = f"staging_{schema}_{table}" if schema else f"staging_{table}"
     cur.execute(f"create temp table if not exists {staging} (like {target} including defaults) on commit delete rows")
     with cur.copy(f"copy {staging} ({', '.join(cols)}) from stdin") as copy:
         for row in rows:
             copy.write_row(row)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
     cur.execute(f"insert into {target} ({', '.join(cols)}) select {', '.join(cols)} from {staging} "
-                f"on conflict ({', '.join(keys)}) do update set {updates}")
+                + _on_conflict(table, cols, keys, schema))
+    written = cur.rowcount
     cur.execute(f"delete from {staging}")
+    return written
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
@@ -203,6 +251,20 @@ def read_generation(conn: psycopg.Connection, projection: str) -> int:
 
 class FencedError(Exception):
     """Another owner advanced a checkpoint this projector expected to own: abandon the batch."""
+
+
+class ForeignKeysError(FencedError):
+    """Rows the batch would have written belong to another Kafka partition: an event reused the
+    order_id or exec_id of a row another partition owns. The transaction is abandoned; the
+    projection refuses those ids on this partition when it folds the records again.
+
+    `keys`: table -> {id: (the partition that wrote the batch, the partition that owns the row)}."""
+
+    def __init__(self, keys: dict[str, dict[str, tuple[int, int]]]) -> None:
+        self.keys = keys
+        named = "; ".join(f"{table} {', '.join(f'{k} (partition {theirs}, not {ours})' for k, (ours, theirs) in ids.items())}"
+                          for table, ids in keys.items())
+        super().__init__(f"ids that belong to another partition: {named}")
 
 
 def advance_checkpoints(conn: psycopg.Connection, projection: str,

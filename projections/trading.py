@@ -72,6 +72,10 @@ class TradingProjection:
         self._trackers: dict[tuple[str, int], _Tracker] = {}
         self._due: list[tuple[tuple[str, int], int]] = []  # (tp, next_offset) snapshotted by the open batch
         self.snapshots_taken = 0
+        # ids whose rows another Kafka partition owns (found when the table refused a write), and
+        # that partition: a record naming one on any other partition is refused
+        self._foreign_orders: dict[str, int] = {}
+        self._foreign_execs: dict[str, int] = {}
 
     def topics(self) -> list[str]:
         return [self.settings.topic_orders, self.settings.topic_marketdata]
@@ -136,6 +140,10 @@ class TradingProjection:
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the orders topic")
                 if "\x00" in _order_text(record):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
+                if self._foreign_orders or self._foreign_execs:
+                    letter = self._foreign_letter(msg, record, partition)
+                    if letter is not None:
+                        return letter
                 outcome = self.state.apply_order_event(record, partition, offset)
             else:
                 if not isinstance(record, MarketMark):
@@ -150,6 +158,17 @@ class TradingProjection:
         except PositionError as e:
             return self._letter(msg, "position", str(e))
         self.outcomes[outcome] += 1
+        return None
+
+    def _foreign_letter(self, msg: Message, record: OrderEvent, partition: int) -> DeadLetter | None:
+        owner = self._foreign_orders.get(record.order_id, partition)
+        if owner != partition:
+            return self._letter(msg, "order_id_in_other_partition",
+                                f"order {record.order_id} belongs to partition {owner} (another symbol's)")
+        owner = partition if record.exec_id is None else self._foreign_execs.get(record.exec_id, partition)
+        if owner != partition:
+            return self._letter(msg, "exec_id_in_other_partition",
+                                f"execution {record.exec_id} belongs to partition {owner} (another symbol's)")
         return None
 
     def _track(self, msg: Message, topic: str, partition: int, offset: int) -> None:
@@ -173,7 +192,15 @@ class TradingProjection:
                           timestamp_ms=msg.timestamp()[1])
 
     def write(self, conn: psycopg.Connection) -> int:
-        written = store.write_changes(conn, self.state, self.state.changes, schema=self.schema)
+        try:
+            written = store.write_changes(conn, self.state, self.state.changes, schema=self.schema)
+        except store.ForeignKeysError as e:
+            # Remembered across the reload that follows (a FencedError): folded again, the records
+            # that reuse these ids are refused instead of overwriting the owner's rows.
+            for table, ids in e.keys.items():
+                known = self._foreign_orders if table == "orders" else self._foreign_execs
+                known.update({key: theirs for key, (_ours, theirs) in ids.items()})
+            raise
         if self.snapshots:
             self._write_snapshots(conn)
         return written

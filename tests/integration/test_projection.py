@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 
 import psycopg
@@ -361,3 +363,42 @@ def test_a_batch_committed_while_partitions_load_is_not_folded_onto_older_rows(c
         assert table_dump(settings) == table_dump(reference)
     finally:
         drop_database(services.database_url, url)
+
+
+@pytest.mark.parametrize("copy_threshold", [1, 10**9], ids=["copy", "pipelined"])
+def test_an_id_another_partition_owns_is_refused_not_overwritten(created_topics: Settings, names, monkeypatch,
+                                                                 copy_threshold: int) -> None:
+    """order_id and exec_id rows are keyed by the id, not the symbol: a record reusing the id of a
+    row another partition owns (here partition 99, as if another projector's) used to overwrite
+    that row. The table refuses the write, the batch is abandoned and folded again with those
+    records dead-lettered; the owner's rows stay as they were."""
+    settings = created_topics
+    monkeypatch.setattr(store, "_COPY_THRESHOLD", copy_threshold)
+    first = Tape()
+    first.order("OF", "ACC1", "GOLD", Side.BUY, 10, price=5)
+    first.fill("OF", 10, 5, exec_id="XM")
+    publish(settings, first.records)
+    group = names.group()
+    assert project(settings, group).events == len(first.records)
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        conn.execute("update orders set kafka_partition = 99 where order_id = 'OF'")
+        conn.execute("update executions set kafka_partition = 99 where exec_id = 'XM'")
+        conn.execute("update positions set kafka_partition = 99 where symbol = 'GOLD'")
+    owned = (rows(settings, "select * from orders where order_id = 'OF'"),
+             rows(settings, "select * from executions where exec_id = 'XM'"))
+
+    later = Tape(start=first.clock + timedelta(hours=1))
+    later.order("OF", "ACC2", "SILVER", Side.SELL, 3, price=7)  # the id of GOLD's order
+    later.order("ON", "ACC2", "SILVER", Side.BUY, 4, price=7)
+    later.fill("ON", 4, 7, exec_id="XM")                        # the id of GOLD's execution
+    later.order("OK", "ACC2", "SILVER", Side.BUY, 1, price=7)
+    publish(settings, later.records)
+    stats = project(settings, group)
+    assert stats.fenced == 1  # both refusals found in one batch, folded again once
+    reasons = Counter(r["reason"] for r in rows(settings, "select reason from dead_letters"))
+    intruders = sum(1 for r in later.records if r.order_id == "OF")
+    assert reasons == {"order_id_in_other_partition": intruders, "exec_id_in_other_partition": 1}
+    assert (rows(settings, "select * from orders where order_id = 'OF'"),
+            rows(settings, "select * from executions where exec_id = 'XM'")) == owned
+    status = {r["order_id"]: r["status"] for r in rows(settings, "select order_id, status from orders")}
+    assert status == {"OF": "FILLED", "ON": "NEW", "OK": "NEW"}
