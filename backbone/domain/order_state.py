@@ -20,6 +20,9 @@ Edges beyond the happy path (FIX 4.4 Vol. 4 Appendix D):
   return to, `prior_status`, follows the fills) and go FILLED once cum_qty reaches order_qty.
   The spec's precedence table would keep PENDING_CANCEL even then; FILLED is the deliberate
   choice here because the order can no longer be canceled.
+* busts and corrections while a request is pending keep it pending as fills do; one that leaves
+  cum_qty unchanged (a price-only correction) keeps it pending even on a filled order, whose
+  replace request (D34) is still to be answered.
 * CANCEL_REJECTED / REPLACE_REJECTED return a pending order to `prior_status`; without a
   pending request (a "too late to cancel" on a filled order) they leave the status alone.
 * a fill that arrives after CANCELED, EXPIRED or DONE_FOR_DAY (it was in flight) is accepted if
@@ -91,7 +94,7 @@ from backbone.errors import InvalidOrderTransition
 
 __all__ = [
     "CREATING_EVENTS", "PENDING_STATUSES", "TERMINAL_STATUSES", "TRANSITIONS",
-    "LiveFill", "OrderState", "Resolver", "apply", "by_fill", "by_quantity", "classify",
+    "LiveFill", "OrderState", "Resolver", "apply", "by_fill", "by_quantity", "by_restatement", "classify",
     "complete", "to_prior", "unchanged",
 ]
 
@@ -171,6 +174,14 @@ def by_fill(state: OrderState, cum: Decimal, order_qty: Decimal) -> OrderStatus:
     return by_quantity(state, cum, order_qty)
 
 
+def by_restatement(state: OrderState, cum: Decimal, order_qty: Decimal) -> OrderStatus:
+    """A bust or correction while a request is pending: like `by_fill`, except that a restatement
+    that leaves cum_qty as it was (a price-only correction of a filled order) answers nothing."""
+    if state.status in PENDING_STATUSES and cum == state.cum_qty:
+        return state.status
+    return by_fill(state, cum, order_qty)
+
+
 def unchanged(state: OrderState, cum: Decimal, order_qty: Decimal) -> OrderStatus:
     """Late fills, busts and rejects that do not move the order (e.g. a bust on CANCELED)."""
     return state.status
@@ -196,7 +207,7 @@ TRANSITIONS: Mapping[tuple[OrderStatus, EventType], OrderStatus | Resolver] = Ma
     **{(s, E.FILLED): unchanged for s in _CLOSED},
     # busts and corrections restate the quantities; terminal non-filled statuses stay
     **{(s, t): by_quantity for s in (*_WORKING, S.FILLED) for t in _RESTATE},
-    **{(s, t): by_fill for s in _PENDING for t in _RESTATE},
+    **{(s, t): by_restatement for s in _PENDING for t in _RESTATE},
     **{(s, t): unchanged for s in (*_CLOSED, S.REJECTED) for t in _RESTATE},
     # cancel
     **{(s, E.CANCEL_REQUESTED): S.PENDING_CANCEL for s in _WORKING},

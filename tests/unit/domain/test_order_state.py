@@ -372,6 +372,18 @@ def test_bust_on_closed_order_keeps_its_status(closed: E) -> None:
         state.status, D(0), D(0), D(0))
 
 
+def test_a_price_only_correction_does_not_answer_a_pending_replace_of_a_filled_order() -> None:
+    state = step(fill(new_order(), "100", exec_id="A"), E.REPLACE_REQUESTED)
+    corrected = step(state, E.TRADE_CORRECTED, exec_id="C", exec_ref_id="A", last_qty=D(100), last_px=D(11))
+    assert (corrected.status, corrected.prior_status, corrected.avg_px) == (S.PENDING_REPLACE, S.FILLED, D(11))
+    reopened = step(corrected, E.REPLACED, order_qty=D(150))  # the venue's answer still applies
+    assert (reopened.status, reopened.leaves_qty) == (S.PARTIALLY_FILLED, D(50))
+    # a correction that does fill the order answers a pending cancel, as a fill would
+    partial = step(fill(new_order(), "90", exec_id="P"), E.CANCEL_REQUESTED)
+    filled = step(partial, E.TRADE_CORRECTED, exec_id="Q", exec_ref_id="P", last_qty=D(100), last_px=D(10))
+    assert (filled.status, filled.leaves_qty) == (S.FILLED, D(0))
+
+
 def test_bust_while_pending_cancel_stays_pending_and_prior_follows() -> None:
     state = step(fill(new_order(), "40", exec_id="A"), E.CANCEL_REQUESTED)
     state = step(state, E.TRADE_CANCELED, exec_id="B", exec_ref_id="A")
