@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from backbone.errors import BackboneError
 from backbone.settings import Settings
@@ -61,7 +61,8 @@ def head_revision() -> str | None:
 
 def create_reader(settings: Settings, name: str, password: str, url: str | None = None) -> None:
     """A login role for analysts: member of the read-only role, so it can SELECT the tables and
-    views and cannot write. Idempotent (re-running resets the password)."""
+    views and cannot write. Idempotent (re-running resets the password of a reader); an existing
+    role that is not a reader (the application's own, an admin) is refused, never altered."""
     from psycopg import sql
 
     if not name.replace("_", "").isalnum() or not name[0].isalpha():
@@ -71,6 +72,12 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
         with engine.begin() as sa_conn:
             conn = sa_conn.connection.driver_connection
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()
+            reader = conn.execute(
+                "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member "
+                "where g.rolname = %s and r.rolname = %s", (settings.database_readonly_role, name)).fetchone()
+            if exists and (not reader or name == conn.info.user):
+                raise DatabaseError(f"role {name} exists and is not a reader created by this command: refusing to "
+                                    "change its password or memberships (choose another name)")
             verb = "alter" if exists else "create"
             conn.execute(sql.SQL(verb + " role {} login password {}").format(sql.Identifier(name),
                                                                              sql.Literal(password)))
@@ -81,6 +88,8 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
                                                                               sql.Identifier(name)))
     except OperationalError as e:
         raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
+    except ProgrammingError as e:  # e.g. no CREATEROLE privilege
+        raise DatabaseError(f"cannot create the reader role {name}: {e.orig}") from e
     finally:
         engine.dispose()
 

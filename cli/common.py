@@ -17,8 +17,10 @@ from backbone.settings import Settings
 
 # Piped output is read by people too: never truncate table columns to 80 characters there.
 _WIDTH = None if sys.stdout.isatty() else 250
-console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+# No markup: printed values come from records and users ("ACC[/]" crashed the table, "[red]X"
+# lost its brackets); styles are given as rich.text.Text where wanted.
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False)
 
 
 def load_settings() -> Settings:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from backbone import db
@@ -41,12 +42,12 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
         for report in topics.create_topics(settings):
             console.print(f"{report.name}: {report.action}")
             for problem in report.problems:
-                console.print(f"  [red]mismatch[/]: {problem}")
+                console.print(Text.assemble("  ", ("mismatch", "red"), f": {problem}"))
         console.rule("database")
         console.print(f"revision {db.upgrade(settings)}")
         db.create_reader(settings, READER, READER_PASSWORD)
     console.rule(f"simulate {events:,} events (seed {seed}, from {start:%Y-%m-%d %H:%M} UTC)")
-    produce.simulate_cmd(events=events, rate=0.0, seed=seed, symbols=20, accounts=10, start=start,
+    produce.simulate_cmd(events=events, rate=0.0, seed=seed, symbols=20, accounts=10, start=start.isoformat(),
                          json_out=False, quiet=False)
     console.rule("project until caught up")
     project.run(group="backbone-projector", instance_id=None, until_caught_up=True, batch_size=5000, status_interval=5.0,

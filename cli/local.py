@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from backbone.local import stack
 from cli.common import console, load_settings, print_json, user_errors
@@ -27,7 +28,8 @@ def _print(statuses: list[stack.ServiceStatus], as_json: bool) -> None:
         return
     table = Table("service", "state", "version", "address", "pid", "log")
     for s in statuses:
-        table.add_row(s.name, "[green]running[/]" if s.running else "[red]stopped[/]", s.version, s.address,
+        table.add_row(s.name, Text("running", style="green") if s.running else Text("stopped", style="red"),
+                      s.version, s.address,
                       str(s.pid or "-"), str(s.log_file))
     console.print(table)
 

@@ -23,6 +23,7 @@ from producers import deadletter
 from producers.deadletter import DeadLetter
 from producers.publisher import EventPublisher, ValidatingPublisher, timestamp_ms
 from producers.simulator import DEFAULT_START, SimulationConfig, simulate
+from projections.replay import parse_time
 
 
 def _progress(disable: bool) -> Progress:
@@ -55,7 +56,8 @@ def simulate_cmd(
     seed: Annotated[int, typer.Option(help="same seed, identical events (ids included)")] = 7,
     symbols: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     accounts: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
-    start: Annotated[datetime, typer.Option(help="event time of the first record (UTC)")] = DEFAULT_START,
+    start: Annotated[str | None, typer.Option(help="event time of the first record, ISO-8601 like --as-of "
+                                              "(no offset: UTC); default " + DEFAULT_START.isoformat())] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
@@ -66,7 +68,8 @@ def simulate_cmd(
     every symbol. Ends with counts per event type and per partition.
     """
     settings = load_settings()
-    start_utc = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
+    with user_errors():
+        start_utc = DEFAULT_START if start is None else parse_time(start)
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:

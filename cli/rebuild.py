@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cli.common import console, err_console, load_settings, print_json, user_errors
 from projections import rebuild as procedure
@@ -46,8 +47,9 @@ def _progress(kind: str, info: dict[str, Any]) -> None:
 def _report(result: procedure.RebuildResult) -> None:
     source = "the log" if not result.seeded_offsets else (
         f"snapshots of {len(result.seeded_offsets)} partition(s) and the log after them")
-    console.print(f"rebuilt [bold]{result.projection}[/] from {source}: {result.events:,} records read, "
-                  f"{result.dead_letters:,} dead letters, {result.passes} pass(es), swapped in one transaction")
+    console.print(Text.assemble("rebuilt ", (result.projection, "bold"),
+                                f" from {source}: {result.events:,} records read, {result.dead_letters:,} dead "
+                                f"letters, {result.passes} pass(es), swapped in one transaction"))
     if result.comparison is not None:
         table = Table(title="old vs new state, at the same offsets" if result.comparable
                       else "old vs new state (offsets differ: not like for like)")
@@ -55,7 +57,7 @@ def _report(result: procedure.RebuildResult) -> None:
             table.add_column(col, justify="right" if "rows" in col else "left")
         for c in result.comparison:
             table.add_row(c.table, f"{c.old.rows:,}", c.old.checksum, f"{c.new.rows:,}", c.new.checksum,
-                          "same" if c.match else "[bold red]DIFFERENT[/]")
+                          "same" if c.match else Text("DIFFERENT", style="bold red"))
         console.print(table)
         if result.identical is True:
             console.print("the rebuilt state is identical to the old one")

@@ -87,6 +87,8 @@ def check_into(schema: str | None) -> None:
             ddl.check_schema_name(schema)
         except ValueError as e:
             raise rp.ReplayRefused(str(e)) from e
+        if schema.startswith("rebuild_"):  # `backbone rebuild` drops leftover schemas of these names
+            raise rp.ReplayRefused(f"schema name {schema!r}: names starting with rebuild_ belong to `backbone rebuild`")
 
 
 def plan_json(report: rp.PartitionReport) -> dict[str, Any]:

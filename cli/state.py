@@ -43,6 +43,9 @@ def state_cmd(
     with user_errors():
         when = rp.parse_time(as_of)
         check_into(into)
+        if into is not None and (account or symbol or include_flat):
+            raise rp.ReplayRefused("--into writes the whole state (every account, symbol and flat position): "
+                                   "filter with SQL on the schema instead of --account/--symbol/--include-flat")
         with replayer(settings, projection) as r:
             only = r.symbol_partitions(symbol) if symbol else None
             plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)

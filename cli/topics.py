@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from backbone.kafka import topics
 from cli.common import console, err_console, load_settings, print_json, user_errors
@@ -45,7 +46,7 @@ def describe(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for d in described:
         keys = ("retention.ms", "min.insync.replicas", "message.timestamp.type", "cleanup.policy")
-        console.print(f"[bold]{d.name}[/] " + " ".join(f"{k}={d.config.get(k)}" for k in keys))
+        console.print(Text.assemble((d.name, "bold"), " " + " ".join(f"{k}={d.config.get(k)}" for k in keys)))
         table = Table("partition", "leader", "replicas", "isr", "low", "high")
         for p in d.partitions:
             table.add_row(str(p.partition), str(p.leader), str(p.replicas), str(p.isr), str(p.low), str(p.high))

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from backbone import db
 from backbone.domain.events import OrderStatus
-from cli.common import canonical_value, console, load_settings, print_json, user_errors
+from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
 
 AccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="only this account")]
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", "-s", help="only this symbol")]
@@ -38,7 +38,11 @@ def _where(**filters: Any) -> tuple[str, dict[str, Any]]:
     return (" where " + " and ".join(clauses) if clauses else ""), {k: v for k, v in filters.items() if v is not None}
 
 
-def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool, limit: int | None = None) -> None:
+    """Print the rows; the query asked for limit + 1, so a cut is said (on stderr, JSON stays JSON)."""
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        err_console.print(f"more than {limit:,} rows: showing the first {limit:,} (raise --limit)")
     if as_json:
         print_json([{k: canonical_value(v) for k, v in row.items()} for row in rows])
         return
@@ -56,9 +60,10 @@ def positions(account: AccountOpt = None, symbol: SymbolOpt = None, json_out: Js
     where, params = _where(account=account, symbol=symbol)
     if not flat:
         where += (" and" if where else " where") + " qty <> 0"
-    rows = _query(f"select * from positions_pnl{where} order by account, symbol limit :limit", params | {"limit": limit})
+    rows = _query(f"select * from positions_pnl{where} order by account, symbol limit :limit",
+                  params | {"limit": limit + 1})
     _emit(rows, ["account", "symbol", "qty", "avg_px", "mark_price", "realized_pnl", "unrealized_pnl", "commission",
-                 "total_pnl"], json_out)
+                 "total_pnl"], json_out, limit)
 
 
 def pnl(account: AccountOpt = None, json_out: JsonOpt = False) -> None:
@@ -78,6 +83,6 @@ def orders(account: AccountOpt = None, symbol: SymbolOpt = None,
     source = "open_orders" if open_only else "orders"
     rows = _query(f"select order_id, account, symbol, side, order_type, time_in_force, status, order_qty, price, "
                   f"cum_qty, leaves_qty, avg_px, last_event_time from {source}{where} "
-                  "order by last_event_time desc, order_id limit :limit", params | {"limit": limit})
+                  "order by last_event_time desc, order_id limit :limit", params | {"limit": limit + 1})
     _emit(rows, ["order_id", "account", "symbol", "side", "status", "order_qty", "price", "cum_qty", "leaves_qty",
-                 "avg_px", "last_event_time"], json_out)
+                 "avg_px", "last_event_time"], json_out, limit)

@@ -55,8 +55,8 @@ VIEWS = {
 
 
 def check_schema_name(name: str) -> str:
-    if not _SCHEMA_NAME.match(name) or name in ("public", "pg_catalog", "information_schema"):
-        raise ValueError(f"schema name {name!r}: use lower-case letters, digits and _ (not public)")
+    if not _SCHEMA_NAME.match(name) or name in ("public", "information_schema") or name.startswith("pg_"):
+        raise ValueError(f"schema name {name!r}: use lower-case letters, digits and _ (not public, not pg_…)")
     return name
 
 
@@ -76,8 +76,11 @@ def create_schema(conn: psycopg.Connection, schema: str, *, reader_role: str | N
 
 
 def create_views(conn: psycopg.Connection, schema: str) -> None:
+    # Quoted: a valid name may still be a reserved word (`user`, `order`); check_schema_name
+    # allows no character that would need escaping inside the quotes.
+    quoted = f'"{check_schema_name(schema)}"'
     for name, body in VIEWS.items():  # dependency order: positions_pnl first
-        conn.execute(f"create or replace view {schema}.{name} as {body.format(s=schema)}")
+        conn.execute(f"create or replace view {quoted}.{name} as {body.format(s=quoted)}")
 
 
 def drop_schema(conn: psycopg.Connection, schema: str) -> None:

@@ -41,7 +41,7 @@ from backbone.domain import positions as pos
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.partitioner import symbol_partition
-from backbone.record_time import from_timestamp_ms, timestamp_ms
+from backbone.record_time import EPOCH, from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from projections import ddl, snapshots, store
 from projections.snapshots import Kind, SnapshotMeta
@@ -72,7 +72,15 @@ def parse_time(text: str) -> datetime:
         when = datetime.fromisoformat(text.strip())
     except ValueError as e:
         raise ReplayRefused(f"time {text!r}: not ISO-8601 (e.g. 2026-11-20T10:15:00Z)") from e
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    try:
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError as e:
+        raise ReplayRefused(f"time {text!r}: outside the years 1..9999 in UTC") from e
+    # Kafka record timestamps start at the epoch, and -1, -2, -3 are its codes for "none",
+    # "earliest" and "latest" in lookups: an earlier time would silently ask for one of those.
+    if when < EPOCH:
+        raise ReplayRefused(f"time {text!r}: before 1970-01-01T00:00:00Z, where Kafka record timestamps start")
+    return when
 
 
 _OFFSET_ITEM = re.compile(r"^(?:(?P<topic>.+):)?(?P<partition>\d+):(?P<offset>\d+)$")

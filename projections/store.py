@@ -40,7 +40,9 @@ def _upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: st
 
 
 def _target(table: str, schema: str | None) -> str:
-    return f"{schema}.{table}" if schema else table
+    # quoted: a valid schema name may be a reserved word (`user`); ddl.check_schema_name admits
+    # no character that needs escaping inside the quotes
+    return f'"{schema}".{table}' if schema else table
 
 
 #: Tables keyed by an id the events carry (order_id, exec_id), not by the symbol: nothing stops a
@@ -165,7 +167,7 @@ _COPY_THRESHOLD = 1000
 
 def _copy_upsert(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], keys: tuple[str, ...],
                  rows: list[tuple[Any, ...]], schema: str | None) -> int:
-    target = f"{schema}.{table}" if schema else table
+    target = _target(table, schema)
     staging = f"staging_{schema}_{table}" if schema else f"staging_{table}"
     cur.execute(f"create temp table if not exists {staging} (like {target} including defaults) on commit delete rows")
     with cur.copy(f"copy {staging} ({', '.join(cols)}) from stdin") as copy:
@@ -181,7 +183,7 @@ def _copy_upsert(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], keys: t
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
                     marks_partitions: Iterable[int], schema: str | None = None) -> None:
     """Load the projected rows of the given partitions into `state` (replacing what it held)."""
-    prefix = f"{schema}." if schema else ""
+    prefix = f'"{schema}".' if schema else ""
     op, mp = sorted(set(orders_partitions)), sorted(set(marks_partitions))
     state.drop_partitions(op, mp)
     with conn.cursor() as cur:

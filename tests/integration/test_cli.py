@@ -6,14 +6,17 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from backbone.codec import json_form
+from backbone.domain.events import Side
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
-from support import rows, settings_env
+from projections.rebuild import psycopg_url
+from support import publish, rows, settings_env
 from tape import Tape
 
 pytestmark = pytest.mark.integration
@@ -114,3 +117,47 @@ def test_demo_runs_end_to_end(cli_env: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert "P&L by account" in result.output and "psql as read-only role" in result.output
     assert rows(cli_env, "select count(*) as n from orders")[0]["n"] > 0
+
+
+def test_reading_commands_print_values_verbatim_and_refuse_bad_input(cli_env: Settings) -> None:
+    settings = cli_env
+    t = Tape()
+    t.order("O[/]", "ACC[/]", "[red]X", Side.BUY, 10, price=5)   # rich markup, if it were read as such
+    t.fill("O[/]", 4, 5)
+    t.order("O2", "ACC[/]", "[red]X", Side.BUY, 1, price=5)
+    t.mark("[red]X", 6)
+    publish(settings, t.records)
+    assert invoke("project", "run", "--until-caught-up", "--json").exit_code == 0
+
+    positions = invoke("positions")
+    assert positions.exit_code == 0, positions.output
+    assert "ACC[/]" in positions.stdout and "[red]X" in positions.stdout
+    orders = invoke("orders", "--limit", "1", "--json")
+    assert orders.exit_code == 0
+    assert [o["order_id"] for o in json.loads(orders.stdout)] == ["O2"]  # newest first, cut to one
+    assert "more than 1 rows: showing the first 1" in orders.stderr
+    assert "more than" not in invoke("orders", "--json").stderr
+
+    as_of = t.clock.isoformat()
+    for args, message in (
+            (["state", "--as-of", "1969-12-31T23:59:59.999Z"], "before 1970-01-01T00:00:00Z"),
+            (["state", "--as-of", "9999-12-31T23:00:00-05:00"], "outside the years 1..9999 in UTC"),
+            (["state", "--as-of", as_of, "--into", "rebuild_20261120101500"], "belong to `backbone rebuild`"),
+            (["state", "--as-of", as_of, "--into", "pg_mine"], "not pg_"),
+            (["state", "--as-of", as_of, "--into", "scratch", "--account", "ACC[/]"], "filter with SQL"),
+            (["simulate", "-n", "5", "--start", "yesterday"], "not ISO-8601")):
+        refused = invoke(*args)
+        assert refused.exit_code == 1, (args, refused.output)
+        assert message in refused.stderr, (args, refused.stderr)
+
+    into = invoke("state", "--as-of", as_of, "--into", "user", "--json")  # a reserved word, quoted
+    try:
+        assert into.exit_code == 0, into.output
+        assert rows(settings, 'select account, qty from "user".positions_pnl') == [{"account": "ACC[/]",
+                                                                                    "qty": Decimal(4)}]
+    finally:
+        with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+            conn.execute('drop schema if exists "user" cascade')
+
+    started = invoke("simulate", "-n", "5", "--start", "2026-11-20T09:30:00.5-05:00", "--json", "-q")
+    assert started.exit_code == 0, started.output

@@ -198,6 +198,12 @@ def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, na
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
             conn.rollback()
+    db.create_reader(settings, reader, "pw-again")  # a reader's password may be reset
+    # any other existing role is refused, never altered: the application's own above all
+    with pytest.raises(db.DatabaseError, match=f"role {url.username} exists and is not a reader"):
+        db.create_reader(settings, url.username, "hijacked")
+    with psycopg.connect(psycopg_url(settings)) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)  # its password still works
 
 
 def test_records_deleted_before_they_were_projected_stop_the_projector(created_topics: Settings, names) -> None:

@@ -55,9 +55,17 @@ def test_parse_time_reads_iso_8601_and_assumes_utc() -> None:
     assert parse_time("2026-11-20 15:15") == utc
     assert parse_time("2026-11-20T15:15:00.250+00:00") == utc + timedelta(milliseconds=250)
     assert parse_time("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
-    assert parse_time("2026-11-20T10:15:00-05:00").tzinfo == timezone(timedelta(hours=-5))
+    assert parse_time("2026-11-20T10:15:00-05:00").tzinfo == UTC  # times are UTC from here on
+    assert parse_time("1970-01-01T00:00:00Z") == datetime(1970, 1, 1, tzinfo=UTC)
     with pytest.raises(ReplayRefused, match="not ISO-8601"):
         parse_time("10:15 yesterday")
+    # -2 ms and -1 ms would reach Kafka as its "earliest" and "latest" lookup codes
+    for before_epoch in ("1969-12-31T23:59:59.998Z", "1969-12-31T23:59:59.999Z", "0001-01-01"):
+        with pytest.raises(ReplayRefused, match="before 1970-01-01T00:00:00Z"):
+            parse_time(before_epoch)
+    for unrepresentable in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"):
+        with pytest.raises(ReplayRefused, match="outside the years 1..9999 in UTC"):
+            parse_time(unrepresentable)
 
 
 # -- offsets ------------------------------------------------------------------------------------------
