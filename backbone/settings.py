@@ -18,7 +18,9 @@ from sqlalchemy.engine import make_url
 from backbone.errors import ConfigError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+# OAUTHBEARER is not offered: it needs a token provider (sasl.oauthbearer.* or a callback), which
+# these settings do not configure; username and password would be ignored by librdkafka.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 DAY_MS = 24 * 3600 * 1000
 

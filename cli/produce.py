@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from backbone.codec import json_form
-from backbone.codec.avro import AvroCodec
+from backbone.codec.avro import AvroCodec, EncodeError
 from backbone.errors import InvalidRecord
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
@@ -125,6 +125,9 @@ def publish_cmd(
                     detail = str(e)
                 except InvalidRecord as e:
                     reason, detail = e.reason, str(e)
+                except EncodeError as e:  # valid JSON the Avro schema cannot carry (a lone surrogate, ...)
+                    reason = "encode_error" if e.field is None else f"invalid_field:{e.field}"
+                    detail = str(e)
                 rejected[reason] += 1
                 err_console.print(f"{source}: {reason}: {detail}", markup=False)
                 deadletter.send(producer, settings.topic_deadletter, DeadLetter(

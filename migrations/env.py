@@ -8,6 +8,10 @@ from sqlalchemy import create_engine, pool
 from backbone.settings import Settings
 
 config = context.config
+# Plain `alembic upgrade` (no caller attributes) grants to the configured read-only role too, not
+# to the default name: BACKBONE_DATABASE_READONLY_ROLE is what `db create-reader` and `--into` use.
+if "readonly_role" not in config.attributes:
+    config.attributes["readonly_role"] = Settings().database_readonly_role
 
 
 def _url() -> str:

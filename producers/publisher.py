@@ -71,22 +71,40 @@ class ValidatingPublisher:
     def check(self, event: OrderEvent) -> bool:
         """Validate and remember; True if the event is new, False for a resend of one already
         accepted. Raises InvalidOrderTransition (an InvalidRecord) for anything the state machine refuses."""
-        state = self.orders.get(event.order_id)
+        after = self._next(event)
+        if after is None:
+            return False
+        self.orders[event.order_id] = after
+        return True
+
+    def _next(self, event: OrderEvent) -> OrderState | None:
+        """The order after `event`, None for a resend of one already accepted (counted)."""
         try:
-            self.orders[event.order_id] = order_state.apply(state, event)
+            return order_state.apply(self.orders.get(event.order_id), event)
         except InvalidOrderTransition as e:
             if e.rule != "duplicate_event":
                 raise
             self.duplicates += 1
-            return False
-        return True
+            return None
 
-    def publish(self, record: OrderEvent | MarketMark) -> None:
+    def publish(self, record: object) -> None:
+        """Publish a valid order event or mark; anything else raises InvalidRecord (or the codec's
+        EncodeError) and nothing is produced or remembered."""
+        if not isinstance(record, (OrderEvent, MarketMark)):
+            raise InvalidRecord("unexpected_record", f"a {type(record).__name__} is not published by this "
+                                "command (order events and marks only)")
+        if timestamp_ms(record.event_time) < 1:
+            # 0 asks the Kafka client for the current time, -1 is Kafka's "no timestamp"
+            raise InvalidRecord("bad_value:event_time", f"event_time {record.event_time.isoformat()} is not after "
+                                "1970-01-01T00:00:00Z, where Kafka record timestamps start")
+        after = None
         if isinstance(record, OrderEvent):
-            self.check(record)  # a resend is still published: downstream recognises it by event_id
+            after = self._next(record)  # a resend is still published: downstream recognises it by event_id
         elif record.mark_price <= 0:
             raise InvalidRecord("bad_value:mark_price", f"{record.symbol}: mark price {record.mark_price} is not > 0")
-        self.publisher.publish(record)
+        self.publisher.publish(record)  # encodes first: a record the codec refuses leaves no trace
+        if after is not None:
+            self.orders[record.order_id] = after
 
 
 __all__ = ["EventPublisher", "ValidatingPublisher", "timestamp_ms"]

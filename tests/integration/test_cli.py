@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backbone.codec import json_form
-from backbone.domain.events import Side
+from backbone.domain.events import Alert, AlertKind, AlertSeverity, Side
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
@@ -81,6 +81,8 @@ def test_publish_reports_each_bad_line_and_dead_letters_it(cli_env: Settings, tm
     tape.mark("FILE", 11)
     good = [json_form.dumps(r) for r in tape.records]
     fill = json.loads(good[2])
+    mark = json.loads(good[3])
+    alert = json_form.dumps(Alert("a1", AlertKind.LAG_RISING, AlertSeverity.WARNING, tape.clock, "g", "lag"))
     lines = [
         good[0],
         "{not json",                                                   # 2: bad JSON
@@ -91,15 +93,20 @@ def test_publish_reports_each_bad_line_and_dead_letters_it(cli_env: Settings, tm
         good[2],
         json.dumps(fill | {"event_id": "again", "seq": 4, "exec_id": "X9"}),  # 8: state machine (overfill)
         good[3],
+        alert,                                                         # 10: not publishable here
+        json.dumps(mark | {"source": "\ud800"}),                      # 11: valid JSON, not encodable as Avro
+        json.dumps(mark | {"event_time": "1970-01-01T00:00:00Z"}),     # 12: Kafka's "now" timestamp
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = CliRunner().invoke(app, ["publish", str(path), "--json"])
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
-    assert (summary["published"], summary["rejected"]) == (4, 5)
-    for lineno in (2, 3, 5, 6, 8):
+    assert (summary["published"], summary["rejected"]) == (4, 8)
+    for lineno in (2, 3, 5, 6, 8, 10, 11, 12):
         assert f"events.jsonl:{lineno}:" in result.stderr
+    for reason in ("unexpected_record", "invalid_field:source", "bad_value:event_time"):
+        assert reason in result.stderr
     projected = invoke("project", "run", "--until-caught-up", "--group", "pub-test", "--json")
     assert json.loads(projected.stdout)["events"] == 4
     (pos,) = rows(cli_env, "select qty, avg_px from positions")
