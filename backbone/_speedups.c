@@ -258,6 +258,12 @@ typedef struct {
 /* (negative, coefficient, exponent) of a finite decimal of at most two words; 0 otherwise. */
 static int mpd_parts(PyObject *v, int *negative, i128 *coefficient, Py_ssize_t *exponent, Py_ssize_t *digits) {
     const MpdView *d = &((DecView *)v)->dec;
+    /* The words must be the object's own inline storage (where a small Decimal keeps them) and
+     * the sizes sane before anything is read through the pointer: on a build whose layout
+     * differs, the probe then answers "no" instead of reading stray memory. A small decimal
+     * whose words live elsewhere just takes the str() path. */
+    if (d->data != (const uint64_t *)((const DecView *)v + 1) || d->alloc < d->len || d->alloc > 64)
+        return 0;
     if ((d->flags & MPD_SPECIAL) || d->len < 1 || d->len > 2)
         return 0;
     *negative = d->flags & MPD_NEG;

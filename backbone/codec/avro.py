@@ -1262,7 +1262,7 @@ class _FastCodecBuilder:
             lines = ["n = buf[pos]", "if n < 0x80:", "    n = (n >> 1) ^ -(n & 1)", "    pos += 1"]
             if tag == "timestamp-micros":  # 8-byte varints (1978..2541) as four 14-bit groups
                 lines += [
-                    "elif ((c := _unpack_4u16(buf, pos)) and (c[0] & c[1] & c[2] & 0x8080) == 0x8080"
+                    "elif (len(buf) - pos >= 8 and (c := _unpack_4u16(buf, pos)) and (c[0] & c[1] & c[2] & 0x8080) == 0x8080"
                     " and (c[3] & 0x8080) == 0x80):",
                     "    n = ((c[0] & 0x7F | c[0] >> 1 & 0x3F80) | (c[1] & 0x7F | c[1] >> 1 & 0x3F80) << 14"
                     " | (c[2] & 0x7F | c[2] >> 1 & 0x3F80) << 28 | (c[3] & 0x7F | c[3] >> 1 & 0x3F80) << 42)",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sysconfig
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from zoneinfo import ZoneInfo
 
@@ -198,3 +198,12 @@ def test_record_timestamps_of_naive_datetimes_are_refused() -> None:
 
     with pytest.raises(ValueError, match="naive"):
         timestamp_ms(datetime(2026, 11, 22, 14, 30))
+
+
+def test_a_short_timestamp_near_the_end_of_the_record_decodes_on_both_paths() -> None:
+    """A 2-byte timestamp varint with fewer than 8 bytes after it: the Python path's 8-byte
+    shortcut read past the end and called a complete record truncated (found by fuzzing)."""
+    data = bytes.fromhex("c3017ff7e855a931d4e3 02 65 02 73 8001 00 00 00 00 00".replace(" ", ""))
+    compiled, python = COMPILED.decode(data), PYTHON.decode(data)
+    assert compiled == python
+    assert python.event_time == datetime(1970, 1, 1, 0, 0, 0, 64, tzinfo=UTC)
