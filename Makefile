@@ -12,7 +12,11 @@ venv: $(VENV)/.installed
 
 # the C source too: pip install compiles it into backbone/_speedups*.so (see README)
 $(VENV)/.installed: pyproject.toml backbone/_speedups.c
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing: python3-venv python3-dev"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev && $(PYTHON) -m venv $(VENV); \
+	  else echo "$(PYTHON) cannot create a virtualenv: install python3-venv (and python3-dev for the compiled fast paths)"; exit 1; fi; }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
@@ -21,12 +25,15 @@ $(VENV)/.installed: pyproject.toml backbone/_speedups.c
 deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing java"; \
 	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  else echo "missing system packages:$$missing (install them, e.g. sudo apt-get install$$missing)"; exit 1; fi; \
+	    apt-get update -qq; \
+	    jre=openjdk-17-jre-headless; apt-cache show $$jre >/dev/null 2>&1 || jre=default-jre-headless; \
+	    missing=$$(echo "$$missing" | sed "s/ java/ $$jre/"); \
+	    echo "installing:$$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing system packages:$$missing (Java 17 or later; e.g. sudo apt-get install$$(echo "$$missing" | sed 's/ java/ openjdk-17-jre-headless/'))"; exit 1; fi; \
 	fi
 
 up: venv deps

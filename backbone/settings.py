@@ -25,6 +25,16 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DAY_MS = 24 * 3600 * 1000
 
 
+def local_bootstrap(kafka_port: int) -> str:
+    """The local stack's broker (`backbone local up`)."""
+    return f"127.0.0.1:{kafka_port}"
+
+
+def local_database_url(postgres_port: int) -> str:
+    """The local stack's database and application role (`backbone local up`)."""
+    return f"postgresql+psycopg://backbone:backbone@127.0.0.1:{postgres_port}/backbone"
+
+
 def _default_state_dir() -> Path:
     # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user,
     # which cannot enter /root: keep the state where that user can reach it.
@@ -41,7 +51,8 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka connection -------------------------------------------------------------------
-    kafka_bootstrap_servers: str = Field("127.0.0.1:19092", description="host:port[,host:port…]")
+    # default: the local broker at kafka_port (see _local_addresses)
+    kafka_bootstrap_servers: str = Field("", description="host:port[,host:port…]")
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
@@ -64,7 +75,8 @@ class Settings(BaseSettings):
     alerts_retention_ms: int = Field(30 * DAY_MS, ge=-1)
 
     # --- Database ---------------------------------------------------------------------------
-    database_url: SecretStr = SecretStr("postgresql+psycopg://backbone:backbone@127.0.0.1:15432/backbone")
+    # default: the local server at postgres_port (see _local_addresses)
+    database_url: SecretStr = SecretStr("")
     database_readonly_role: str = Field("backbone_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     # --- Projection snapshots (docs/replay.md) ------------------------------------------------
@@ -81,6 +93,16 @@ class Settings(BaseSettings):
     postgres_port: int = Field(15432, ge=1, le=65535)
     kafka_heap: str = "512m"
     startup_timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _local_addresses(self) -> Settings:
+        """Unset addresses point at the local stack on its configured ports: moving a port
+        (BACKBONE_KAFKA_PORT, BACKBONE_POSTGRES_PORT) moves the clients with the servers."""
+        if not self.kafka_bootstrap_servers:
+            object.__setattr__(self, "kafka_bootstrap_servers", local_bootstrap(self.kafka_port))
+        if not self.database_url.get_secret_value():
+            object.__setattr__(self, "database_url", SecretStr(local_database_url(self.postgres_port)))
+        return self
 
     @field_validator("state_dir", "cache_dir", mode="after")
     @classmethod

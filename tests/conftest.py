@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/factories.py and friends
 
 from backbone import db  # noqa: E402
 from backbone.kafka import topics  # noqa: E402
-from backbone.settings import Settings  # noqa: E402
+from backbone.settings import Settings, local_bootstrap, local_database_url  # noqa: E402
 
 TEST_PARTITIONS = 6
 
@@ -55,19 +55,74 @@ def services() -> Iterator[Services]:
     if bootstrap and url:
         yield Services(bootstrap, url, "env")
         return
+    if bootstrap or url:
+        raise pytest.UsageError("set both BACKBONE_TEST_KAFKA_BOOTSTRAP_SERVERS and BACKBONE_TEST_DATABASE_URL, "
+                                "or neither (then the tests start their own services)")
     if _docker_engine_answers():
-        from testcontainers.kafka import KafkaContainer
-        from testcontainers.postgres import PostgresContainer
-
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka, \
-                PostgresContainer("postgres:16", driver="psycopg") as pg:
-            yield Services(kafka.get_bootstrap_server(), pg.get_connection_url(), "testcontainers")
+        yield from _containers()
         return
     from backbone.local import stack
 
-    settings = Settings()
+    # The local stack's own addresses, never BACKBONE_KAFKA_BOOTSTRAP_SERVERS / BACKBONE_DATABASE_URL
+    # from the environment: those may name a real cluster (README, "Against a real cluster"), where
+    # the tests would create and delete topics and databases.
+    settings = Settings().with_overrides(kafka_bootstrap_servers=local_bootstrap(Settings().kafka_port),
+                                         database_url=local_database_url(Settings().postgres_port))
     stack.up(settings)
     yield Services(settings.kafka_bootstrap_servers, settings.database_url_value, "local")
+
+
+KAFKA_IMAGE = "apache/kafka:4.2.1"  # the version `backbone local up` runs (backbone/local/kafka-pom.xml)
+POSTGRES_IMAGE = "postgres:15"  # Debian bookworm's server, which the local stack runs
+
+
+def _containers() -> Iterator[Services]:
+    """Kafka (KRaft, one node, the settings of docker-compose.yml) and PostgreSQL in containers.
+
+    testcontainers' KafkaContainer drives Confluent Platform images only, so the Apache image
+    runs as a generic container: its advertised listener must name the host port, which is
+    therefore chosen before the start instead of left to Docker."""
+    import socket
+    import time
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "KAFKA_NODE_ID": "1", "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_LISTENERS": "PLAINTEXT://0.0.0.0:9092,CONTROLLER://localhost:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER", "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1", "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1", "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false", "KAFKA_HEAP_OPTS": "-Xmx512m",
+    }
+    kafka = DockerContainer(KAFKA_IMAGE).with_bind_ports(9092, port)
+    for key, value in env.items():
+        kafka = kafka.with_env(key, value)
+    with kafka, PostgresContainer(POSTGRES_IMAGE, driver="psycopg") as pg:
+        bootstrap = f"127.0.0.1:{port}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        deadline = time.monotonic() + 120
+        while True:  # the broker answers metadata requests once it is up
+            try:
+                if admin.list_topics(timeout=5).brokers:
+                    break
+                problem = "no broker in the metadata"
+            except KafkaException as e:  # while it boots
+                problem = str(e)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Kafka container at {bootstrap} did not come up in 120 s: {problem}")
+            time.sleep(1)
+        yield Services(bootstrap, pg.get_connection_url(), "testcontainers")
 
 
 @pytest.fixture(scope="session")

@@ -165,6 +165,11 @@ def start(settings: Settings) -> int:
     paths = KafkaPaths.of(settings)
     pid = running(settings)
     if pid is not None:
+        # ours, but perhaps still booting (an earlier start timed out, or log recovery is slow):
+        # "up" means answering, not merely alive
+        process.wait_until(lambda: is_ready(settings), timeout=settings.startup_timeout_s, what="Kafka",
+                           log_files=[paths.log_file, paths.stdout_file],
+                           alive=lambda: running(settings) is not None)
         return pid
     process.ensure_port_free(settings.kafka_port, "Kafka")
     process.ensure_port_free(settings.kafka_controller_port, "the Kafka controller")

@@ -57,3 +57,19 @@ def test_bad_environment_value_is_a_one_line_error(monkeypatch: pytest.MonkeyPat
     result = CliRunner().invoke(app, ["config", "show"])
     assert result.exit_code == 2
     assert "BACKBONE_PARTITIONS" in result.output
+
+
+def test_unset_addresses_follow_the_local_stack_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy-port message says to move BACKBONE_KAFKA_PORT / BACKBONE_POSTGRES_PORT: the
+    clients must move with the servers, and an address that is set stays as set."""
+    for name in ("BACKBONE_KAFKA_BOOTSTRAP_SERVERS", "BACKBONE_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BACKBONE_KAFKA_PORT", "29092")
+    monkeypatch.setenv("BACKBONE_POSTGRES_PORT", "25432")
+    moved = Settings(_env_file=None)
+    assert moved.kafka_bootstrap_servers == "127.0.0.1:29092"
+    assert moved.database_url_value == "postgresql+psycopg://backbone:backbone@127.0.0.1:25432/backbone"
+    monkeypatch.setenv("BACKBONE_KAFKA_BOOTSTRAP_SERVERS", "b1:9093")
+    monkeypatch.setenv("BACKBONE_DATABASE_URL", "postgresql+psycopg://u:p@db:5432/x")
+    kept = Settings(_env_file=None)
+    assert (kept.kafka_bootstrap_servers, kept.database_url_value) == ("b1:9093", "postgresql+psycopg://u:p@db:5432/x")
