@@ -207,6 +207,7 @@ def test_a_live_snapshot_waits_for_a_swap_and_reads_only_after_it(created_topics
     project(settings, names.group())
     engine = db.make_engine(settings)
     taken: list = []
+    failed: list[BaseException] = []
     try:
         with psycopg.connect(psycopg_url(settings)) as holder:
             holder.execute("lock table orders in access exclusive mode")
@@ -215,8 +216,11 @@ def test_a_live_snapshot_waits_for_a_swap_and_reads_only_after_it(created_topics
                 holder.execute(f"delete from {table}")
 
             def create() -> None:
-                with LogReader(settings) as reader:
-                    taken.extend(snapshot_live(settings, engine, reader))
+                try:
+                    with LogReader(settings) as reader:
+                        taken.extend(snapshot_live(settings, engine, reader))
+                except BaseException as e:  # noqa: BLE001 - asserted below, not lost in the thread
+                    failed.append(e)
 
             worker = threading.Thread(target=create)
             worker.start()
@@ -231,4 +235,5 @@ def test_a_live_snapshot_waits_for_a_swap_and_reads_only_after_it(created_topics
         assert not worker.is_alive()
     finally:
         engine.dispose()
+    assert failed == []
     assert taken == []  # nothing to snapshot: the projection was emptied before it read anything

@@ -134,7 +134,7 @@ def test_reading_commands_print_values_verbatim_and_refuse_bad_input(cli_env: Se
     t.order("O2", "ACC[/]", "[red]X", Side.BUY, 1, price=5)
     t.mark("[red]X", 6)
     publish(settings, t.records)
-    assert invoke("project", "run", "--until-caught-up", "--json").exit_code == 0
+    assert invoke("project", "run", "--until-caught-up", "--group", "cli-verbatim", "--json").exit_code == 0
 
     positions = invoke("positions")
     assert positions.exit_code == 0, positions.output

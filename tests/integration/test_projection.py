@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg import sql
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
 
@@ -202,8 +203,12 @@ def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, na
     # any other existing role is refused, never altered: the application's own above all
     with pytest.raises(db.DatabaseError, match=f"role {url.username} exists and is not a reader"):
         db.create_reader(settings, url.username, "hijacked")
-    with psycopg.connect(psycopg_url(settings)) as conn:
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
         assert conn.execute("select 1").fetchone() == (1,)  # its password still works
+        # roles are server-wide: this run's would outlive the test database
+        conn.execute(sql.SQL("revoke connect on database {} from {}").format(sql.Identifier(url.database),
+                                                                            sql.Identifier(reader)))
+        conn.execute(sql.SQL("drop role {}").format(sql.Identifier(reader)))
 
 
 def test_records_deleted_before_they_were_projected_stop_the_projector(created_topics: Settings, names) -> None:

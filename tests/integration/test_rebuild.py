@@ -84,8 +84,10 @@ class ReaderLoop(threading.Thread):
 
     def wait_for(self, count: int) -> None:
         deadline = time.monotonic() + 60
-        while len(self.observations) < count and not self.errors and time.monotonic() < deadline:
+        while len(self.observations) < count and not self.errors:
+            assert time.monotonic() < deadline, f"the reader made {len(self.observations)} of {count} reads in 60 s"
             time.sleep(0.01)
+        assert not self.errors, self.errors
 
 
 def _dlq_size(settings: Settings) -> int:
@@ -232,7 +234,8 @@ def test_rebuild_under_a_live_projector_is_exactly_once_and_fences_its_memory(
         out, err = live.communicate(timeout=120)
     assert live.returncode == 0, err
     assert json.loads(out)["fenced_batches"] >= 1  # its compare-and-set failed after the swap: it reloaded
-    project(settings, names.group("live"))  # once more, until caught up (normally nothing left)
+    # caught up before the SIGTERM (waited for above): a run of the same group finds nothing left
+    assert project(settings, names.group("live")).events == 0
 
     # Like for like at the live offsets: only the damaged mark differs.
     assert result.comparable and result.identical is False
@@ -313,7 +316,10 @@ def test_the_swap_gives_way_to_readers_and_retries_cleanly(created_topics: Setti
         if kind == "frozen" and seen[kind] == 1:
             publish(settings, log[1200:])  # the swap's tail goes beyond the live offsets
             reader.start()
-            while not reader_reads:
+            deadline = time.monotonic() + 60
+            while not reader_reads:  # the reader holds its snapshot before the swap goes on
+                assert not reader_errors, reader_errors
+                assert time.monotonic() < deadline, "the reader made no read in 60 s"
                 time.sleep(0.01)
         elif kind == "locking" and seen[kind] == 1:
             with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:

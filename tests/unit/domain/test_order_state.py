@@ -18,6 +18,7 @@ from backbone.domain.order_state import (
     classify,
     complete,
 )
+from backbone.domain.plain import to_plain
 from backbone.errors import InvalidOrderTransition
 
 D = Decimal
@@ -541,8 +542,13 @@ def test_complete_carries_terms_and_sets_seq() -> None:
 
 
 def test_apply_never_modifies_the_input_state() -> None:
+    """Neither an applied event nor a refused one changes the state passed in: compared with its
+    plain form taken before (frozen dataclasses can still share mutable parts by mistake)."""
     state = fill(new_order(), "10")
-    before = (state.fills, state.event_ids, state.exec_ids, state.seq, state.cum_qty)
+    before = to_plain(state)
+    accepted = apply(state, complete(state, draft(state, E.FILLED, exec_id="Y", last_qty=D(5), last_px=D(2))))
+    assert accepted.cum_qty == D(15) and accepted.seq == state.seq + 1
+    overfill = complete(state, draft(state, E.FILLED, exec_id="Z", last_qty=D(1), last_px=D(1)))
     with pytest.raises(InvalidOrderTransition):
-        complete(state, draft(state, E.FILLED, exec_id="Z", last_qty=D(91), last_px=D(1)))
-    assert (state.fills, state.event_ids, state.exec_ids, state.seq, state.cum_qty) == before
+        apply(state, overfill.replace(last_qty=D(91), cum_qty=D(101), leaves_qty=D(0)))
+    assert to_plain(state) == before

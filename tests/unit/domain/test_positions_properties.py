@@ -257,10 +257,17 @@ def test_conservation_and_flat_invariants(fills: list[Fill]) -> None:
 def test_realized_pnl_of_a_round_trip_is_the_cash_flow_up_to_avg_rounding(
     fills: list[Fill],
 ) -> None:
-    """Flat ⇒ realized = −Σ signed qty × px, within the 12-place rounding of avg_px."""
+    """Flat ⇒ realized = −Σ signed qty × px, within the 12-place rounding of avg_px. A stream that
+    does not end flat is closed with one more fill at its last price, so every example counts."""
     position = fold(fills)
     if position.qty != 0:
-        return
+        last = fills[-1]
+        closing = Fill(f"close-{len(fills)}", last.account, last.symbol,
+                       Side.SELL if position.qty > 0 else Side.BUY, abs(position.qty), last.price, Decimal(0),
+                       last.time)
+        fills = [*fills, closing]
+        position = fold(fills)
+    assert position.qty == 0
     cash = Fraction(0)
     net, peak = Fraction(0), Fraction(0)
     for f in fills:

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from backbone.settings import Settings
 from cli.main import app
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The defaults under test, not whatever BACKBONE_* the shell exports or ./.env holds."""
+    for name in [n for n in os.environ if n.startswith("BACKBONE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
 
 
 def test_defaults_render_a_librdkafka_config() -> None:
