@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from backbone import db
 from backbone.codec.avro import AvroCodec
 from backbone.domain.events import EventType, MarketMark, Side
-from backbone.errors import KafkaError
+from backbone.errors import InvariantViolation, KafkaError
 from backbone.kafka import topics
 from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
@@ -413,3 +413,28 @@ def test_an_id_another_partition_owns_is_refused_not_overwritten(created_topics:
             rows(settings, "select * from executions where exec_id = 'XM'")) == owned
     status = {r["order_id"]: r["status"] for r in rows(settings, "select order_id, status from orders")}
     assert status == {"OF": "FILLED", "ON": "NEW", "OK": "NEW"}
+
+
+def test_offsets_are_mirrored_to_kafka_and_a_reload_checks_positions(created_topics: Settings, names) -> None:
+    """Postgres holds the offsets; the group's committed offsets in Kafka mirror them, so ordinary
+    lag tools see it. A reload refolds each position from its executions and refuses a row that
+    disagrees (a bug, or a hand-edited table), rather than carrying it on."""
+    settings = created_topics
+    publish(settings, golden_tape().records)
+    group = names.group()
+    project(settings, group)
+    stored = {(r["topic"], r["partition"]): r["next_offset"]
+              for r in rows(settings, "select topic, partition, next_offset from projection_checkpoints")}
+    assert stored
+    consumer = Consumer(settings.kafka_config(**{"group.id": group}))
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in stored], timeout=30)
+    finally:
+        consumer.close()
+    assert {(tp.topic, tp.partition): tp.offset for tp in committed} == stored
+
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        conn.execute("update positions set qty = qty + 1 where account = 'ACC1'")
+    with pytest.raises(InvariantViolation, match=r"position ACC1/GOLD: stored qty=11\.?0* but its executions "
+                                                 r"fold to 10"):
+        project(settings, group)
