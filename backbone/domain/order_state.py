@@ -70,6 +70,7 @@ arithmetic               an exact decimal operation would have had to round
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -401,7 +402,18 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
     after = _next(state, event)
     # Fast path: the venue reported exactly what we computed (the common case); the detailed
     # check below also accepts equal-but-differently-scaled avg_px and names the mismatch.
-    if (event.order_status is after.status and event.cum_qty == after.cum_qty
+    try:
+        reported_as_computed = _reported_as_computed(event, after)
+    except decimal.InvalidOperation:  # a signaling NaN reported: the detailed check names the field
+        reported_as_computed = False
+    if reported_as_computed:
+        return after
+    check_reported(event, _reported(after))
+    return after
+
+
+def _reported_as_computed(event: OrderEvent, after: OrderState) -> bool:
+    return (event.order_status is after.status and event.cum_qty == after.cum_qty
             and event.leaves_qty == after.leaves_qty and event.avg_px == after.avg_px
             and event.order_qty == after.order_qty and event.price == after.price
             and event.stop_price == after.stop_price and event.order_type is after.order_type
@@ -409,10 +421,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
             and event.symbol == after.symbol and event.side is after.side
             # equal to the computed (finite) Decimals, and Decimals themselves (0 == Decimal(0))
             and isinstance(event.cum_qty, Decimal) and isinstance(event.leaves_qty, Decimal)
-            and isinstance(event.avg_px, Decimal) and isinstance(event.order_qty, Decimal)):
-        return after
-    check_reported(event, _reported(after))
-    return after
+            and isinstance(event.avg_px, Decimal) and isinstance(event.order_qty, Decimal))
 
 
 def classify(state: OrderState | None, event: OrderEvent) -> Literal["apply", "duplicate"]:

@@ -48,10 +48,21 @@ class PostgresPaths:
         return cls(settings.state_dir / "postgres")
 
 
-def bin_dir() -> Path:
-    """The newest installed server's bin directory (Debian keeps them versioned)."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+def bin_dir(data: Path | None = None, root: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The server's bin directory (Debian keeps them versioned under `root`): the version of an
+    existing data directory (a data dir only starts under its own major version), else the
+    newest installed."""
+    candidates = sorted(root.glob("*/bin/postgres"),
                         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    version_file = None if data is None else data / "PG_VERSION"
+    if candidates and version_file is not None and version_file.exists():
+        wanted = version_file.read_text().strip()
+        for candidate in candidates:
+            if candidate.parent.parent.name == wanted:
+                return candidate.parent
+        raise ServiceError(f"the data directory {data} is PostgreSQL {wanted}, but the installed servers are "
+                           f"{', '.join(c.parent.parent.name for c in candidates)}: install postgresql-{wanted}, "
+                           "or move the data directory away (BACKBONE_STATE_DIR) to start afresh")
     if candidates:
         return candidates[-1].parent
     for name in ("pg_ctl", "postgres"):
@@ -136,7 +147,7 @@ def start(settings: Settings) -> int:
         ensure_initialized(settings, paths)
         # pg_ctl -w waits for the server; our own readiness check below covers auth too.
         options = f"-p {settings.postgres_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-        _run([str(bin_dir() / "pg_ctl"), "start", "-D", str(paths.data), "-l", str(paths.log_file),
+        _run([str(bin_dir(paths.data) / "pg_ctl"), "start", "-D", str(paths.data), "-l", str(paths.log_file),
               "-o", options, "-w", "-t", str(int(settings.startup_timeout_s))], "pg_ctl start")
     process.wait_until(lambda: is_ready(settings), timeout=settings.startup_timeout_s,
                        what="PostgreSQL", log_files=[paths.log_file])
@@ -164,5 +175,5 @@ def stop(settings: Settings) -> bool:
     paths = PostgresPaths.of(settings)
     if running(settings) is None:
         return False
-    _run([str(bin_dir() / "pg_ctl"), "stop", "-D", str(paths.data), "-m", "fast", "-w", "-t", "60"], "pg_ctl stop")
+    _run([str(bin_dir(paths.data) / "pg_ctl"), "stop", "-D", str(paths.data), "-m", "fast", "-w", "-t", "60"], "pg_ctl stop")
     return True

@@ -552,3 +552,9 @@ def test_apply_never_modifies_the_input_state() -> None:
     with pytest.raises(InvalidOrderTransition):
         apply(state, overfill.replace(last_qty=D(91), cum_qty=D(101), leaves_qty=D(0)))
     assert to_plain(state) == before
+
+
+def test_a_signaling_nan_reported_is_a_field_mismatch_not_a_decimal_error() -> None:
+    state = new_order()
+    event = complete(state, draft(state, E.FILLED, exec_id="N", last_qty=D(5), last_px=D(2)))
+    assert rule_of(state, event.replace(cum_qty=D("sNaN"))) == "field_mismatch:cum_qty"
