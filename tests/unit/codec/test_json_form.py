@@ -280,6 +280,29 @@ def test_arbitrary_objects_raise_json_form_error_only(obj: dict) -> None:
         assert isinstance(record, (OrderEvent, MarketMark, Alert))
 
 
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+                  st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@FAST
+@given(records, st.data())
+def test_valid_records_with_damaged_fields_raise_json_form_error_only(record: object, data: st.DataObject) -> None:
+    """Real field names with values of every wrong kind, so the value checks are reached (random
+    keys almost always stop at "unknown field")."""
+    obj = to_json_dict(record)
+    fields = sorted(k for k in obj if k != "type")
+    for name in data.draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)):
+        if data.draw(st.booleans(), label="drop") and len(fields) > 1:
+            del obj[name]
+        else:
+            obj[name] = data.draw(_JUNK, label=name)
+    try:
+        parsed = from_json_dict(obj)
+    except JsonFormError:
+        return
+    assert isinstance(parsed, (OrderEvent, MarketMark, Alert))
+
+
 @FAST
 @given(st.text(max_size=200))
 def test_arbitrary_lines_raise_json_form_error_only(line: str) -> None:
