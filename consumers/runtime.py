@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import fewer_collections
 from backbone.kafka import log_bounds
-from backbone.kafka.batches import next_batch, refetch
+from backbone.kafka.batches import next_batch, refetch, watermarks
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -167,10 +167,7 @@ class ProjectionLoop:
         both cases (the consumer is configured to report it instead): refuse, unless the
         projection says the topic's records may expire; then count them and go on from the start."""
         t, p = tp
-        try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
-        except KafkaException as e:
-            raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
+        low, high = watermarks(consumer, t, p)
         bounds = log_bounds.Bounds(t, p, start, low, high)
         verdict = log_bounds.classify(bounds, expiring=self.projection.expiring(t))
         if verdict == "within":

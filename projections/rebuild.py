@@ -62,7 +62,7 @@ from sqlalchemy.engine import make_url
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import fewer_collections
 from backbone.kafka import log_bounds
-from backbone.kafka.batches import next_batch, refetch
+from backbone.kafka.batches import next_batch, refetch, watermarks
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers import deadletter
@@ -277,13 +277,7 @@ class _Shadow:
         return tps
 
     def watermarks(self) -> dict[TP, tuple[int, int]]:
-        out = {}
-        for t, p in self.tps:
-            try:
-                out[(t, p)] = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
-            except KafkaException as e:
-                raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
-        return out
+        return {(t, p): watermarks(self.consumer, t, p) for t, p in self.tps}
 
     def behind(self, targets: dict[TP, int]) -> int:
         return sum(max(target - self._start(tp), 0) for tp, target in targets.items())
@@ -349,10 +343,7 @@ class _Shadow:
         or `delete_records`), or the topic was recreated. Orders: the rebuild is refused, its
         state would miss them. Expiring marks: said and skipped."""
         t, p = tp
-        try:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=15, cached=False)
-        except KafkaException as e:
-            raise KafkaError(f"cannot read the offsets of {t}[{p}]: {e.args[0].str()}") from e
+        low, high = watermarks(self.consumer, t, p)
         start = requested if requested >= 0 else self._start(tp)
         bounds = log_bounds.Bounds(t, p, start, low, high)
         verdict = log_bounds.classify(bounds, expiring=self.projection.expiring(t))
@@ -668,8 +659,11 @@ class _Rebuild:
         marks expired loses its mark (the comparison shows where)."""
         assert self.shadow is not None
         wm = self.shadow.watermarks()
-        lost = sorted(tp for tp in self.shadow.tps if self.shadow.pos[tp] is None and wm[tp][0] > 0)
-        refused = [tp for tp in lost if not self.shadow.projection.expiring(tp[0])]  # as the projector decides
+        verdicts = {tp: log_bounds.classify(log_bounds.Bounds(tp[0], tp[1], 0, *wm[tp]),  # as the projector decides
+                                            expiring=self.shadow.projection.expiring(tp[0]))
+                    for tp in self.shadow.tps if self.shadow.pos[tp] is None}
+        refused = sorted(tp for tp, verdict in verdicts.items() if verdict == "deleted")
+        lost = sorted(tp for tp, verdict in verdicts.items() if verdict == "expired")
         if refused:
             raise RebuildError(
                 f"the log of {tp_names(refused)} no longer starts at offset 0 (first offset "

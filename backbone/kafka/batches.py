@@ -1,10 +1,14 @@
-"""Taking records from a confluent_kafka.Consumer in batches without waiting for full ones."""
+"""What the projector and rebuild's shadow do with their confluent_kafka.Consumer alike: take
+records in batches without waiting for full ones, read a partition's log bounds, and restart a
+partition's fetch after the broker refused its offset."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from backbone.errors import KafkaError
 
 
 def next_batch(consumer: Consumer, size: int, timeout_s: float) -> list[Message]:
@@ -34,3 +38,11 @@ def refetch(consumer: Consumer, tp: tuple[str, int], resume: int, start_of: Call
         elif part.offset < 0:
             part.offset = start_of(key)
     consumer.assign(assignment)
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """The partition's (low, high) offsets, asked of the broker (not the cached ones)."""
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15, cached=False)
+    except KafkaException as e:
+        raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {e.args[0].str()}") from e
