@@ -132,12 +132,12 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         raise InvariantViolation(f"{where}: holds {body['kind']} partition {body['partition']}, "
                                  f"expected {kind} partition {partition}")
     if kind == "marks":
-        state.drop_partition(marks_partition=partition)
+        state.drop_partitions(marks_partitions=(partition,))
         for plain in body["marks"]:
             mark = decoder_for(MarketMark)(plain)
             state.marks[mark.symbol] = MarkRow(mark.symbol, partition, mark)
         return
-    state.drop_partition(orders_partition=partition)
+    state.drop_partitions(orders_partitions=(partition,))
     order_of = decoder_for(OrderState)
     for plain in body["orders"]:
         order = order_of(plain)

@@ -190,11 +190,6 @@ class TradingState:
         changes, self.changes = self.changes, Changes()
         return changes
 
-    def drop_partition(self, orders_partition: int | None = None, marks_partition: int | None = None) -> None:
-        """Forget the state of a partition this projector no longer owns."""
-        self.drop_partitions(() if orders_partition is None else (orders_partition,),
-                             () if marks_partition is None else (marks_partition,))
-
     def drop_partitions(self, orders_partitions: Iterable[int] = (), marks_partitions: Iterable[int] = ()) -> None:
         """Forget the state of several partitions: one pass over the state, however many."""
         orders, marks = frozenset(orders_partitions), frozenset(marks_partitions)

@@ -87,7 +87,7 @@ def test_dropping_partitions_forgets_exactly_their_state() -> None:
     at_once.drop_partitions(orders_partitions=[0, 2], marks_partitions=[0, 2])
     one_by_one = fold(STREAM)
     for p in (0, 2):
-        one_by_one.drop_partition(orders_partition=p, marks_partition=p)
+        one_by_one.drop_partitions(orders_partitions=[p], marks_partitions=[p])
     for state in (at_once, one_by_one):
         assert (state.orders, state.order_partition, state.executions, state.positions,
                 state.position_partition, state.marks) == (
