@@ -66,8 +66,9 @@ def services() -> Iterator[Services]:
     # The local stack's own addresses, never BACKBONE_KAFKA_BOOTSTRAP_SERVERS / BACKBONE_DATABASE_URL
     # from the environment: those may name a real cluster (README, "Against a real cluster"), where
     # the tests would create and delete topics and databases.
-    settings = Settings().with_overrides(kafka_bootstrap_servers=local_bootstrap(Settings().kafka_port),
-                                         database_url=local_database_url(Settings().postgres_port))
+    configured = Settings()
+    settings = configured.with_overrides(kafka_bootstrap_servers=local_bootstrap(configured.kafka_port),
+                                         database_url=local_database_url(configured.postgres_port))
     stack.up(settings)
     yield Services(settings.kafka_bootstrap_servers, settings.database_url_value, "local")
 
