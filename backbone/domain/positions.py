@@ -65,13 +65,15 @@ position's history. Only the duplicate exec-id scan is O(n) in the live fills (~
 a caller that already knows the exec id is new (the projection keeps every exec id it has seen
 in a dict) passes ``exec_id_is_new=True`` and skips it. `apply_fills` enters the decimal context
 once. A bust or correction costs the fills after the restated one (plus one copy of the history
-before it, since the restated versions fork from an earlier one).
+before it, since the restated versions fork from an earlier one). A position restored lazily
+from a snapshot holds `Deferred` histories: fills apply to its summary at once, and its old
+fills are loaded only when a restatement (or a comparison) reads them.
 """
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -80,7 +82,7 @@ from typing import TypeVar, overload
 
 from backbone.domain.events import Side
 from backbone.domain.plain import builder
-from backbone.errors import InvalidRecord
+from backbone.errors import InvalidRecord, InvariantViolation
 
 T = TypeVar("T")
 
@@ -88,7 +90,9 @@ __all__ = [
     "AVG_PX_PLACES",
     "COMMISSION_PLACES",
     "ARITHMETIC_PRECISION",
+    "Deferred",
     "Fill",
+    "History",
     "Position",
     "PositionError",
     "apply_fill",
@@ -212,9 +216,96 @@ class History(Sequence[T]):
         return repr(tuple(self))
 
 
-def _appended(sequence: Sequence[T], item: T) -> History[T]:
-    """`sequence` + (item,) as a History (a hand-built position may hold a plain tuple)."""
+class Deferred(Sequence[T]):
+    """A history still in a snapshot: its length is known, its items are loaded on the first
+    read. Appending keeps it deferred, so a position restored lazily takes new fills without
+    loading its old ones; a restatement, a duplicate scan or a comparison loads them.
+
+    `load()` gives the first `base` items (the snapshot's); `hot` holds those appended since.
+    """
+
+    __slots__ = ("_load", "_base", "_hot", "_items")
+
+    def __init__(self, load: Callable[[], Sequence[T]], base: int, hot: History[T] | None = None) -> None:
+        self._load = load
+        self._base = base
+        self._hot: History[T] = History([], 0) if hot is None else hot
+        self._items: History[T] | None = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._items is not None
+
+    def appended(self, item: T) -> Sequence[T]:
+        if self._items is not None:
+            return self._items.appended(item)
+        return Deferred(self._load, self._base, self._hot.appended(item))
+
+    def loaded(self) -> History[T]:
+        """The whole history (loaded once; a load of the wrong length is refused)."""
+        if self._items is None:
+            items = list(self._load())
+            if len(items) != self._base:
+                raise InvariantViolation(f"a deferred history loaded {len(items)} items, expected {self._base}")
+            items.extend(self._hot)
+            self._items = History(items, len(items))
+        return self._items
+
+    def __len__(self) -> int:
+        return self._base + len(self._hot)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        # What a restatement of a fill applied since the restore reads (the fills after it, the
+        # prefix before it, the state before it) lies in `hot`: answered without loading.
+        base = self._base
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if self._items is None and step == 1:
+                if start >= base:
+                    return self._hot[start - base : max(stop, start) - base]
+                if start == 0 and stop >= base:
+                    return Deferred(self._load, base, self._hot[: stop - base])
+            return self.loaded()[index]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError("history index out of range")
+        index %= n
+        if self._items is None and index >= base:
+            return self._hot[index - base]
+        return self.loaded()[index]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.loaded())
+
+    def __reversed__(self) -> Iterator[T]:
+        return reversed(self.loaded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Deferred):
+            return self.loaded() == other.loaded()
+        if isinstance(other, (History, tuple)):
+            return self.loaded() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.loaded())
+
+    def __repr__(self) -> str:
+        return repr(self.loaded()) if self._items is not None else f"<deferred history of {len(self)}>"
+
+
+def _appended(sequence: Sequence[T], item: T) -> Sequence[T]:
+    """`sequence` + (item,) as a History, or still a Deferred one (a hand-built position may
+    hold a plain tuple)."""
     if type(sequence) is History:
+        return sequence.appended(item)
+    if type(sequence) is Deferred:
         return sequence.appended(item)
     return History([*sequence, item], len(sequence) + 1)
 
@@ -236,7 +327,7 @@ class Position:
     commission: Decimal  # total paid = realized_commission + open_commission
     last_fill_time: datetime | None  # latest `Fill.time` among the live fills; None if none
     fill_count: int  # number of live fills == len(fills)
-    fills: Sequence[Fill]  # the live fills, in application order (a History; equal to a tuple)
+    fills: Sequence[Fill]  # the live fills, in application order (a History, or Deferred; equal to a tuple)
     # The state before each live fill, for restatements: (qty, avg_px, realized_pnl,
     # realized_commission, open_commission, last_fill_time). Derived from `fills`, so not compared.
     prior_states: Sequence[_Prior] = field(default=(), compare=False, repr=False)

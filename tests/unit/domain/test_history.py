@@ -1,11 +1,14 @@
-"""positions.History: the shared append-only fill history of successive position versions."""
+"""positions.History: the shared append-only fill history of successive position versions, and
+positions.Deferred: one still in a snapshot."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbone.domain.positions import History, _appended
+from backbone.domain.positions import Deferred, History, _appended
+from backbone.errors import InvariantViolation
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -63,3 +66,48 @@ def test_a_position_with_its_history_round_trips_through_plain_data() -> None:
     assert data == to_plain(position)
     back = decoder_for(Position)(json.loads(json.dumps(data)))
     assert back == position and back.fills == tuple(fills) and len(back.prior_states) == 2
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.integers(), max_size=8), st.lists(st.tuples(st.integers(0, 1000), st.integers()), max_size=40))
+def test_a_deferred_history_reads_like_a_tuple_and_loads_only_to_read_its_base(
+        base: list[int], ops: list[tuple[int, int]]) -> None:
+    """A position restored lazily: its snapshot's fills (`base`) load on first read of them; what
+    was appended since (and slices of it, prefixes that keep the base) reads without loading."""
+    loads: list[int] = []
+
+    def load() -> History[int]:
+        loads.append(1)
+        return History(list(base), len(base))
+
+    versions: list[Deferred[int] | History[int]] = [Deferred(load, len(base))]
+    model: list[tuple[int, ...]] = [tuple(base)]
+    for pick, item in ops:
+        i = pick % len(versions)
+        versions.append(_appended(versions[i], item))
+        model.append(model[i] + (item,))
+    b = len(base)
+    for version, expected in zip(versions, model, strict=True):
+        n = len(expected)
+        assert isinstance(version, Deferred) and len(version) == n
+        for k in range(b, n):
+            assert version[k] == expected[k] and version[k - n] == expected[k]
+        for a in range(b, n + 1):
+            assert tuple(version[a:]) == expected[a:]
+            prefix = version[:a]  # Deferred while it holds some of the base
+            assert isinstance(prefix, Deferred if b else History) and len(prefix) == a
+        assert not loads and not version.is_loaded
+    for version, expected in zip(versions, model, strict=True):
+        assert version == expected and expected == version and tuple(version) == expected
+        assert list(reversed(version)) == list(reversed(expected)) and hash(version) == hash(expected)
+        assert version[:b] == expected[:b] and all(version[k] == expected[k] for k in range(b))
+        assert version.appended("x") == expected + ("x",)  # a loaded one appends as a History
+    assert len(loads) == len(versions)  # once each
+
+
+def test_a_deferred_history_of_the_wrong_length_is_refused() -> None:
+    short = Deferred(lambda: History([1], 1), 2)
+    with pytest.raises(InvariantViolation, match="loaded 1 items, expected 2"):
+        list(short)
+    with pytest.raises(IndexError):
+        Deferred(lambda: (), 0)[0]

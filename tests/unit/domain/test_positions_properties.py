@@ -7,7 +7,9 @@ with the module under test, only the documented quantization rules.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from backbone.domain.events import Side
 from backbone.domain.positions import (
+    Deferred,
     Fill,
     Position,
     apply_fill,
@@ -278,3 +281,35 @@ def test_realized_pnl_of_a_round_trip_is_the_cash_flow_up_to_avg_rounding(
     # each re-weighting moves avg_px by at most 0.5e-12 per unit held, at most `peak` units
     bound = len(fills) * peak * Fraction(1, 2 * 10**12)
     assert abs(Fraction(position.realized_pnl) - cash) <= bound
+
+
+@PROPS
+@given(fills=fill_streams(max_size=15).filter(bool), data=st.data())
+def test_a_position_with_deferred_fills_restates_like_the_whole_fold(fills: list[Fill], data: st.DataObject) -> None:
+    """A position restored lazily (its first k fills deferred) takes the later fills, busts and
+    corrections exactly as the eager fold does, and loads its old fills only to restate one of them."""
+    k = data.draw(st.integers(0, len(fills)), label="deferred")
+    head = fold(fills[:k])
+    loads: list[str] = []
+
+    def loader(name: str, history: Sequence[object]) -> Callable[[], Sequence[object]]:
+        return lambda: loads.append(name) or history
+
+    position = dataclasses.replace(head, fills=Deferred(loader("fills", head.fills), k),
+                                   prior_states=Deferred(loader("prior_states", head.prior_states), k))
+    position = apply_fills(position, fills[k:], exec_ids_are_new=True)
+    assert not loads
+    i = data.draw(st.integers(0, len(fills) - 1), label="index")
+    target = fills[i]
+    busted = bust(position, target.exec_id)
+    assert summary(busted) == summary(fold(fills[:i] + fills[i + 1 :]))
+    fixed = dataclasses.replace(target, price=data.draw(PRICE, label="price"))
+    corrected = correct(position, target.exec_id, fixed.qty, fixed.price)
+    assert summary(corrected) == summary(fold(fills[:i] + [fixed] + fills[i + 1 :]))
+    assert bool(loads) == (i < k)  # a fill applied since the restore restates without loading
+    assert busted == fold(fills[:i] + fills[i + 1 :]) and position == fold(fills)
+
+
+def summary(p: Position) -> tuple:
+    return (p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission, p.commission,
+            p.last_fill_time, p.fill_count)
