@@ -598,8 +598,10 @@ class Replayer:
                 with self._db() as conn:
                     for plan in with_snapshot:
                         assert plan.snapshot is not None
+                        # lazily: the tail decodes the parts of the snapshot it needs (state.py)
                         snapshots.restore(state, self.kind(plan.topic), plan.partition,
-                                          snapshots.payload(conn, plan.snapshot.id), where=plan.snapshot.where)
+                                          snapshots.payload(conn, plan.snapshot.id), where=plan.snapshot.where,
+                                          lazy=True)
             snapshot_seconds = time.perf_counter() - t0
             reports = {p.tp: PartitionReport(p, begin=-1, end=p.end) for p in plans}
             letters: list[tuple[str, str, str]] = []
@@ -650,6 +652,8 @@ class Replayer:
 # == writing and showing a state ===================================================================
 
 def full_changes(state: TradingState) -> Changes:
+    """Every row of the state as changed (what a fresh schema needs); loads what is still cold."""
+    state.thaw_all()
     return Changes(set(state.orders), set(state.executions), set(state.positions), set(state.marks))
 
 

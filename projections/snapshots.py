@@ -11,8 +11,20 @@ partition p of `trading.orders` is complete on its own:
   the stored summary, so a snapshot that does not agree with itself is refused;
 * marketdata-topic partition: its marks (the newest mark per symbol).
 
-The payload is zlib-compressed JSON (`{"v": 1, "kind": …, "partition": …, …}`), lossless:
-decimals as strings with their exponent, times ISO-8601 with offset (backbone.domain.plain).
+Format 2 (written since 2026-12-03) lets `state --as-of` load only what its tail needs, so its
+cost follows the tail and not the size of the state: ``b"TBS2"``, the length of the header (4
+bytes, big-endian), the zlib-compressed JSON header, then one zlib-compressed JSON section per
+(account, symbol). The header holds the open (non-terminal) orders, the position summaries,
+the marks, and per section its key, byte length and the ids of the orders and executions in it;
+a section holds that (account, symbol)'s terminal orders and all its executions. Restoring
+lazily (`restore(..., lazy=True)`) decodes the header only: sections are decoded when the fold
+first names one of their ids (`TradingState.cold_orders` / `cold_execs`), and a position's fills
+are refolded, and checked against its summary, when a restatement first reads them
+(`positions.Deferred`). Restoring eagerly decodes and checks everything at once. Format 1 (one
+zlib-compressed JSON body ``{"v": 1, ...}`` with every row) is still read, eagerly.
+
+JSON is lossless here: decimals as strings with their exponent, times ISO-8601 with offset
+(backbone.domain.plain).
 
 Pure functions build and read payloads; the I/O helpers below take the caller's psycopg
 connection and run inside the caller's transaction (the projector writes snapshots in the
@@ -21,6 +33,7 @@ transaction that moves the offsets they describe).
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,47 +46,69 @@ import psycopg
 
 from backbone.domain import positions
 from backbone.domain.events import MarketMark
-from backbone.domain.order_state import OrderState
+from backbone.domain.order_state import TERMINAL_STATUSES, OrderState
 from backbone.domain.plain import decoder_for, encoder_for, to_plain
 from backbone.errors import InvariantViolation, coordinates
 from backbone.settings import Settings
-from projections.state import Execution, MarkRow, TradingState, positions_from_executions
+from projections.state import ColdGroup, Execution, MarkRow, TradingState, positions_from_executions
 
-FORMAT = 1
+FORMAT = 2
+MAGIC = b"TBS2"  # a zlib stream (format 1) starts with 0x78, never with this
+_LENGTH = struct.Struct(">I")
 Kind = Literal["orders", "marks"]
+Key = tuple[str, str]
 
 
 def kind_of(settings: Settings, topic: str) -> Kind:
     """What a snapshot of a partition of `topic` holds: orders-topic state, or marks."""
     return "orders" if topic == settings.topic_orders else "marks"
+
+
 POSITION_FIELDS = ("qty", "avg_px", "realized_pnl", "realized_commission", "open_commission", "commission",
                    "fill_count", "last_fill_time")
 COMPRESSION_LEVEL = 3  # cheap on the projector path; JSON of repetitive rows still shrinks ~8x
 
 
-# -- pure: state <-> payload ----------------------------------------------------------------------
+# -- pure: state -> payload -----------------------------------------------------------------------
 
-def _orders_body(state: TradingState, partition: int, order_ids: Iterable[str], exec_ids: Iterable[str],
-                 position_keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    executions = sorted((state.executions[e] for e in exec_ids), key=lambda x: (x.source_offset, x.exec_id))
-    order_plain = encoder_for(OrderState)
-    return {
-        "v": FORMAT, "kind": "orders", "partition": partition,
-        "orders": [order_plain(state.orders[o]) for o in sorted(order_ids)],
-        "executions": list(map(encoder_for(Execution), executions)),
+def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str], exec_ids: Iterable[str],
+                    position_keys: Iterable[Key]) -> bytes:
+    order_plain, exec_plain = encoder_for(OrderState), encoder_for(Execution)
+    open_orders = []
+    sections: dict[Key, tuple[list[OrderState], list[Execution]]] = {}
+    for order_id in sorted(order_ids):
+        order = state.orders[order_id]
+        if order.status in TERMINAL_STATUSES:
+            sections.setdefault((order.account, order.symbol), ([], []))[0].append(order)
+        else:
+            open_orders.append(order_plain(order))
+    for x in sorted((state.executions[e] for e in exec_ids), key=lambda x: (x.source_offset, x.exec_id)):
+        sections.setdefault((x.account, x.symbol), ([], []))[1].append(x)
+    index, blobs = [], []
+    for (account, symbol), (orders, executions) in sorted(sections.items()):
+        blob = zlib.compress(orjson.dumps({"orders": list(map(order_plain, orders)),
+                                           "executions": list(map(exec_plain, executions))}), COMPRESSION_LEVEL)
+        blobs.append(blob)
+        index.append({"account": account, "symbol": symbol, "bytes": len(blob),
+                      "orders": [o.order_id for o in orders], "executions": [x.exec_id for x in executions]})
+    header = {
+        "v": FORMAT, "kind": "orders", "partition": partition, "orders": open_orders,
         "positions": [{"account": k[0], "symbol": k[1],
                        **{f: to_plain(getattr(state.positions[k], f)) for f in POSITION_FIELDS}}
                       for k in sorted(position_keys)],
+        "sections": index,
     }
+    return _framed(header, blobs)
 
 
-def _marks_body(state: TradingState, partition: int, symbols: Iterable[str]) -> dict[str, Any]:
-    return {"v": FORMAT, "kind": "marks", "partition": partition,
-            "marks": [encoder_for(MarketMark)(state.marks[s].mark) for s in sorted(symbols)]}
+def _marks_payload(state: TradingState, partition: int, symbols: Iterable[str]) -> bytes:
+    return _framed({"v": FORMAT, "kind": "marks", "partition": partition,
+                    "marks": [encoder_for(MarketMark)(state.marks[s].mark) for s in sorted(symbols)]}, [])
 
 
-def _pack(body: dict[str, Any]) -> bytes:
-    return zlib.compress(orjson.dumps(body), COMPRESSION_LEVEL)
+def _framed(header: dict[str, Any], blobs: list[bytes]) -> bytes:
+    packed = zlib.compress(orjson.dumps(header), COMPRESSION_LEVEL)
+    return b"".join((MAGIC, _LENGTH.pack(len(packed)), packed, *blobs))
 
 
 def serialize(state: TradingState, kind: Kind, partition: int) -> bytes:
@@ -83,12 +118,13 @@ def serialize(state: TradingState, kind: Kind, partition: int) -> bytes:
 
 def serialize_many(state: TradingState, wanted: Iterable[tuple[Kind, int]]) -> dict[tuple[Kind, int], bytes]:
     """Payloads of several partitions with one pass over the state (the projector's path)."""
+    state.thaw_all()  # a lazily restored state: every row is written
     wanted = set(wanted)
     order_parts = {p for k, p in wanted if k == "orders"}
     mark_parts = {p for k, p in wanted if k == "marks"}
     orders: dict[int, list[str]] = {p: [] for p in order_parts}
     execs: dict[int, list[str]] = {p: [] for p in order_parts}
-    pos: dict[int, list[tuple[str, str]]] = {p: [] for p in order_parts}
+    pos: dict[int, list[Key]] = {p: [] for p in order_parts}
     marks: dict[int, list[str]] = {p: [] for p in mark_parts}
     if order_parts:
         for order_id, p in state.order_partition.items():
@@ -106,28 +142,49 @@ def serialize_many(state: TradingState, wanted: Iterable[tuple[Kind, int]]) -> d
                 marks[m.kafka_partition].append(symbol)
     out: dict[tuple[Kind, int], bytes] = {}
     for p in order_parts:
-        out[("orders", p)] = _pack(_orders_body(state, p, orders[p], execs[p], pos[p]))
+        out[("orders", p)] = _orders_payload(state, p, orders[p], execs[p], pos[p])
     for p in mark_parts:
-        out[("marks", p)] = _pack(_marks_body(state, p, marks[p]))
+        out[("marks", p)] = _marks_payload(state, p, marks[p])
     return out
 
 
-def decode(payload: bytes) -> dict[str, Any]:
+# -- pure: payload -> state -----------------------------------------------------------------------
+
+def _json(packed: bytes | memoryview, what: str) -> Any:
     try:
-        body = orjson.loads(zlib.decompress(payload))
+        return orjson.loads(zlib.decompress(packed))
     except (zlib.error, orjson.JSONDecodeError) as e:
-        raise InvariantViolation(f"snapshot payload is not zlib-compressed JSON: {e}") from e
-    if not isinstance(body, dict) or body.get("v") != FORMAT or body.get("kind") not in ("orders", "marks"):
+        raise InvariantViolation(f"snapshot {what} is not zlib-compressed JSON: {e}") from e
+
+
+def unpack(payload: bytes) -> tuple[dict[str, Any], memoryview]:
+    """(header, the sections' bytes) of a payload; a format-1 payload is all header."""
+    if payload[:4] == MAGIC:
+        if len(payload) < 8:
+            raise InvariantViolation("snapshot payload is cut short")
+        (length,) = _LENGTH.unpack_from(payload, 4)
+        view = memoryview(payload)
+        body = _json(view[8:8 + length], "header")
+        rest = view[8 + length:]
+        expected = 2
+    else:
+        body = _json(payload, "payload")
+        rest = memoryview(b"")
+        expected = 1
+    if not isinstance(body, dict) or body.get("v") != expected or body.get("kind") not in ("orders", "marks"):
         version = body.get("v") if isinstance(body, dict) else "?"
         raise InvariantViolation(f"snapshot payload of unknown format {version}")
-    return body
+    return body, rest
 
 
-def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, where: str = "snapshot") -> None:
+def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, where: str = "snapshot",
+            lazy: bool = False) -> None:
     """Load one partition's payload into `state`, replacing what it held of that partition.
 
+    `lazy`: decode the header only, and each section when the fold first needs it (format 2;
+    see the module docstring); whatever reads the whole state calls `state.thaw_all()`.
     `where` names the snapshot in error messages (e.g. ``topic[p]@next_offset``)."""
-    body = decode(payload)
+    body, sections = unpack(payload)
     if body["kind"] != kind or body["partition"] != partition:
         raise InvariantViolation(f"{where}: holds {body['kind']} partition {body['partition']}, "
                                  f"expected {kind} partition {partition}")
@@ -143,32 +200,124 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         order = order_of(plain)
         state.orders[order.order_id] = order
         state.order_partition[order.order_id] = partition
-    executions = list(map(decoder_for(Execution), body["executions"]))
+    if body["v"] == 1:
+        _restore_executions(state, partition, list(map(decoder_for(Execution), body["executions"])),
+                            body["positions"], where)
+        return
+    by_key: dict[Key, _Section] = {}
+    groups: list[ColdGroup] = []
+    at = 0
+    for entry in body["sections"]:
+        key = (entry["account"], entry["symbol"])
+        section = _Section(partition, key, sections[at:at + entry["bytes"]], entry, where)
+        at += entry["bytes"]
+        by_key[key] = section
+        group = ColdGroup(partition, entry["orders"], entry["executions"], section.rows)
+        groups.append(group)
+        state.add_cold(group)
+    if at != len(sections):
+        raise InvariantViolation(f"{where}: the sections take {at} bytes, the payload holds {len(sections)}")
+    stored_keys = {(stored["account"], stored["symbol"]) for stored in body["positions"]}
+    for key, section in by_key.items():
+        if section.entry and section.entry["executions"] and key not in stored_keys:
+            raise InvariantViolation(f"{where}: executions of {key[0]}/{key[1]} but no position")
+    for stored in body["positions"]:
+        key = (stored["account"], stored["symbol"])
+        section = by_key.get(key) or _Section(partition, key, memoryview(b""), None, where)
+        state.positions[key] = section.deferred_position(stored) if lazy else section.position(stored)
+        state.position_partition[key] = partition
+    if not lazy:
+        for group in groups:
+            state.thaw(group)
+
+
+class _Section:
+    """One (account, symbol) of a format-2 payload: decoded on first use, once."""
+
+    def __init__(self, partition: int, key: Key, packed: memoryview, entry: dict[str, Any] | None,
+                 where: str) -> None:
+        self.partition = partition
+        self.key = key
+        self.packed = packed
+        self.entry = entry
+        self.where = where
+        self._rows: tuple[list[OrderState], list[Execution]] | None = None
+        self._refold: positions.Position | None = None
+
+    def rows(self) -> tuple[list[OrderState], list[Execution]]:
+        """Its orders and executions, checked against the header's index."""
+        if self._rows is None:
+            if self.entry is None:
+                self._rows = ([], [])
+                return self._rows
+            body = _json(self.packed, f"section {self.key[0]}/{self.key[1]}")
+            orders = list(map(decoder_for(OrderState), body["orders"]))
+            executions = list(map(decoder_for(Execution), body["executions"]))
+            if ([o.order_id for o in orders] != self.entry["orders"]
+                    or [x.exec_id for x in executions] != self.entry["executions"]):
+                raise InvariantViolation(f"{self.where}: section {self.key[0]}/{self.key[1]} holds other ids "
+                                         "than the header lists")
+            for row in (*orders, *executions):
+                if (row.account, row.symbol) != self.key:
+                    raise InvariantViolation(f"{self.where}: {row.account}/{row.symbol} row in section "
+                                             f"{self.key[0]}/{self.key[1]}")
+            for x in executions:
+                if x.kafka_partition != self.partition:
+                    raise InvariantViolation(f"{self.where}: execution {x.exec_id} belongs to partition "
+                                             f"{x.kafka_partition}")
+            self._rows = (orders, executions)
+        return self._rows
+
+    def position(self, stored: dict[str, Any]) -> positions.Position:
+        """The position refolded from the section's executions, checked against `stored`."""
+        if self._refold is None:
+            refolded = positions_from_executions(self.rows()[1]).get(self.key) or positions.empty_position(*self.key)
+            _check_position(refolded, stored, self.where)
+            self._refold = refolded
+        return self._refold
+
+    def deferred_position(self, stored: dict[str, Any]) -> positions.Position:
+        """The stored summary, with fills and prior states refolded (and checked) on first read."""
+        values = {f: _decode_field(f, stored[f]) for f in POSITION_FIELDS}
+        n = values["fill_count"]
+        fills: Sequence[positions.Fill] = positions.Deferred(lambda: self.position(stored).fills, n)
+        priors: Sequence[Any] = positions.Deferred(lambda: self.position(stored).prior_states, n)
+        return positions.Position(self.key[0], self.key[1], values["qty"], values["avg_px"], values["realized_pnl"],
+                                  values["realized_commission"], values["open_commission"], values["commission"],
+                                  values["last_fill_time"], n, fills, priors)
+
+
+def _decode_field(name: str, value: Any) -> Any:
+    if name == "fill_count":
+        return value
+    if name == "last_fill_time":
+        return None if value is None else datetime.fromisoformat(value)
+    return Decimal(value)
+
+
+def _check_position(position: positions.Position, stored: dict[str, Any], where: str) -> None:
+    """Refuse a stored summary that is not exactly (value and exponent) the refolded one."""
+    for f in POSITION_FIELDS:
+        mine, theirs = to_plain(getattr(position, f)), stored[f]
+        if mine != theirs:
+            raise InvariantViolation(f"{where}: position {position.account}/{position.symbol}: stored {f}={theirs} "
+                                     f"but its executions fold to {mine}")
+
+
+def _restore_executions(state: TradingState, partition: int, executions: list[Execution],
+                        stored_positions: list[dict[str, Any]], where: str) -> None:
+    """Format 1: every execution, and the positions refolded from them and checked."""
     for x in executions:
         if x.kafka_partition != partition:
             raise InvariantViolation(f"{where}: execution {x.exec_id} belongs to partition {x.kafka_partition}")
         state.executions[x.exec_id] = x
     refolded = positions_from_executions(executions)
-    for stored in body["positions"]:
+    for stored in stored_positions:
         key = (stored["account"], stored["symbol"])
         position = refolded.get(key) or positions.empty_position(*key)
-        for f in POSITION_FIELDS:
-            mine, theirs = getattr(position, f), stored[f]
-            if not _same(mine, theirs):
-                raise InvariantViolation(f"{where}: position {key[0]}/{key[1]}: stored {f}={theirs} but its "
-                                         f"executions fold to {mine}")
+        _check_position(position, stored, where)
         state.positions[key] = position
         state.position_partition[key] = partition
-
-
-def _same(mine: Any, theirs: Any) -> bool:
-    if mine is None or theirs is None:
-        return mine is None and theirs is None
-    if isinstance(mine, datetime):
-        return mine == datetime.fromisoformat(theirs)
-    if isinstance(mine, Decimal):
-        return mine == Decimal(theirs)
-    return bool(mine == theirs)
 
 
 # -- rows ---------------------------------------------------------------------------------------

@@ -9,11 +9,18 @@ partitions and `drop_partitions` forgets some of them.
 
 What changed since the last `take_changes()` is tracked as key sets, so the writer persists
 exactly the rows an applied batch touched.
+
+A state restored lazily from snapshots (`snapshots.restore(..., lazy=True)`, for `state
+--as-of`) keeps the terminal orders and the executions of each (account, symbol) in a
+`ColdGroup` until an event names one of them: `cold_orders` and `cold_execs` index them, and the
+three lookups that may need one (the order an event names, a new exec id's duplicate check, the
+execution a restatement names) thaw its group first, so the fold sees exactly the eager state.
+Whatever reads the whole state calls `thaw_all()` first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -82,6 +89,17 @@ class MarkRow:
     mark: MarketMark
 
 
+@dataclass(eq=False)
+class ColdGroup:
+    """The terminal orders and the executions of one (account, symbol) of one partition, still
+    in their snapshot; `load()` decodes them (and checks them against these ids)."""
+
+    partition: int
+    order_ids: list[str]
+    exec_ids: list[str]
+    load: Callable[[], tuple[list[OrderState], list[Execution]]]
+
+
 @dataclass
 class Changes:
     orders: set[str] = field(default_factory=set)
@@ -104,11 +122,17 @@ class TradingState:
     position_partition: dict[tuple[str, str], int] = field(default_factory=dict)
     marks: dict[str, MarkRow] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
+    cold_orders: dict[str, ColdGroup] = field(default_factory=dict)
+    cold_execs: dict[str, ColdGroup] = field(default_factory=dict)
+    cold_groups: dict[int, set[ColdGroup]] = field(default_factory=dict)  # by partition
 
     # -- order events -------------------------------------------------------------------------
 
     def apply_order_event(self, event: OrderEvent, partition: int, offset: int) -> Outcome:
         before = self.orders.get(event.order_id)
+        if before is None and self.cold_orders and event.order_id in self.cold_orders:
+            self.thaw(self.cold_orders[event.order_id])
+            before = self.orders.get(event.order_id)
         try:
             after = order_state.apply(before, event)  # raises InvalidOrderTransition: nothing changed
         except InvalidOrderTransition as e:
@@ -122,6 +146,8 @@ class TradingState:
 
         if event.event_type == EventType.FILLED:
             exec_id = str(event.exec_id)
+            if self.cold_execs and exec_id in self.cold_execs:
+                self.thaw(self.cold_execs[exec_id])
             if exec_id in self.executions:
                 raise InvalidOrderTransition(event.order_id, "duplicate_exec_id",
                                              f"execution {exec_id} already belongs to order "
@@ -166,6 +192,8 @@ class TradingState:
         """The original exec_id of the fill a bust/correction names (ref may be a correction's id)."""
         for fill in order.fills:
             if fill.answers_to(ref):
+                if self.cold_execs and fill.exec_id in self.cold_execs:
+                    self.thaw(self.cold_execs[fill.exec_id])
                 if fill.exec_id not in self.executions:
                     raise InvalidOrderTransition(order.order_id, "unknown_exec_ref",
                                                  f"execution {fill.exec_id} is not in the projection")
@@ -186,6 +214,36 @@ class TradingState:
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
+    def add_cold(self, group: ColdGroup) -> None:
+        """Index a group left in its snapshot (`snapshots.restore(..., lazy=True)`)."""
+        self.cold_groups.setdefault(group.partition, set()).add(group)
+        self.cold_orders.update(dict.fromkeys(group.order_ids, group))
+        self.cold_execs.update(dict.fromkeys(group.exec_ids, group))
+
+    def thaw(self, group: ColdGroup) -> None:
+        """Move a cold group's rows into the state (decoding them)."""
+        orders, executions = group.load()
+        self.cold_groups[group.partition].remove(group)
+        for order in orders:
+            self.orders[order.order_id] = order
+            self.order_partition[order.order_id] = group.partition
+        for x in executions:
+            self.executions[x.exec_id] = x
+        for order_id in group.order_ids:
+            del self.cold_orders[order_id]
+        for exec_id in group.exec_ids:
+            del self.cold_execs[exec_id]
+
+    def thaw_all(self) -> None:
+        """Load everything still cold: every group, and every position's deferred history (which
+        checks it against the position's summary)."""
+        for group in [g for groups in self.cold_groups.values() for g in groups]:
+            self.thaw(group)
+        for position in self.positions.values():
+            for history in (position.fills, position.prior_states):
+                if type(history) is positions.Deferred:
+                    history.loaded()
+
     def take_changes(self) -> Changes:
         changes, self.changes = self.changes, Changes()
         return changes
@@ -200,6 +258,12 @@ class TradingState:
                 del self.executions[exec_id]
             for key in [k for k, p in self.position_partition.items() if p in orders]:
                 del self.positions[key], self.position_partition[key]
+            for p in orders:
+                for group in self.cold_groups.pop(p, ()):
+                    for order_id in group.order_ids:
+                        del self.cold_orders[order_id]
+                    for exec_id in group.exec_ids:
+                        del self.cold_execs[exec_id]
         if marks:
             for symbol in [s for s, m in self.marks.items() if m.kafka_partition in marks]:
                 del self.marks[symbol]

@@ -30,6 +30,7 @@ from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
+from projections import replay as rp
 from projections import snapshots
 from projections.replay import Replayer
 from projections.state import TradingState
@@ -89,8 +90,11 @@ def expected_state(log: list[Logged], when: datetime) -> TradingState:
 
 
 def comparable(state: TradingState) -> tuple:
-    return (state.orders, state.order_partition, state.executions, state.positions, state.position_partition,
-            state.marks)
+    """What `state --as-of` prints (read first: a replayed state is restored lazily), then every row."""
+    shown = (rp.position_rows(state), rp.open_order_rows(state))
+    state.thaw_all()
+    return shown, (state.orders, state.order_partition, state.executions, state.positions, state.position_partition,
+                   state.marks)
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -13,16 +13,18 @@ import pytest
 from confluent_kafka import Message
 
 from backbone.codec.avro import AvroCodec
+from backbone.domain import positions
 from backbone.domain.events import MarketMark, OrderEvent, Side
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import decoder_for as _decoder
 from backbone.domain.plain import encoder_for as _encoder
 from backbone.domain.plain import from_plain, to_plain
-from backbone.errors import InvariantViolation
+from backbone.errors import InvalidOrderTransition, InvariantViolation
 from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
 from producers.publisher import timestamp_ms
 from producers.simulator import SimulationConfig, simulate
+from projections import replay as rp
 from projections import snapshots, store
 from projections.snapshots import SnapshotMeta
 from projections.state import Execution, TradingState
@@ -139,9 +141,21 @@ def test_decoder_of_a_payload_without_a_field_takes_the_field_default() -> None:
 
 
 def _tamper(payload: bytes, change) -> bytes:
-    body = json.loads(zlib.decompress(payload))
+    """The payload with its header changed by `change` (its sections kept)."""
+    header, sections = snapshots.unpack(payload)
+    change(header)
+    return snapshots._framed(header, [bytes(sections)])
+
+
+def _tamper_section(payload: bytes, change) -> bytes:
+    """The payload with its first section's body changed by `change`."""
+    header, sections = snapshots.unpack(payload)
+    first = header["sections"][0]["bytes"]
+    body = json.loads(zlib.decompress(sections[:first]))
     change(body)
-    return zlib.compress(json.dumps(body).encode())
+    blob = zlib.compress(json.dumps(body).encode())
+    header["sections"][0]["bytes"] = len(blob)
+    return snapshots._framed(header, [blob, bytes(sections[first:])])
 
 
 def test_a_payload_that_disagrees_with_itself_is_refused() -> None:
@@ -162,6 +176,117 @@ def test_a_payload_that_disagrees_with_itself_is_refused() -> None:
         snapshots.restore(TradingState(), "orders", p, b"garbage")
     with pytest.raises(InvariantViolation, match="unknown format"):
         snapshots.restore(TradingState(), "orders", p, _tamper(payload, lambda b: b.update(v=99)))
+    with pytest.raises(InvariantViolation, match="sections take"):
+        snapshots.restore(TradingState(), "orders", p, payload + b"x")
+
+
+def test_a_damaged_section_is_refused_eagerly_and_when_a_lazy_state_reads_it() -> None:
+    p = next(p for p in range(PARTITIONS) if any(v == p for v in WHOLE.position_partition.values()))
+    payload = snapshots.serialize(WHOLE, "orders", p)
+
+    def bump_exec_qty(body: dict) -> None:
+        body["executions"][0]["qty"] = str(Decimal(body["executions"][0]["qty"]) + 1)
+
+    def drop_an_order(body: dict) -> None:
+        body["orders"].pop()
+
+    for change, message in ((bump_exec_qty, "stored .* but its executions fold to"),
+                            (drop_an_order, "holds other ids than the header lists")):
+        damaged = _tamper_section(payload, change)
+        with pytest.raises(InvariantViolation, match=message):
+            snapshots.restore(TradingState(), "orders", p, damaged)
+        lazy = TradingState()
+        snapshots.restore(lazy, "orders", p, damaged, lazy=True)  # the header alone is sound
+        with pytest.raises(InvariantViolation, match=message):
+            lazy.thaw_all()
+
+
+def test_format_1_payloads_are_still_read() -> None:
+    """Snapshots written before format 2 (one JSON body with every row) restore to the same state."""
+    for p in range(PARTITIONS):
+        body = {"v": 1, "kind": "orders", "partition": p,
+                "orders": [_encoder(OrderState)(WHOLE.orders[o]) for o, q in sorted(WHOLE.order_partition.items())
+                           if q == p],
+                "executions": [_encoder(Execution)(x) for x in sorted(WHOLE.executions.values(),
+                                                                         key=lambda x: (x.source_offset, x.exec_id))
+                               if x.kafka_partition == p],
+                "positions": [{"account": k[0], "symbol": k[1],
+                               **{f: to_plain(getattr(WHOLE.positions[k], f)) for f in snapshots.POSITION_FIELDS}}
+                              for k, q in sorted(WHOLE.position_partition.items()) if q == p]}
+        rebuilt = TradingState()
+        snapshots.restore(rebuilt, "orders", p, zlib.compress(json.dumps(body).encode()))
+        assert only(rebuilt, orders=p)[:-1] == only(WHOLE, orders=p)[:-1]
+        assert not rebuilt.cold_orders and not rebuilt.cold_execs
+
+
+def _open_orders(state: TradingState) -> dict:
+    return {k: v for k, v in state.orders.items() if v.status.value in rp.OPEN_STATUSES}
+
+
+@pytest.mark.parametrize("cut", [300, 900, 1500, 2100, 2450])
+def test_a_lazy_restore_plus_a_tail_equals_the_eager_fold(cut: int) -> None:
+    """Snapshot every partition at `cut`, restore lazily, fold the rest: what `state --as-of`
+    shows (positions, open orders) equals the eager fold before anything is thawed, only what
+    the tail named was decoded, and after `thaw_all` every row is equal."""
+    head = fold(STREAM[:cut])
+    payloads = snapshots.serialize_many(head, [(k, p) for p in range(PARTITIONS) for k in ("orders", "marks")])
+    lazy = TradingState()
+    for (kind, p), payload in payloads.items():
+        snapshots.restore(lazy, kind, p, payload, lazy=True)
+    assert lazy.orders == _open_orders(head)
+    assert len(lazy.cold_orders) == len(head.orders) - len(lazy.orders) > 0
+    assert len(lazy.cold_execs) == len(head.executions) > 0
+    offsets: dict[tuple[bool, int], int] = {}
+    for r in STREAM[:cut]:
+        key = (isinstance(r, OrderEvent), symbol_partition(r.symbol, PARTITIONS))
+        offsets[key] = offsets.get(key, -1) + 1
+    tail = STREAM[cut:cut + 150]
+    for r in tail:
+        p = symbol_partition(r.symbol, PARTITIONS)
+        key = (isinstance(r, OrderEvent), p)
+        offsets[key] = offsets.get(key, -1) + 1
+        if isinstance(r, OrderEvent):
+            try:
+                lazy.apply_order_event(r, p, offsets[key])
+            except InvalidOrderTransition:
+                pass  # refused by the eager fold too (compared below)
+        else:
+            lazy.apply_mark(r, p)
+    lazy.take_changes()
+    eager = fold(STREAM[:cut + 150])
+    assert rp.position_rows(lazy) == rp.position_rows(eager)
+    assert rp.open_order_rows(lazy) == rp.open_order_rows(eager)
+    assert lazy.cold_orders or lazy.cold_execs, "a 150-record tail should leave some of the snapshot undecoded"
+    lazy.thaw_all()
+    assert not lazy.cold_orders and not lazy.cold_execs
+    assert (lazy.orders, lazy.order_partition, lazy.executions, lazy.positions, lazy.position_partition,
+            lazy.marks) == (eager.orders, eager.order_partition, eager.executions, eager.positions,
+                            eager.position_partition, eager.marks)
+
+
+def test_a_restatement_of_a_cold_fill_loads_it_and_restates_exactly() -> None:
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 30, price=5)
+    first = t.fill("O1", 10, 5, commission="1")
+    second = t.fill("O1", 10, "5.5", commission="1")
+    t.order("O2", "ACC1", "GOLD", Side.SELL, 5, price=6)
+    t.fill("O2", 5, 6, commission="0.5")
+    at = len(t.records)
+    t.bust("O1", first)
+    t.correct("O1", second, 10, "5.25")
+    t.fill("O1", 10, 5)
+    state, lazy = TradingState(), TradingState()
+    for offset, r in enumerate(t.records[:at]):
+        state.apply_order_event(r, 0, offset)
+    snapshots.restore(lazy, "orders", 0, snapshots.serialize(state, "orders", 0), lazy=True)
+    (key,) = lazy.positions
+    assert isinstance(lazy.positions[key].fills, positions.Deferred)
+    assert not lazy.positions[key].fills.is_loaded and lazy.cold_execs
+    for offset, r in enumerate(t.records[at:], at):
+        assert state.apply_order_event(r, 0, offset) == lazy.apply_order_event(r, 0, offset) == "applied"
+    assert not lazy.cold_orders and not lazy.cold_execs  # the bust named O1's executions: thawed
+    assert lazy.positions == state.positions and lazy.executions == state.executions
+    assert lazy.orders == state.orders
 
 
 def _meta(i: int, tp: tuple[str, int], offset: int, max_ts: datetime | None) -> SnapshotMeta:
@@ -296,3 +421,24 @@ def test_snapshots_off_for_in_memory_replays(monkeypatch: pytest.MonkeyPatch) ->
             proj.apply(m)
         proj.write(None)  # type: ignore[arg-type]
     assert rec.inserted == []
+
+
+def test_a_new_fill_reusing_a_cold_exec_id_is_refused_as_eagerly() -> None:
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 10, price=5)
+    taken = t.fill("O1", 10, 5)
+    at = len(t.records)
+    t.order("O2", "ACC2", "SILVER", Side.SELL, 10, price=7)  # another section: only the exec-id index knows
+    t.fill("O2", 4, 7, exec_id=taken)
+    state, lazy = TradingState(), TradingState()
+    for offset, r in enumerate(t.records[:at]):
+        state.apply_order_event(r, 0, offset)
+    snapshots.restore(lazy, "orders", 0, snapshots.serialize(state, "orders", 0), lazy=True)
+    assert taken in lazy.cold_execs
+    for offset, r in enumerate(t.records[at:-1], at):
+        lazy.apply_order_event(r, 0, offset)
+        state.apply_order_event(r, 0, offset)
+    for s in (state, lazy):
+        with pytest.raises(InvalidOrderTransition, match="already belongs to order O1") as refused:
+            s.apply_order_event(t.records[-1], 0, len(t.records) - 1)
+        assert refused.value.rule == "duplicate_exec_id"
