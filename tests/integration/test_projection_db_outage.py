@@ -1,5 +1,6 @@
-"""Postgres unavailable mid-run: the projector retries, stays alive, advances nothing, then
-finishes with exactly the state of an uninterrupted run."""
+"""Postgres unavailable mid-run, or refusing a transaction with a serialization failure: the
+projector retries, stays alive, advances nothing, then finishes with exactly the state of an
+uninterrupted run."""
 
 from __future__ import annotations
 
@@ -77,4 +78,39 @@ def test_database_outage_is_retried_without_advancing_offsets(created_topics: Se
     finally:
         projector.kill()
         proxy.kill()
+    assert table_dump(settings) == expected
+
+
+def test_serialization_failures_are_retried_and_apply_every_batch_once(created_topics: Settings, names,
+                                                                       services) -> None:
+    """Postgres answers a batch's transaction with SQLSTATE 40001 (what a serializable conflict
+    or a deadlock victim gets): the same batch is retried, nothing is lost or applied twice."""
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=3_000, seed=78))))
+    ref_url = create_database(services.database_url)
+    try:
+        db.upgrade(settings, url=ref_url)
+        ref = settings.with_overrides(database_url=ref_url)
+        project(ref, names.group("ref"), batch_size=200)
+        expected = table_dump(ref)
+    finally:
+        drop_database(services.database_url, ref_url)
+
+    failures = 4
+    with db.make_engine(settings).begin() as conn:
+        # A sequence, not a table: nextval survives the rollback of the transaction it fails.
+        conn.exec_driver_sql("create sequence test_conflicts")
+        conn.exec_driver_sql(f"""
+            create function test_conflict() returns trigger language plpgsql as $$
+            begin
+              if nextval('test_conflicts') <= {failures} then
+                raise exception 'injected conflict' using errcode = 'serialization_failure';
+              end if;
+              return new;
+            end $$""")
+        conn.exec_driver_sql("create trigger test_conflict before insert or update on projection_checkpoints "
+                             "for each row execute function test_conflict()")
+    stats = project(settings, names.group("conflicts"), batch_size=200)
+    assert stats.db_retries == failures  # each refused transaction was retried, once
+    assert stats.dead_letters == 0
     assert table_dump(settings) == expected
