@@ -2,11 +2,14 @@
 
 Layout under `<state_dir>/kafka/`: `server.properties`, `data/` (log dirs, formatted once),
 `kafka.log` (broker log, via log4j2), `stdout.log` (the JVM's own output) and `kafka.pid`.
-Jars are resolved once by Maven into `<cache_dir>/kafka-<version>/libs` (outside the repo).
+Jars are resolved once by Maven into `<cache_dir>/kafka-<version>-<pom digest>/libs` (outside
+the repo): a changed pom (a log4j bump, another dependency) resolves into a fresh directory
+instead of reusing jars resolved for the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import subprocess
@@ -23,10 +26,13 @@ from backbone.settings import Settings
 MAIN_CLASS = "kafka.Kafka"
 
 
+def pom_text() -> str:
+    return resources.files("backbone.local").joinpath("kafka-pom.xml").read_text()
+
+
 def kafka_version() -> str:
     """The Kafka version pinned in the bundled pom."""
-    pom = resources.files("backbone.local").joinpath("kafka-pom.xml").read_text()
-    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom_text())
     if match is None:  # the pom ships with the package; this is a packaging bug
         raise ServiceError("kafka-pom.xml has no <kafka.version>")
     return match.group(1)
@@ -62,7 +68,8 @@ class KafkaPaths:
 
 
 def libs_dir(settings: Settings) -> Path:
-    return settings.cache_dir / f"kafka-{kafka_version()}" / "libs"
+    digest = hashlib.sha256(pom_text().encode()).hexdigest()[:12]
+    return settings.cache_dir / f"kafka-{kafka_version()}-{digest}" / "libs"
 
 
 def resolve_jars(settings: Settings) -> Path:
