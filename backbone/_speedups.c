@@ -7,7 +7,9 @@
  *   (backbone.domain.plain);
  * - Slots: copy-with-changes and positional construction of the frozen, slotted domain
  *   dataclasses (backbone.domain.plain), without the per-field object.__setattr__ of
- *   a frozen dataclass.
+ *   a frozen dataclass;
+ * - OrderMachine: the plain transitions of the order state machine
+ *   (backbone.domain.order_state._next), falling back to the Python path for the rest.
  *
  * These are accelerators, not a second implementation. Each Encoder/Decoder is built by
  * avro.py from the same field plan as the generated Python paths and holds that Python path as
@@ -1194,6 +1196,525 @@ static PyTypeObject SlotsType = {
     .tp_call = PyVectorcall_Call,
 };
 
+/* ------------------------------------------------------------------------------------------
+ * OrderMachine: the common transitions of the order state machine (backbone.domain.order_state)
+ *
+ * machine(state, event) is order_state._next(state, event). The C code takes only the plain
+ * cases: creating an order, a fill that is not on a FOK order, and every event type that does
+ * not touch the fills (acknowledgements, cancel and replace requests and their answers,
+ * cancels, expiries), each with exactly typed fields. Everything else (REPLACED, busts,
+ * corrections, FOK fills, a sequence or duplicate problem, a field of another type, any
+ * arithmetic that would round) goes to the Python path, which decides or raises the state
+ * machine's typed error. Decimal arithmetic is done by the same decimal contexts' methods the
+ * Python path runs under (order_fields._EXACT_CTX and _QUOTIENT_CTX), in the same order, and
+ * the status resolvers are the Python functions themselves; so a result equals the Python
+ * path's, field for field and exponent for exponent (tests compare both on random streams).
+ * ------------------------------------------------------------------------------------------ */
+
+enum { OS_ORDER_ID, OS_ACCOUNT, OS_SYMBOL, OS_SIDE, OS_ORDER_TYPE, OS_TIF, OS_CL_ORD_ID, OS_STATUS, OS_ORDER_QTY,
+       OS_PRICE, OS_STOP_PRICE, OS_CUM_QTY, OS_LEAVES_QTY, OS_AVG_PX, OS_SEQ, OS_FIRST_TIME, OS_LAST_TIME, OS_FILLS,
+       OS_PRIOR_STATUS, OS_EVENT_IDS, OS_EXEC_IDS, OS_N };
+enum { LF_EXEC_ID, LF_QTY, LF_PX, LF_BUSTED, LF_RESTATED_BY, LF_N };
+enum { EV_EVENT_ID, EV_EVENT_TYPE, EV_EVENT_TIME, EV_SEQ, EV_ACCOUNT, EV_SYMBOL, EV_SIDE, EV_ORDER_TYPE, EV_TIF,
+       EV_ORDER_ID, EV_CL_ORD_ID, EV_ORDER_QTY, EV_EXEC_ID, EV_PRICE, EV_STOP_PRICE, EV_LAST_QTY, EV_LAST_PX, EV_N };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *state_cls, *fill_cls, *event_cls, *event_type_cls, *status_cls, *decimal_cls;
+    Py_ssize_t os[OS_N], lf[LF_N], ev[EV_N];
+    PyObject *fallback;
+    PyObject *zero, *quantum, *zero_at_scale;
+    PyObject *x_add, *x_sub, *x_mul, *x_rem;               /* the exact context's methods */
+    PyObject *q_add, *q_sub, *q_mul, *q_divmod, *q_minus;  /* the quotient context's */
+    PyObject *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only;
+    PyObject *filled, *fok, *by_quantity;
+    PyObject *int0, *int1, *int2, *empty_tuple, *empty_frozenset, *s_is_finite;
+} Machine;
+
+#define SLOT(obj, off) (*slot_at((obj), (off)))
+
+static PyObject *call1(PyObject *fn, PyObject *a) { return PyObject_Vectorcall(fn, &a, 1, NULL); }
+
+static PyObject *call2(PyObject *fn, PyObject *a, PyObject *b) {
+    PyObject *args[2] = {a, b};
+    return PyObject_Vectorcall(fn, args, 2, NULL);
+}
+
+/* 1: an exact Decimal that is finite; 0: not; -1: error */
+static int finite_decimal(Machine *m, PyObject *v) {
+    if (!v || !Py_IS_TYPE(v, m->decimal_cls))
+        return 0;
+    PyObject *r = PyObject_CallMethodNoArgs(v, m->s_is_finite);
+    if (!r)
+        return -1;
+    int out = r == Py_True;
+    Py_DECREF(r);
+    return out;
+}
+
+/* order_fields.positive_quantity without its error: 1 when it accepts `v` */
+static int positive_decimal(Machine *m, PyObject *v) {
+    int ok = finite_decimal(m, v);
+    return ok == 1 ? PyObject_RichCompareBool(v, m->int0, Py_GT) : ok;
+}
+
+static int optional_price(Machine *m, PyObject *v) { return v == Py_None ? 1 : finite_decimal(m, v); }
+
+/* order_fields.round_half_even(numerator, denominator) for denominator > 0; NULL: give up */
+static PyObject *round_half_even(Machine *m, PyObject *numerator, PyObject *denominator) {
+    PyObject *unit = NULL, *pair = NULL, *whole = NULL, *rest = NULL, *twice = NULL, *tmp = NULL, *out = NULL;
+    if (PyObject_RichCompareBool(denominator, m->int0, Py_GT) != 1)
+        return NULL;
+    if (!(unit = call2(m->q_mul, denominator, m->quantum)) || !(pair = call2(m->q_divmod, numerator, unit)))
+        goto done;
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2)
+        goto done;
+    whole = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+    rest = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    int nonzero = PyObject_IsTrue(rest);
+    if (nonzero < 0)
+        goto done;
+    if (nonzero) {
+        if (!(twice = call2(m->q_add, rest, rest)))
+            goto done;
+        int negative = PyObject_RichCompareBool(twice, m->int0, Py_LT);
+        if (negative < 0)
+            goto done;
+        if (negative) {
+            if (!(tmp = call1(m->q_minus, twice)))
+                goto done;
+            Py_SETREF(twice, tmp);
+            tmp = NULL;
+        }
+        int up = PyObject_RichCompareBool(twice, unit, Py_GT);
+        if (up < 0)
+            goto done;
+        if (!up) {
+            int tie = PyObject_RichCompareBool(twice, unit, Py_EQ);
+            if (tie < 0)
+                goto done;
+            if (tie) {
+                if (!(tmp = call2(m->x_rem, whole, m->int2)))  /* `whole % 2` in the exact context */
+                    goto done;
+                up = PyObject_IsTrue(tmp);
+                Py_CLEAR(tmp);
+                if (up < 0)
+                    goto done;
+            }
+        }
+        if (up) {
+            int positive = PyObject_RichCompareBool(rest, m->int0, Py_GT);
+            if (positive < 0 || !(tmp = call2(positive ? m->q_add : m->q_sub, whole, m->int1)))
+                goto done;
+            Py_SETREF(whole, tmp);
+            tmp = NULL;
+        }
+    }
+    int nonzero_whole = PyObject_IsTrue(whole);
+    if (nonzero_whole < 0)
+        goto done;
+    out = nonzero_whole ? call2(m->q_mul, whole, m->quantum) : Py_NewRef(m->zero_at_scale);
+done:
+    Py_XDECREF(unit);
+    Py_XDECREF(pair);
+    Py_XDECREF(whole);
+    Py_XDECREF(rest);
+    Py_XDECREF(twice);
+    Py_XDECREF(tmp);
+    return out;
+}
+
+/* cum_qty and avg_px of `fills` (order_state._cum and _avg_px); 0 ok, -1 give up */
+static int restate(Machine *m, PyObject *fills, PyObject **cum_out, PyObject **avg_out) {
+    PyObject *cum = Py_NewRef(m->zero), *notional = Py_NewRef(m->zero), *tmp = NULL, *product = NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(fills);
+    for (Py_ssize_t i = 0; i < n; i++) {  /* _cum: ZERO + qty + ... over the live fills, in order */
+        PyObject *f = PyTuple_GET_ITEM(fills, i);
+        if (!Py_IS_TYPE(f, m->fill_cls))
+            goto fail;
+        int busted = PyObject_IsTrue(SLOT(f, m->lf[LF_BUSTED]));
+        if (busted < 0)
+            goto fail;
+        if (!busted) {
+            if (!(tmp = call2(m->x_add, cum, SLOT(f, m->lf[LF_QTY]))))
+                goto fail;
+            Py_SETREF(cum, tmp);
+        }
+    }
+    int flat = PyObject_RichCompareBool(cum, m->int0, Py_EQ);
+    if (flat < 0)
+        goto fail;
+    if (flat) {
+        *avg_out = Py_NewRef(m->zero);
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {  /* _avg_px: ZERO + qty * px + ... over the same fills */
+            PyObject *f = PyTuple_GET_ITEM(fills, i);
+            int busted = PyObject_IsTrue(SLOT(f, m->lf[LF_BUSTED]));
+            if (busted < 0)
+                goto fail;
+            if (!busted) {
+                if (!(product = call2(m->x_mul, SLOT(f, m->lf[LF_QTY]), SLOT(f, m->lf[LF_PX]))) ||
+                    !(tmp = call2(m->x_add, notional, product)))
+                    goto fail;
+                Py_CLEAR(product);
+                Py_SETREF(notional, tmp);
+            }
+        }
+        if (!(*avg_out = round_half_even(m, notional, cum)))
+            goto fail;
+    }
+    Py_DECREF(notional);
+    *cum_out = cum;
+    return 0;
+fail:
+    Py_XDECREF(product);
+    Py_DECREF(cum);
+    Py_DECREF(notional);
+    return -1;
+}
+
+/* The next state, or NULL to give up (with or without an error set). */
+static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
+    for (int i = 0; i < EV_N; i++)
+        if (!SLOT(ev, m->ev[i]))
+            return NULL;
+    PyObject *etype = SLOT(ev, m->ev[EV_EVENT_TYPE]), *eseq = SLOT(ev, m->ev[EV_SEQ]);
+    PyObject *exec_id = SLOT(ev, m->ev[EV_EXEC_ID]);
+    if (!Py_IS_TYPE(etype, m->event_type_cls) || !PyLong_CheckExact(eseq))
+        return NULL;
+    PyObject *vals[OS_N];
+    PyObject *fills = NULL, *fill = NULL, *cum = NULL, *avg = NULL, *status = NULL, *leaves = NULL, *prior = NULL,
+             *event_ids = NULL, *exec_ids = NULL, *added = NULL, *tmp = NULL, *key = NULL, *out = NULL;
+    PyObject *base_event_ids, *base_exec_ids;
+    if (state == Py_None) {  /* _create */
+        PyObject *created = PyDict_GetItemWithError(m->creating, etype);
+        if (!created || PyObject_RichCompareBool(eseq, m->int1, Py_EQ) != 1 ||
+            positive_decimal(m, SLOT(ev, m->ev[EV_ORDER_QTY])) != 1 ||
+            optional_price(m, SLOT(ev, m->ev[EV_PRICE])) != 1 || optional_price(m, SLOT(ev, m->ev[EV_STOP_PRICE])) != 1)
+            goto done;
+        static const int from_event[][2] = {
+            {OS_ORDER_ID, EV_ORDER_ID}, {OS_ACCOUNT, EV_ACCOUNT}, {OS_SYMBOL, EV_SYMBOL}, {OS_SIDE, EV_SIDE},
+            {OS_ORDER_TYPE, EV_ORDER_TYPE}, {OS_TIF, EV_TIF}, {OS_CL_ORD_ID, EV_CL_ORD_ID},
+            {OS_ORDER_QTY, EV_ORDER_QTY}, {OS_PRICE, EV_PRICE}, {OS_STOP_PRICE, EV_STOP_PRICE},
+            {OS_FIRST_TIME, EV_EVENT_TIME}};
+        for (size_t i = 0; i < sizeof from_event / sizeof from_event[0]; i++)
+            vals[from_event[i][0]] = SLOT(ev, m->ev[from_event[i][1]]);
+        status = Py_NewRef(created);
+        fills = Py_NewRef(m->empty_tuple);
+        cum = Py_NewRef(m->zero);
+        avg = Py_NewRef(m->zero);
+        base_event_ids = base_exec_ids = m->empty_frozenset;
+        if (PySet_Contains(m->pending, status) != 0)  /* never a creating status; by_quantity would need `blank` */
+            goto done;
+    } else {  /* _advance */
+        for (int i = 0; i < OS_N; i++)
+            if (!(vals[i] = SLOT(state, m->os[i])))
+                goto done;
+        PyObject *sstatus = vals[OS_STATUS];
+        base_event_ids = vals[OS_EVENT_IDS];
+        base_exec_ids = vals[OS_EXEC_IDS];
+        if (!Py_IS_TYPE(sstatus, m->status_cls) || !PyLong_CheckExact(vals[OS_SEQ]) ||
+            !PyFrozenSet_CheckExact(base_event_ids) || !PyFrozenSet_CheckExact(base_exec_ids) ||
+            !PyTuple_CheckExact(vals[OS_FILLS]))
+            goto done;
+        /* _check_sequence */
+        if (PyObject_RichCompareBool(SLOT(ev, m->ev[EV_ORDER_ID]), vals[OS_ORDER_ID], Py_EQ) != 1 ||
+            PySet_Contains(base_event_ids, SLOT(ev, m->ev[EV_EVENT_ID])) != 0)
+            goto done;
+        if (!(tmp = PyNumber_Add(vals[OS_SEQ], m->int1)) || PyObject_RichCompareBool(eseq, tmp, Py_EQ) != 1)
+            goto done;
+        Py_CLEAR(tmp);
+        if (!(key = PyTuple_Pack(2, sstatus, etype)))
+            goto done;
+        PyObject *target = PyDict_GetItemWithError(m->transitions, key);
+        if (!target)
+            goto done;
+        if (PySet_Contains(m->python_only, etype) != 0)  /* REPLACED moves the terms; busts, corrections */
+            goto done;
+        int needs = PySet_Contains(m->needs_exec_id, etype);
+        if (needs < 0 || (needs && exec_id == Py_None))
+            goto done;
+        if (exec_id != Py_None && PySet_Contains(base_exec_ids, exec_id) != 0)
+            goto done;
+        if (etype == m->filled) {  /* _add_fill */
+            PyObject *qty = SLOT(ev, m->ev[EV_LAST_QTY]), *px = SLOT(ev, m->ev[EV_LAST_PX]);
+            if (!PyUnicode_CheckExact(exec_id) || positive_decimal(m, qty) != 1 || finite_decimal(m, px) != 1 ||
+                PyObject_RichCompareBool(vals[OS_TIF], m->fok, Py_EQ) != 0)
+                goto done;
+            if (!(fill = m->fill_cls->tp_alloc(m->fill_cls, 0)))
+                goto done;
+            PyObject *fill_vals[LF_N] = {exec_id, qty, px, Py_False, m->empty_tuple};
+            for (int i = 0; i < LF_N; i++)
+                SLOT(fill, m->lf[i]) = Py_NewRef(fill_vals[i]);
+            Py_ssize_t n = PyTuple_GET_SIZE(vals[OS_FILLS]);
+            if (!(fills = PyTuple_New(n + 1)))
+                goto done;
+            for (Py_ssize_t i = 0; i < n; i++)
+                PyTuple_SET_ITEM(fills, i, Py_NewRef(PyTuple_GET_ITEM(vals[OS_FILLS], i)));
+            PyTuple_SET_ITEM(fills, n, Py_NewRef(fill));
+            if (restate(m, fills, &cum, &avg) < 0)
+                goto done;
+        } else if (needs) {  /* a bust or correction: the Python path */
+            goto done;
+        } else {
+            fills = Py_NewRef(vals[OS_FILLS]);
+            cum = Py_NewRef(vals[OS_CUM_QTY]);
+            avg = Py_NewRef(vals[OS_AVG_PX]);
+        }
+        if (PyObject_TypeCheck(target, m->status_cls)) {
+            status = Py_NewRef(target);
+        } else {
+            PyObject *args[3] = {state, cum, vals[OS_ORDER_QTY]};
+            if (!(status = PyObject_Vectorcall(target, args, 3, NULL)))
+                goto done;
+        }
+    }
+    /* _settle */
+    if (PyObject_RichCompareBool(cum, vals[OS_ORDER_QTY], Py_GT) != 0)
+        goto done;  /* overfill (or an error): the Python path names it */
+    int terminal = PySet_Contains(m->terminal, status);
+    if (terminal < 0 || !(leaves = terminal ? Py_NewRef(m->zero) : call2(m->x_sub, vals[OS_ORDER_QTY], cum)))
+        goto done;
+    int pending = PySet_Contains(m->pending, status);
+    if (pending < 0)
+        goto done;
+    if (pending) {
+        PyObject *args[3] = {state, cum, vals[OS_ORDER_QTY]};
+        if (!(prior = PyObject_Vectorcall(m->by_quantity, args, 3, NULL)))
+            goto done;
+    } else {
+        prior = Py_NewRef(Py_None);
+    }
+    if (!(added = PySet_New(NULL)) || PySet_Add(added, SLOT(ev, m->ev[EV_EVENT_ID])) < 0 ||
+        !(event_ids = PyNumber_Or(base_event_ids, added)))
+        goto done;
+    Py_CLEAR(added);
+    if (!(added = PySet_New(NULL)) || (exec_id != Py_None && PySet_Add(added, exec_id) < 0) ||
+        !(exec_ids = PyNumber_Or(base_exec_ids, added)))
+        goto done;
+    vals[OS_STATUS] = status;
+    vals[OS_CUM_QTY] = cum;
+    vals[OS_LEAVES_QTY] = leaves;
+    vals[OS_AVG_PX] = avg;
+    vals[OS_SEQ] = eseq;
+    vals[OS_LAST_TIME] = SLOT(ev, m->ev[EV_EVENT_TIME]);
+    vals[OS_FILLS] = fills;
+    vals[OS_PRIOR_STATUS] = prior;
+    vals[OS_EVENT_IDS] = event_ids;
+    vals[OS_EXEC_IDS] = exec_ids;
+    if (!(out = m->state_cls->tp_alloc(m->state_cls, 0)))
+        goto done;
+    for (int i = 0; i < OS_N; i++)
+        SLOT(out, m->os[i]) = Py_NewRef(vals[i]);
+done:
+    Py_XDECREF(fills);
+    Py_XDECREF(fill);
+    Py_XDECREF(cum);
+    Py_XDECREF(avg);
+    Py_XDECREF(status);
+    Py_XDECREF(leaves);
+    Py_XDECREF(prior);
+    Py_XDECREF(event_ids);
+    Py_XDECREF(exec_ids);
+    Py_XDECREF(added);
+    Py_XDECREF(tmp);
+    Py_XDECREF(key);
+    return out;
+}
+
+static PyObject *machine_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Machine *m = (Machine *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "OrderMachine takes (state or None, event)");
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if ((args[0] == Py_None || Py_IS_TYPE(args[0], m->state_cls)) && Py_IS_TYPE(args[1], m->event_cls))
+        out = machine_fast(m, args[0], args[1]);
+    if (out)
+        return out;
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;
+        PyErr_Clear();
+    }
+    return PyObject_Vectorcall(m->fallback, args, 2, NULL);
+}
+
+static int offsets_of(PyTypeObject *cls, PyObject *names, Py_ssize_t *offsets, Py_ssize_t n) {
+    if (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) != n) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd field names", cls->tp_name, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((offsets[i] = slot_offset(cls, PyTuple_GET_ITEM(names, i))) < 0)
+            return -1;
+    return 0;
+}
+
+static PyObject *method_of(PyObject *obj, const char *name) { return PyObject_GetAttrString(obj, name); }
+
+/* OrderMachine(state_cls, state_fields, fill_cls, fill_fields, event_cls, event_fields, event_type_cls,
+ *              status_cls, decimal_cls, fallback, zero, quantum, zero_at_scale, exact_ctx, quotient_ctx,
+ *              transitions, creating, terminal, pending, needs_exec_id, python_only, filled, fok, by_quantity)
+ * python_only: the event types whose effects only the Python path applies. 
+ * The field names are those the enums above list, in that order. */
+static PyObject *machine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *state_cls, *state_fields, *fill_cls, *fill_fields, *event_cls, *event_fields, *event_type_cls,
+        *status_cls, *decimal_cls, *fallback, *zero, *quantum, *zero_at_scale, *exact_ctx, *quotient_ctx,
+        *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only, *filled, *fok, *by_quantity;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "OrderMachine takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OO!OO!OO!O!O!OOOOOOO!O!O!O!O!O!OOO", &PyType_Type, &state_cls, &state_fields,
+                          &PyType_Type, &fill_cls, &fill_fields, &PyType_Type, &event_cls, &event_fields,
+                          &PyType_Type, &event_type_cls, &PyType_Type, &status_cls, &PyType_Type, &decimal_cls,
+                          &fallback, &zero, &quantum, &zero_at_scale, &exact_ctx, &quotient_ctx, &PyDict_Type,
+                          &transitions, &PyDict_Type, &creating, &PyFrozenSet_Type, &terminal, &PyFrozenSet_Type,
+                          &pending, &PyFrozenSet_Type, &needs_exec_id, &PyFrozenSet_Type, &python_only, &filled, &fok,
+                          &by_quantity))
+        return NULL;
+    if (check_class(state_cls) < 0 || check_class(fill_cls) < 0 || check_class(event_cls) < 0)
+        return NULL;
+    Machine *m = (Machine *)type->tp_alloc(type, 0);
+    if (!m)
+        return NULL;
+    m->vectorcall = machine_vectorcall;
+    m->state_cls = (PyTypeObject *)Py_NewRef(state_cls);
+    m->fill_cls = (PyTypeObject *)Py_NewRef(fill_cls);
+    m->event_cls = (PyTypeObject *)Py_NewRef(event_cls);
+    m->event_type_cls = (PyTypeObject *)Py_NewRef(event_type_cls);
+    m->status_cls = (PyTypeObject *)Py_NewRef(status_cls);
+    m->decimal_cls = (PyTypeObject *)Py_NewRef(decimal_cls);
+    m->fallback = Py_NewRef(fallback);
+    m->zero = Py_NewRef(zero);
+    m->quantum = Py_NewRef(quantum);
+    m->zero_at_scale = Py_NewRef(zero_at_scale);
+    m->transitions = Py_NewRef(transitions);
+    m->creating = Py_NewRef(creating);
+    m->terminal = Py_NewRef(terminal);
+    m->pending = Py_NewRef(pending);
+    m->needs_exec_id = Py_NewRef(needs_exec_id);
+    m->python_only = Py_NewRef(python_only);
+    m->filled = Py_NewRef(filled);
+    m->fok = Py_NewRef(fok);
+    m->by_quantity = Py_NewRef(by_quantity);
+    m->empty_tuple = PyTuple_New(0);
+    m->empty_frozenset = PyFrozenSet_New(NULL);
+    m->int0 = PyLong_FromLong(0);
+    m->int1 = PyLong_FromLong(1);
+    m->int2 = PyLong_FromLong(2);
+    m->s_is_finite = PyUnicode_InternFromString("is_finite");
+    m->x_add = method_of(exact_ctx, "add");
+    m->x_sub = method_of(exact_ctx, "subtract");
+    m->x_mul = method_of(exact_ctx, "multiply");
+    m->x_rem = method_of(exact_ctx, "remainder");
+    m->q_add = method_of(quotient_ctx, "add");
+    m->q_sub = method_of(quotient_ctx, "subtract");
+    m->q_mul = method_of(quotient_ctx, "multiply");
+    m->q_divmod = method_of(quotient_ctx, "divmod");
+    m->q_minus = method_of(quotient_ctx, "minus");
+    if (!m->empty_tuple || !m->empty_frozenset || !m->int0 || !m->int1 || !m->int2 || !m->s_is_finite ||
+        !m->x_add || !m->x_sub || !m->x_mul || !m->x_rem || !m->q_add || !m->q_sub || !m->q_mul ||
+        !m->q_divmod || !m->q_minus ||
+        offsets_of(m->state_cls, state_fields, m->os, OS_N) < 0 || offsets_of(m->fill_cls, fill_fields, m->lf, LF_N) < 0 ||
+        offsets_of(m->event_cls, event_fields, m->ev, EV_N) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return (PyObject *)m;
+}
+
+static int machine_traverse(Machine *m, visitproc visit, void *arg) {
+    Py_VISIT(m->state_cls);
+    Py_VISIT(m->fill_cls);
+    Py_VISIT(m->event_cls);
+    Py_VISIT(m->event_type_cls);
+    Py_VISIT(m->status_cls);
+    Py_VISIT(m->decimal_cls);
+    Py_VISIT(m->fallback);
+    Py_VISIT(m->transitions);
+    Py_VISIT(m->creating);
+    Py_VISIT(m->by_quantity);
+    Py_VISIT(m->x_add);
+    Py_VISIT(m->x_sub);
+    Py_VISIT(m->x_mul);
+    Py_VISIT(m->x_rem);
+    Py_VISIT(m->q_add);
+    Py_VISIT(m->q_sub);
+    Py_VISIT(m->q_mul);
+    Py_VISIT(m->q_divmod);
+    Py_VISIT(m->q_minus);
+    return 0;
+}
+
+static int machine_clear(Machine *m) {
+    Py_CLEAR(m->state_cls);
+    Py_CLEAR(m->fill_cls);
+    Py_CLEAR(m->event_cls);
+    Py_CLEAR(m->event_type_cls);
+    Py_CLEAR(m->status_cls);
+    Py_CLEAR(m->decimal_cls);
+    Py_CLEAR(m->fallback);
+    Py_CLEAR(m->zero);
+    Py_CLEAR(m->quantum);
+    Py_CLEAR(m->zero_at_scale);
+    Py_CLEAR(m->x_add);
+    Py_CLEAR(m->x_sub);
+    Py_CLEAR(m->x_mul);
+    Py_CLEAR(m->x_rem);
+    Py_CLEAR(m->q_add);
+    Py_CLEAR(m->q_sub);
+    Py_CLEAR(m->q_mul);
+    Py_CLEAR(m->q_divmod);
+    Py_CLEAR(m->q_minus);
+    Py_CLEAR(m->transitions);
+    Py_CLEAR(m->creating);
+    Py_CLEAR(m->terminal);
+    Py_CLEAR(m->pending);
+    Py_CLEAR(m->needs_exec_id);
+    Py_CLEAR(m->python_only);
+    Py_CLEAR(m->filled);
+    Py_CLEAR(m->fok);
+    Py_CLEAR(m->by_quantity);
+    Py_CLEAR(m->int0);
+    Py_CLEAR(m->int1);
+    Py_CLEAR(m->int2);
+    Py_CLEAR(m->empty_tuple);
+    Py_CLEAR(m->empty_frozenset);
+    Py_CLEAR(m->s_is_finite);
+    return 0;
+}
+
+static void machine_dealloc(Machine *m) {
+    PyObject_GC_UnTrack(m);
+    machine_clear(m);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyObject *machine_get_fallback(Machine *m, void *closure) { return Py_NewRef(m->fallback); }
+
+static PyGetSetDef machine_getset[] = {
+    {"fallback", (getter)machine_get_fallback, NULL, "the Python path this machine falls back to", NULL},
+    {NULL},
+};
+
+static PyTypeObject MachineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.OrderMachine",
+    .tp_basicsize = sizeof(Machine),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "order_state._next for the plain transitions; everything else goes to `fallback`.",
+    .tp_new = machine_new,
+    .tp_traverse = (traverseproc)machine_traverse,
+    .tp_clear = (inquiry)machine_clear,
+    .tp_dealloc = (destructor)machine_dealloc,
+    .tp_vectorcall_offset = offsetof(Machine, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getset = machine_getset,
+};
+
 /* ------------------------------------------------------------------------------------------ */
 
 /* utc_millis(dt): milliseconds since the epoch, floored, of a UTC datetime (exact type, tzinfo
@@ -1245,7 +1766,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyDateTime_IMPORT;
     if (!PyDateTimeAPI)
         return NULL;
-    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SlotsType) < 0)
+    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SlotsType) < 0 ||
+        PyType_Ready(&MachineType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
@@ -1253,6 +1775,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0 ||
         PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0 ||
         PyModule_AddObjectRef(m, "Slots", (PyObject *)&SlotsType) < 0 ||
+        PyModule_AddObjectRef(m, "OrderMachine", (PyObject *)&MachineType) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS_REPLACE", SLOTS_REPLACE) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS_BUILD", SLOTS_BUILD) < 0 ||
         PyModule_AddIntConstant(m, "K_NULL", K_NULL) < 0 || PyModule_AddIntConstant(m, "K_STRING", K_STRING) < 0 ||

@@ -39,6 +39,13 @@ Edges beyond the happy path (FIX 4.4 Vol. 4 Appendix D):
 * REJECTED only from PENDING_NEW; SUBMITTED (or ACCEPTED, for venues that skip pending-new)
   only as the first event of an order.
 
+Speed: where the C extension is built, `_next` is `backbone._speedups.OrderMachine`, which
+computes the plain transitions (creation, fills of non-FOK orders, every event type that leaves
+the fills alone) with the same decimal contexts, resolvers and order of operations, and hands
+everything else (REPLACED, busts, corrections, FOK fills, anything refused or unusual) to
+`_next_python`, the reference. tests/unit/domain/test_order_machine.py compares the two on
+simulated sessions and on random events; the order-state tests run against both.
+
 Sequencing and resends: an order's events carry seq 1, 2, 3, ... without gaps. A resend of an
 event already applied (same event_id, seq ≤ state.seq) is recognised by `classify` as
 "duplicate"; `apply` refuses it.
@@ -376,10 +383,45 @@ def _advance(state: OrderState, event: OrderEvent) -> OrderState:
     return _settle(moved, status, event, fills, cum, avg_px)
 
 
-def _next(state: OrderState | None, event: OrderEvent) -> OrderState:
+def _next_python(state: OrderState | None, event: OrderEvent) -> OrderState:
     """The state after `event`, computed from its inputs; reported fields are not read."""
     with exact_context(event.order_id):
         return _create(event) if state is None else _advance(state, event)
+
+
+def _compiled_next(fallback: Callable[[OrderState | None, OrderEvent], OrderState] | None = None,
+                   ) -> Callable[[OrderState | None, OrderEvent], OrderState] | None:
+    """`_next_python` with its plain transitions compiled (backbone/_speedups.c, OrderMachine),
+    which hands everything else to `fallback` (`_next_python`); None when the extension is not built."""
+    try:
+        from backbone import _speedups
+    except ImportError:
+        return None
+    machine = getattr(_speedups, "OrderMachine", None)
+    if machine is None:
+        return None
+    from backbone.domain import order_fields
+    from backbone.domain.events import QUANTUM
+
+    return machine(  # type: ignore[no-any-return]
+        OrderState, _MACHINE_STATE_FIELDS, LiveFill, ("exec_id", "qty", "px", "busted", "restated_by"),
+        OrderEvent, _MACHINE_EVENT_FIELDS, E, S, Decimal, fallback or _next_python, ZERO, QUANTUM,
+        order_fields._ZERO_AT_SCALE, order_fields._EXACT_CTX, order_fields._QUOTIENT_CTX,  # noqa: SLF001
+        dict(TRANSITIONS), dict(CREATING_EVENTS), TERMINAL_STATUSES, PENDING_STATUSES, _NEEDS_EXEC_ID,
+        frozenset({E.REPLACED, *_FILL_EFFECTS}) - {E.FILLED}, E.FILLED, TimeInForce.FOK, by_quantity)
+
+
+# The order of the C code's field tables (enum OS_* and EV_* in backbone/_speedups.c).
+_MACHINE_STATE_FIELDS = (
+    "order_id", "account", "symbol", "side", "order_type", "time_in_force", "cl_ord_id", "status", "order_qty",
+    "price", "stop_price", "cum_qty", "leaves_qty", "avg_px", "seq", "first_event_time", "last_event_time",
+    "fills", "prior_status", "event_ids", "exec_ids")
+_MACHINE_EVENT_FIELDS = (
+    "event_id", "event_type", "event_time", "seq", "account", "symbol", "side", "order_type", "time_in_force",
+    "order_id", "cl_ord_id", "order_qty", "exec_id", "price", "stop_price", "last_qty", "last_px")
+
+#: The state after `event` (None: a new order); the compiled machine when built.
+_next: Callable[[OrderState | None, OrderEvent], OrderState] = _compiled_next() or _next_python
 
 
 def _reported(state: OrderState) -> dict[str, object]:

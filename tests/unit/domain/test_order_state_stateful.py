@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from backbone.domain.events import EventType as E
 from backbone.domain.events import OrderEvent, TimeInForce
 from backbone.domain.events import OrderStatus as S
+from backbone.domain import order_state
 from backbone.domain.order_state import (
     PENDING_STATUSES,
     TERMINAL_STATUSES,
@@ -35,6 +36,7 @@ from backbone.domain.order_state import (
     complete,
 )
 from backbone.errors import InvalidOrderTransition
+
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 ORDER_ID = "ORD-PROP"
@@ -231,7 +233,24 @@ class OrderMachine(RuleBasedStateMachine):
 OrderMachine.TestCase.settings = settings(
     max_examples=80, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
-TestOrderMachine = OrderMachine.TestCase
+TestOrderMachine = OrderMachine.TestCase  # the compiled state machine where it is built
+
+
+class PythonOrderMachine(OrderMachine):
+    """The same rules against the Python state machine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._compiled = order_state._next
+        order_state._next = order_state._next_python
+
+    def teardown(self) -> None:
+        order_state._next = self._compiled
+        super().teardown()
+
+
+PythonOrderMachine.TestCase.settings = OrderMachine.TestCase.settings
+TestPythonOrderMachine = PythonOrderMachine.TestCase
 
 
 @st.composite
@@ -252,6 +271,7 @@ def flows(draw: Draw, max_events: int = 25) -> list[OrderEvent]:
 PROPERTY = settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.usefixtures("both_machines")
 @PROPERTY
 @given(flows())
 def test_replaying_the_same_events_gives_the_same_state(events: list[OrderEvent]) -> None:
@@ -260,6 +280,7 @@ def test_replaying_the_same_events_gives_the_same_state(events: list[OrderEvent]
     check_invariants(first, events)
 
 
+@pytest.mark.usefixtures("both_machines")
 @PROPERTY
 @given(flows(), st.data())
 def test_resends_in_the_stream_are_skipped(events: list[OrderEvent], data: st.DataObject) -> None:
