@@ -221,18 +221,19 @@ class TradingState:
         self.cold_execs.update(dict.fromkeys(group.exec_ids, group))
 
     def thaw(self, group: ColdGroup) -> None:
-        """Move a cold group's rows into the state (decoding them)."""
+        """Move a cold group's rows into the state (decoding them). An id that a snapshot
+        restored later also holds is that snapshot's, as when restoring eagerly."""
         orders, executions = group.load()
         self.cold_groups[group.partition].remove(group)
         for order in orders:
-            self.orders[order.order_id] = order
-            self.order_partition[order.order_id] = group.partition
+            if self.cold_orders.get(order.order_id) is group:
+                del self.cold_orders[order.order_id]
+                self.orders[order.order_id] = order
+                self.order_partition[order.order_id] = group.partition
         for x in executions:
-            self.executions[x.exec_id] = x
-        for order_id in group.order_ids:
-            del self.cold_orders[order_id]
-        for exec_id in group.exec_ids:
-            del self.cold_execs[exec_id]
+            if self.cold_execs.get(x.exec_id) is group:
+                del self.cold_execs[x.exec_id]
+                self.executions[x.exec_id] = x
 
     def thaw_all(self) -> None:
         """Load everything still cold: every group, and every position's deferred history (which
@@ -260,10 +261,10 @@ class TradingState:
                 del self.positions[key], self.position_partition[key]
             for p in orders:
                 for group in self.cold_groups.pop(p, ()):
-                    for order_id in group.order_ids:
-                        del self.cold_orders[order_id]
-                    for exec_id in group.exec_ids:
-                        del self.cold_execs[exec_id]
+                    for cold, ids in ((self.cold_orders, group.order_ids), (self.cold_execs, group.exec_ids)):
+                        for key in ids:
+                            if cold.get(key) is group:
+                                del cold[key]
         if marks:
             for symbol in [s for s, m in self.marks.items() if m.kafka_partition in marks]:
                 del self.marks[symbol]

@@ -442,3 +442,26 @@ def test_a_new_fill_reusing_a_cold_exec_id_is_refused_as_eagerly() -> None:
         with pytest.raises(InvalidOrderTransition, match="already belongs to order O1") as refused:
             s.apply_order_event(t.records[-1], 0, len(t.records) - 1)
         assert refused.value.rule == "duplicate_exec_id"
+
+
+def test_an_id_in_two_partitions_snapshots_is_the_later_restored_ones_lazily_too() -> None:
+    """Never written by one projector (ids are refused in a second partition), but snapshots of
+    two partitions may come from two processes: restoring lazily must end as eagerly does."""
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 10, price=5)
+    t.fill("O1", 10, 5, exec_id="X1")  # FILLED: terminal, so in a section
+    first, second = TradingState(), TradingState()
+    for offset, r in enumerate(t.records):
+        first.apply_order_event(r, 0, offset)
+        second.apply_order_event(r.replace(price=Decimal(6)) if r.price is not None else r, 1, offset)
+    payloads = [(0, snapshots.serialize(first, "orders", 0)), (1, snapshots.serialize(second, "orders", 1))]
+    eager, lazy = TradingState(), TradingState()
+    for p, payload in payloads:
+        snapshots.restore(eager, "orders", p, payload)
+        snapshots.restore(lazy, "orders", p, payload, lazy=True)
+    assert eager.orders["O1"].price == 6 and eager.order_partition["O1"] == 1
+    lazy.thaw_all()
+    assert (lazy.orders, lazy.order_partition, lazy.executions) == (eager.orders, eager.order_partition,
+                                                                    eager.executions)
+    assert not lazy.cold_orders and not lazy.cold_execs and not any(lazy.cold_groups.values())
+    lazy.drop_partitions(orders_partitions=(0, 1))  # nothing cold left to trip over
