@@ -402,7 +402,9 @@ def list_snapshots(conn: psycopg.Connection, projection: str | None = None, topi
 
 
 def payload(conn: psycopg.Connection, snapshot_id: int) -> bytes:
-    with conn.cursor() as cur:
+    # binary results: a bytea in text format is hex, twice the bytes to send and then decode
+    # (36 MB of snapshots: 0.25 s in text, 0.06 s in binary, measured on the local server)
+    with conn.cursor(binary=True) as cur:
         cur.execute("select state from projection_snapshots where id = %s", (snapshot_id,))
         row = cur.fetchone()
     if row is None:
