@@ -11,6 +11,15 @@ records, decode + fold in memory: 10 600 events/s with the defaults, 15 400 with
 
 Thresholds are process-wide, so `fewer_collections` restores the previous ones when the loop
 ends, whatever the loop raised; nested uses restore in order.
+
+A long-running projector also freezes its heap after every committed batch (`FrozenHeap`): the
+state it keeps moves to the collector's permanent generation, so no collection ever rescans
+it. With the thresholds alone, young collections of 100 000 objects still paused the loop for
+110-280 ms each (12 of them in 30 s at 5 000 events/s), which is what the slowest events waited
+for. Freezing costs nothing per batch, but it also keeps the few reference cycles a batch leaves
+behind (SQLAlchemy and psycopg objects, ~11 objects a batch measured): so once the frozen heap
+has grown by a quarter (and by at least `MIN_GROWTH` objects) since the last full collection,
+the heap is unfrozen and collected in full, as CPython's own oldest generation is.
 """
 
 from __future__ import annotations
@@ -40,3 +49,42 @@ class fewer_collections:  # noqa: N801 - a context manager used like a function
         assert self._previous is not None
         gc.set_threshold(*self._previous)
         self._previous = None
+
+
+#: Objects the frozen heap grows by, at least, between two full collections.
+MIN_GROWTH = 1_000_000
+
+
+class FrozenHeap:
+    """``with FrozenHeap() as heap:`` ... ``heap.after_batch()`` once a batch is committed."""
+
+    __slots__ = ("collections", "_base", "_grown")
+
+    def __init__(self) -> None:
+        self.collections = 0  # full collections run by after_batch
+        self._base = 0  # frozen objects after the last full collection
+        self._grown = 0  # tracked objects frozen since
+
+    def __enter__(self) -> FrozenHeap:
+        gc.freeze()  # what the process holds already is not the batches' growth
+        self._base = gc.get_freeze_count()
+        self._grown = 0
+        return self
+
+    def after_batch(self) -> None:
+        # What this batch adds: everything older is frozen, so the collector's generations hold
+        # only the objects tracked since the last freeze (cheap to count, unlike
+        # gc.get_freeze_count(), which walks the whole frozen list).
+        self._grown += sum(len(gc.get_objects(generation)) for generation in range(3))
+        gc.freeze()
+        if self._grown > max(self._base // 4, MIN_GROWTH):
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            self.collections += 1
+            self._base = gc.get_freeze_count()
+            self._grown = 0
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        gc.unfreeze()  # what the loop kept is collectable again once it is dropped

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from backbone.errors import BackboneError, KafkaError
-from backbone.gc_policy import fewer_collections
+from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.batches import next_batch, refetch, watermarks
 from backbone.kafka.producer import KafkaProducer
@@ -104,6 +104,7 @@ class LoopConfig:
     poll_timeout_s: float = 0.5
     status_interval_s: float = 10.0
     max_db_backoff_s: float = 30.0
+    freeze_heap: bool = True  # backbone.gc_policy.FrozenHeap after every batch (off: thresholds only)
 
 
 class ProjectionLoop:
@@ -222,7 +223,8 @@ class ProjectionLoop:
         """Consume until stopped (signal flag), caught up (if asked) or `max_seconds` elapsed."""
         self._consumer.subscribe(self.projection.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
-        with fewer_collections():  # the fold keeps what it allocates (backbone.gc_policy)
+        # the fold keeps what it allocates: fewer collections, and none that rescans the state
+        with fewer_collections(), FrozenHeap() as heap:  # backbone.gc_policy
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             last_status = time.monotonic()
             try:
@@ -231,6 +233,8 @@ class ProjectionLoop:
                                                     self.config.poll_timeout_s))
                     if records:
                         self._process(records)
+                        if self.config.freeze_heap:
+                            heap.after_batch()
                     now = time.monotonic()
                     if self.on_status and now - last_status >= self.config.status_interval_s:
                         self.stats.lag = self.lag()

@@ -1,0 +1,44 @@
+"""backbone.gc_policy.FrozenHeap: the projector's state is never rescanned, and the cycles a
+batch leaves behind are still collected once the frozen heap has grown enough."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from backbone import gc_policy
+from backbone.gc_policy import FrozenHeap
+
+
+class Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle: only the collector frees it
+
+
+def test_freezes_after_each_batch_and_unfreezes_at_the_end(monkeypatch) -> None:
+    monkeypatch.setattr(gc_policy, "MIN_GROWTH", 10**9)  # never the full collection here
+    kept = [[i] for i in range(1000)]
+    with FrozenHeap() as heap:
+        heap.after_batch()
+        assert gc.get_freeze_count() >= len(kept)
+        assert gc.get_count()[0] < 10  # the young generation starts empty again
+        assert heap.collections == 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_cycle_frozen_with_a_batch_is_collected_once_the_heap_has_grown(monkeypatch) -> None:
+    monkeypatch.setattr(gc_policy, "MIN_GROWTH", 50_000)
+    with FrozenHeap() as heap:
+        heap.after_batch()  # the first batch freezes the whole process heap (and may collect it once)
+        before = heap.collections
+        garbage = Node()
+        dead = weakref.ref(garbage)
+        del garbage
+        heap.after_batch()  # frozen with the batch: no collection reaches it now
+        gc.collect()
+        assert dead() is not None and heap.collections == before
+        grown = [[i] for i in range(60_000)]  # the state grows past MIN_GROWTH
+        heap.after_batch()
+        assert heap.collections == before + 1 and dead() is None
+        assert gc.get_freeze_count() >= len(grown)
+    assert gc.get_freeze_count() == 0
