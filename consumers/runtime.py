@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -224,7 +225,8 @@ class ProjectionLoop:
         self._consumer.subscribe(self.projection.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         # the fold keeps what it allocates: fewer collections, and none that rescans the state
-        with fewer_collections(), FrozenHeap() as heap:  # backbone.gc_policy
+        heap = FrozenHeap() if self.config.freeze_heap else None
+        with fewer_collections(), heap or nullcontext():  # backbone.gc_policy
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             last_status = time.monotonic()
             try:
@@ -233,7 +235,7 @@ class ProjectionLoop:
                                                     self.config.poll_timeout_s))
                     if records:
                         self._process(records)
-                        if self.config.freeze_heap:
+                        if heap is not None:
                             heap.after_batch()
                     now = time.monotonic()
                     if self.on_status and now - last_status >= self.config.status_interval_s:
