@@ -12,6 +12,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +169,18 @@ def create_database(admin_url: str) -> str:
 
 def drop_database(admin_url: str, url: str) -> None:
     db.drop_database(_psycopg_url(admin_url), str(make_url(url).database))
+
+
+@contextmanager
+def scratch_database(settings: Settings, admin_url: str) -> Iterator[Settings]:
+    """`settings` pointed at a fresh, migrated database of its own (a reference run beside the
+    test's), dropped afterwards."""
+    url = create_database(admin_url)
+    try:
+        db.upgrade(settings, url=url)
+        yield settings.with_overrides(database_url=url)
+    finally:
+        drop_database(admin_url, url)
 
 
 @pytest.fixture

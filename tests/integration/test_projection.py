@@ -20,7 +20,7 @@ from backbone.kafka import topics
 from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
-from conftest import TEST_PARTITIONS, create_database, drop_database
+from conftest import TEST_PARTITIONS, scratch_database
 from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections import store
@@ -328,14 +328,9 @@ def test_copy_and_pipelined_upserts_write_the_same_rows(created_topics: Settings
     assert project(settings, names.group("copy"), batch_size=500).events == 3000
     via_copy = table_dump(settings)
     monkeypatch.setattr(store, "_COPY_THRESHOLD", 10**9)  # every table pipelined
-    url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=url)
-        other = settings.with_overrides(database_url=url)
+    with scratch_database(settings, services.database_url) as other:
         assert project(other, names.group("pipelined"), batch_size=500).events == 3000
         assert table_dump(other) == via_copy
-    finally:
-        drop_database(services.database_url, url)
     assert len(via_copy["orders"]) > 500 and len(via_copy["executions"]) > 100
 
 
@@ -366,14 +361,9 @@ def test_a_batch_committed_while_partitions_load_is_not_folded_onto_older_rows(c
     assert others == [300]
     assert stats.fenced >= 1 and stats.dead_letters == 0
     monkeypatch.undo()
-    url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=url)
-        reference = settings.with_overrides(database_url=url)
+    with scratch_database(settings, services.database_url) as reference:
         assert project(reference, names.group("reference")).dead_letters == 0
         assert table_dump(settings) == table_dump(reference)
-    finally:
-        drop_database(services.database_url, url)
 
 
 @pytest.mark.parametrize("copy_threshold", [1, 10**9], ids=["copy", "pipelined"])

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from backbone import db
 from backbone.settings import Settings
-from conftest import create_database, drop_database
+from conftest import scratch_database
 from producers.simulator import SimulationConfig, simulate
 from support import checkpoint_total, project, publish, spawn_projector, table_dump
 
@@ -33,14 +33,9 @@ def start_proxy(listen: int, target: int) -> subprocess.Popen:
 def test_database_outage_is_retried_without_advancing_offsets(created_topics: Settings, services, names) -> None:
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=15_000, seed=77))))
-    ref_url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=ref_url)
-        ref = settings.with_overrides(database_url=ref_url)
+    with scratch_database(settings, services.database_url) as ref:
         project(ref, names.group("ref"))
         expected = table_dump(ref)
-    finally:
-        drop_database(services.database_url, ref_url)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,14 +82,9 @@ def test_serialization_failures_are_retried_and_apply_every_batch_once(created_t
     or a deadlock victim gets): the same batch is retried, nothing is lost or applied twice."""
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=3_000, seed=78))))
-    ref_url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=ref_url)
-        ref = settings.with_overrides(database_url=ref_url)
+    with scratch_database(settings, services.database_url) as ref:
         project(ref, names.group("ref"), batch_size=200)
         expected = table_dump(ref)
-    finally:
-        drop_database(services.database_url, ref_url)
 
     failures = 4
     with db.make_engine(settings).begin() as conn:

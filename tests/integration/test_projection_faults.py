@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from backbone import db
 from backbone.settings import Settings
-from conftest import create_database, drop_database
+from conftest import scratch_database
 from producers.simulator import SimulationConfig, simulate
 from support import checkpoint_total, project, publish, spawn_projector, table_dump
 
@@ -28,13 +27,10 @@ def session_log(created_topics: Settings) -> Settings:
 @pytest.fixture
 def reference(session_log: Settings, services, names):
     """The same log projected by one uninterrupted in-process run, into a database of its own."""
-    url = create_database(services.database_url)
-    db.upgrade(session_log, url=url)
-    ref = session_log.with_overrides(database_url=url)
-    stats = project(ref, names.group("reference"), batch_size=2000)
-    assert stats.events == EVENTS and stats.dead_letters == 0
-    yield table_dump(ref)
-    drop_database(services.database_url, url)
+    with scratch_database(session_log, services.database_url) as ref:
+        stats = project(ref, names.group("reference"), batch_size=2000)
+        assert stats.events == EVENTS and stats.dead_letters == 0
+        yield table_dump(ref)
 
 
 def _wait_for_progress(settings: Settings, since: int, proc, timeout: float = 120) -> bool:

@@ -24,7 +24,7 @@ from backbone.kafka.producer import KafkaProducer
 from backbone.kafka.partitioner import partition_for
 from backbone.settings import Settings
 from cli.main import app
-from conftest import TEST_PARTITIONS, create_database, drop_database
+from conftest import TEST_PARTITIONS, scratch_database
 from producers.simulator import SimulationConfig, simulate
 from projections import ddl, snapshots
 from projections.rebuild import RebuildError, RebuildOptions, _Rebuild, psycopg_url, rebuild
@@ -103,14 +103,9 @@ def _dlq_size(settings: Settings) -> int:
 
 def _reference_dump(settings: Settings, services, names) -> dict[str, list[tuple]]:
     """The same log projected by one uninterrupted run into a database of its own."""
-    url = create_database(services.database_url)
-    try:
-        db.upgrade(settings, url=url)
-        reference = settings.with_overrides(database_url=url)
+    with scratch_database(settings, services.database_url) as reference:
         project(reference, names.group("reference"))
         return table_dump(reference)
-    finally:
-        drop_database(services.database_url, url)
 
 
 def test_readers_see_the_full_state_throughout_a_rebuild(created_topics: Settings, names) -> None:
