@@ -200,14 +200,20 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         order = order_of(plain)
         state.orders[order.order_id] = order
         state.order_partition[order.order_id] = partition
-    if body["v"] == 1:
-        _restore_executions(state, partition, list(map(decoder_for(Execution), body["executions"])),
-                            body["positions"], where)
-        return
     by_key: dict[Key, _Section] = {}
     groups: list[ColdGroup] = []
+    if body["v"] == 1:  # every execution in the body: restored eagerly, into decoded sections
+        executions = list(map(decoder_for(Execution), body["executions"]))
+        _check_partition(executions, partition, where)
+        for x in executions:
+            state.executions[x.exec_id] = x
+            key = (x.account, x.symbol)
+            if key not in by_key:
+                by_key[key] = _Section.decoded(partition, key, where)
+            by_key[key].add_execution(x)
+        lazy = False
     at = 0
-    for entry in body["sections"]:
+    for entry in body.get("sections", ()):
         key = (entry["account"], entry["symbol"])
         section = _Section(partition, key, sections[at:at + entry["bytes"]], entry, where)
         at += entry["bytes"]
@@ -218,12 +224,12 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
     if at != len(sections):
         raise InvariantViolation(f"{where}: the sections take {at} bytes, the payload holds {len(sections)}")
     stored_keys = {(stored["account"], stored["symbol"]) for stored in body["positions"]}
-    for key, section in by_key.items():
+    for key, section in by_key.items():  # (format 1 kept such executions without a position)
         if section.entry and section.entry["executions"] and key not in stored_keys:
             raise InvariantViolation(f"{where}: executions of {key[0]}/{key[1]} but no position")
     for stored in body["positions"]:
         key = (stored["account"], stored["symbol"])
-        section = by_key.get(key) or _Section(partition, key, memoryview(b""), None, where)
+        section = by_key.get(key) or _Section.decoded(partition, key, where)
         state.positions[key] = section.deferred_position(stored) if lazy else section.position(stored)
         state.position_partition[key] = partition
     if not lazy:
@@ -232,7 +238,8 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
 
 
 class _Section:
-    """One (account, symbol) of a format-2 payload: decoded on first use, once."""
+    """One (account, symbol) of a payload: a format-2 section, decoded on first use, once; or
+    rows already decoded (format 1, or a position without executions)."""
 
     def __init__(self, partition: int, key: Key, packed: memoryview, entry: dict[str, Any] | None,
                  where: str) -> None:
@@ -244,12 +251,21 @@ class _Section:
         self._rows: tuple[list[OrderState], list[Execution]] | None = None
         self._refold: positions.Position | None = None
 
+    @classmethod
+    def decoded(cls, partition: int, key: Key, where: str) -> _Section:
+        """A section with no payload (a position without executions, or format 1's rows)."""
+        section = cls(partition, key, memoryview(b""), None, where)
+        section._rows = ([], [])
+        return section
+
+    def add_execution(self, x: Execution) -> None:
+        assert self._rows is not None and self._refold is None
+        self._rows[1].append(x)
+
     def rows(self) -> tuple[list[OrderState], list[Execution]]:
         """Its orders and executions, checked against the header's index."""
         if self._rows is None:
-            if self.entry is None:
-                self._rows = ([], [])
-                return self._rows
+            assert self.entry is not None
             body = _json(self.packed, f"section {self.key[0]}/{self.key[1]}")
             orders = list(map(decoder_for(OrderState), body["orders"]))
             executions = list(map(decoder_for(Execution), body["executions"]))
@@ -261,10 +277,7 @@ class _Section:
                 if (row.account, row.symbol) != self.key:
                     raise InvariantViolation(f"{self.where}: {row.account}/{row.symbol} row in section "
                                              f"{self.key[0]}/{self.key[1]}")
-            for x in executions:
-                if x.kafka_partition != self.partition:
-                    raise InvariantViolation(f"{self.where}: execution {x.exec_id} belongs to partition "
-                                             f"{x.kafka_partition}")
+            _check_partition(executions, self.partition, self.where)
             self._rows = (orders, executions)
         return self._rows
 
@@ -304,20 +317,10 @@ def _check_position(position: positions.Position, stored: dict[str, Any], where:
                                      f"but its executions fold to {mine}")
 
 
-def _restore_executions(state: TradingState, partition: int, executions: list[Execution],
-                        stored_positions: list[dict[str, Any]], where: str) -> None:
-    """Format 1: every execution, and the positions refolded from them and checked."""
+def _check_partition(executions: list[Execution], partition: int, where: str) -> None:
     for x in executions:
         if x.kafka_partition != partition:
             raise InvariantViolation(f"{where}: execution {x.exec_id} belongs to partition {x.kafka_partition}")
-        state.executions[x.exec_id] = x
-    refolded = positions_from_executions(executions)
-    for stored in stored_positions:
-        key = (stored["account"], stored["symbol"])
-        position = refolded.get(key) or positions.empty_position(*key)
-        _check_position(position, stored, where)
-        state.positions[key] = position
-        state.position_partition[key] = partition
 
 
 # -- rows ---------------------------------------------------------------------------------------
