@@ -14,9 +14,9 @@ ends, whatever the loop raised; nested uses restore in order.
 
 A long-running projector also freezes its heap after every committed batch (`FrozenHeap`): the
 state it keeps moves to the collector's permanent generation, so no collection ever rescans
-it. With the thresholds alone, young collections of 100 000 objects still paused the loop for
-110-280 ms each (12 of them in 30 s at 5 000 events/s), which is what the slowest events waited
-for. Freezing costs next to nothing per batch, but frozen reference cycles that become garbage
+it. With the thresholds alone, young collections of 100 000 objects still paused the loop: 12-13
+of them in 30 s at 5 000 events/s, 200-510 ms in all, the slowest 110-280 ms (three runs, timed
+with gc.callbacks), which is what the slowest events waited for. Freezing costs next to nothing per batch, but frozen reference cycles that become garbage
 stay until the heap is unfrozen. Measured: 2 859 and 2 865 such objects after runs of 251 and
 ~150 batches, mostly one-off structures (codec plans, SQLAlchemy schema metadata), so not a
 per-batch leak; still, once the frozen heap has grown by a quarter (and by at least
