@@ -27,6 +27,7 @@ from confluent_kafka import Consumer
 
 from backbone import db
 from backbone.codec.avro import AvroCodec
+from backbone.kafka.consumer import consumer_config
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from benchmarks.common import bench_settings, create_topics, delete_topics, fresh_database, percentile
@@ -46,8 +47,9 @@ def publish(settings: Settings, events: int) -> None:
 
 def raw_consume(settings: Settings, events: int) -> float:
     codec = AvroCodec()
-    consumer = Consumer(settings.kafka_config(**{"group.id": f"raw-{time.time_ns()}", "auto.offset.reset": "earliest",
-                                                 "enable.auto.commit": False}))
+    # the projector's consumer settings (backbone.kafka.consumer), so (a) is its limit
+    consumer = Consumer(consumer_config(settings, **{"group.id": f"raw-{time.time_ns()}",
+                                                     "auto.offset.reset": "earliest"}))
     consumer.subscribe([settings.topic_orders, settings.topic_marketdata])
     seen, t0 = 0, None
     while seen < events:
@@ -101,8 +103,8 @@ def naive(settings: Settings, limit: int) -> float:
     with fresh_database(settings) as dbs:
         projection = TradingProjection(dbs, codec)
         engine = db.make_engine(dbs)
-        consumer = Consumer(dbs.kafka_config(**{"group.id": f"naive-{time.time_ns()}",
-                                                "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+        consumer = Consumer(consumer_config(dbs, **{"group.id": f"naive-{time.time_ns()}",
+                                                    "auto.offset.reset": "earliest"}))
         consumer.subscribe([dbs.topic_orders, dbs.topic_marketdata])
         done, t0, positions = 0, None, {}
         while done < limit:

@@ -38,6 +38,7 @@ from sqlalchemy.exc import OperationalError
 from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
+from backbone.kafka.consumer import consumer_config
 from backbone.kafka.batches import next_batch, refetch, watermarks
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
@@ -127,16 +128,11 @@ class ProjectionLoop:
         self.at_end: set[TP] = set()
         self._dlq: KafkaProducer | None = None
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
-        self._consumer = Consumer(settings.kafka_config(**extra, **{
+        # auto.offset.reset=error (CONSUMER_DEFAULTS): an offset that left the log is _out_of_range
+        self._consumer = Consumer(consumer_config(settings, **extra, **{
             "group.id": config.group_id,
             "session.timeout.ms": config.session_timeout_ms,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # never jump over records silently: an offset that left the log is reported (_out_of_range)
-            "auto.offset.reset": "error",
             "partition.assignment.strategy": "range",  # co-partitioned topics: same p on one consumer
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
         }))
 
     # -- rebalance callbacks: run inside consume(), between batches ------------------------------

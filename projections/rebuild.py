@@ -62,6 +62,7 @@ from sqlalchemy.engine import make_url
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import fewer_collections
 from backbone.kafka import log_bounds
+from backbone.kafka.consumer import consumer_config
 from backbone.kafka.batches import next_batch, refetch, watermarks
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
@@ -243,14 +244,9 @@ class _Shadow:
         self.stop_requested, self.on_batch, self.warn = stop_requested, on_batch, warn
         self.name = f"{TRADING}@{schema}"
         self.projection = TradingProjection(settings, schema=schema, name=self.name)
-        self.consumer = Consumer(settings.kafka_config(**{
+        # auto.offset.reset=error (CONSUMER_DEFAULTS): an offset that left the log is _out_of_range
+        self.consumer = Consumer(consumer_config(settings, **{
             "group.id": f"backbone-rebuild-{schema}",  # never joined (manual assignment), never committed
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # never jump over records silently: an offset that left the log is reported (_out_of_range)
-            "auto.offset.reset": "error",
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
         }))
         try:
             self.tps = self._partitions()

@@ -40,6 +40,7 @@ from backbone.codec.avro import AvroCodec
 from backbone.domain import positions as pos
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import fewer_collections
+from backbone.kafka.consumer import consumer_config
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import EPOCH, from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
@@ -272,13 +273,8 @@ class LogReader:
         self.group_id = f"backbone-replay-{uuid.uuid4().hex}"
         self.idle_timeout_s, self.batch, self.timeout_s = idle_timeout_s, batch, timeout_s
         self._partitions: dict[str, list[int]] = {}
-        self.consumer = Consumer(settings.kafka_config(**{
+        self.consumer = Consumer(consumer_config(settings, **{
             "group.id": self.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "error",
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
             # A broker answers one request per connection at a time: a fetch long-polling for
             # more data (default up to 500 ms) would hold up the next offsets lookup.
             "fetch.wait.max.ms": 10,
