@@ -1746,8 +1746,31 @@ static PyObject *isoformat(PyObject *module, PyObject *v) {
     return PyUnicode_FromStringAndSize(text, n);
 }
 
+/* any_nul(*texts): whether one of the arguments, str or None (skipped), holds a NUL character;
+ * anything else is judged by its str(). One call for all the text fields of an event: Postgres
+ * text and JSON cannot store NUL, so a record with one is refused before it is applied. */
+static PyObject *any_nul(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *v = args[i];
+        if (v == Py_None)
+            continue;
+        PyObject *text = PyUnicode_Check(v) ? Py_NewRef(v) : PyObject_Str(v);
+        if (!text)
+            return NULL;
+        Py_ssize_t at = PyUnicode_FindChar(text, 0, 0, PyUnicode_GET_LENGTH(text), 1);
+        Py_DECREF(text);
+        if (at == -2)
+            return NULL;
+        if (at >= 0)
+            Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
     {"isoformat", isoformat, METH_O, "dt.isoformat(), formatted in C for UTC datetimes."},
+    {"any_nul", (PyCFunction)(void (*)(void))any_nul, METH_FASTCALL,
+     "any_nul(*texts): whether a str argument holds a NUL character (None skipped)."},
     {"utc_millis", utc_millis, METH_O, "Milliseconds since the epoch (floored) of a UTC datetime, else None."},
     {"decimal_parts", decimal_parts, METH_VARARGS,
      "decimal_parts(d, Decimal): (negative, coefficient, exponent, digits) read from d's memory, or None."},

@@ -48,10 +48,20 @@ class _Tracker:
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
 
 
-def _order_text(e: OrderEvent) -> str:
-    """Every text field of the event in one string (None reads "None"): one scan finds a NUL."""
-    return (f"{e.event_id}{e.account}{e.symbol}{e.order_id}{e.cl_ord_id}{e.orig_cl_ord_id}{e.exec_id}"
-            f"{e.exec_ref_id}{e.currency}{e.reason}{e.actor}{e.correlation_id}{e.causation_id}")
+def _any_nul_python(*texts: object) -> bool:
+    return any(t is not None and "\x00" in str(t) for t in texts)
+
+
+try:  # one C call for all the fields; the f-string scan it replaced was ~8 % of the fold
+    from backbone._speedups import any_nul as _any_nul
+except ImportError:  # pragma: no cover - not built
+    _any_nul = _any_nul_python
+
+
+def _order_has_nul(e: OrderEvent) -> bool:
+    """Whether a text field of the event holds a NUL character."""
+    return _any_nul(e.event_id, e.account, e.symbol, e.order_id, e.cl_ord_id, e.orig_cl_ord_id, e.exec_id,
+                    e.exec_ref_id, e.currency, e.reason, e.actor, e.correlation_id, e.causation_id)
 
 
 class TradingProjection:
@@ -138,7 +148,7 @@ class TradingProjection:
             if topic == self.settings.topic_orders:
                 if not isinstance(record, OrderEvent):
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the orders topic")
-                if "\x00" in _order_text(record):
+                if _order_has_nul(record):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if self._foreign_orders or self._foreign_execs:
                     letter = self._foreign_letter(msg, record, partition)
@@ -148,7 +158,7 @@ class TradingProjection:
             else:
                 if not isinstance(record, MarketMark):
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
-                if "\x00" in f"{record.event_id}{record.symbol}{record.source}":
+                if _any_nul(record.event_id, record.symbol, record.source):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if record.mark_price <= 0:
                     return self._letter(msg, "bad_value:mark_price", f"mark price {record.mark_price} is not > 0")
