@@ -68,6 +68,13 @@ class Execution:
 # Execution(...) and Fill(...) with every field, without a frozen __init__'s per-field setattr
 _new_execution = builder(Execution)
 _new_fill = builder(Fill)
+_FILLED, _BUSTED, _CORRECTED = EventType.FILLED, EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED
+
+
+def _decimal(value: Decimal | None) -> Decimal:
+    """A fill's quantity, price or commission as the execution keeps it (None: 0); the decoder
+    gives Decimals already, so those are taken as they are instead of copied."""
+    return value if type(value) is Decimal else Decimal(value or 0)
 
 
 def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, str], Position]:
@@ -140,11 +147,9 @@ class TradingState:
                 return "duplicate"
             raise
         execution: Execution | None = None
-        key = (event.account, event.symbol)
-        position = self.positions.get(key) or positions.empty_position(event.account, event.symbol)
         new_position: Position | None = None
-
-        if event.event_type == EventType.FILLED:
+        event_type = event.event_type
+        if event_type is _FILLED:
             exec_id = str(event.exec_id)
             if self.cold_execs and exec_id in self.cold_execs:
                 self.thaw(self.cold_execs[exec_id])
@@ -154,15 +159,16 @@ class TradingState:
                                              f"{self.executions[exec_id].order_id}")
             execution = _new_execution(
                 exec_id, event.order_id, partition, offset, event.account, event.symbol, event.side,
-                Decimal(event.last_qty or 0), Decimal(event.last_px or 0), Decimal(event.commission or 0),
+                _decimal(event.last_qty), _decimal(event.last_px), _decimal(event.commission),
                 event.currency, event.liquidity, event.event_time, False, False, None, None,
                 event.event_id, event.event_time)
             # exec_id is new: checked against every execution of the partition just above
-            new_position = positions.apply_fill(position, execution.as_fill(), exec_id_is_new=True)
-        elif event.event_type in (EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED):
+            new_position = positions.apply_fill(self._position(event), execution.as_fill(), exec_id_is_new=True)
+        elif event_type is _BUSTED or event_type is _CORRECTED:
             original = self._restated_exec_id(after, str(event.exec_ref_id))
             current = self.executions[original]
-            if event.event_type == EventType.TRADE_CANCELED:
+            position = self._position(event)
+            if event_type is _BUSTED:
                 execution = replace(current, busted=True, last_event_id=event.event_id,
                                     updated_at=event.event_time)
                 new_position = positions.bust(position, original)
@@ -183,10 +189,15 @@ class TradingState:
             self.executions[execution.exec_id] = execution
             self.changes.executions.add(execution.exec_id)
         if new_position is not None:
+            key = (event.account, event.symbol)
             self.positions[key] = new_position
             self.position_partition[key] = partition
             self.changes.positions.add(key)
         return "applied"
+
+    def _position(self, event: OrderEvent) -> Position:
+        return (self.positions.get((event.account, event.symbol))
+                or positions.empty_position(event.account, event.symbol))
 
     def _restated_exec_id(self, order: OrderState, ref: str) -> str:
         """The original exec_id of the fill a bust/correction names (ref may be a correction's id)."""
