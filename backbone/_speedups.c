@@ -9,7 +9,10 @@
  *   dataclasses (backbone.domain.plain), without the per-field object.__setattr__ of
  *   a frozen dataclass;
  * - OrderMachine: the plain transitions of the order state machine
- *   (backbone.domain.order_state._next), falling back to the Python path for the rest.
+ *   (backbone.domain.order_state._next), falling back to the Python path for the rest;
+ * - SlotsMatch: whether an order event reports what the machine computed
+ *   (order_state._reported_as_computed), field by field;
+ * - any_nul: whether one of an event's text fields holds a NUL (projections.trading).
  *
  * These are accelerators, not a second implementation. Each Encoder/Decoder is built by
  * avro.py from the same field plan as the generated Python paths and holds that Python path as
@@ -1715,6 +1718,164 @@ static PyTypeObject MachineType = {
     .tp_getset = machine_getset,
 };
 
+/* ------------------------------------------------------------------------------------------
+ * SlotsMatch: whether two slotted objects agree field by field
+ *
+ * SlotsMatch(left_cls, right_cls, pairs, typed, fallback)(left, right) is
+ *     all(getattr(left, a) is getattr(right, b) if identity else getattr(left, a) == getattr(right, b)
+ *         for a, b, identity in pairs)
+ *     and all(isinstance(getattr(left, f), t) for f, t in typed)
+ * evaluated in that order and stopping at the first false one, like the `and` chain of
+ * order_state._reported_as_computed that it runs: `==` is the objects' own comparison (no
+ * identity shortcut) and an exception it raises propagates. Objects of other classes, or with
+ * a slot unset, go to fallback(left, right).
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *left_cls, *right_cls;
+    Py_ssize_t n_pairs, n_typed;
+    Py_ssize_t *left_off, *right_off, *typed_off;
+    int *identity;
+    PyObject *typed_types; /* tuple of the isinstance classes, in `typed` order */
+    PyObject *fallback;
+} SlotsMatch;
+
+static PyObject *match_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    SlotsMatch *s = (SlotsMatch *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "SlotsMatch takes (left, right)");
+        return NULL;
+    }
+    PyObject *left = args[0], *right = args[1];
+    if (!Py_IS_TYPE(left, s->left_cls) || !Py_IS_TYPE(right, s->right_cls))
+        return PyObject_Vectorcall(s->fallback, args, 2, NULL);
+    for (Py_ssize_t i = 0; i < s->n_pairs; i++)
+        if (!SLOT(left, s->left_off[i]) || !SLOT(right, s->right_off[i]))
+            return PyObject_Vectorcall(s->fallback, args, 2, NULL);
+    for (Py_ssize_t i = 0; i < s->n_typed; i++)
+        if (!SLOT(left, s->typed_off[i]))
+            return PyObject_Vectorcall(s->fallback, args, 2, NULL);
+    for (Py_ssize_t i = 0; i < s->n_pairs; i++) {
+        PyObject *a = SLOT(left, s->left_off[i]), *b = SLOT(right, s->right_off[i]);
+        if (s->identity[i]) {
+            if (a != b)
+                Py_RETURN_FALSE;
+            continue;
+        }
+        PyObject *eq = PyObject_RichCompare(a, b, Py_EQ);
+        if (!eq)
+            return NULL;
+        int truth = PyObject_IsTrue(eq);
+        Py_DECREF(eq);
+        if (truth < 0)
+            return NULL;
+        if (!truth)
+            Py_RETURN_FALSE;
+    }
+    for (Py_ssize_t i = 0; i < s->n_typed; i++) {
+        int ok = PyObject_IsInstance(SLOT(left, s->typed_off[i]), PyTuple_GET_ITEM(s->typed_types, i));
+        if (ok < 0)
+            return NULL;
+        if (!ok)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static int match_traverse(SlotsMatch *s, visitproc visit, void *arg) {
+    Py_VISIT(s->left_cls);
+    Py_VISIT(s->right_cls);
+    Py_VISIT(s->typed_types);
+    Py_VISIT(s->fallback);
+    return 0;
+}
+
+static int match_clear(SlotsMatch *s) {
+    Py_CLEAR(s->left_cls);
+    Py_CLEAR(s->right_cls);
+    Py_CLEAR(s->typed_types);
+    Py_CLEAR(s->fallback);
+    return 0;
+}
+
+static void match_dealloc(SlotsMatch *s) {
+    PyObject_GC_UnTrack(s);
+    match_clear(s);
+    PyMem_Free(s->left_off);
+    PyMem_Free(s->right_off);
+    PyMem_Free(s->typed_off);
+    PyMem_Free(s->identity);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+/* SlotsMatch(left_cls, right_cls, pairs: ((left field, right field, identity: bool), ...),
+ *            typed: ((left field, class), ...), fallback) */
+static PyObject *match_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *left_cls, *right_cls, *pairs, *typed, *fallback;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "SlotsMatch takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O", &PyType_Type, &left_cls, &PyType_Type, &right_cls, &PyTuple_Type,
+                          &pairs, &PyTuple_Type, &typed, &fallback))
+        return NULL;
+    if (check_class(left_cls) < 0 || check_class(right_cls) < 0)
+        return NULL;
+    SlotsMatch *s = (SlotsMatch *)type->tp_alloc(type, 0);
+    if (!s)
+        return NULL;
+    s->vectorcall = match_vectorcall;
+    s->left_cls = (PyTypeObject *)Py_NewRef(left_cls);
+    s->right_cls = (PyTypeObject *)Py_NewRef(right_cls);
+    s->fallback = Py_NewRef(fallback);
+    s->n_pairs = PyTuple_GET_SIZE(pairs);
+    s->n_typed = PyTuple_GET_SIZE(typed);
+    s->left_off = PyMem_Calloc(s->n_pairs + 1, sizeof(Py_ssize_t));
+    s->right_off = PyMem_Calloc(s->n_pairs + 1, sizeof(Py_ssize_t));
+    s->identity = PyMem_Calloc(s->n_pairs + 1, sizeof(int));
+    s->typed_off = PyMem_Calloc(s->n_typed + 1, sizeof(Py_ssize_t));
+    if (!(s->typed_types = PyTuple_New(s->n_typed)) || !s->left_off || !s->right_off || !s->identity ||
+        !s->typed_off) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < s->n_pairs; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(pairs, i), *a, *b;
+        int identity;
+        if (!PyArg_ParseTuple(pair, "UUp", &a, &b, &identity) ||
+            (s->left_off[i] = slot_offset(s->left_cls, a)) < 0 || (s->right_off[i] = slot_offset(s->right_cls, b)) < 0)
+            goto fail;
+        s->identity[i] = identity;
+    }
+    for (Py_ssize_t i = 0; i < s->n_typed; i++) {
+        PyObject *name, *cls;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(typed, i), "UO", &name, &cls) ||
+            (s->typed_off[i] = slot_offset(s->left_cls, name)) < 0)
+            goto fail;
+        PyTuple_SET_ITEM(s->typed_types, i, Py_NewRef(cls));
+    }
+    return (PyObject *)s;
+fail:
+    Py_DECREF(s);
+    return NULL;
+}
+
+static PyTypeObject MatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.SlotsMatch",
+    .tp_basicsize = sizeof(SlotsMatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Whether two slotted objects agree on pairs of fields; others go to `fallback`.",
+    .tp_new = match_new,
+    .tp_traverse = (traverseproc)match_traverse,
+    .tp_clear = (inquiry)match_clear,
+    .tp_dealloc = (destructor)match_dealloc,
+    .tp_vectorcall_offset = offsetof(SlotsMatch, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 /* ------------------------------------------------------------------------------------------ */
 
 /* utc_millis(dt): milliseconds since the epoch, floored, of a UTC datetime (exact type, tzinfo
@@ -1790,7 +1951,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (!PyDateTimeAPI)
         return NULL;
     if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SlotsType) < 0 ||
-        PyType_Ready(&MachineType) < 0)
+        PyType_Ready(&MachineType) < 0 || PyType_Ready(&MatchType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
@@ -1799,6 +1960,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0 ||
         PyModule_AddObjectRef(m, "Slots", (PyObject *)&SlotsType) < 0 ||
         PyModule_AddObjectRef(m, "OrderMachine", (PyObject *)&MachineType) < 0 ||
+        PyModule_AddObjectRef(m, "SlotsMatch", (PyObject *)&MatchType) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS_REPLACE", SLOTS_REPLACE) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS_BUILD", SLOTS_BUILD) < 0 ||
         PyModule_AddIntConstant(m, "K_NULL", K_NULL) < 0 || PyModule_AddIntConstant(m, "K_STRING", K_STRING) < 0 ||

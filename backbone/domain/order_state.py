@@ -43,7 +43,9 @@ Speed: where the C extension is built, `_next` is `backbone._speedups.OrderMachi
 computes the plain transitions (creation, fills of non-FOK orders, every event type that leaves
 the fills alone) with the same decimal contexts, resolvers and order of operations, and hands
 everything else (REPLACED, busts, corrections, FOK fills, anything refused or unusual) to
-`_next_python`, the reference. tests/unit/domain/test_order_machine.py compares the two on
+`_next_python`, the reference. Likewise `_reported_as_computed` (does the event report exactly
+what was computed?) is `backbone._speedups.SlotsMatch` over the same fields, in the same order,
+with the same comparisons. tests/unit/domain/test_order_machine.py compares each pair on
 simulated sessions and on random events; the order-state tests run against both.
 
 Sequencing and resends: an order's events carry seq 1, 2, 3, ... without gaps. A resend of an
@@ -454,7 +456,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
     return after
 
 
-def _reported_as_computed(event: OrderEvent, after: OrderState) -> bool:
+def _reported_as_computed_python(event: OrderEvent, after: OrderState) -> bool:
     return (event.order_status is after.status and event.cum_qty == after.cum_qty
             and event.leaves_qty == after.leaves_qty and event.avg_px == after.avg_px
             and event.order_qty == after.order_qty and event.price == after.price
@@ -464,6 +466,30 @@ def _reported_as_computed(event: OrderEvent, after: OrderState) -> bool:
             # equal to the computed (finite) Decimals, and Decimals themselves (0 == Decimal(0))
             and isinstance(event.cum_qty, Decimal) and isinstance(event.leaves_qty, Decimal)
             and isinstance(event.avg_px, Decimal) and isinstance(event.order_qty, Decimal))
+
+
+def _compiled_reported_check() -> Callable[[OrderEvent, OrderState], bool] | None:
+    """`_reported_as_computed_python` compiled (backbone/_speedups.c, SlotsMatch: the same
+    comparisons in the same order); None when the extension is not built."""
+    try:
+        from backbone import _speedups
+    except ImportError:
+        return None
+    match = getattr(_speedups, "SlotsMatch", None)
+    if match is None:
+        return None
+    pairs = (("order_status", "status", True), ("cum_qty", "cum_qty", False), ("leaves_qty", "leaves_qty", False),
+             ("avg_px", "avg_px", False), ("order_qty", "order_qty", False), ("price", "price", False),
+             ("stop_price", "stop_price", False), ("order_type", "order_type", True),
+             ("time_in_force", "time_in_force", True), ("account", "account", False), ("symbol", "symbol", False),
+             ("side", "side", True))
+    typed = tuple((name, Decimal) for name in ("cum_qty", "leaves_qty", "avg_px", "order_qty"))
+    return match(OrderEvent, OrderState, pairs, typed, _reported_as_computed_python)  # type: ignore[no-any-return]
+
+
+#: Whether the event reports exactly the computed state (the fast path of `apply`); compiled when built.
+_reported_as_computed: Callable[[OrderEvent, OrderState], bool] = (
+    _compiled_reported_check() or _reported_as_computed_python)
 
 
 def classify(state: OrderState | None, event: OrderEvent) -> Literal["apply", "duplicate"]:

@@ -153,3 +153,55 @@ def test_averages_ties_and_exactness_match(fills: list[tuple[str, str]], rule: s
             return
         state = o._next_python(state, event)
     assert rule is None
+
+
+# -- the reported-fields check (SlotsMatch) -------------------------------------------------------
+
+REPORTED_CHECK = o._compiled_reported_check()
+REPORTED = ["order_status", "cum_qty", "leaves_qty", "avg_px", "order_qty", "price", "stop_price", "order_type",
+            "time_in_force", "account", "symbol", "side"]
+
+
+def check_outcome(check, event: OrderEvent, after: o.OrderState) -> tuple:
+    try:
+        return "answered", check(event, after)
+    except Exception as e:  # noqa: BLE001 - the kind of failure is what is compared
+        return "raised", type(e)
+
+
+@pytest.mark.skipif(REPORTED_CHECK is None, reason="the compiled check is not built here")
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), seed=st.sampled_from(sorted(SESSIONS)), at=st.integers(0, 599),
+       fields=st.lists(st.sampled_from(REPORTED), max_size=3))
+def test_the_compiled_reported_check_answers_as_the_python_one(data: st.DataObject, seed: int, at: int,
+                                                              fields: list[str]) -> None:
+    events = SESSIONS[seed]
+    at = min(at, len(events) - 1)
+    orders: dict[str, o.OrderState] = {}
+    for r in events[:at + 1]:
+        orders[r.order_id] = o._next_python(orders.get(r.order_id), r)
+    event, after = events[at], orders[events[at].order_id]
+    other = data.draw(st.sampled_from([o.OrderStatus.NEW, o.OrderStatus.FILLED, "FILLED", Side.SELL, "ACC-x"]))
+    changed = event.replace(**{f: data.draw(st.sampled_from([*DECIMALS, 5, "10", None, other]), label=f)
+                               for f in fields})
+    expected = check_outcome(o._reported_as_computed_python, changed, after)
+    assert check_outcome(REPORTED_CHECK, changed, after) == expected
+    if not fields:
+        assert expected == ("answered", True)  # the simulator reports what it computed
+
+
+@pytest.mark.skipif(REPORTED_CHECK is None, reason="the compiled check is not built here")
+def test_the_compiled_reported_check_compares_itself_and_falls_back_only_for_other_classes() -> None:
+    calls = []
+
+    def fallback(event: object, after: object) -> bool:
+        calls.append(type(event).__name__)
+        return False
+
+    match = type(REPORTED_CHECK)(OrderEvent, o.OrderState, (("order_id", "order_id", False),), (), fallback)
+    events = SESSIONS[0]
+    after = o._next_python(None, events[0])
+    assert match(events[0], after) is True and calls == []
+    assert match(events[0].replace(order_id="O-other"), after) is False and calls == []
+    assert match(object(), after) is False and calls == ["object"]
+    assert type(o._reported_as_computed).__name__ == "SlotsMatch"  # what `apply` runs, where built

@@ -241,11 +241,12 @@ class PythonOrderMachine(OrderMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self._compiled = order_state._next
+        self._compiled = order_state._next, order_state._reported_as_computed
         order_state._next = order_state._next_python
+        order_state._reported_as_computed = order_state._reported_as_computed_python
 
     def teardown(self) -> None:
-        order_state._next = self._compiled
+        order_state._next, order_state._reported_as_computed = self._compiled
         super().teardown()
 
 
