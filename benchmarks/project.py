@@ -1,7 +1,7 @@
 """Events/s projected from Kafka into Postgres with exactly-once checkpoints, against limits.
 
 Run: python -m benchmarks.project [--events 100000] [--naive-events 3000]
-     python -m benchmarks.project --latency [--rate 5000] [--seconds 30]
+     python -m benchmarks.project --latency [--rate 5000] [--seconds 30] [--linger-ms 5,0]
 
 Throughput mode, on one simulated log in throwaway topics, measured in the same run:
   (a) raw:       consume + decode every record (the limit: no projection, no database);
@@ -12,7 +12,10 @@ Prints the three rates and the ratios b/a and b/c.
 
 Latency mode: a producer process publishes valid events at a steady --rate with event time =
 now; this process runs the projector and records, per event, commit time − event time.
-Prints p50/p99/max.
+Prints p50/p99/max, once per producer linger.ms in --linger-ms, each on fresh topics: 5 ms is
+the project producer's default (backbone.kafka.producer), 0 sends every record in a request of
+its own, which on the 2-core machine kept the broker busy for ~0.65 of a core at 5k/s (~0.4
+with 5 ms), CPU the projector and Postgres then waited for.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from confluent_kafka import Consumer
 from backbone import db
 from backbone.codec.avro import AvroCodec
 from backbone.kafka.consumer import consumer_config
-from backbone.kafka.producer import KafkaProducer
+from backbone.kafka.producer import PRODUCER_DEFAULTS, KafkaProducer
 from backbone.settings import Settings
 from benchmarks.common import bench_settings, create_topics, delete_topics, fresh_database, percentile
 from consumers.runtime import LoopConfig, ProjectionLoop
@@ -149,6 +152,11 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def latency(args: argparse.Namespace) -> None:
+    for linger_ms in [int(v) for v in args.linger_ms.split(",")]:
+        latency_run(args, linger_ms)
+
+
+def latency_run(args: argparse.Namespace, linger_ms: int) -> None:
     settings = bench_settings("latency")
     create_topics(settings)
     latencies: list[float] = []
@@ -162,7 +170,7 @@ def latency(args: argparse.Namespace) -> None:
             env_overrides = {f"BACKBONE_{k.upper()}": v for k, v in dbs.display().items()
                              if k.startswith("topic_") or k == "partitions"}
             producer = subprocess.Popen([sys.executable, "-m", "benchmarks.steady_producer", str(args.rate),
-                                         str(args.seconds)], env={**__import__("os").environ, **env_overrides})
+                                         str(args.seconds), str(linger_ms)], env={**__import__("os").environ, **env_overrides})
             engine = db.make_engine(dbs)
             holder: dict[str, ProjectionLoop] = {}
 
@@ -177,7 +185,8 @@ def latency(args: argparse.Namespace) -> None:
             holder["loop"].run(max_seconds=args.seconds + 600)
             engine.dispose()
         steady = latencies[len(latencies) // 10:]  # drop the warm-up tenth
-        print(f"rate {args.rate}/s for {args.seconds}s: {len(latencies):,} events projected")
+        print(f"producer linger.ms {linger_ms}, rate {args.rate}/s for {args.seconds}s: {len(latencies):,} events "
+              "projected")
         print(f"latency event time -> row committed: p50 {percentile(steady, 50) * 1000:.1f} ms  "
               f"p99 {percentile(steady, 99) * 1000:.1f} ms  max {max(steady) * 1000:.1f} ms")
     finally:
@@ -191,6 +200,8 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--linger-ms", default=f"{PRODUCER_DEFAULTS['linger.ms']},0",
+                        help="producer linger.ms values, comma-separated: one latency run each")
     args = parser.parse_args()
     print(f"started {datetime.now(tz=UTC):%Y-%m-%d %H:%M:%S} UTC", flush=True)
     latency(args) if args.latency else throughput(args)

@@ -1,6 +1,7 @@
 """Publish valid simulated events at a steady rate with event time = now (latency benchmark).
 
-Run: python -m benchmarks.steady_producer RATE SECONDS   (topics from BACKBONE_* settings)
+Run: python -m benchmarks.steady_producer RATE SECONDS [LINGER_MS]   (topics from BACKBONE_* settings;
+     LINGER_MS: the producer's linger.ms, default 0)
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def main() -> None:
     rate, seconds = int(sys.argv[1]), int(sys.argv[2])
     settings = Settings()
     records = list(simulate(SimulationConfig(events=rate * seconds, seed=9)))  # generated before timing
-    with KafkaProducer(settings, **{"linger.ms": 0}) as producer:
+    linger = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    with KafkaProducer(settings, **{"linger.ms": linger}) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
         t0 = time.monotonic()
         for i, record in enumerate(records):
