@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from backbone import db
+from backbone.gc_policy import fewer_collections
 from backbone.settings import Settings
 from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
 from projections import ddl
@@ -134,24 +135,26 @@ def replay_cmd(
     live consumer group are never touched. A start below the log start (lost to retention) or
     beyond the end is refused. See docs/replay.md.
     """
-    settings = load_settings()
-    with user_errors():
-        if (into is None) == (not dry_run):
-            raise rp.ReplayRefused("give exactly one of --into SCHEMA (write the state there) or --dry-run")
-        from_offsets = None if from_offset is None else rp.parse_offsets(
-            from_offset, settings.topic_orders, settings.topic_marketdata)
-        to_offsets = None if to_offset is None else rp.parse_offsets(
-            to_offset, settings.topic_orders, settings.topic_marketdata)
-        from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
-        to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
-        check_into(into)
-        with replayer(settings, projection) as r:
-            plans = r.plan_replay(from_offsets=from_offsets, from_time=from_time, from_beginning=from_beginning,
-                                  to_offsets=to_offsets, to_time=to_time)
-            with ProgressBar("replay", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                result = r.run(plans, progress=bar)
-            written = None if into is None else write_schema(settings, r.engine, result, into)
-    _report(plans, result, into, written, json_out)
+    # what the run builds is kept until exit: no collection should rescan it (backbone.gc_policy)
+    with fewer_collections():
+        settings = load_settings()
+        with user_errors():
+            if (into is None) == (not dry_run):
+                raise rp.ReplayRefused("give exactly one of --into SCHEMA (write the state there) or --dry-run")
+            from_offsets = None if from_offset is None else rp.parse_offsets(
+                from_offset, settings.topic_orders, settings.topic_marketdata)
+            to_offsets = None if to_offset is None else rp.parse_offsets(
+                to_offset, settings.topic_orders, settings.topic_marketdata)
+            from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
+            to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
+            check_into(into)
+            with replayer(settings, projection) as r:
+                plans = r.plan_replay(from_offsets=from_offsets, from_time=from_time, from_beginning=from_beginning,
+                                      to_offsets=to_offsets, to_time=to_time)
+                with ProgressBar("replay", sum(p.to_read for p in plans), quiet or json_out) as bar:
+                    result = r.run(plans, progress=bar)
+                written = None if into is None else write_schema(settings, r.engine, result, into)
+        _report(plans, result, into, written, json_out)
 
 
 def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult, into: str | None, written: int | None,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from backbone.gc_policy import fewer_collections
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
 from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, plan_json, replayer,
@@ -39,44 +40,48 @@ def state_cmd(
     the live consumer group. --into writes the state into a fresh schema with the same tables
     and views as public. See docs/replay.md.
     """
-    settings = load_settings()
-    with user_errors():
-        when = rp.parse_time(as_of)
-        check_into(into)
-        if into is not None and (account or symbol or include_flat):
-            raise rp.ReplayRefused("--into writes the whole state (every account, symbol and flat position): "
-                                   "filter with SQL on the schema instead of --account/--symbol/--include-flat")
-        with replayer(settings, projection) as r:
-            only = r.symbol_partitions(symbol) if symbol else None
-            plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)
-            with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                result = r.run(plans, progress=bar)
-            written = None if into is None else write_schema(settings, r.engine, result, into)
-    cut_ms = timestamp_ms(when)
-    header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
-              "records_replayed": result.records, "seconds": round(result.read_seconds + result.snapshot_seconds, 3),
-              "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed} for r in result.reports.values()]}
-    if into is not None:
+    # what the run builds is kept until exit: no collection should rescan it (backbone.gc_policy)
+    with fewer_collections():
+        settings = load_settings()
+        with user_errors():
+            when = rp.parse_time(as_of)
+            check_into(into)
+            if into is not None and (account or symbol or include_flat):
+                raise rp.ReplayRefused("--into writes the whole state (every account, symbol and flat position): "
+                                       "filter with SQL on the schema instead of --account/--symbol/--include-flat")
+            with replayer(settings, projection) as r:
+                only = r.symbol_partitions(symbol) if symbol else None
+                plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)
+                with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
+                    result = r.run(plans, progress=bar)
+                written = None if into is None else write_schema(settings, r.engine, result, into)
+        cut_ms = timestamp_ms(when)
+        header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
+                  "records_replayed": result.records,
+                  "seconds": round(result.read_seconds + result.snapshot_seconds, 3),
+                  "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed}
+                                 for r in result.reports.values()]}
+        if into is not None:
+            if json_out:
+                print_json(header | {"into": into, "rows_written": written})
+            else:
+                _summary(header, plans, result)
+                console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
+            return
+        positions = rp.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
+        pnl = rp.pnl_rows(rp.position_rows(result.state, account=account, symbol=symbol))
+        orders = rp.open_order_rows(result.state, account=account, symbol=symbol)
         if json_out:
-            print_json(header | {"into": into, "rows_written": written})
-        else:
-            _summary(header, plans, result)
-            console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
-        return
-    positions = rp.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
-    pnl = rp.pnl_rows(rp.position_rows(result.state, account=account, symbol=symbol))
-    orders = rp.open_order_rows(result.state, account=account, symbol=symbol)
-    if json_out:
-        print_json(header | {"positions": canonical_rows(positions), "pnl_by_account": canonical_rows(pnl),
-                             "open_orders": canonical_rows(orders)})
-        return
-    _summary(header, plans, result)
-    _table("positions", positions, ["account", "symbol", "qty", "avg_px", "mark_price", "mark_time", "realized_pnl",
-                                    "unrealized_pnl", "commission", "total_pnl"])
-    _table("P&L by account", pnl, ["account", "open_positions", "realized_pnl", "unrealized_pnl", "commission",
-                                   "total_pnl", "missing_marks"])
-    _table("open orders", orders, ["order_id", "account", "symbol", "side", "status", "order_qty", "price",
-                                   "cum_qty", "leaves_qty", "last_event_time"])
+            print_json(header | {"positions": canonical_rows(positions), "pnl_by_account": canonical_rows(pnl),
+                                 "open_orders": canonical_rows(orders)})
+            return
+        _summary(header, plans, result)
+        _table("positions", positions, ["account", "symbol", "qty", "avg_px", "mark_price", "mark_time", "realized_pnl",
+                                        "unrealized_pnl", "commission", "total_pnl"])
+        _table("P&L by account", pnl, ["account", "open_positions", "realized_pnl", "unrealized_pnl", "commission",
+                                       "total_pnl", "missing_marks"])
+        _table("open orders", orders, ["order_id", "account", "symbol", "side", "status", "order_qty", "price",
+                                       "cum_qty", "leaves_qty", "last_event_time"])
 
 
 def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], result: rp.ReplayResult) -> None:

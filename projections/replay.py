@@ -752,48 +752,49 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
 
     Rows and checkpoints commit together, so one REPEATABLE READ transaction sees the state at
     exactly the checkpoint offsets; the snapshots are inserted in that same transaction."""
-    check_projection(projection)
-    out: list[Taken] = []
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
-        conn = sa_conn.connection.driver_connection
-        # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
-        # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
-        # would be read, then the swapped-in tables with that older snapshot (a state that never
-        # existed, labelled with the old offsets).
-        conn.execute("lock table orders, executions, positions, marks in access share mode")
-        checkpoints = {tp: o for tp, o in store.read_checkpoints(conn, projection).items()
-                       if tp[0] in (settings.topic_orders, settings.topic_marketdata)}
-        bases = {tp: snapshots.newest_at_or_before(conn, projection, tp[0], tp[1], nxt)
-                 for tp, nxt in checkpoints.items()}
-        todo = {}
-        for tp, nxt in sorted(checkpoints.items()):
-            base = bases[tp]
-            if nxt == 0:
-                out.append(Taken(tp[0], tp[1], nxt, "empty"))
-            elif base is not None and base.next_offset == nxt:
-                out.append(Taken(tp[0], tp[1], nxt, "exists", base.max_timestamp, base.events_covered, base.size))
-            else:
-                todo[tp] = nxt
-        if not todo:
-            return out
-        state = TradingState()
-        store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
-                              [p for t, p in todo if t == settings.topic_marketdata])
-        known = {tp: (nxt, None if bases[tp] is None or bases[tp].max_timestamp is None
-                      else timestamp_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
-        max_ts = reader.max_timestamps_below(known)
-        kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
-        payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
-        rows = []
-        for tp, nxt in sorted(todo.items()):
-            base = bases[tp]
-            covered = snapshots.events_covered_at(base, nxt)
-            when = None if max_ts[tp] is None else from_timestamp_ms(max_ts[tp])
-            data = payloads[(kind[tp], tp[1])]
-            rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
-            out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))
-        snapshots.insert(conn, rows)
-    return sorted(out, key=lambda t: (t.topic, t.partition))
+    with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
+        check_projection(projection)
+        out: list[Taken] = []
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
+            conn = sa_conn.connection.driver_connection
+            # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
+            # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
+            # would be read, then the swapped-in tables with that older snapshot (a state that never
+            # existed, labelled with the old offsets).
+            conn.execute("lock table orders, executions, positions, marks in access share mode")
+            checkpoints = {tp: o for tp, o in store.read_checkpoints(conn, projection).items()
+                           if tp[0] in (settings.topic_orders, settings.topic_marketdata)}
+            bases = {tp: snapshots.newest_at_or_before(conn, projection, tp[0], tp[1], nxt)
+                     for tp, nxt in checkpoints.items()}
+            todo = {}
+            for tp, nxt in sorted(checkpoints.items()):
+                base = bases[tp]
+                if nxt == 0:
+                    out.append(Taken(tp[0], tp[1], nxt, "empty"))
+                elif base is not None and base.next_offset == nxt:
+                    out.append(Taken(tp[0], tp[1], nxt, "exists", base.max_timestamp, base.events_covered, base.size))
+                else:
+                    todo[tp] = nxt
+            if not todo:
+                return out
+            state = TradingState()
+            store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
+                                  [p for t, p in todo if t == settings.topic_marketdata])
+            known = {tp: (nxt, None if bases[tp] is None or bases[tp].max_timestamp is None
+                          else timestamp_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
+            max_ts = reader.max_timestamps_below(known)
+            kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
+            payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
+            rows = []
+            for tp, nxt in sorted(todo.items()):
+                base = bases[tp]
+                covered = snapshots.events_covered_at(base, nxt)
+                when = None if max_ts[tp] is None else from_timestamp_ms(max_ts[tp])
+                data = payloads[(kind[tp], tp[1])]
+                rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
+                out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))
+            snapshots.insert(conn, rows)
+        return sorted(out, key=lambda t: (t.topic, t.partition))
 
 
 def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionPlan] | None = None,
@@ -801,25 +802,26 @@ def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionP
     """Snapshot every partition at the as-of cut of `when`, built from snapshots and the log
     (the live tables are not read): for pre-computing points that will be asked for often.
     `plans`: `replayer.plan_as_of(when)` if the caller has it already (it costs lookups)."""
-    plans = replayer.plan_as_of(when) if plans is None else plans
-    result = replayer.run(plans, progress=progress)
-    out, rows = [], []
-    cut = {p.tp: result.reports[p.tp].end for p in plans}
-    wanted = [p for p in plans if cut[p.tp] > 0 and not (p.snapshot and p.snapshot.next_offset == cut[p.tp])]
-    payloads = snapshots.serialize_many(result.state, [(replayer.kind(p.topic), p.partition) for p in wanted])
-    for p in plans:
-        end = cut[p.tp]
-        if end == 0:
-            out.append(Taken(p.topic, p.partition, 0, "empty"))
-        elif p.snapshot and p.snapshot.next_offset == end:
-            s = p.snapshot
-            out.append(Taken(p.topic, p.partition, end, "exists", s.max_timestamp, s.events_covered, s.size))
-        else:
-            data = payloads[(replayer.kind(p.topic), p.partition)]
-            rows.append(snapshots.NewSnapshot(replayer.projection, p.topic, p.partition, end,
-                                              result.max_timestamp(p.tp), result.events_covered(p.tp), data))
-            out.append(Taken(p.topic, p.partition, end, "created", result.max_timestamp(p.tp),
-                             result.events_covered(p.tp), len(data)))
-    with replayer.engine.begin() as sa_conn:
-        snapshots.insert(sa_conn.connection.driver_connection, rows)
-    return out, result
+    with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
+        plans = replayer.plan_as_of(when) if plans is None else plans
+        result = replayer.run(plans, progress=progress)
+        out, rows = [], []
+        cut = {p.tp: result.reports[p.tp].end for p in plans}
+        wanted = [p for p in plans if cut[p.tp] > 0 and not (p.snapshot and p.snapshot.next_offset == cut[p.tp])]
+        payloads = snapshots.serialize_many(result.state, [(replayer.kind(p.topic), p.partition) for p in wanted])
+        for p in plans:
+            end = cut[p.tp]
+            if end == 0:
+                out.append(Taken(p.topic, p.partition, 0, "empty"))
+            elif p.snapshot and p.snapshot.next_offset == end:
+                s = p.snapshot
+                out.append(Taken(p.topic, p.partition, end, "exists", s.max_timestamp, s.events_covered, s.size))
+            else:
+                data = payloads[(replayer.kind(p.topic), p.partition)]
+                rows.append(snapshots.NewSnapshot(replayer.projection, p.topic, p.partition, end,
+                                                  result.max_timestamp(p.tp), result.events_covered(p.tp), data))
+                out.append(Taken(p.topic, p.partition, end, "created", result.max_timestamp(p.tp),
+                                 result.events_covered(p.tp), len(data)))
+        with replayer.engine.begin() as sa_conn:
+            snapshots.insert(sa_conn.connection.driver_connection, rows)
+        return out, result
