@@ -87,6 +87,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from backbone.compiled import compiled
 from backbone.domain.events import EventType, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from backbone.domain.order_fields import (
     ZERO,
@@ -395,11 +396,7 @@ def _compiled_next(fallback: Callable[[OrderState | None, OrderEvent], OrderStat
                    ) -> Callable[[OrderState | None, OrderEvent], OrderState] | None:
     """`_next_python` with its plain transitions compiled (backbone/_speedups.c, OrderMachine),
     which hands everything else to `fallback` (`_next_python`); None when the extension is not built."""
-    try:
-        from backbone import _speedups
-    except ImportError:
-        return None
-    machine = getattr(_speedups, "OrderMachine", None)
+    machine = compiled("OrderMachine")
     if machine is None:
         return None
     from backbone.domain import order_fields
@@ -471,11 +468,7 @@ def _reported_as_computed_python(event: OrderEvent, after: OrderState) -> bool:
 def _compiled_reported_check() -> Callable[[OrderEvent, OrderState], bool] | None:
     """`_reported_as_computed_python` compiled (backbone/_speedups.c, SlotsMatch: the same
     comparisons in the same order); None when the extension is not built."""
-    try:
-        from backbone import _speedups
-    except ImportError:
-        return None
-    match = getattr(_speedups, "SlotsMatch", None)
+    match = compiled("SlotsMatch")
     if match is None:
         return None
     pairs = (("order_status", "status", True), ("cum_qty", "cum_qty", False), ("leaves_qty", "leaves_qty", False),
