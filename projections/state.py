@@ -72,9 +72,10 @@ _FILLED, _BUSTED, _CORRECTED = EventType.FILLED, EventType.TRADE_CANCELED, Event
 
 
 def _decimal(value: Decimal | None) -> Decimal:
-    """A fill's quantity, price or commission as the execution keeps it (None: 0); the decoder
-    gives Decimals already, so those are taken as they are instead of copied."""
-    return value if type(value) is Decimal else Decimal(value or 0)
+    """`Decimal(value or 0)`: a fill's quantity, price or commission as the execution keeps it.
+    A non-zero Decimal (what the decoder gives) is taken as it is instead of copied; a zero of
+    any exponent (the decoder's is 0E-8) becomes Decimal(0), as it always was."""
+    return value if type(value) is Decimal and value else Decimal(value or 0)
 
 
 def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, str], Position]:

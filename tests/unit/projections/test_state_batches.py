@@ -94,3 +94,22 @@ def test_dropping_partitions_forgets_exactly_their_state() -> None:
             only_kept.orders, only_kept.order_partition, only_kept.executions, only_kept.positions,
             only_kept.position_partition, only_kept.marks)
     assert whole.orders != only_kept.orders  # something was dropped
+
+
+def test_an_execution_keeps_the_fill_numbers_and_turns_a_zero_of_any_exponent_into_decimal_0() -> None:
+    from decimal import Decimal
+
+    from backbone.domain.events import EventType
+
+    events = [r for r in STREAM if isinstance(r, OrderEvent)]
+    fill = next(e for e in events if e.event_type is EventType.FILLED)
+    before = [e for e in events[:events.index(fill)] if e.order_id == fill.order_id]
+    for commission, kept in ((Decimal("0E-8"), "0"), (Decimal("-0"), "0"), (None, "0"),
+                             (Decimal("1.50000000"), "1.50000000")):
+        state = TradingState()
+        for e in before:
+            state.apply_order_event(e, 0, 0)
+        state.apply_order_event(replace(fill, commission=commission), 0, 1)
+        execution = state.executions[str(fill.exec_id)]
+        assert str(execution.commission) == kept  # the exponent too: NUMERIC and JSON keep it
+        assert execution.qty is fill.last_qty and execution.price is fill.last_px  # non-zero: not copied
