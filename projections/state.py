@@ -150,7 +150,7 @@ class TradingState:
         execution: Execution | None = None
         new_position: Position | None = None
         event_type = event.event_type
-        if event_type is _FILLED:
+        if event_type == _FILLED:
             exec_id = str(event.exec_id)
             if self.cold_execs and exec_id in self.cold_execs:
                 self.thaw(self.cold_execs[exec_id])
@@ -165,11 +165,11 @@ class TradingState:
                 event.event_id, event.event_time)
             # exec_id is new: checked against every execution of the partition just above
             new_position = positions.apply_fill(self._position(event), execution.as_fill(), exec_id_is_new=True)
-        elif event_type is _BUSTED or event_type is _CORRECTED:
+        elif event_type == _BUSTED or event_type == _CORRECTED:
             original = self._restated_exec_id(after, str(event.exec_ref_id))
             current = self.executions[original]
             position = self._position(event)
-            if event_type is _BUSTED:
+            if event_type == _BUSTED:
                 execution = replace(current, busted=True, last_event_id=event.event_id,
                                     updated_at=event.event_time)
                 new_position = positions.bust(position, original)
