@@ -27,6 +27,10 @@ def state_cmd(
     include_flat: Annotated[bool, typer.Option("--include-flat", help="also positions with qty 0")] = False,
     no_snapshots: Annotated[bool, typer.Option("--no-snapshots", help="ignore snapshots: replay every "
                                                "partition from offset 0 (slow; for checking)")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="before printing, decode every part of the snapshots "
+                                         "the tail did not need and refold every position from its fills, "
+                                         "checking each against the summary its snapshot stored (costs about "
+                                         "an eager restore; --into always does)")] = False,
     projection: ProjectionOpt = NAME,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -54,10 +58,12 @@ def state_cmd(
                 plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)
                 with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
                     result = r.run(plans, progress=bar)
+                if verify:  # raises InvariantViolation where a refold disagrees with its snapshot
+                    result.state.thaw_all()
                 written = None if into is None else write_schema(settings, r.engine, result, into)
         cut_ms = timestamp_ms(when)
         header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
-                  "records_replayed": result.records,
+                  "records_replayed": result.records, "verified": verify or into is not None,
                   "seconds": round(result.read_seconds + result.snapshot_seconds, 3),
                   "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed}
                                  for r in result.reports.values()]}

@@ -248,6 +248,47 @@ def test_state_as_of_prints_positions_pnl_and_open_orders_like_the_views(cli_env
     assert invoke("state", "--as-of", "yesterday-ish").exit_code == 1
 
 
+def test_state_as_of_verify_refolds_what_the_tail_left_in_the_snapshot(cli_env: Settings, names) -> None:
+    """Without --verify, a position the tail never restates prints as its snapshot stored it;
+    --verify refolds it from its fills first, so a snapshot that disagrees is caught."""
+    import psycopg
+
+    settings = cli_env
+    records = list(simulate(SimulationConfig(events=1200, seed=12, symbols=6, accounts=4)))
+    publish(settings, records)
+    snap_at, when = records[799].event_time, records[809].event_time
+    assert invoke("checkpoints", "create", "--as-of", snap_at.isoformat()).exit_code == 0
+    plain = json.loads(invoke("state", "--as-of", when.isoformat(), "--json", "--include-flat").stdout)
+    checked = invoke("state", "--as-of", when.isoformat(), "--json", "--include-flat", "--verify")
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["verified"] is True and plain["verified"] is False
+    assert json.loads(checked.stdout)["positions"] == plain["positions"] and plain["positions"]
+
+    # Damage one position's stored summary in the newest snapshot of its partition.
+    replayed = {(r.account, r.symbol) for r in records[800:810] if isinstance(r, OrderEvent)}
+    victim = next(p for p in plain["positions"] if (p["account"], p["symbol"]) not in replayed)
+    partition = symbol_partition(victim["symbol"], settings.partitions)
+    url = settings.database_url_value.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        snap_id, payload = conn.execute(
+            "select id, state from projection_snapshots where topic = %s and partition = %s "
+            "order by next_offset desc limit 1", (settings.topic_orders, partition)).fetchone()
+        header, sections = snapshots.unpack(bytes(payload))
+        stored = next(p for p in header["positions"] if (p["account"], p["symbol"]) == (victim["account"],
+                                                                                         victim["symbol"]))
+        stored["qty"] = str(Decimal(stored["qty"]) + 1)
+        conn.execute("update projection_snapshots set state = %s where id = %s",
+                     (snapshots._framed(header, [bytes(sections)]), snap_id))
+
+    unchecked = json.loads(invoke("state", "--as-of", when.isoformat(), "--json", "--include-flat").stdout)
+    shown = next(p for p in unchecked["positions"] if (p["account"], p["symbol"]) == (victim["account"],
+                                                                                      victim["symbol"]))
+    assert Decimal(shown["qty"]) == Decimal(victim["qty"]) + 1  # the stored summary, as stored
+    refused = invoke("state", "--as-of", when.isoformat(), "--verify")
+    assert refused.exit_code == 1
+    assert "error:" in refused.stderr and f"{victim['account']}/{victim['symbol']}" in refused.stderr
+
+
 def test_replay_from_offset_and_from_timestamp_give_what_the_definition_says(cli_env: Settings, names) -> None:
     settings = cli_env
     records = list(simulate(SimulationConfig(events=2000, seed=12, symbols=8, accounts=4)))
