@@ -1764,7 +1764,12 @@ static PyObject *match_vectorcall(PyObject *callable, PyObject *const *args, siz
                 Py_RETURN_FALSE;
             continue;
         }
+        /* held while compared: an __eq__ written in Python could replace the slots */
+        Py_INCREF(a);
+        Py_INCREF(b);
         PyObject *eq = PyObject_RichCompare(a, b, Py_EQ);
+        Py_DECREF(a);
+        Py_DECREF(b);
         if (!eq)
             return NULL;
         int truth = PyObject_IsTrue(eq);
