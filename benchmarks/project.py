@@ -173,7 +173,8 @@ def latency_run(args: argparse.Namespace, linger_ms: int) -> None:
             env_overrides = {f"BACKBONE_{k.upper()}": v for k, v in dbs.display().items()
                              if k.startswith("topic_") or k == "partitions"}
             producer = subprocess.Popen([sys.executable, "-m", "benchmarks.steady_producer", str(args.rate),
-                                         str(args.seconds), str(linger_ms)], env={**__import__("os").environ, **env_overrides})
+                                         str(args.seconds), str(linger_ms)],
+                                        env={**__import__("os").environ, **env_overrides})
             engine = db.make_engine(dbs)
             holder: dict[str, ProjectionLoop] = {}
 
