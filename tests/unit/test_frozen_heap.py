@@ -42,3 +42,34 @@ def test_a_cycle_frozen_with_a_batch_is_collected_once_the_heap_has_grown(monkey
         assert heap.collections == before + 1 and dead() is None
         assert gc.get_freeze_count() >= len(grown)
     assert gc.get_freeze_count() == 0
+
+
+def test_a_bounded_fold_never_collects_before_the_end(monkeypatch) -> None:
+    monkeypatch.setattr(gc_policy, "MIN_GROWTH", 50_000)
+    with FrozenHeap(full_collections=False) as heap:
+        garbage = Node()
+        dead = weakref.ref(garbage)
+        del garbage
+        heap.after_batch()
+        grown = [[i] for i in range(60_000)]  # past MIN_GROWTH: a projector's heap would collect here
+        heap.after_batch()
+        gc.collect()
+        assert heap.collections == 0 and dead() is not None
+        assert gc.get_freeze_count() >= len(grown)
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert dead() is None  # unfrozen at the end: the cycle is garbage like any other
+
+
+def test_growth_is_counted_from_what_the_batch_kept(monkeypatch) -> None:
+    monkeypatch.setattr(gc_policy, "MIN_GROWTH", 50_000)
+    with FrozenHeap() as heap:
+        heap.after_batch()
+        before = heap.collections
+        short_lived = [[[i] for i in range(60_000)] for _ in range(1)]
+        del short_lived  # allocated and freed within the batch: no growth
+        heap.after_batch()
+        assert heap.collections == before
+        kept = [[i] for i in range(60_000)]
+        heap.after_batch()
+        assert heap.collections == before + 1 and len(kept) == 60_000
