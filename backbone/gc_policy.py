@@ -79,11 +79,14 @@ class FrozenHeap:
 
     def __enter__(self) -> FrozenHeap:
         gc.freeze()  # what the process holds already is not the batches' growth
-        self._base = gc.get_freeze_count()
+        self._base = gc.get_freeze_count() if self.full_collections else 0
         self._grown = 0
         return self
 
     def after_batch(self) -> None:
+        if not self.full_collections:
+            gc.freeze()  # nothing to count: the growth only decides full collections
+            return
         # What this batch adds: everything older is frozen, so the collector's generations hold
         # only the objects tracked since the last freeze (cheap to count, unlike
         # gc.get_freeze_count(), which walks the whole frozen list; gc.get_count() would miss
