@@ -374,11 +374,17 @@ def apply_fill(position: Position, fill: Fill, *, exec_id_is_new: bool = False) 
 
     `exec_id_is_new`: the caller guarantees `fill.exec_id` is not among the live fills (skips
     the O(n) duplicate scan)."""
+    # _CTX itself becomes the current context, as localcontext(_CTX) would make a copy of it:
+    # copying was ~0.4-0.8 µs of a ~5 µs fill. Only its flags change (never read here or
+    # anywhere: what matters traps), as they do on the contexts order_fields calls directly.
+    outer = decimal.getcontext()
+    decimal.setcontext(_CTX)
     try:
-        with decimal.localcontext(_CTX):
-            return _apply(position, fill, not exec_id_is_new)
+        return _apply(position, fill, not exec_id_is_new)
     except decimal.DecimalException as exc:
         raise _arithmetic_error(position, exc) from exc
+    finally:
+        decimal.setcontext(outer)
 
 
 def apply_fills(position: Position, fills: Iterable[Fill], *, exec_ids_are_new: bool = False) -> Position:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -263,6 +264,22 @@ def test_an_inexact_operation_raises_instead_of_rounding() -> None:
     with pytest.raises(PositionError) as info:
         apply_fill(p, huge)
     assert info.value.rule == "arithmetic"
+
+
+
+def test_the_callers_decimal_context_neither_leaks_in_nor_is_changed() -> None:
+    # apply_fill switches to its exact context and back, on success and on refusal alike
+    caller = decimal.Context(prec=3, rounding=decimal.ROUND_DOWN, traps=[])
+    p = fold(fill("b1", BUY, "100", "10.5"))
+    with decimal.localcontext(caller) as mine:
+        after = apply_fill(p, fill("b2", BUY, "3", "11.123456789"))
+        assert decimal.getcontext() is mine
+        with pytest.raises(PositionError):
+            apply_fill(after, fill("b3", BUY, "123456789012345678901234567890.12345678", "123456789012345678901.1"))
+        assert decimal.getcontext() is mine and mine.prec == 3 and not mine.traps[decimal.Inexact]
+        assert not mine.flags[decimal.Inexact]
+    # exact despite prec=3 outside: 100 × 10.5 + 3 × 11.123456789 over 103, to 12 places
+    assert after.avg_px == D("10.518158935602")
 
 
 # --- busts and corrections -----------------------------------------------------------------------
