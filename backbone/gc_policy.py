@@ -93,7 +93,7 @@ class FrozenHeap:
         # what a young collection during the batch moved on).
         self._grown += sum(len(gc.get_objects(generation)) for generation in range(3))
         gc.freeze()
-        if self.full_collections and self._grown > max(self._base // 4, MIN_GROWTH):
+        if self._grown > max(self._base // 4, MIN_GROWTH):
             gc.unfreeze()
             gc.collect()
             gc.freeze()

@@ -66,7 +66,7 @@ def test_growth_is_counted_from_what_the_batch_kept(monkeypatch) -> None:
     with FrozenHeap() as heap:
         heap.after_batch()
         before = heap.collections
-        short_lived = [[[i] for i in range(60_000)] for _ in range(1)]
+        short_lived = [[i] for i in range(60_000)]
         del short_lived  # allocated and freed within the batch: no growth
         heap.after_batch()
         assert heap.collections == before

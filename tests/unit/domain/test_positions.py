@@ -266,7 +266,6 @@ def test_an_inexact_operation_raises_instead_of_rounding() -> None:
     assert info.value.rule == "arithmetic"
 
 
-
 def test_the_callers_decimal_context_neither_leaks_in_nor_is_changed() -> None:
     # apply_fill switches to its exact context and back, on success and on refusal alike
     caller = decimal.Context(prec=3, rounding=decimal.ROUND_DOWN, traps=[])
@@ -275,7 +274,8 @@ def test_the_callers_decimal_context_neither_leaks_in_nor_is_changed() -> None:
         after = apply_fill(p, fill("b2", BUY, "3", "11.123456789"))
         assert decimal.getcontext() is mine
         with pytest.raises(PositionError):
-            apply_fill(after, fill("b3", BUY, "123456789012345678901234567890.12345678", "123456789012345678901.1"))
+            apply_fill(after, fill("b3", BUY, "123456789012345678901234567890.12345678",
+                                   "123456789012345678901.12345678"))  # 67 digits: refused
         assert decimal.getcontext() is mine and mine.prec == 3 and not mine.traps[decimal.Inexact]
         assert not mine.flags[decimal.Inexact]
     # exact despite prec=3 outside: 100 × 10.5 + 3 × 11.123456789 over 103, to 12 places
