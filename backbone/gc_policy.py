@@ -27,7 +27,7 @@ An in-memory replay (projections.replay) freezes every 1 000 records for the sam
 never collects in between (`full_collections=False`): its input is bounded, a full collection
 of its state costs ~1 µs per object held (0.88 s for the 874 000 objects after folding 300 000
 records), and folding leaves no cyclic garbage to find (0 objects after those 300 000 records,
-and after 3 000 dead letters of each kind tried). Its young collections had cost 0.30-0.44 s
+and after 3 000 dead letters of each of two kinds). Its young collections had cost 0.30-0.44 s
 per 300 000 records (gc.callbacks, four folds), ~8-10 % of the fold; frozen, none run.
 """
 
