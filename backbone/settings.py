@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     snapshot_every_seconds: float = Field(300.0, ge=0, description="snapshot a partition that has new records "
                                           "this long after its last snapshot; 0 = never by time")
 
+    # --- Point-in-time reads (docs/replay.md) ---------------------------------------------------
+    as_of_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of` (its "
+                                 "partitions split between them); 1 = the command's own process only")
+
     # --- Local stack (`backbone local …`) ------------------------------------------------------
     state_dir: Path = Field(default_factory=lambda: _default_state_dir(), description="data, logs, pid files")
     cache_dir: Path = Field(Path("~/.cache/trading-backbone"), description="Kafka jars resolved by Maven")

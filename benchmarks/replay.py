@@ -1,10 +1,12 @@
 """Replay speed and the cost of `state --as-of` against the distance from the newest snapshot.
 
 Run: python -m benchmarks.replay [--events 1000000] [--distances 0,1000,10000,100000] [--runs 3]
+                                 [--processes 2]
 
 On one simulated log in throwaway topics (and a throwaway database), measured in the same run:
   (a) full replay:  every record from offset 0, in memory (what `replay --from-beginning
-                    --dry-run` does): events/s;
+                    --dry-run` does): events/s; then the same records folded by --processes
+                    processes, up to the rows `state --as-of <end> --no-snapshots` prints;
   (b) as-of:        snapshots are taken at two points of the log (`checkpoints create --as-of`),
                     early (10 %) and late (60 %); then `state --as-of T` is timed for T at
                     several distances (in records) after each snapshot point, up to the rows
@@ -12,7 +14,10 @@ On one simulated log in throwaway topics (and a throwaway database), measured in
                     Snapshots are restored lazily (projections/snapshots.py): the header
                     now, each (account, symbol) section when the tail names it. Baseline in
                     the same run: the same snapshots restored eagerly. The tail read follows
-                    the tail length, whether the snapshot is early or late in the log.
+                    the tail length, whether the snapshot is early or late in the log. Each
+                    point is timed in this process alone and split between --processes
+                    processes (projections.parallel, what the command does by default),
+                    alternating.
 
 The simulator publishes ~16 000-20 000 events/s on the 2-core machine (2026-12-02): the
 default 1M events take about a minute to publish and the whole run about 5 minutes;
@@ -37,6 +42,7 @@ from producers.publisher import EventPublisher
 from producers.simulator import SimulationConfig, simulate
 from backbone.gc_policy import fewer_collections
 from projections import snapshots
+from projections.parallel import PartitionWorkers
 from projections.replay import Replayer, open_order_rows, pnl_rows, position_rows, snapshot_as_of
 from projections.state import TradingState
 
@@ -57,15 +63,21 @@ def publish(settings: Settings, events: int) -> list[datetime]:
     return times
 
 
-def as_of(replayer: Replayer, when: datetime, *, use_snapshots: bool = True) -> tuple[float, int, float, float]:
+def as_of(replayer: Replayer, when: datetime, *, use_snapshots: bool = True,
+          workers: PartitionWorkers | None = None) -> tuple[float, int, float, float]:
     """(total seconds, records read, snapshot load seconds, read seconds) of one as-of query,
-    up to the rows `state --as-of` prints (positions, P&L by account, open orders)."""
+    up to the rows `state --as-of` prints (positions, P&L by account, open orders): in this
+    process alone, or split with `workers`' helpers as the command does (load and read seconds
+    are then the slowest process's)."""
     with fewer_collections():  # as `state --as-of` runs (cli/state.py)
         t0 = time.perf_counter()
         plans = replayer.plan_as_of(when, use_snapshots=use_snapshots)
+        if workers is not None:
+            rows = workers.as_of(replayer, plans)
+            return time.perf_counter() - t0, rows.records, rows.snapshot_seconds, rows.read_seconds
         result = replayer.run(plans)
-        rows = position_rows(result.state)
-        pnl_rows(rows)
+        positions = position_rows(result.state)
+        pnl_rows(positions)
         open_order_rows(result.state)
         return time.perf_counter() - t0, result.records, result.snapshot_seconds, result.read_seconds
 
@@ -93,6 +105,8 @@ def main() -> None:
                                                           "(default: 0 and 0.1 %%, 1 %%, 10 %% of --events)")
     parser.add_argument("--runs", type=int, default=3, help="as-of timings per point (median)")
     parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--processes", type=int, default=2, help="processes of the split as-of timings "
+                                                                  "(1: this process only)")
     args = parser.parse_args()
     n = args.events
     distances = ([int(d) for d in args.distances.split(",")] if args.distances
@@ -103,6 +117,8 @@ def main() -> None:
     try:
         with fresh_database(settings) as run:
             times = publish(run, n)
+            # before this process's Kafka clients: the helper is forked, not spawned (projections.parallel)
+            workers = PartitionWorkers(run, args.processes, projection="trading")
             engine = db.make_engine(run)
             try:
                 with Replayer(run, engine) as replayer:
@@ -113,6 +129,11 @@ def main() -> None:
                     elapsed = time.perf_counter() - t0
                     print(f"\n(a) full replay of {full.records:,} records: {full.records / elapsed:,.0f} events/s "
                           f"({elapsed:.1f} s; {full.events_per_s():,.0f} events/s while reading)")
+                    del full
+                    if args.processes > 1:
+                        t, records, _load, _read = as_of(replayer, times[-1], use_snapshots=False, workers=workers)
+                        print(f"(a) the same records folded by {args.processes} processes (`state --as-of <end> "
+                              f"--no-snapshots`): {records / t:,.0f} events/s ({t:.1f} s, up to the printed rows)")
 
                     # (b) snapshots at two points, then as-of at distances from each
                     points = {"early (10%)": int(n * 0.10), "late (60%)": int(n * 0.60)}
@@ -125,18 +146,26 @@ def main() -> None:
                     print(f"\n(b) state --as-of T, T = the time of the record `distance` records after the "
                           f"snapshot point; log of {n:,} records; median of {args.runs}")
                     print(f"{'snapshot':>12} {'distance':>9} {'records read':>13} {'load snap s':>12} "
-                          f"{'read s':>8} {'total s':>8}")
+                          f"{'read s':>8} {'total s':>8}" + (f" {f'{args.processes} procs s':>13}"
+                                                             if args.processes > 1 else ""))
                     eager = {label: statistics.median(eager_load(replayer, times[index - 1])
                                                       for _ in range(args.runs)) for label, index in points.items()}
                     for label, index in points.items():
                         for d in distances:
                             i = min(index - 1 + d, n - 1)
-                            runs = [as_of(replayer, times[i]) for _ in range(args.runs)]
+                            runs, split = [], []
+                            for k in range(args.runs):  # alternating, so that both see the same machine
+                                for w in ((None, workers) if k % 2 == 0 else (workers, None)):
+                                    if w is None:
+                                        runs.append(as_of(replayer, times[i]))
+                                    elif args.processes > 1:
+                                        split.append(as_of(replayer, times[i], workers=w))
                             total = statistics.median(r[0] for r in runs)
                             load = statistics.median(r[2] for r in runs)
                             read = statistics.median(r[3] for r in runs)
-                            print(f"{label:>12} {d:>9,} {runs[0][1]:>13,} {load:>12.3f} {read:>8.3f} {total:>8.3f}",
-                                  flush=True)
+                            both = f" {statistics.median(r[0] for r in split):>13.3f}" if split else ""
+                            print(f"{label:>12} {d:>9,} {runs[0][1]:>13,} {load:>12.3f} {read:>8.3f} {total:>8.3f}"
+                                  + both, flush=True)
                     for label in points:
                         print(f"{label:>12}: the same snapshots restored eagerly (every row decoded, every position "
                               f"refolded) take {eager[label]:.3f} s (median of {args.runs})")
@@ -146,6 +175,7 @@ def main() -> None:
                           "   <- the farthest late cut without snapshots")
             finally:
                 engine.dispose()
+                workers.close()
     finally:
         delete_topics(settings)
 

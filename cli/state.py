@@ -13,6 +13,7 @@ from cli.common import canonical_value, console, load_settings, print_json, user
 from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, plan_json, replayer,
                         write_schema)
 from projections import replay as rp
+from projections.parallel import AsOfRows, PartitionWorkers
 from projections.trading import NAME
 
 
@@ -31,6 +32,9 @@ def state_cmd(
                                          "the tail did not need and refold every position from its fills, "
                                          "checking each against the summary its snapshot stored (costs about "
                                          "an eager restore; --into always does)")] = False,
+    processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="processes that fold the "
+                                                  "partitions (default BACKBONE_AS_OF_PROCESSES, 2); --into, "
+                                                  "--verify and --symbol fold in this one")] = None,
     projection: ProjectionOpt = NAME,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -41,8 +45,9 @@ def state_cmd(
     As of T = for each partition, every record before the first offset stamped after T
     (milliseconds; T is floored to the millisecond), in offset order. Starts from the newest
     snapshot at or before that cut and replays only the tail, without touching live tables or
-    the live consumer group. --into writes the state into a fresh schema with the same tables
-    and views as public. See docs/replay.md.
+    the live consumer group. Partitions are independent, so they are split between
+    --processes processes (one core each). --into writes the state into a fresh schema with
+    the same tables and views as public. See docs/replay.md.
     """
     # what the run builds is kept until exit: no collection should rescan it (backbone.gc_policy)
     with fewer_collections():
@@ -53,35 +58,58 @@ def state_cmd(
             if into is not None and (account or symbol or include_flat):
                 raise rp.ReplayRefused("--into writes the whole state (every account, symbol and flat position): "
                                        "filter with SQL on the schema instead of --account/--symbol/--include-flat")
-            with replayer(settings, projection) as r:
+            whole_state = into is not None or verify
+            result: rp.ReplayResult | None = None
+            rows: AsOfRows | None = None
+            # one symbol is one partition of each topic: nothing to split
+            n = 1 if whole_state or symbol else (processes or settings.as_of_processes)
+            # the helpers first: they are forked before this process starts any Kafka client (projections.parallel)
+            with PartitionWorkers(settings, n, projection=projection) as workers, \
+                    replayer(settings, projection) as r:
                 only = r.symbol_partitions(symbol) if symbol else None
                 plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)
                 with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                    result = r.run(plans, progress=bar)
-                if verify:  # raises InvariantViolation where a refold disagrees with its snapshot
-                    result.state.thaw_all()
-                written = None if into is None else write_schema(settings, r.engine, result, into)
+                    if whole_state:
+                        result = r.run(plans, progress=bar)
+                    else:
+                        rows = workers.as_of(r, plans, account=account, symbol=symbol, include_flat=include_flat,
+                                             progress=bar)
+                if result is not None:
+                    if verify:  # raises InvariantViolation where a refold disagrees with its snapshot
+                        result.state.thaw_all()
+                    written = None if into is None else write_schema(settings, r.engine, result, into)
+        if result is not None:
+            reports, records, used = result.reports, result.records, 1
+            read_seconds, snapshot_seconds = result.read_seconds, result.snapshot_seconds
+        else:
+            assert rows is not None
+            reports, records, used = rows.reports, rows.records, rows.processes
+            read_seconds, snapshot_seconds = rows.read_seconds, rows.snapshot_seconds
         cut_ms = timestamp_ms(when)
         header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
-                  "records_replayed": result.records, "verified": verify or into is not None,
-                  "seconds": round(result.read_seconds + result.snapshot_seconds, 3),
+                  "records_replayed": records, "verified": verify or into is not None,
+                  "seconds": round(read_seconds + snapshot_seconds, 3), "processes": used,
                   "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed}
-                                 for r in result.reports.values()]}
+                                 for r in (reports[p.tp] for p in plans)]}
         if into is not None:
             if json_out:
                 print_json(header | {"into": into, "rows_written": written})
             else:
-                _summary(header, plans, result)
+                _summary(header, plans, records, read_seconds, snapshot_seconds)
                 console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
             return
-        positions = rp.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
-        pnl = rp.pnl_rows(rp.position_rows(result.state, account=account, symbol=symbol))
-        orders = rp.open_order_rows(result.state, account=account, symbol=symbol)
+        if result is not None:  # --verify: the whole state is here
+            positions = rp.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
+            pnl = rp.pnl_rows(rp.position_rows(result.state, account=account, symbol=symbol))
+            orders = rp.open_order_rows(result.state, account=account, symbol=symbol)
+        else:
+            assert rows is not None
+            positions, pnl, orders = rows.positions, rows.pnl, rows.open_orders
         if json_out:
             print_json(header | {"positions": canonical_rows(positions), "pnl_by_account": canonical_rows(pnl),
                                  "open_orders": canonical_rows(orders)})
             return
-        _summary(header, plans, result)
+        _summary(header, plans, records, read_seconds, snapshot_seconds)
         _table("positions", positions, ["account", "symbol", "qty", "avg_px", "mark_price", "mark_time", "realized_pnl",
                                         "unrealized_pnl", "commission", "total_pnl"])
         _table("P&L by account", pnl, ["account", "open_positions", "realized_pnl", "unrealized_pnl", "commission",
@@ -90,12 +118,14 @@ def state_cmd(
                                        "cum_qty", "leaves_qty", "last_event_time"])
 
 
-def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], result: rp.ReplayResult) -> None:
+def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], records: int, read_seconds: float,
+             snapshot_seconds: float) -> None:
     from_snap = sum(1 for p in plans if p.snapshot is not None)
     console.print(f"state as of {header['as_of']} (records stamped at or before "
                   f"{canonical_value(from_timestamp_ms(header['cut_timestamp_ms']))}, to the millisecond)")
-    console.print(f"{len(plans)} partitions, {from_snap} from snapshots; replayed {result.records:,} records in "
-                  f"{result.read_seconds:.2f} s (+{result.snapshot_seconds:.2f} s loading snapshots)")
+    by = f" by {header['processes']} processes" if header["processes"] > 1 else ""
+    console.print(f"{len(plans)} partitions, {from_snap} from snapshots; replayed {records:,} records{by} in "
+                  f"{read_seconds:.2f} s (+{snapshot_seconds:.2f} s loading snapshots)")
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:

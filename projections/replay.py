@@ -24,12 +24,12 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain import positions as pos
+from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka.consumer import consumer_config
@@ -677,19 +678,48 @@ _EXACT = decimal.Context(prec=pos.ARITHMETIC_PRECISION, traps=[decimal.Inexact, 
 def position_rows(state: TradingState, *, account: str | None = None, symbol: str | None = None,
                   include_flat: bool = True) -> list[dict[str, Any]]:
     """The rows of view positions_pnl, computed from a state (same columns, same arithmetic)."""
+    return position_rows_of(state.positions, {sym: m.mark for sym, m in state.marks.items()}, account=account,
+                            symbol=symbol, include_flat=include_flat)
+
+
+class PositionFigures(Protocol):
+    """What a positions_pnl row needs of a position (a `Position`, or its summary)."""
+
+    @property
+    def qty(self) -> Decimal: ...
+    @property
+    def avg_px(self) -> Decimal: ...
+    @property
+    def realized_pnl(self) -> Decimal: ...
+    @property
+    def realized_commission(self) -> Decimal: ...
+    @property
+    def open_commission(self) -> Decimal: ...
+    @property
+    def commission(self) -> Decimal: ...
+    @property
+    def fill_count(self) -> int: ...
+    @property
+    def last_fill_time(self) -> datetime | None: ...
+
+
+def position_rows_of(positions: Mapping[tuple[str, str], PositionFigures], marks: Mapping[str, MarketMark], *,
+                     account: str | None = None, symbol: str | None = None,
+                     include_flat: bool = True) -> list[dict[str, Any]]:
+    """The rows of view positions_pnl of these positions, valued at these marks (by symbol)."""
     out = []
     with decimal.localcontext(_EXACT):
-        for (acc, sym), p in sorted(state.positions.items()):
+        for (acc, sym), p in sorted(positions.items()):
             if (account and acc != account) or (symbol and sym != symbol) or (not include_flat and p.qty == 0):
                 continue
-            mark = state.marks.get(sym)
-            mark_price = mark.mark.mark_price if mark else None
+            mark = marks.get(sym)
+            mark_price = mark.mark_price if mark else None
             unrealized = None if mark_price is None else (mark_price - p.avg_px) * p.qty
             out.append({
                 "account": acc, "symbol": sym, "qty": p.qty, "avg_px": p.avg_px, "realized_pnl": p.realized_pnl,
                 "realized_commission": p.realized_commission, "open_commission": p.open_commission,
                 "commission": p.commission, "net_realized_pnl": p.realized_pnl - p.realized_commission,
-                "mark_price": mark_price, "mark_time": mark.mark.event_time if mark else None,
+                "mark_price": mark_price, "mark_time": mark.event_time if mark else None,
                 "unrealized_pnl": unrealized,
                 "total_pnl": p.realized_pnl + (unrealized or 0) - p.commission,
                 "fill_count": p.fill_count, "last_fill_time": p.last_fill_time,

@@ -1,0 +1,324 @@
+"""`state --as-of` on more than one core: partitions folded by helper processes.
+
+Why: the fold is Python, so one process folds on one core (~15-20 µs a record here), while
+the partitions are independent (keys are symbols: a position lives in one orders partition, a
+mark in one marketdata partition). A helper process folds some partitions (its own Kafka
+consumer, its own database connection) while this one folds the others, and each answers with
+what the printed state needs of its partitions: position figures, marks, open orders,
+per-partition reports. Merged, that is exactly what one process folding every partition gives
+(tests/integration/test_parallel_as_of.py compares them); the whole state (`--into`,
+`--verify`) stays single-process.
+
+How the helpers start: forked when this process runs a single thread (nothing to import; a
+fork never copies another thread, so librdkafka's threads and any lock they held cannot be
+copied half-way), else spawned (a fresh interpreter: ~1 s of imports on the other core).
+Callers create the helpers before any Kafka client: `backbone state` does it first thing.
+
+Protocol on each helper's pipe (all pickled): the parent sends `_Job` or None (stop); the
+helper answers ("progress", records) every 1000 records, then ("done", `FoldSummary`) or
+("error", exception), and waits for the next job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from backbone import db
+from backbone.domain.events import MarketMark
+from backbone.errors import BackboneError, InvariantViolation
+from backbone.settings import Settings
+from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, open_order_rows,
+                                pnl_rows, position_rows_of)
+
+
+# Below this many records to read, this process folds them alone: a helper's round trip (its
+# own fetch, the answer's pickling) costs more than it saves. 200k-record log, 2 processes:
+# 2,000-record tails 0.109-0.159 s alone vs 0.146-0.176 s split; 20,000: 0.44-0.46 vs 0.35-0.37 s.
+SPLIT_FROM_RECORDS = 10_000
+
+
+class HelperFailed(BackboneError):
+    """A helper process ended without an answer (killed, out of memory)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSummary:
+    """A position's figures without its fill history (what a positions_pnl row needs)."""
+
+    qty: Decimal
+    avg_px: Decimal
+    realized_pnl: Decimal
+    realized_commission: Decimal
+    open_commission: Decimal
+    commission: Decimal
+    fill_count: int
+    last_fill_time: datetime | None
+
+
+@dataclass(frozen=True)
+class FoldSummary:
+    """What one process's fold of some partitions gives `state --as-of` to print."""
+
+    positions: dict[tuple[str, str], PositionSummary]
+    marks: dict[str, MarketMark]
+    open_orders: list[dict[str, Any]]
+    reports: dict[TP, PartitionReport]
+    letters: list[tuple[str, str, str]]
+    read_seconds: float
+    snapshot_seconds: float
+
+
+@dataclass(frozen=True)
+class AsOfRows:
+    """The printed state as of a cut: the rows of views positions_pnl, pnl_by_account and
+    open_orders, and how the partitions were read."""
+
+    positions: list[dict[str, Any]]  # filtered as asked (flat ones only with include_flat)
+    pnl: list[dict[str, Any]]
+    open_orders: list[dict[str, Any]]
+    reports: dict[TP, PartitionReport]
+    letters: list[tuple[str, str, str]]
+    read_seconds: float  # the longest process's
+    snapshot_seconds: float  # the longest process's
+    processes: int
+
+    @property
+    def records(self) -> int:
+        return sum(r.caught_up + r.replayed for r in self.reports.values())
+
+
+@dataclass(frozen=True)
+class _Job:
+    plans: list[PartitionPlan]
+    account: str | None
+    symbol: str | None
+
+
+# == pure: splitting and merging ===================================================================
+
+def split_plans(plans: Sequence[PartitionPlan], ways: int) -> list[list[PartitionPlan]]:
+    """`plans` in up to `ways` groups of about equal records to read, a partition number's plans
+    of both topics together (heaviest number first, each to the lightest group so far); no
+    empty group."""
+    by_number: dict[int, list[PartitionPlan]] = {}
+    for plan in plans:
+        by_number.setdefault(plan.partition, []).append(plan)
+    groups: list[list[PartitionPlan]] = [[] for _ in range(max(ways, 1))]
+    loads = [0] * len(groups)
+    for number in sorted(by_number, key=lambda n: (-sum(p.to_read for p in by_number[n]), n)):
+        lightest = loads.index(min(loads))
+        groups[lightest].extend(by_number[number])
+        loads[lightest] += sum(p.to_read for p in by_number[number])
+    return [g for g in groups if g]
+
+
+def summarize(result: ReplayResult, *, account: str | None = None, symbol: str | None = None) -> FoldSummary:
+    """The part of a fold's state that `state --as-of` prints (positions unfiltered by
+    flatness: P&L by account counts flat positions too)."""
+    state = result.state
+    positions = {key: PositionSummary(p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission,
+                                      p.commission, p.fill_count, p.last_fill_time)
+                 for key, p in state.positions.items()
+                 if not (account and key[0] != account) and not (symbol and key[1] != symbol)}
+    return FoldSummary(positions, {sym: row.mark for sym, row in state.marks.items()},
+                       open_order_rows(state, account=account, symbol=symbol), result.reports,
+                       result.letters, result.read_seconds, result.snapshot_seconds)
+
+
+def merge(parts: Sequence[FoldSummary], *, account: str | None = None, symbol: str | None = None,
+          include_flat: bool = False, keep_letters: int = 100) -> AsOfRows:
+    """The rows of several processes' folds of disjoint partitions."""
+    positions: dict[tuple[str, str], PositionSummary] = {}
+    marks: dict[str, MarketMark] = {}
+    reports: dict[TP, PartitionReport] = {}
+    orders: list[dict[str, Any]] = []
+    for part in parts:
+        if reports.keys() & part.reports.keys():
+            raise ValueError("a partition was folded by two processes")
+        reports.update(part.reports)
+        both = positions.keys() & part.positions.keys()
+        if both:
+            acc, sym = sorted(both)[0]
+            raise InvariantViolation(
+                f"position {acc}/{sym} has fills in partitions folded by different processes: the orders "
+                "topic is not partitioned by symbol, so only one process can fold it (--processes 1)")
+        positions.update(part.positions)
+        for symbol_, mark in part.marks.items():  # the newest, as one process keeps (TradingState.apply_mark)
+            current = marks.get(symbol_)
+            if current is None or (mark.event_time, mark.event_id) > (current.event_time, current.event_id):
+                marks[symbol_] = mark
+        orders.extend(part.open_orders)
+    orders.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
+    letters = sorted((x for part in parts for x in part.letters), key=_letter_order)[:keep_letters]
+    return AsOfRows(
+        position_rows_of(positions, marks, account=account, symbol=symbol, include_flat=include_flat),
+        pnl_rows(position_rows_of(positions, marks, account=account, symbol=symbol)), orders, reports, letters,
+        max(part.read_seconds for part in parts), max(part.snapshot_seconds for part in parts), len(parts))
+
+
+def _letter_order(letter: tuple[str, str, str]) -> tuple[str, int, int]:
+    """Log order of a letter's coordinates, topic[partition]@offset."""
+    found = re.fullmatch(r"(.*)\[(\d+)\]@(\d+)", letter[0])
+    return (found[1], int(found[2]), int(found[3])) if found else (letter[0], -1, -1)
+
+
+# == I/O: the helper processes =====================================================================
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread, native ones included (Linux: /proc/self/task)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _serve(conn: Connection, settings: Settings, projection: str) -> None:
+    """A helper process's life: fold each job's plans, answer with their summary."""
+    engine = None
+    replayer: Replayer | None = None
+    try:
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            try:
+                if replayer is None:
+                    engine = db.make_engine(settings)
+                    replayer = Replayer(settings, engine, projection=projection)
+                result = replayer.run(job.plans, progress=lambda n: conn.send(("progress", n)))
+                answer: tuple[str, Any] = ("done", summarize(result, account=job.account, symbol=job.symbol))
+            except Exception as e:  # answered, and raised again by the parent
+                answer = ("error", e)
+            _send(conn, answer)
+    except (EOFError, KeyboardInterrupt):  # the parent is gone or interrupted: nothing left to answer
+        return
+    finally:
+        if replayer is not None:
+            replayer.close()
+        if engine is not None:
+            engine.dispose()
+
+
+def _send(conn: Connection, answer: tuple[str, Any]) -> None:
+    try:
+        conn.send(answer)
+    except Exception as e:  # an exception pickle cannot carry: say what it was instead
+        if answer[0] != "error":
+            raise
+        conn.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]} (and it could not be "
+                                         f"sent from the helper process: {e})")))
+
+
+class PartitionWorkers:
+    """`processes - 1` helper processes (this process is the other one) for as-of folds.
+
+    Create it before any Kafka client of this process (see the module docstring); close it
+    (or use `with`) to stop the helpers."""
+
+    def __init__(self, settings: Settings, processes: int, *, projection: str) -> None:
+        self.processes = max(1, processes)
+        self._helpers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        if self.processes == 1:
+            return
+        ctx = multiprocessing.get_context("fork" if _single_threaded() else "spawn")
+        self.start_method = ctx.get_start_method()
+        try:
+            for _ in range(self.processes - 1):
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(theirs, settings, projection), daemon=True,
+                                   name="backbone-as-of-helper")
+                proc.start()
+                theirs.close()
+                self._helpers.append((proc, mine))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> PartitionWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for proc, conn in self._helpers:
+            try:
+                conn.send(None)
+            except OSError:
+                pass  # already gone: join() below reaps it
+            conn.close()
+        for proc, _conn in self._helpers:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        self._helpers = []
+
+    def as_of(self, replayer: Replayer, plans: Sequence[PartitionPlan], *, account: str | None = None,
+              symbol: str | None = None, include_flat: bool = False,
+              progress: Callable[[int], None] | None = None) -> AsOfRows:
+        """Fold `plans` (one as-of cut), the heaviest share here and the others in the helpers;
+        the rows `state --as-of` prints. `progress` gets the records read by all processes."""
+        ways = len(self._helpers) + 1 if sum(p.to_read for p in plans) >= SPLIT_FROM_RECORDS else 1
+        groups = split_plans(plans, ways) or [[]]
+        busy = [(proc, conn, group) for (proc, conn), group in zip(self._helpers, groups[1:], strict=False)]
+        for proc, conn, group in busy:
+            try:
+                conn.send(_Job(group, account, symbol))
+            except OSError as e:  # the helper is gone
+                self.close()
+                raise HelperFailed(f"the helper process is gone (exit code {proc.exitcode}): {e}; "
+                                   "--processes 1 folds everything in one process") from e
+        counts = [0] * (len(busy) + 1)  # records read: this process's, then each helper's
+        answers: list[tuple[str, Any] | None] = [None] * len(busy)
+
+        def drain(i: int, *, wait: bool) -> None:
+            """Read helper i's messages (all that are there; with `wait`, up to its answer)."""
+            proc, conn, group = busy[i]
+            while answers[i] is None and (wait or conn.poll()):
+                try:
+                    kind, value = conn.recv()
+                except EOFError as e:
+                    proc.join(timeout=5)
+                    raise HelperFailed(f"the helper process folding partitions {sorted({p.partition for p in group})} "
+                                       f"ended without an answer (exit code {proc.exitcode}); "
+                                       "--processes 1 folds everything in one process") from e
+                if kind == "progress":
+                    counts[i + 1] = value
+                    if wait and progress is not None:
+                        progress(sum(counts))
+                else:
+                    answers[i] = (kind, value)
+
+        def mine(n: int) -> None:
+            counts[0] = n
+            for i in range(len(busy)):
+                drain(i, wait=False)
+            if progress is not None:
+                progress(sum(counts))
+
+        try:
+            here = summarize(replayer.run(groups[0], progress=mine), account=account, symbol=symbol)
+            for i in range(len(busy)):
+                drain(i, wait=True)
+        except BaseException:
+            # This fold failed or was interrupted: a helper still folding would answer this job
+            # when asked the next one. Stop them.
+            self.close()
+            raise
+        parts = [here]
+        for answer in answers:
+            assert answer is not None
+            kind, value = answer
+            if kind == "error":
+                raise value
+            parts.append(value)
+        return merge(parts, account=account, symbol=symbol, include_flat=include_flat)

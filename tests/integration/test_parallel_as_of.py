@@ -1,0 +1,142 @@
+"""`state --as-of` split between processes (projections.parallel) against the real broker and
+database: the rows equal one process's, row for row; a helper's error is the command's error;
+a helper that dies is reported, not waited for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from backbone import db
+from backbone.settings import Settings
+from cli.main import app
+from producers.simulator import SimulationConfig, simulate
+from projections import parallel
+from projections.parallel import HelperFailed, PartitionWorkers, split_plans
+from projections.replay import Replayer
+from support import project, publish, settings_env
+
+pytestmark = pytest.mark.integration
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def cli_env(created_topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Small snapshot intervals, the settings as BACKBONE_* for the CLI, and every as-of split
+    whatever its size (the test sessions are far below SPLIT_FROM_RECORDS)."""
+    settings = created_topics.with_overrides(snapshot_every_events=150, snapshot_every_seconds=0)
+    for key, value in settings_env(settings).items():
+        if key.startswith("BACKBONE_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setattr(parallel, "SPLIT_FROM_RECORDS", 0)
+    return settings
+
+
+def as_of_json(when: str, *args: str) -> dict:
+    out = invoke("state", "--as-of", when, "--json", *args)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+def test_split_between_processes_prints_what_one_process_prints(cli_env: Settings, names) -> None:
+    settings = cli_env
+    records = list(simulate(SimulationConfig(events=2400, seed=41, symbols=10, accounts=5)))
+    publish(settings, records)
+    project(settings, names.group("live"), batch_size=200)  # leaves snapshots every ~150 records a partition
+    for i in (300, 1200, 2399):
+        when = records[i].event_time.isoformat()
+        for extra in (("--include-flat",), ("--account", records[i].account)):
+            one = as_of_json(when, "--processes", "1", *extra)
+            two = as_of_json(when, "--processes", "2", *extra)
+            assert (one["processes"], two["processes"]) == (1, 2)
+            for key in ("positions", "pnl_by_account", "open_orders", "records_replayed", "partitions"):
+                assert two[key] == one[key], f"{key} at record {i} {extra}"
+            assert one["positions"] and one["records_replayed"] > 0
+    plans = Replayer(settings, db.make_engine(settings)).plan_as_of(records[2399].event_time)
+    assert any(p.snapshot is not None for p in plans), "the cuts should start from snapshots"
+
+
+def test_an_error_in_the_helper_is_the_command_error(cli_env: Settings, names) -> None:
+    settings = cli_env
+    records = list(simulate(SimulationConfig(events=1500, seed=42, symbols=10, accounts=5)))
+    publish(settings, records)
+    project(settings, names.group("live"), batch_size=200)
+    when = records[-1].event_time
+    engine = db.make_engine(settings)
+    with Replayer(settings, engine) as r:
+        groups = split_plans(r.plan_as_of(when), 2)
+    engine.dispose()
+    victim = next(p for p in groups[1] if p.snapshot is not None)  # a partition the helper folds
+    url = settings.database_url_value.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute("update projection_snapshots set state = %s where id = %s", (b"not a snapshot", victim.snapshot.id))
+
+    for processes in ("1", "2"):
+        out = invoke("state", "--as-of", when.isoformat(), "--processes", processes)
+        assert out.exit_code == 1, out.output
+        assert "error:" in out.stderr and "not zlib-compressed JSON" in out.stderr, out.stderr
+
+
+def test_a_helper_that_dies_is_reported_and_the_next_fold_runs_here(cli_env: Settings, names) -> None:
+    settings = cli_env
+    records = list(simulate(SimulationConfig(events=600, seed=43, symbols=8, accounts=3)))
+    publish(settings, records)
+    when = records[-1].event_time
+    with PartitionWorkers(settings, 2, projection="trading") as workers:
+        engine = db.make_engine(settings)
+        with Replayer(settings, engine) as r:
+            plans = r.plan_as_of(when)
+            assert workers.as_of(r, plans).processes == 2
+            proc, _conn = workers._helpers[0]
+            proc.kill()
+            proc.join()
+            with pytest.raises(HelperFailed, match="--processes 1"):
+                workers.as_of(r, plans)
+            again = workers.as_of(r, plans)  # the helpers are stopped: this process folds alone
+            assert again.processes == 1 and again.records == len(records)
+        engine.dispose()
+
+
+def test_the_command_forks_its_helper_and_splits_a_long_tail(created_topics: Settings) -> None:
+    """A real `backbone state` process: single-threaded at start, so the helper is forked;
+    a tail above SPLIT_FROM_RECORDS is split."""
+    settings = created_topics
+    records = list(simulate(SimulationConfig(events=parallel.SPLIT_FROM_RECORDS + 2000, seed=44, symbols=10,
+                                             accounts=5)))
+    publish(settings, records)
+    env = settings_env(settings)
+
+    def run(processes: str) -> tuple[dict, str]:
+        out = subprocess.run([sys.executable, "-c", _NOTING_START_METHOD, "state", "--as-of",
+                              records[-1].event_time.isoformat(), "--json", "--no-snapshots", "--processes", processes],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout), out.stderr
+
+    (one, _), (two, noted) = run("1"), run("2")
+    assert "start method: fork" in noted, noted
+    assert two["processes"] == 2 and two["records_replayed"] == len(records)
+    assert {k: v for k, v in two.items() if k not in ("seconds", "processes")} == \
+        {k: v for k, v in one.items() if k not in ("seconds", "processes")}
+
+
+# `backbone` with multiprocessing.get_context noting the start method it is asked for on stderr
+_NOTING_START_METHOD = """
+import multiprocessing, sys
+get_context = multiprocessing.get_context
+def noting(method=None):
+    print(f"start method: {method}", file=sys.stderr)
+    return get_context(method)
+multiprocessing.get_context = noting
+from cli.main import app
+sys.argv[0] = "backbone"
+app()
+"""
