@@ -25,13 +25,17 @@ def main() -> None:
     with KafkaProducer(settings, **{"linger.ms": linger}) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
         t0 = time.monotonic()
-        for i, record in enumerate(records):
-            ahead = t0 + i / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-            publisher.publish(record.replace(event_time=datetime.now(tz=UTC)))
-            if i % 50 == 0:
-                producer.poll(0)
+        sent = 0
+        while sent < len(records):
+            # Wake once a millisecond and publish what is due, not once an event: a sleep per
+            # event (every 200 µs at 5k/s) kept this process at ~40 % of a core, on the two
+            # cores the broker, Postgres and the projector share.
+            due = min(len(records), int((time.monotonic() - t0) * rate) + 1)
+            for record in records[sent:due]:
+                publisher.publish(record.replace(event_time=datetime.now(tz=UTC)))
+            sent = max(sent, due)
+            producer.poll(0)
+            time.sleep(0.001)
 
 
 if __name__ == "__main__":
