@@ -182,8 +182,14 @@ def _single_threaded() -> bool:
         return False
 
 
-def _serve(conn: Connection, settings: Settings, projection: str) -> None:
-    """A helper process's life: fold each job's plans, answer with their summary."""
+def _serve(conn: Connection, inherited: list[Connection], settings: Settings, projection: str) -> None:
+    """A helper process's life: fold each job's plans, answer with their summary.
+
+    `inherited`: the parent's ends of the helpers' pipes, this one's included, which a fork
+    copies into this process: closed first, so that when the parent dies its pipe reads as
+    closed here (EOF, or EPIPE on the next progress message) instead of staying open."""
+    for end in inherited:
+        end.close()
     engine = None
     replayer: Replayer | None = None
     try:
@@ -200,8 +206,8 @@ def _serve(conn: Connection, settings: Settings, projection: str) -> None:
             except Exception as e:  # answered, and raised again by the parent
                 answer = ("error", e)
             _send(conn, answer)
-    except (EOFError, KeyboardInterrupt):  # the parent is gone or interrupted: nothing left to answer
-        return
+    except (EOFError, BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+        return  # the parent is gone (or interrupted, as a Ctrl-C reaches both): nobody to answer
     finally:
         if replayer is not None:
             replayer.close()
@@ -235,13 +241,14 @@ class PartitionWorkers:
         try:
             for _ in range(self.processes - 1):
                 mine, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(theirs, settings, projection), daemon=True,
+                ours = [conn for _proc, conn in self._helpers] + [mine]
+                proc = ctx.Process(target=_serve, args=(theirs, ours, settings, projection), daemon=True,
                                    name="backbone-as-of-helper")
                 proc.start()
                 theirs.close()
                 self._helpers.append((proc, mine))
         except BaseException:
-            self.close()
+            self.close(now=True)
             raise
 
     def __enter__(self) -> PartitionWorkers:
@@ -250,12 +257,17 @@ class PartitionWorkers:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, *, now: bool = False) -> None:
+        """Stop the helpers: ask them to end after their job (they are idle between jobs), or
+        with `now`, terminate them (a job nobody will read)."""
         for proc, conn in self._helpers:
-            try:
-                conn.send(None)
-            except OSError:
-                pass  # already gone: join() below reaps it
+            if now:
+                proc.terminate()
+            else:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass  # already gone: join() below reaps it
             conn.close()
         for proc, _conn in self._helpers:
             proc.join(timeout=10)
@@ -276,7 +288,7 @@ class PartitionWorkers:
             try:
                 conn.send(_Job(group, account, symbol))
             except OSError as e:  # the helper is gone
-                self.close()
+                self.close(now=True)
                 raise HelperFailed(f"the helper process is gone (exit code {proc.exitcode}): {e}; "
                                    "--processes 1 folds everything in one process") from e
         counts = [0] * (len(busy) + 1)  # records read: this process's, then each helper's
@@ -313,8 +325,8 @@ class PartitionWorkers:
                 drain(i, wait=True)
         except BaseException:
             # This fold failed or was interrupted: a helper still folding would answer this job
-            # when asked the next one. Stop them.
-            self.close()
+            # when asked the next one, and nobody waits for its answer now.
+            self.close(now=True)
             raise
         parts = [here]
         for answer in answers:

@@ -5,8 +5,11 @@ a helper that dies is reported, not waited for."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -103,6 +106,39 @@ def test_a_helper_that_dies_is_reported_and_the_next_fold_runs_here(cli_env: Set
             again = workers.as_of(r, plans)  # the helpers are stopped: this process folds alone
             assert again.processes == 1 and again.records == len(records)
         engine.dispose()
+
+
+def test_a_helper_does_not_outlive_its_parent(created_topics: Settings) -> None:
+    """A forked helper holds a copy of the parent's end of its pipe unless it closes it: then a
+    killed parent leaves it waiting for a job forever."""
+    env = settings_env(created_topics)
+    script = ("import sys, time\n"
+              "from backbone.settings import Settings\n"
+              "from projections.parallel import PartitionWorkers\n"
+              "workers = PartitionWorkers(Settings(), 3, projection='trading')\n"
+              "print(workers.start_method, *[proc.pid for proc, _conn in workers._helpers], flush=True)\n"
+              "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    method, *helpers = parent.stdout.readline().split()
+    assert method == "fork" and len(helpers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    alive = set(helpers)
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if os.path.exists(f"/proc/{pid}") and not _zombie(pid)}
+        time.sleep(0.1)
+    for pid in alive:
+        os.kill(int(pid), signal.SIGKILL)
+    assert not alive, f"helpers {sorted(alive)} outlived their parent"
+
+
+def _zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_the_command_forks_its_helper_and_splits_a_long_tail(created_topics: Settings) -> None:
