@@ -86,8 +86,8 @@ class Settings(BaseSettings):
                                           "this long after its last snapshot; 0 = never by time")
 
     # --- Point-in-time reads (docs/replay.md) ---------------------------------------------------
-    as_of_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of` (its "
-                                 "partitions split between them); 1 = the command's own process only")
+    replay_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of` and `replay "
+                                  "--dry-run` (partitions split between them); 1 = the command's own process only")
 
     # --- Local stack (`backbone local …`) ------------------------------------------------------
     state_dir: Path = Field(default_factory=lambda: _default_state_dir(), description="data, logs, pid files")

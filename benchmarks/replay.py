@@ -73,7 +73,7 @@ def as_of(replayer: Replayer, when: datetime, *, use_snapshots: bool = True,
         t0 = time.perf_counter()
         plans = replayer.plan_as_of(when, use_snapshots=use_snapshots)
         if workers is not None:
-            rows = workers.as_of(replayer, plans)
+            rows = workers.fold(replayer, plans)
             return time.perf_counter() - t0, rows.records, rows.snapshot_seconds, rows.read_seconds
         result = replayer.run(plans)
         positions = position_rows(result.state)

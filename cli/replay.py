@@ -20,6 +20,7 @@ from backbone.settings import Settings
 from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
 from projections import ddl
 from projections import replay as rp
+from projections.parallel import Folded, PartitionWorkers
 from projections.trading import NAME
 
 ProjectionOpt = Annotated[str, typer.Option("--projection", help="projection name (its snapshots and logic)")]
@@ -123,6 +124,9 @@ def replay_cmd(
                                                      "time: records stamped at or before it are included")] = None,
     into: Annotated[str | None, typer.Option("--into", help="write the resulting state into this new schema")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only: write nothing anywhere")] = False,
+    processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="with --dry-run: processes "
+                                                  "that fold the partitions (default BACKBONE_REPLAY_PROCESSES, "
+                                                  "2); --into folds in this one")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -133,7 +137,8 @@ def replay_cmd(
     records in between (--from-beginning: an empty state at offset 0). The report gives records,
     events/s and dead letters by reason for the range. Live tables, live checkpoints and the
     live consumer group are never touched. A start below the log start (lost to retention) or
-    beyond the end is refused. See docs/replay.md.
+    beyond the end is refused. With --dry-run, 20,000 records or more are split by partition
+    between --processes processes. See docs/replay.md.
     """
     # what the run builds is kept until exit: no collection should rescan it (backbone.gc_policy)
     with fewer_collections():
@@ -148,19 +153,28 @@ def replay_cmd(
             from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
             to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
             check_into(into)
-            with replayer(settings, projection) as r:
+            # --into writes one process's whole state; the helpers first: they are forked before
+            # this process starts any Kafka client (projections.parallel)
+            n = 1 if into is not None else (processes or settings.replay_processes)
+            with PartitionWorkers(settings, n, projection=projection) as workers, \
+                    replayer(settings, projection) as r:
                 plans = r.plan_replay(from_offsets=from_offsets, from_time=from_time, from_beginning=from_beginning,
                                       to_offsets=to_offsets, to_time=to_time)
+                result: rp.ReplayResult | Folded
                 with ProgressBar("replay", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                    result = r.run(plans, progress=bar)
-                written = None if into is None else write_schema(settings, r.engine, result, into)
+                    result = workers.fold(r, plans, progress=bar) if into is None else r.run(plans, progress=bar)
+                written = None
+                if into is not None:
+                    assert isinstance(result, rp.ReplayResult)
+                    written = write_schema(settings, r.engine, result, into)
         _report(plans, result, into, written, json_out)
 
 
-def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult, into: str | None, written: int | None,
-            json_out: bool) -> None:
+def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult | Folded, into: str | None,
+            written: int | None, json_out: bool) -> None:
+    processes = result.processes if isinstance(result, Folded) else 1
     summary = {
-        "dry_run": into is None, "into": into, "rows_written": written,
+        "dry_run": into is None, "into": into, "rows_written": written, "processes": processes,
         "records_read": result.records, "replayed": result.replayed, "caught_up": result.records - result.replayed,
         "seconds": round(result.read_seconds, 3), "snapshot_seconds": round(result.snapshot_seconds, 3),
         "events_per_s": round(result.events_per_s()),
@@ -181,8 +195,9 @@ def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult, into: str | 
                       str(rep.begin), str(rep.end), f"{rep.caught_up:,}", f"{rep.replayed:,}",
                       str(sum(rep.dead_letters.values())))
     console.print(table)
+    by = f" by {processes} processes" if processes > 1 else ""
     console.print(f"replayed {result.replayed:,} records (+{result.records - result.replayed:,} read to rebuild the "
-                  f"state at the start, from snapshots or offset 0) in {result.read_seconds:.2f} s, "
+                  f"state at the start, from snapshots or offset 0){by} in {result.read_seconds:.2f} s, "
                   f"{result.events_per_s():,.0f} ev/s")
     if result.dead_letters:
         by_reason = ", ".join(f"{k} {v}" for k, v in sorted(result.dead_letters.items()))

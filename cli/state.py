@@ -13,7 +13,7 @@ from cli.common import canonical_value, console, load_settings, print_json, user
 from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, plan_json, replayer,
                         write_schema)
 from projections import replay as rp
-from projections.parallel import AsOfRows, PartitionWorkers
+from projections.parallel import Folded, PartitionWorkers
 from projections.trading import NAME
 
 
@@ -33,7 +33,7 @@ def state_cmd(
                                          "checking each against the summary its snapshot stored (costs about "
                                          "an eager restore; --into always does)")] = False,
     processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="processes that fold the "
-                                                  "partitions (default BACKBONE_AS_OF_PROCESSES, 2); --into, "
+                                                  "partitions (default BACKBONE_REPLAY_PROCESSES, 2); --into, "
                                                   "--verify and --symbol fold in this one")] = None,
     projection: ProjectionOpt = NAME,
     json_out: JsonOpt = False,
@@ -60,9 +60,9 @@ def state_cmd(
                                        "filter with SQL on the schema instead of --account/--symbol/--include-flat")
             whole_state = into is not None or verify
             result: rp.ReplayResult | None = None
-            rows: AsOfRows | None = None
+            rows: Folded | None = None
             # one symbol is one partition of each topic: nothing to split
-            n = 1 if whole_state or symbol else (processes or settings.as_of_processes)
+            n = 1 if whole_state or symbol else (processes or settings.replay_processes)
             # the helpers first: they are forked before this process starts any Kafka client (projections.parallel)
             with PartitionWorkers(settings, n, projection=projection) as workers, \
                     replayer(settings, projection) as r:
@@ -72,7 +72,7 @@ def state_cmd(
                     if whole_state:
                         result = r.run(plans, progress=bar)
                     else:
-                        rows = workers.as_of(r, plans, account=account, symbol=symbol, include_flat=include_flat,
+                        rows = workers.fold(r, plans, account=account, symbol=symbol, include_flat=include_flat,
                                              progress=bar)
                 if result is not None:
                     if verify:  # raises InvariantViolation where a refold disagrees with its snapshot

@@ -1,4 +1,5 @@
-"""`state --as-of` on more than one core: partitions folded by helper processes.
+"""`state --as-of` and `replay --dry-run` on more than one core: partitions folded by helper
+processes.
 
 Why: the fold is Python, so one process folds on one core (~15-20 µs a record here), while
 the partitions are independent (keys are symbols: a position lives in one orders partition, a
@@ -9,10 +10,11 @@ per-partition reports. Merged, that is exactly what one process folding every pa
 (tests/integration/test_parallel_as_of.py compares them); the whole state (`--into`,
 `--verify`) stays single-process.
 
-How the helpers start: forked when this process runs a single thread (nothing to import; a
-fork never copies another thread, so librdkafka's threads and any lock they held cannot be
-copied half-way), else spawned (a fresh interpreter: ~1 s of imports on the other core).
-Callers create the helpers before any Kafka client: `backbone state` does it first thing.
+How the helpers start: forked when this process runs a single thread (nothing to import), else
+spawned (a fresh interpreter: ~1 s of imports on the other core). Forking a process that runs
+other threads copies only the calling one, and a lock another thread held (librdkafka's
+included) stays held in the child for ever. So callers create the helpers before any Kafka
+client: `backbone state` and `backbone replay` do it first thing.
 
 Protocol on each helper's pipe (all pickled): the parent sends `_Job` or None (stop); the
 helper answers ("progress", records) every 1000 records, then ("done", `FoldSummary`) or
@@ -35,8 +37,8 @@ from backbone import db
 from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, InvariantViolation
 from backbone.settings import Settings
-from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, open_order_rows,
-                                pnl_rows, position_rows_of)
+from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals,
+                                open_order_rows, pnl_rows, position_rows_of)
 
 
 # Below this many records to read, this process folds them alone: a helper's round trip (its
@@ -67,7 +69,7 @@ class PositionSummary:
 
 @dataclass(frozen=True)
 class FoldSummary:
-    """What one process's fold of some partitions gives `state --as-of` to print."""
+    """What one process's fold of some partitions gives the commands to print."""
 
     positions: dict[tuple[str, str], PositionSummary]
     marks: dict[str, MarketMark]
@@ -79,9 +81,10 @@ class FoldSummary:
 
 
 @dataclass(frozen=True)
-class AsOfRows:
-    """The printed state as of a cut: the rows of views positions_pnl, pnl_by_account and
-    open_orders, and how the partitions were read."""
+class Folded(ReportTotals):
+    """What the processes' folds give the commands: the rows of views positions_pnl,
+    pnl_by_account and open_orders that `state --as-of` prints, and the per-partition reports
+    that `replay --dry-run` prints."""
 
     positions: list[dict[str, Any]]  # filtered as asked (flat ones only with include_flat)
     pnl: list[dict[str, Any]]
@@ -91,10 +94,6 @@ class AsOfRows:
     read_seconds: float  # the longest process's
     snapshot_seconds: float  # the longest process's
     processes: int
-
-    @property
-    def records(self) -> int:
-        return sum(r.caught_up + r.replayed for r in self.reports.values())
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def summarize(result: ReplayResult, *, account: str | None = None, symbol: str |
 
 
 def merge(parts: Sequence[FoldSummary], *, account: str | None = None, symbol: str | None = None,
-          include_flat: bool = False, keep_letters: int = 100) -> AsOfRows:
+          include_flat: bool = False, keep_letters: int = 100) -> Folded:
     """The rows of several processes' folds of disjoint partitions."""
     positions: dict[tuple[str, str], PositionSummary] = {}
     marks: dict[str, MarketMark] = {}
@@ -160,7 +159,7 @@ def merge(parts: Sequence[FoldSummary], *, account: str | None = None, symbol: s
         orders.extend(part.open_orders)
     orders.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
     letters = sorted((x for part in parts for x in part.letters), key=_letter_order)[:keep_letters]
-    return AsOfRows(
+    return Folded(
         position_rows_of(positions, marks, account=account, symbol=symbol, include_flat=include_flat),
         pnl_rows(position_rows_of(positions, marks, account=account, symbol=symbol)), orders, reports, letters,
         max(part.read_seconds for part in parts), max(part.snapshot_seconds for part in parts), len(parts))
@@ -276,11 +275,11 @@ class PartitionWorkers:
                 proc.join()
         self._helpers = []
 
-    def as_of(self, replayer: Replayer, plans: Sequence[PartitionPlan], *, account: str | None = None,
-              symbol: str | None = None, include_flat: bool = False,
-              progress: Callable[[int], None] | None = None) -> AsOfRows:
-        """Fold `plans` (one as-of cut), the heaviest share here and the others in the helpers;
-        the rows `state --as-of` prints. `progress` gets the records read by all processes."""
+    def fold(self, replayer: Replayer, plans: Sequence[PartitionPlan], *, account: str | None = None,
+             symbol: str | None = None, include_flat: bool = False,
+             progress: Callable[[int], None] | None = None) -> Folded:
+        """Fold `plans` (an as-of cut, or a replay's ranges), a share here and the others in the
+        helpers. `progress` gets the records read by all processes."""
         ways = len(self._helpers) + 1 if sum(p.to_read for p in plans) >= SPLIT_FROM_RECORDS else 1
         groups = split_plans(plans, ways) or [[]]
         busy = [(proc, conn, group) for (proc, conn), group in zip(self._helpers, groups[1:], strict=False)]

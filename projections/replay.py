@@ -428,13 +428,11 @@ class PartitionReport:
     max_timestamp_ms: int | None = None  # of the records read
 
 
-@dataclass
-class ReplayResult:
-    state: TradingState
+class ReportTotals:
+    """Totals over `reports` (per partition), and the rate over `read_seconds`."""
+
     reports: dict[TP, PartitionReport]
     read_seconds: float
-    snapshot_seconds: float
-    letters: list[tuple[str, str, str]]  # (topic[p]@offset, reason, detail): the first ones, in the range
 
     @property
     def records(self) -> int:
@@ -453,6 +451,15 @@ class ReplayResult:
 
     def events_per_s(self) -> float:
         return self.records / self.read_seconds if self.read_seconds > 0 else 0.0
+
+
+@dataclass
+class ReplayResult(ReportTotals):
+    state: TradingState
+    reports: dict[TP, PartitionReport]
+    read_seconds: float
+    snapshot_seconds: float
+    letters: list[tuple[str, str, str]]  # (topic[p]@offset, reason, detail): the first ones, in the range
 
     def max_timestamp(self, tp: TP) -> datetime | None:
         """Highest record timestamp folded into this partition's state (snapshot included)."""

@@ -1,6 +1,7 @@
-"""`state --as-of` split between processes (projections.parallel) against the real broker and
-database: the rows equal one process's, row for row; a helper's error is the command's error;
-a helper that dies is reported, not waited for."""
+"""`state --as-of` and `replay --dry-run` split between processes (projections.parallel)
+against the real broker and database: the output equals one process's, row for row; a helper's
+error is the command's error; a helper that dies is reported, not waited for, and a helper does
+not outlive its parent."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from backbone import db
+from backbone.domain.events import OrderEvent
+from backbone.kafka.partitioner import symbol_partition
+from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
@@ -67,6 +72,30 @@ def test_split_between_processes_prints_what_one_process_prints(cli_env: Setting
     assert any(p.snapshot is not None for p in plans), "the cuts should start from snapshots"
 
 
+def test_replay_dry_run_split_between_processes_reports_what_one_process_reports(cli_env: Settings, names) -> None:
+    settings = cli_env
+    records = list(simulate(SimulationConfig(events=2000, seed=45, symbols=10, accounts=5)))
+    publish(settings, records)
+    with KafkaProducer(settings) as producer:  # undecodable records in two partitions: dead letters
+        for partition in (0, settings.partitions - 1):
+            producer.produce(settings.topic_orders, b"junk", key=b"JUNK", partition=partition)
+        producer.flush()
+    project(settings, names.group("live"), batch_size=200)
+    used = Counter(symbol_partition(r.symbol, settings.partitions) for r in records if isinstance(r, OrderEvent))
+    middle = next(p for p in sorted(used) if p not in (0, settings.partitions - 1) and used[p] > 5)
+    for args in (["--from-beginning"], ["--from-timestamp", records[700].event_time.isoformat()],
+                 ["--from-offset", f"0:0,{middle}:5,{settings.partitions - 1}:0"]):
+        runs = [invoke("replay", *args, "--dry-run", "--json", "--processes", n) for n in ("1", "2")]
+        assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+        one, two = (json.loads(r.stdout) for r in runs)
+        assert (one["processes"], two["processes"]) == (1, 2), args
+        for key in ("records_read", "replayed", "caught_up", "dead_letters", "partitions"):
+            assert two[key] == one[key], f"{key} of {args}"
+        assert sorted(map(str, two["first_dead_letters"])) == sorted(map(str, one["first_dead_letters"]))
+        if args[0] != "--from-timestamp":
+            assert one["dead_letters"] == {"decode_error": 2}, one["dead_letters"]
+
+
 def test_an_error_in_the_helper_is_the_command_error(cli_env: Settings, names) -> None:
     settings = cli_env
     records = list(simulate(SimulationConfig(events=1500, seed=42, symbols=10, accounts=5)))
@@ -97,13 +126,13 @@ def test_a_helper_that_dies_is_reported_and_the_next_fold_runs_here(cli_env: Set
         engine = db.make_engine(settings)
         with Replayer(settings, engine) as r:
             plans = r.plan_as_of(when)
-            assert workers.as_of(r, plans).processes == 2
+            assert workers.fold(r, plans).processes == 2
             proc, _conn = workers._helpers[0]
             proc.kill()
             proc.join()
             with pytest.raises(HelperFailed, match="--processes 1"):
-                workers.as_of(r, plans)
-            again = workers.as_of(r, plans)  # the helpers are stopped: this process folds alone
+                workers.fold(r, plans)
+            again = workers.fold(r, plans)  # the helpers are stopped: this process folds alone
             assert again.processes == 1 and again.records == len(records)
         engine.dispose()
 
