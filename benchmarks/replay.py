@@ -4,9 +4,9 @@ Run: python -m benchmarks.replay [--events 1000000] [--distances 0,1000,10000,10
                                  [--processes 2]
 
 On one simulated log in throwaway topics (and a throwaway database), measured in the same run:
-  (a) full replay:  every record from offset 0, in memory (what `replay --from-beginning
-                    --dry-run` does): events/s; then the same records folded by --processes
-                    processes, up to the rows `state --as-of <end> --no-snapshots` prints;
+  (a) full replay:  every record from offset 0, in memory, in this process: events/s; then
+                    split between --processes processes (what `replay --from-beginning
+                    --dry-run` does by default, projections.parallel);
   (b) as-of:        snapshots are taken at two points of the log (`checkpoints create --as-of`),
                     early (10 %) and late (60 %); then `state --as-of T` is timed for T at
                     several distances (in records) after each snapshot point, up to the rows
@@ -130,10 +130,12 @@ def main() -> None:
                     print(f"\n(a) full replay of {full.records:,} records: {full.records / elapsed:,.0f} events/s "
                           f"({elapsed:.1f} s; {full.events_per_s():,.0f} events/s while reading)")
                     del full
-                    if args.processes > 1:
-                        t, records, _load, _read = as_of(replayer, times[-1], use_snapshots=False, workers=workers)
-                        print(f"(a) the same records folded by {args.processes} processes (`state --as-of <end> "
-                              f"--no-snapshots`): {records / t:,.0f} events/s ({t:.1f} s, up to the printed rows)")
+                    if args.processes > 1:  # what `replay --from-beginning --dry-run` does by default
+                        t0 = time.perf_counter()
+                        split = workers.fold(replayer, replayer.plan_replay(from_beginning=True))
+                        elapsed = time.perf_counter() - t0
+                        print(f"(a) the same replay split between {split.processes} processes: "
+                              f"{split.records / elapsed:,.0f} events/s ({elapsed:.1f} s)")
 
                     # (b) snapshots at two points, then as-of at distances from each
                     points = {"early (10%)": int(n * 0.10), "late (60%)": int(n * 0.60)}
