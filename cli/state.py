@@ -78,13 +78,10 @@ def state_cmd(
                     if verify:  # raises InvariantViolation where a refold disagrees with its snapshot
                         result.state.thaw_all()
                     written = None if into is None else write_schema(settings, r.engine, result, into)
-        if result is not None:
-            reports, records, used = result.reports, result.records, 1
-            read_seconds, snapshot_seconds = result.read_seconds, result.snapshot_seconds
-        else:
-            assert rows is not None
-            reports, records, used = rows.reports, rows.records, rows.processes
-            read_seconds, snapshot_seconds = rows.read_seconds, rows.snapshot_seconds
+        done = result if result is not None else rows
+        assert done is not None
+        reports, records, used = done.reports, done.records, done.processes if isinstance(done, Folded) else 1
+        read_seconds, snapshot_seconds = done.read_seconds, done.snapshot_seconds
         cut_ms = timestamp_ms(when)
         header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
                   "records_replayed": records, "verified": verify or into is not None,

@@ -225,13 +225,15 @@ def _send(conn: Connection, answer: tuple[str, Any]) -> None:
 
 
 class PartitionWorkers:
-    """`processes - 1` helper processes (this process is the other one) for as-of folds.
+    """`processes - 1` helper processes (this process is the other one) that fold partitions
+    for `state --as-of` and `replay --dry-run`.
 
     Create it before any Kafka client of this process (see the module docstring); close it
     (or use `with`) to stop the helpers."""
 
     def __init__(self, settings: Settings, processes: int, *, projection: str) -> None:
         self.processes = max(1, processes)
+        self.start_method: str | None = None  # "fork" or "spawn" once helpers are started
         self._helpers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         if self.processes == 1:
             return
@@ -242,7 +244,7 @@ class PartitionWorkers:
                 mine, theirs = ctx.Pipe()
                 ours = [conn for _proc, conn in self._helpers] + [mine]
                 proc = ctx.Process(target=_serve, args=(theirs, ours, settings, projection), daemon=True,
-                                   name="backbone-as-of-helper")
+                                   name="backbone-fold-helper")
                 proc.start()
                 theirs.close()
                 self._helpers.append((proc, mine))
