@@ -126,7 +126,9 @@ def test_a_helper_that_dies_is_reported_and_the_next_fold_runs_here(cli_env: Set
         engine = db.make_engine(settings)
         with Replayer(settings, engine) as r:
             plans = r.plan_as_of(when)
-            assert workers.fold(r, plans).processes == 2
+            seen: list[int] = []
+            assert workers.fold(r, plans, progress=seen.append).processes == 2
+            assert seen == sorted(seen) and seen[-1] == len(records), "progress counts both processes' records"
             proc, _conn = workers._helpers[0]
             proc.kill()
             proc.join()
