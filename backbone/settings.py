@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     snapshot_every_seconds: float = Field(300.0, ge=0, description="snapshot a partition that has new records "
                                           "this long after its last snapshot; 0 = never by time")
 
-    # --- Point-in-time reads (docs/replay.md) ---------------------------------------------------
+    # --- Replays and point-in-time reads (docs/replay.md) ----------------------------------------
     replay_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of` and `replay "
                                   "--dry-run` (partitions split between them); 1 = the command's own process only")
 

@@ -118,68 +118,73 @@ def main() -> None:
         with fresh_database(settings) as run:
             times = publish(run, n)
             # before this process's Kafka clients: the helper is forked, not spawned (projections.parallel)
-            workers = PartitionWorkers(run, args.processes, projection="trading")
-            engine = db.make_engine(run)
-            try:
-                with Replayer(run, engine) as replayer:
-                    # (a) full in-memory replay from offset 0
-                    plans = replayer.plan_replay(from_beginning=True)
-                    t0 = time.perf_counter()
-                    full = replayer.run(plans)
-                    elapsed = time.perf_counter() - t0
-                    print(f"\n(a) full replay of {full.records:,} records: {full.records / elapsed:,.0f} events/s "
-                          f"({elapsed:.1f} s; {full.events_per_s():,.0f} events/s while reading)")
-                    del full
-                    if args.processes > 1:  # what `replay --from-beginning --dry-run` does by default
-                        t0 = time.perf_counter()
-                        split = workers.fold(replayer, replayer.plan_replay(from_beginning=True))
-                        elapsed = time.perf_counter() - t0
-                        print(f"(a) the same replay split between {split.processes} processes: "
-                              f"{split.records / elapsed:,.0f} events/s ({elapsed:.1f} s)")
-
-                    # (b) snapshots at two points, then as-of at distances from each
-                    points = {"early (10%)": int(n * 0.10), "late (60%)": int(n * 0.60)}
-                    for label, index in points.items():
-                        t0 = time.perf_counter()
-                        taken, _ = snapshot_as_of(replayer, times[index - 1])
-                        size = sum(t.size for t in taken if t.action == "created")
-                        print(f"snapshot {label} at record {index:,}: {len(taken)} partitions, "
-                              f"{size / 1e6:.1f} MB compressed, built in {time.perf_counter() - t0:.1f} s")
-                    print(f"\n(b) state --as-of T, T = the time of the record `distance` records after the "
-                          f"snapshot point; log of {n:,} records; median of {args.runs}")
-                    print(f"{'snapshot':>12} {'distance':>9} {'records read':>13} {'load snap s':>12} "
-                          f"{'read s':>8} {'total s':>8}" + (f" {f'{args.processes} procs s':>13}"
-                                                             if args.processes > 1 else ""))
-                    eager = {label: statistics.median(eager_load(replayer, times[index - 1])
-                                                      for _ in range(args.runs)) for label, index in points.items()}
-                    for label, index in points.items():
-                        for d in distances:
-                            i = min(index - 1 + d, n - 1)
-                            runs, split = [], []
-                            for k in range(args.runs):  # alternating, so that both see the same machine
-                                for w in ((None, workers) if k % 2 == 0 else (workers, None)):
-                                    if w is None:
-                                        runs.append(as_of(replayer, times[i]))
-                                    elif args.processes > 1:
-                                        split.append(as_of(replayer, times[i], workers=w))
-                            total = statistics.median(r[0] for r in runs)
-                            load = statistics.median(r[2] for r in runs)
-                            read = statistics.median(r[3] for r in runs)
-                            both = f" {statistics.median(r[0] for r in split):>13.3f}" if split else ""
-                            print(f"{label:>12} {d:>9,} {runs[0][1]:>13,} {load:>12.3f} {read:>8.3f} {total:>8.3f}"
-                                  + both, flush=True)
-                    for label in points:
-                        print(f"{label:>12}: the same snapshots restored eagerly (every row decoded, every position "
-                              f"refolded) take {eager[label]:.3f} s (median of {args.runs})")
-                    far = times[min(points["late (60%)"] - 1 + distances[-1], n - 1)]
-                    total, read, _load, _ = as_of(replayer, far, use_snapshots=False)
-                    print(f"{'none':>12} {'(full)':>9} {read:>13,} {0:>12.3f} {total:>8.3f} {total:>8.3f}"
-                          "   <- the farthest late cut without snapshots")
-            finally:
-                engine.dispose()
-                workers.close()
+            with PartitionWorkers(run, args.processes, projection="trading") as workers:
+                run_benchmarks(args, run, times, distances, workers)
     finally:
         delete_topics(settings)
+
+
+def run_benchmarks(args: argparse.Namespace, run: Settings, times: list[datetime], distances: list[int],
+                   workers: PartitionWorkers) -> None:
+    n = args.events
+    engine = db.make_engine(run)
+    try:
+        with Replayer(run, engine) as replayer:
+            # (a) full in-memory replay from offset 0
+            plans = replayer.plan_replay(from_beginning=True)
+            t0 = time.perf_counter()
+            full = replayer.run(plans)
+            elapsed = time.perf_counter() - t0
+            print(f"\n(a) full replay of {full.records:,} records: {full.records / elapsed:,.0f} events/s "
+                  f"({elapsed:.1f} s; {full.events_per_s():,.0f} events/s while reading)")
+            del full
+            if args.processes > 1:  # what `replay --from-beginning --dry-run` does by default
+                t0 = time.perf_counter()
+                folded = workers.fold(replayer, replayer.plan_replay(from_beginning=True))
+                elapsed = time.perf_counter() - t0
+                print(f"(a) the same replay split between {folded.processes} processes: "
+                      f"{folded.records / elapsed:,.0f} events/s ({elapsed:.1f} s)")
+
+            # (b) snapshots at two points, then as-of at distances from each
+            points = {"early (10%)": int(n * 0.10), "late (60%)": int(n * 0.60)}
+            for label, index in points.items():
+                t0 = time.perf_counter()
+                taken, _ = snapshot_as_of(replayer, times[index - 1])
+                size = sum(t.size for t in taken if t.action == "created")
+                print(f"snapshot {label} at record {index:,}: {len(taken)} partitions, "
+                      f"{size / 1e6:.1f} MB compressed, built in {time.perf_counter() - t0:.1f} s")
+            print(f"\n(b) state --as-of T, T = the time of the record `distance` records after the "
+                  f"snapshot point; log of {n:,} records; median of {args.runs}")
+            print(f"{'snapshot':>12} {'distance':>9} {'records read':>13} {'load snap s':>12} "
+                  f"{'read s':>8} {'total s':>8}" + (f" {f'{args.processes} procs s':>13}"
+                                                     if args.processes > 1 else ""))
+            eager = {label: statistics.median(eager_load(replayer, times[index - 1])
+                                              for _ in range(args.runs)) for label, index in points.items()}
+            for label, index in points.items():
+                for d in distances:
+                    i = min(index - 1 + d, n - 1)
+                    runs, split = [], []
+                    for k in range(args.runs):  # alternating, so that both see the same machine
+                        for w in ((None, workers) if k % 2 == 0 else (workers, None)):
+                            if w is None:
+                                runs.append(as_of(replayer, times[i]))
+                            elif args.processes > 1:
+                                split.append(as_of(replayer, times[i], workers=w))
+                    total = statistics.median(r[0] for r in runs)
+                    load = statistics.median(r[2] for r in runs)
+                    read = statistics.median(r[3] for r in runs)
+                    both = f" {statistics.median(r[0] for r in split):>13.3f}" if split else ""
+                    print(f"{label:>12} {d:>9,} {runs[0][1]:>13,} {load:>12.3f} {read:>8.3f} {total:>8.3f}"
+                          + both, flush=True)
+            for label in points:
+                print(f"{label:>12}: the same snapshots restored eagerly (every row decoded, every position "
+                      f"refolded) take {eager[label]:.3f} s (median of {args.runs})")
+            far = times[min(points["late (60%)"] - 1 + distances[-1], n - 1)]
+            total, read, _load, _ = as_of(replayer, far, use_snapshots=False)
+            print(f"{'none':>12} {'(full)':>9} {read:>13,} {0:>12.3f} {total:>8.3f} {total:>8.3f}"
+                  "   <- the farthest late cut without snapshots")
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":
