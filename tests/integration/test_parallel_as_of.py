@@ -68,7 +68,10 @@ def test_split_between_processes_prints_what_one_process_prints(cli_env: Setting
             for key in ("positions", "pnl_by_account", "open_orders", "records_replayed", "partitions"):
                 assert two[key] == one[key], f"{key} at record {i} {extra}"
             assert one["positions"] and one["records_replayed"] > 0
-    plans = Replayer(settings, db.make_engine(settings)).plan_as_of(records[2399].event_time)
+    engine = db.make_engine(settings)
+    with Replayer(settings, engine) as r:
+        plans = r.plan_as_of(records[2399].event_time)
+    engine.dispose()
     assert any(p.snapshot is not None for p in plans), "the cuts should start from snapshots"
 
 
