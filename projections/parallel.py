@@ -44,8 +44,8 @@ from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, Re
 # Below this many records to read, this process folds them alone: a helper's round trip (its
 # own fetch, the answer's pickling) costs about what it saves. Medians, 2 processes against 1
 # (benchmarks.replay, 2026-12-02): 200k-record log, tails of 2,000 records 0.15-0.18 vs
-# 0.11-0.16 s, of 20,000 0.35-0.37 vs 0.44-0.46 s; 1M-record log, 10,000 0.43 vs 0.42 s and
-# 1.16 vs 1.03 s, 100,000 1.47 vs 1.99 s and 1.75 vs 2.60 s.
+# 0.11-0.16 s, of 20,000 0.35-0.37 vs 0.44-0.46 s; 1M-record log, 10,000 0.43 vs 0.42 s,
+# 100,000 1.35-1.47 vs 1.69-1.99 s (early snapshot) and 1.56-1.75 vs 2.07-2.60 s (late).
 SPLIT_FROM_RECORDS = 20_000
 
 
