@@ -86,8 +86,9 @@ class Settings(BaseSettings):
                                           "this long after its last snapshot; 0 = never by time")
 
     # --- Replays and point-in-time reads (docs/replay.md) ----------------------------------------
-    replay_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of` and `replay "
-                                  "--dry-run` (partitions split between them); 1 = the command's own process only")
+    replay_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of`, `replay "
+                                  "--dry-run` and `checkpoints create --as-of` (partitions split between them); "
+                                  "1 = the command's own process only")
 
     # --- Local stack (`backbone local …`) ------------------------------------------------------
     state_dir: Path = Field(default_factory=lambda: _default_state_dir(), description="data, logs, pid files")

@@ -149,10 +149,13 @@ def run_benchmarks(args: argparse.Namespace, run: Settings, times: list[datetime
             points = {"early (10%)": int(n * 0.10), "late (60%)": int(n * 0.60)}
             for label, index in points.items():
                 t0 = time.perf_counter()
-                taken, _ = snapshot_as_of(replayer, times[index - 1])
+                # as `checkpoints create --as-of` does by default: split between the processes
+                taken, _ = snapshot_as_of(replayer, times[index - 1],
+                                          fold=workers.fold if args.processes > 1 else None)
                 size = sum(t.size for t in taken if t.action == "created")
                 print(f"snapshot {label} at record {index:,}: {len(taken)} partitions, "
-                      f"{size / 1e6:.1f} MB compressed, built in {time.perf_counter() - t0:.1f} s")
+                      f"{size / 1e6:.1f} MB compressed, built in {time.perf_counter() - t0:.1f} s "
+                      f"by {args.processes} process(es)")
             print(f"\n(b) state --as-of T, T = the time of the record `distance` records after the "
                   f"snapshot point; log of {n:,} records; median of {args.runs}")
             print(f"{'snapshot':>12} {'distance':>9} {'records read':>13} {'load snap s':>12} "

@@ -13,6 +13,7 @@ from cli.common import canonical_value, console, load_settings, print_json, user
 from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, replayer
 from projections import replay as rp
 from projections import snapshots, store
+from projections.parallel import PartitionWorkers
 from projections.trading import NAME
 
 app = typer.Typer(help="Projection snapshots (checkpoints of state) for point-in-time queries and replay.",
@@ -67,6 +68,9 @@ def create_cmd(
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="snapshot the state as of this time, rebuilt from snapshots and the log, instead of the "
                         "live state at the checkpoints")] = None,
+    processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="with --as-of: processes "
+                                                  "that fold and serialize the partitions (default "
+                                                  "BACKBONE_REPLAY_PROCESSES, 2)")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -85,10 +89,14 @@ def create_cmd(
                 taken = rp.snapshot_live(settings, engine, reader, projection=projection)
         else:
             when = rp.parse_time(as_of)
-            with replayer(settings, projection) as r:
+            n = processes or settings.replay_processes
+            # the helpers first: they are forked before this process starts any Kafka client (projections.parallel)
+            with PartitionWorkers(settings, n, projection=projection) as workers, \
+                    replayer(settings, projection) as r:
                 plans = r.plan_as_of(when)
                 with ProgressBar("snapshot", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                    taken, _result = rp.snapshot_as_of(r, when, plans=plans, progress=bar)
+                    taken, _result = rp.snapshot_as_of(r, when, plans=plans, progress=bar,
+                                                       fold=workers.fold if n > 1 else None)
         if not taken:
             raise BackboneError(f"projection {projection} has no checkpoints yet: nothing to snapshot "
                                 "(run `backbone project run` first, or give --as-of)")

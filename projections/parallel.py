@@ -1,12 +1,13 @@
-"""`state --as-of` and `replay --dry-run` on more than one core: partitions folded by helper
-processes.
+"""`state --as-of`, `replay --dry-run` and `checkpoints create --as-of` on more than one core:
+partitions folded (and snapshotted) by helper processes.
 
 Why: the fold is Python, so one process folds on one core (~15-20 µs a record here), while
 the partitions are independent (keys are symbols: a position lives in one orders partition, a
 mark in one marketdata partition). A helper process folds some partitions (its own Kafka
 consumer, its own database connection) while this one folds the others, and each answers with
 what the printed state needs of its partitions: position figures, marks, open orders,
-per-partition reports. Merged, that is exactly what one process folding every partition gives
+per-partition reports, and when asked the serialized snapshots of its partitions' cuts (the
+command inserts them all in one transaction). Merged, that is exactly what one process folding every partition gives
 (tests/integration/test_parallel_as_of.py compares them); the whole state (`--into`,
 `--verify`) stays single-process.
 
@@ -27,7 +28,7 @@ import multiprocessing
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -38,7 +39,8 @@ from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, InvariantViolation
 from backbone.settings import Settings
 from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals,
-                                open_order_rows, pnl_rows, position_rows_of)
+                                open_order_rows, pnl_rows, position_rows_of, snapshot_payloads)
+from projections.snapshots import Kind
 
 
 # Below this many records to read, this process folds them alone: a helper's round trip (its
@@ -78,6 +80,7 @@ class FoldSummary:
     letters: list[tuple[str, str, str]]
     read_seconds: float
     snapshot_seconds: float
+    payloads: dict[tuple[Kind, int], bytes] = field(default_factory=dict)  # snapshots asked for
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Folded(ReportTotals):
     read_seconds: float  # the longest process's
     snapshot_seconds: float  # the longest process's
     processes: int
+    payloads: dict[tuple[Kind, int], bytes] = field(default_factory=dict)  # snapshots at the cuts, if asked
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class _Job:
     plans: list[PartitionPlan]
     account: str | None
     symbol: str | None
+    snapshots: bool  # also serialize the snapshots of the plans' cuts (`checkpoints create --as-of`)
 
 
 # == pure: splitting and merging ===================================================================
@@ -121,9 +126,11 @@ def split_plans(plans: Sequence[PartitionPlan], ways: int) -> list[list[Partitio
     return [g for g in groups if g]
 
 
-def summarize(result: ReplayResult, *, account: str | None = None, symbol: str | None = None) -> FoldSummary:
+def summarize(result: ReplayResult, *, account: str | None = None, symbol: str | None = None,
+              payloads: dict[tuple[Kind, int], bytes] | None = None) -> FoldSummary:
     """The part of a fold's state that `state --as-of` prints (positions unfiltered by
-    flatness: P&L by account counts flat positions too)."""
+    flatness: P&L by account counts flat positions too), with the snapshot `payloads` made
+    from it, if any."""
     state = result.state
     positions = {key: PositionSummary(p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission,
                                       p.commission, p.fill_count, p.last_fill_time)
@@ -131,7 +138,7 @@ def summarize(result: ReplayResult, *, account: str | None = None, symbol: str |
                  if not (account and key[0] != account) and not (symbol and key[1] != symbol)}
     return FoldSummary(positions, {sym: row.mark for sym, row in state.marks.items()},
                        open_order_rows(state, account=account, symbol=symbol), result.reports,
-                       result.letters, result.read_seconds, result.snapshot_seconds)
+                       result.letters, result.read_seconds, result.snapshot_seconds, payloads or {})
 
 
 def merge(parts: Sequence[FoldSummary], *, account: str | None = None, symbol: str | None = None,
@@ -162,7 +169,8 @@ def merge(parts: Sequence[FoldSummary], *, account: str | None = None, symbol: s
     return Folded(
         position_rows_of(positions, marks, account=account, symbol=symbol, include_flat=include_flat),
         pnl_rows(position_rows_of(positions, marks, account=account, symbol=symbol)), orders, reports, letters,
-        max(part.read_seconds for part in parts), max(part.snapshot_seconds for part in parts), len(parts))
+        max(part.read_seconds for part in parts), max(part.snapshot_seconds for part in parts), len(parts),
+        {key: data for part in parts for key, data in part.payloads.items()})
 
 
 def _letter_order(letter: tuple[str, str, str]) -> tuple[str, int, int]:
@@ -201,7 +209,9 @@ def _serve(conn: Connection, inherited: list[Connection], settings: Settings, pr
                     engine = db.make_engine(settings)
                     replayer = Replayer(settings, engine, projection=projection)
                 result = replayer.run(job.plans, progress=lambda n: conn.send(("progress", n)))
-                answer: tuple[str, Any] = ("done", summarize(result, account=job.account, symbol=job.symbol))
+                payloads = snapshot_payloads(replayer, job.plans, result) if job.snapshots else None
+                answer: tuple[str, Any] = ("done", summarize(result, account=job.account, symbol=job.symbol,
+                                                             payloads=payloads))
             except Exception as e:  # answered, and raised again by the parent
                 answer = ("error", e)
             _send(conn, answer)
@@ -226,7 +236,7 @@ def _send(conn: Connection, answer: tuple[str, Any]) -> None:
 
 class PartitionWorkers:
     """`processes - 1` helper processes (this process is the other one) that fold partitions
-    for `state --as-of` and `replay --dry-run`.
+    for `state --as-of`, `replay --dry-run` and `checkpoints create --as-of`.
 
     Create it before any Kafka client of this process (see the module docstring); close it
     (or use `with`) to stop the helpers."""
@@ -279,15 +289,18 @@ class PartitionWorkers:
 
     def fold(self, replayer: Replayer, plans: Sequence[PartitionPlan], *, account: str | None = None,
              symbol: str | None = None, include_flat: bool = False,
-             progress: Callable[[int], None] | None = None) -> Folded:
+             progress: Callable[[int], None] | None = None, snapshots: bool = False) -> Folded:
         """Fold `plans` (an as-of cut, or a replay's ranges), a share here and the others in the
-        helpers. `progress` gets the records read by all processes."""
-        ways = len(self._helpers) + 1 if sum(p.to_read for p in plans) >= SPLIT_FROM_RECORDS else 1
+        helpers. `progress` gets the records read by all processes; `snapshots`: each process
+        also serializes the snapshots of its plans' cuts (`Folded.payloads`)."""
+        # serializing snapshots costs about as much as folding: worth splitting whatever the tail
+        big = snapshots or sum(p.to_read for p in plans) >= SPLIT_FROM_RECORDS
+        ways = len(self._helpers) + 1 if big else 1
         groups = split_plans(plans, ways) or [[]]
         busy = [(proc, conn, group) for (proc, conn), group in zip(self._helpers, groups[1:], strict=False)]
         for proc, conn, group in busy:
             try:
-                conn.send(_Job(group, account, symbol))
+                conn.send(_Job(group, account, symbol, snapshots))
             except OSError as e:  # the helper is gone
                 self.close(now=True)
                 raise HelperFailed(f"the helper process is gone (exit code {proc.exitcode}): {e}; "
@@ -321,7 +334,9 @@ class PartitionWorkers:
                 progress(sum(counts))
 
         try:
-            here = summarize(replayer.run(groups[0], progress=mine), account=account, symbol=symbol)
+            result = replayer.run(groups[0], progress=mine)
+            here = summarize(result, account=account, symbol=symbol,
+                             payloads=snapshot_payloads(replayer, groups[0], result) if snapshots else None)
             for i in range(len(busy)):
                 drain(i, wait=True)
         except BaseException:

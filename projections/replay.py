@@ -452,15 +452,6 @@ class ReportTotals:
     def events_per_s(self) -> float:
         return self.records / self.read_seconds if self.read_seconds > 0 else 0.0
 
-
-@dataclass
-class ReplayResult(ReportTotals):
-    state: TradingState
-    reports: dict[TP, PartitionReport]
-    read_seconds: float
-    snapshot_seconds: float
-    letters: list[tuple[str, str, str]]  # (topic[p]@offset, reason, detail): the first ones, in the range
-
     def max_timestamp(self, tp: TP) -> datetime | None:
         """Highest record timestamp folded into this partition's state (snapshot included)."""
         report = self.reports[tp]
@@ -474,6 +465,15 @@ class ReplayResult(ReportTotals):
         report = self.reports[tp]
         base = report.plan.snapshot.events_covered if report.plan.snapshot else 0
         return base + report.caught_up + report.replayed
+
+
+@dataclass
+class ReplayResult(ReportTotals):
+    state: TradingState
+    reports: dict[TP, PartitionReport]
+    read_seconds: float
+    snapshot_seconds: float
+    letters: list[tuple[str, str, str]]  # (topic[p]@offset, reason, detail): the first ones, in the range
 
 
 class Replayer:
@@ -838,30 +838,58 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
 
 
 def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionPlan] | None = None,
-                   progress: Callable[[int], None] | None = None) -> tuple[list[Taken], ReplayResult]:
+                   progress: Callable[[int], None] | None = None,
+                   fold: Callable[..., ReportTotals] | None = None) -> tuple[list[Taken], ReportTotals]:
     """Snapshot every partition at the as-of cut of `when`, built from snapshots and the log
     (the live tables are not read): for pre-computing points that will be asked for often.
-    `plans`: `replayer.plan_as_of(when)` if the caller has it already (it costs lookups)."""
+    `plans`: `replayer.plan_as_of(when)` if the caller has it already (it costs lookups).
+    `fold(replayer, plans, progress=…, snapshots=True)`: folds the plans elsewhere and answers
+    with their totals and the payloads (`PartitionWorkers.fold`); by default this process folds
+    them. Every snapshot is inserted in one transaction."""
     with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
         plans = replayer.plan_as_of(when) if plans is None else plans
-        result = replayer.run(plans, progress=progress)
-        out, rows = [], []
-        cut = {p.tp: result.reports[p.tp].end for p in plans}
-        wanted = [p for p in plans if cut[p.tp] > 0 and not (p.snapshot and p.snapshot.next_offset == cut[p.tp])]
-        payloads = snapshots.serialize_many(result.state, [(replayer.kind(p.topic), p.partition) for p in wanted])
-        for p in plans:
-            end = cut[p.tp]
-            if end == 0:
-                out.append(Taken(p.topic, p.partition, 0, "empty"))
-            elif p.snapshot and p.snapshot.next_offset == end:
-                s = p.snapshot
-                out.append(Taken(p.topic, p.partition, end, "exists", s.max_timestamp, s.events_covered, s.size))
-            else:
-                data = payloads[(replayer.kind(p.topic), p.partition)]
-                rows.append(snapshots.NewSnapshot(replayer.projection, p.topic, p.partition, end,
-                                                  result.max_timestamp(p.tp), result.events_covered(p.tp), data))
-                out.append(Taken(p.topic, p.partition, end, "created", result.max_timestamp(p.tp),
-                                 result.events_covered(p.tp), len(data)))
+        if fold is not None:
+            done = fold(replayer, plans, progress=progress, snapshots=True)
+            payloads: dict[tuple[Kind, int], bytes] = done.payloads  # type: ignore[attr-defined]
+        else:
+            done = result = replayer.run(plans, progress=progress)
+            payloads = snapshot_payloads(replayer, plans, result)
+        out, rows = snapshot_rows(replayer, plans, done, payloads)
         with replayer.engine.begin() as sa_conn:
             snapshots.insert(sa_conn.connection.driver_connection, rows)
-        return out, result
+        return out, done
+
+
+def _to_snapshot(plans: Sequence[PartitionPlan], totals: ReportTotals) -> list[PartitionPlan]:
+    """The plans whose cut holds records and is not already a snapshot's offset."""
+    cut = {p.tp: totals.reports[p.tp].end for p in plans}
+    return [p for p in plans if cut[p.tp] > 0 and not (p.snapshot and p.snapshot.next_offset == cut[p.tp])]
+
+
+def snapshot_payloads(replayer: Replayer, plans: Sequence[PartitionPlan],
+                      result: ReplayResult) -> dict[tuple[Kind, int], bytes]:
+    """The payloads of the snapshots `plans` need at their cuts, serialized from `result`'s state."""
+    return snapshots.serialize_many(result.state, [(replayer.kind(p.topic), p.partition)
+                                                   for p in _to_snapshot(plans, result)])
+
+
+def snapshot_rows(replayer: Replayer, plans: Sequence[PartitionPlan], totals: ReportTotals,
+                  payloads: dict[tuple[Kind, int], bytes]) -> tuple[list[Taken], list[snapshots.NewSnapshot]]:
+    """What happened to each partition (in plan order), and the snapshot rows to insert."""
+    out, rows = [], []
+    wanted = {p.tp for p in _to_snapshot(plans, totals)}
+    for p in plans:
+        end = totals.reports[p.tp].end
+        if end == 0:
+            out.append(Taken(p.topic, p.partition, 0, "empty"))
+        elif p.tp not in wanted:
+            assert p.snapshot is not None
+            s = p.snapshot
+            out.append(Taken(p.topic, p.partition, end, "exists", s.max_timestamp, s.events_covered, s.size))
+        else:
+            data = payloads[(replayer.kind(p.topic), p.partition)]
+            rows.append(snapshots.NewSnapshot(replayer.projection, p.topic, p.partition, end,
+                                              totals.max_timestamp(p.tp), totals.events_covered(p.tp), data))
+            out.append(Taken(p.topic, p.partition, end, "created", totals.max_timestamp(p.tp),
+                             totals.events_covered(p.tp), len(data)))
+    return out, rows

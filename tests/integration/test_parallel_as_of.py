@@ -1,7 +1,7 @@
-"""`state --as-of` and `replay --dry-run` split between processes (projections.parallel)
-against the real broker and database: the output equals one process's, row for row; a helper's
-error is the command's error; a helper that dies is reported, not waited for, and a helper does
-not outlive its parent."""
+"""`state --as-of`, `replay --dry-run` and `checkpoints create --as-of` split between processes
+(projections.parallel) against the real broker and database: the output equals one process's,
+row for row (snapshots byte for byte); a helper's error is the command's error; a helper that
+dies is reported, not waited for, and a helper does not outlive its parent."""
 
 from __future__ import annotations
 
@@ -97,6 +97,30 @@ def test_replay_dry_run_split_between_processes_reports_what_one_process_reports
         assert sorted(map(str, two["first_dead_letters"])) == sorted(map(str, one["first_dead_letters"]))
         if args[0] != "--from-timestamp":
             assert one["dead_letters"] == {"decode_error": 2}, one["dead_letters"]
+
+
+def test_checkpoints_create_as_of_split_between_processes_creates_the_same_snapshots(cli_env: Settings,
+                                                                                      names) -> None:
+    settings = cli_env
+    records = list(simulate(SimulationConfig(events=2000, seed=46, symbols=10, accounts=5)))
+    publish(settings, records)
+    project(settings, names.group("live"), batch_size=200)  # snapshots to start from
+    url = settings.database_url_value.replace("postgresql+psycopg://", "postgresql://")
+    when = records[1500].event_time.isoformat()
+    made = {}
+    for processes in ("1", "2"):
+        with psycopg.connect(url) as conn:
+            before = conn.execute("select coalesce(max(id), 0) from projection_snapshots").fetchone()[0]
+        out = invoke("checkpoints", "create", "--as-of", when, "--processes", processes, "--json")
+        assert out.exit_code == 0, out.output
+        taken = json.loads(out.stdout)
+        with psycopg.connect(url) as conn:
+            made[processes] = (taken, conn.execute(
+                "select topic, partition, next_offset, max_timestamp, events_covered, md5(state) "
+                "from projection_snapshots where id > %s order by topic, partition", (before,)).fetchall())
+            conn.execute("delete from projection_snapshots where id > %s", (before,))  # the next run creates them again
+    assert made["2"] == made["1"]
+    assert sum(1 for t in made["1"][0] if t["action"] == "created") == len(made["1"][1]) > 0
 
 
 def test_an_error_in_the_helper_is_the_command_error(cli_env: Settings, names) -> None:
