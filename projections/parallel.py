@@ -29,8 +29,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -38,9 +36,11 @@ from backbone import db
 from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, InvariantViolation
 from backbone.settings import Settings
-from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals,
-                                open_order_rows, pnl_rows, position_rows_of, snapshot_payloads)
+from projections.replay import (TP, PartitionPlan, PartitionReport, PositionSummary, Replayer, ReplayResult,
+                                ReportTotals, open_order_rows, pnl_rows, position_rows_of, snapshot_payloads,
+                                sort_open_orders)
 from projections.snapshots import Kind
+from projections.state import mark_recency
 
 
 # Below this many records to read, this process folds them alone: a helper's round trip (its
@@ -53,20 +53,6 @@ SPLIT_FROM_RECORDS = 20_000
 
 class HelperFailed(BackboneError):
     """A helper process ended without an answer (killed, out of memory)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PositionSummary:
-    """A position's figures without its fill history (what a positions_pnl row needs)."""
-
-    qty: Decimal
-    avg_px: Decimal
-    realized_pnl: Decimal
-    realized_commission: Decimal
-    open_commission: Decimal
-    commission: Decimal
-    fill_count: int
-    last_fill_time: datetime | None
 
 
 @dataclass(frozen=True)
@@ -132,9 +118,7 @@ def summarize(result: ReplayResult, *, account: str | None = None, symbol: str |
     flatness: P&L by account counts flat positions too), with the snapshot `payloads` made
     from it, if any."""
     state = result.state
-    positions = {key: PositionSummary(p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission,
-                                      p.commission, p.fill_count, p.last_fill_time)
-                 for key, p in state.positions.items()
+    positions = {key: PositionSummary.of(p) for key, p in state.positions.items()
                  if not (account and key[0] != account) and not (symbol and key[1] != symbol)}
     return FoldSummary(positions, {sym: row.mark for sym, row in state.marks.items()},
                        open_order_rows(state, account=account, symbol=symbol), result.reports,
@@ -159,16 +143,16 @@ def merge(parts: Sequence[FoldSummary], *, account: str | None = None, symbol: s
                 f"position {acc}/{sym} has fills in partitions folded by different processes: the orders "
                 "topic is not partitioned by symbol, so only one process can fold it (--processes 1)")
         positions.update(part.positions)
-        for symbol_, mark in part.marks.items():  # the newest, as one process keeps (TradingState.apply_mark)
+        for symbol_, mark in part.marks.items():  # the newest, as one state keeps (TradingState.apply_mark)
             current = marks.get(symbol_)
-            if current is None or (mark.event_time, mark.event_id) > (current.event_time, current.event_id):
+            if current is None or mark_recency(mark) > mark_recency(current):
                 marks[symbol_] = mark
         orders.extend(part.open_orders)
-    orders.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
+    sort_open_orders(orders)
     letters = sorted((x for part in parts for x in part.letters), key=_letter_order)[:keep_letters]
+    rows = position_rows_of(positions, marks, account=account, symbol=symbol)  # flat ones count in the P&L
     return Folded(
-        position_rows_of(positions, marks, account=account, symbol=symbol, include_flat=include_flat),
-        pnl_rows(position_rows_of(positions, marks, account=account, symbol=symbol)), orders, reports, letters,
+        rows if include_flat else [r for r in rows if r["qty"] != 0], pnl_rows(rows), orders, reports, letters,
         max(part.read_seconds for part in parts), max(part.snapshot_seconds for part in parts), len(parts),
         {key: data for part in parts for key, data in part.payloads.items()})
 

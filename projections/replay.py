@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -49,6 +49,9 @@ from projections import ddl, snapshots, store
 from projections.snapshots import Kind, SnapshotMeta
 from projections.state import Changes, TradingState
 from projections.trading import NAME, TradingProjection
+
+if TYPE_CHECKING:  # parallel builds on this module
+    from projections.parallel import Folded
 
 TP = tuple[str, int]
 OPEN_STATUSES = ("PENDING_NEW", "NEW", "PARTIALLY_FILLED", "PENDING_CANCEL", "PENDING_REPLACE")
@@ -689,28 +692,28 @@ def position_rows(state: TradingState, *, account: str | None = None, symbol: st
                             symbol=symbol, include_flat=include_flat)
 
 
-class PositionFigures(Protocol):
-    """What a positions_pnl row needs of a position (a `Position`, or its summary)."""
+@dataclass(frozen=True, slots=True)
+class PositionSummary:
+    """A position's figures without its fill history: what a positions_pnl row needs, and what a
+    helper process hands back of a position (projections.parallel)."""
 
-    @property
-    def qty(self) -> Decimal: ...
-    @property
-    def avg_px(self) -> Decimal: ...
-    @property
-    def realized_pnl(self) -> Decimal: ...
-    @property
-    def realized_commission(self) -> Decimal: ...
-    @property
-    def open_commission(self) -> Decimal: ...
-    @property
-    def commission(self) -> Decimal: ...
-    @property
-    def fill_count(self) -> int: ...
-    @property
-    def last_fill_time(self) -> datetime | None: ...
+    qty: Decimal
+    avg_px: Decimal
+    realized_pnl: Decimal
+    realized_commission: Decimal
+    open_commission: Decimal
+    commission: Decimal
+    fill_count: int
+    last_fill_time: datetime | None
+
+    @classmethod
+    def of(cls, p: pos.Position) -> PositionSummary:
+        return cls(p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission, p.commission,
+                   p.fill_count, p.last_fill_time)
 
 
-def position_rows_of(positions: Mapping[tuple[str, str], PositionFigures], marks: Mapping[str, MarketMark], *,
+def position_rows_of(positions: Mapping[tuple[str, str], pos.Position | PositionSummary],
+                     marks: Mapping[str, MarketMark], *,
                      account: str | None = None, symbol: str | None = None,
                      include_flat: bool = True) -> list[dict[str, Any]]:
     """The rows of view positions_pnl of these positions, valued at these marks (by symbol)."""
@@ -768,8 +771,13 @@ def open_order_rows(state: TradingState, *, account: str | None = None,
                     "status": o.status.value, "order_qty": o.order_qty, "price": o.price, "cum_qty": o.cum_qty,
                     "leaves_qty": o.leaves_qty, "avg_px": o.avg_px, "first_event_time": o.first_event_time,
                     "last_event_time": o.last_event_time})
-    out.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
+    sort_open_orders(out)
     return out
+
+
+def sort_open_orders(rows: list[dict[str, Any]]) -> None:
+    """open_orders rows newest first (last event time, then order id, descending)."""
+    rows.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
 
 
 # == taking snapshots outside the projector (`backbone checkpoints create`) ===========================
@@ -839,7 +847,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
 
 def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionPlan] | None = None,
                    progress: Callable[[int], None] | None = None,
-                   fold: Callable[..., ReportTotals] | None = None) -> tuple[list[Taken], ReportTotals]:
+                   fold: Callable[..., Folded] | None = None) -> tuple[list[Taken], ReportTotals]:
     """Snapshot every partition at the as-of cut of `when`, built from snapshots and the log
     (the live tables are not read): for pre-computing points that will be asked for often.
     `plans`: `replayer.plan_as_of(when)` if the caller has it already (it costs lookups).
@@ -848,9 +856,10 @@ def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionP
     them. Every snapshot is inserted in one transaction."""
     with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
         plans = replayer.plan_as_of(when) if plans is None else plans
+        done: ReportTotals
         if fold is not None:
-            done = fold(replayer, plans, progress=progress, snapshots=True)
-            payloads: dict[tuple[Kind, int], bytes] = done.payloads  # type: ignore[attr-defined]
+            folded = fold(replayer, plans, progress=progress, snapshots=True)
+            done, payloads = folded, folded.payloads
         else:
             done = result = replayer.run(plans, progress=progress)
             payloads = snapshot_payloads(replayer, plans, result)

@@ -66,7 +66,7 @@ class Execution:
 
 
 # Execution(...) and Fill(...) with every field, without a frozen __init__'s per-field setattr
-_new_execution = builder(Execution)
+new_execution = builder(Execution)
 _new_fill = builder(Fill)
 _FILLED, _BUSTED, _CORRECTED = EventType.FILLED, EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED
 
@@ -88,6 +88,11 @@ def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, st
     # exec ids are distinct: `executions` comes from a table (or dict) keyed by exec_id
     return {key: positions.apply_fills(positions.empty_position(*key), fills, exec_ids_are_new=True)
             for key, fills in live.items()}
+
+
+def mark_recency(mark: MarketMark) -> tuple[datetime, str]:
+    """Orders a symbol's marks: the greatest is the one the state keeps."""
+    return mark.event_time, mark.event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +163,7 @@ class TradingState:
                 raise InvalidOrderTransition(event.order_id, "duplicate_exec_id",
                                              f"execution {exec_id} already belongs to order "
                                              f"{self.executions[exec_id].order_id}")
-            execution = _new_execution(
+            execution = new_execution(
                 exec_id, event.order_id, partition, offset, event.account, event.symbol, event.side,
                 _decimal(event.last_qty), _decimal(event.last_px), _decimal(event.commission),
                 event.currency, event.liquidity, event.event_time, False, False, None, None,
@@ -217,8 +222,7 @@ class TradingState:
     def apply_mark(self, mark: MarketMark, partition: int) -> Outcome:
         """Keep the newest mark per symbol; an older or equal-time mark is stale, not an error."""
         current = self.marks.get(mark.symbol)
-        if current is not None and (mark.event_time, mark.event_id) <= (current.mark.event_time,
-                                                                        current.mark.event_id):
+        if current is not None and mark_recency(mark) <= mark_recency(current.mark):
             return "duplicate" if current.mark.event_id == mark.event_id else "stale"
         self.marks[mark.symbol] = MarkRow(mark.symbol, partition, mark)
         self.changes.marks.add(mark.symbol)

@@ -20,10 +20,11 @@ from psycopg.types.json import set_json_loads
 from backbone.domain import positions
 from backbone.domain.events import Liquidity, MarketMark, Side
 from backbone.domain.order_state import OrderState
-from backbone.domain.plain import builder, decoder_for, encoder_for
+from backbone.domain.plain import decoder_for, encoder_for
 from backbone.domain.positions import Position
 from backbone.errors import InvariantViolation
-from projections.state import Changes, Execution, MarkRow, TradingState, positions_from_executions
+from projections.state import (Changes, Execution, MarkRow, TradingState, new_execution,
+                               positions_from_executions)
 
 ORDER_COLS = ("order_id", "kafka_partition", "account", "symbol", "side", "order_type", "time_in_force",
               "cl_ord_id", "status", "order_qty", "price", "stop_price", "cum_qty", "leaves_qty", "avg_px",
@@ -190,7 +191,8 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
     state.drop_partitions(op, mp)
     with conn.cursor() as cur:
         if op:
-            # the state column parsed by orjson, not the json module: ~2x faster on 216k orders
+            # the state column parsed by orjson, not the json module: fetching 216k orders went from
+            # ~19 % to ~9 % of a reload under py-spy
             set_json_loads(orjson.loads, cur)
             cur.execute(f"select state, kafka_partition from {prefix}orders where kafka_partition = any(%s)", (op,))
             for plain, partition in cur:
@@ -221,7 +223,6 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
                 state.marks[r["symbol"]] = MarkRow(r["symbol"], r["kafka_partition"], mark)
 
 
-_new_execution = builder(Execution)
 _SIDES = {s.value: s for s in Side}
 _LIQUIDITIES = {x.value: x for x in Liquidity}
 
@@ -233,11 +234,10 @@ def _execution(exec_id: str, order_id: str, kafka_partition: int, source_offset:
                updated_at: datetime) -> Execution:
     """An executions row (EXEC_COLS, in order) as the Execution it stores; an unknown side or
     liquidity is refused like Side(...) and Liquidity(...) refuse it."""
-    return _new_execution(exec_id, order_id, kafka_partition, source_offset, account, symbol,
-                          _SIDES[side] if side in _SIDES else Side(side), qty, price, commission, currency,
-                          None if not liquidity else _LIQUIDITIES[liquidity] if liquidity in _LIQUIDITIES
-                          else Liquidity(liquidity), exec_time, busted, corrected, original_qty, original_price,
-                          last_event_id, updated_at)
+    return new_execution(exec_id, order_id, kafka_partition, source_offset, account, symbol,
+                         _SIDES.get(side) or Side(side), qty, price, commission, currency,
+                         (_LIQUIDITIES.get(liquidity) or Liquidity(liquidity)) if liquidity else None, exec_time,
+                         busted, corrected, original_qty, original_price, last_event_id, updated_at)
 
 
 def _check_reload(position: Position, stored: dict[str, Any]) -> None:
