@@ -50,6 +50,9 @@ def run(
                                                   help="exit once every partition reached its end offset")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="records per batch/transaction")] = 5000,
     status_interval: Annotated[float, typer.Option(min=0.5, help="seconds between status lines")] = 10.0,
+    mirror_interval: Annotated[float, typer.Option(
+        min=0.0, help="seconds between mirrors of the committed offsets to the group in Kafka (for lag tools; "
+                      "also on revoke and on exit); 0: after every batch")] = 1.0,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the final stats as JSON")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -69,7 +72,7 @@ def run(
         try:
             loop = ProjectionLoop(settings, TradingProjection(settings), engine,
                                   LoopConfig(group_id=group, instance_id=instance_id, batch_size=batch_size,
-                                             status_interval_s=status_interval),
+                                             status_interval_s=status_interval, mirror_interval_s=mirror_interval),
                                   stop_requested=stop, on_status=None if json_out else _status_line)
             stats = loop.run(until_caught_up=until_caught_up, max_seconds=max_seconds)
         finally:
