@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -64,3 +67,82 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU the process (all its threads) used so far; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (a postmaster's backends and workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.add(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+class CpuMeter:
+    """Cores used over a window by named groups of local processes (Linux /proc): where the CPU of
+    a shared machine went while a benchmark ran. A process that ends inside the window is not
+    counted; one that starts inside it counts from its start."""
+
+    def __init__(self, groups: dict[str, Callable[[], set[int]]]) -> None:
+        self.groups = groups
+        self._start: dict[int, float] = {}
+        self._t0 = 0.0
+
+    def _sample(self) -> dict[int, float]:
+        out = {}
+        for pids in self.groups.values():
+            for pid in pids():
+                used = cpu_seconds(pid)
+                if used is not None:
+                    out[pid] = used
+        return out
+
+    @property
+    def started(self) -> bool:
+        return self._t0 > 0
+
+    def start(self) -> None:
+        self._start = self._sample()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Cores used by each group since `start` (CPU seconds / wall seconds)."""
+        elapsed = time.monotonic() - self._t0
+        used = {}
+        for name, pids in self.groups.items():
+            total = 0.0
+            for pid in pids():
+                now = cpu_seconds(pid)
+                if now is not None:
+                    total += now - self._start.get(pid, 0.0)
+            used[name] = total / elapsed if elapsed > 0 else 0.0
+        return used
+
+
+def local_service_pids(settings: Settings) -> dict[str, Callable[[], set[int]]]:
+    """The local stack's broker and Postgres processes (`backbone local`), for a CpuMeter; empty
+    groups against a remote cluster."""
+    from backbone.local import kafka, postgres
+
+    def broker() -> set[int]:
+        pid = kafka.running(settings)
+        return set() if pid is None else {pid}
+
+    def server() -> set[int]:
+        pid = postgres.running(settings)
+        return set() if pid is None else {pid} | children(pid)
+
+    return {"broker": broker, "postgres": server}

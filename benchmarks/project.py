@@ -15,12 +15,15 @@ now; this process runs the projector and records, per event, commit time − eve
 Prints p50/p99/max, once per producer linger.ms in --linger-ms, each on fresh topics: 5 ms is
 the project producer's default (backbone.kafka.producer), 0 sends every record in a request of
 its own, which on the 2-core machine kept the broker busy for ~0.65 of a core at 5k/s (~0.4
-with 5 ms), CPU the projector and Postgres then waited for.
+with 5 ms), CPU the projector and Postgres then waited for. Also prints the cores each of the
+broker, Postgres (local stack), the producer and the projector used from the tenth event to the
+ninth tenth: the machine's cores are shared by all four, and what they leave decides the tail.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -33,7 +36,8 @@ from backbone.codec.avro import AvroCodec
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.producer import PRODUCER_DEFAULTS, KafkaProducer
 from backbone.settings import Settings
-from benchmarks.common import bench_settings, create_topics, delete_topics, fresh_database, percentile
+from benchmarks.common import (CpuMeter, bench_settings, create_topics, delete_topics, fresh_database,
+                               local_service_pids, percentile)
 from consumers.runtime import LoopConfig, ProjectionLoop
 from producers.publisher import EventPublisher
 from producers.simulator import SimulationConfig, simulate
@@ -163,10 +167,19 @@ def latency_run(args: argparse.Namespace, linger_ms: int) -> None:
     settings = bench_settings("latency")
     create_topics(settings)
     latencies: list[float] = []
+    total = args.rate * args.seconds
+    meter: CpuMeter | None = None
+    cores: dict[str, float] = {}
 
     def on_commit(records: list, committed_at: float) -> None:
         for msg in records:
             latencies.append(committed_at - msg.timestamp()[1] / 1000)
+        # CPU over the steady part: from the tenth event to the ninth tenth (the producer alive)
+        if meter is not None and not cores:
+            if not meter.started and len(latencies) >= total // 10:
+                meter.start()
+            elif meter.started and len(latencies) >= total * 9 // 10:
+                cores.update(meter.stop())
 
     try:
         with fresh_database(settings) as dbs:
@@ -174,7 +187,9 @@ def latency_run(args: argparse.Namespace, linger_ms: int) -> None:
                              if k.startswith("topic_") or k == "partitions"}
             producer = subprocess.Popen([sys.executable, "-m", "benchmarks.steady_producer", str(args.rate),
                                          str(args.seconds), str(linger_ms)],
-                                        env={**__import__("os").environ, **env_overrides})
+                                        env={**os.environ, **env_overrides})
+            meter = CpuMeter({**local_service_pids(dbs), "producer": lambda: {producer.pid},
+                              "projector": lambda: {os.getpid()}})
             engine = db.make_engine(dbs)
             holder: dict[str, ProjectionLoop] = {}
 
@@ -193,6 +208,10 @@ def latency_run(args: argparse.Namespace, linger_ms: int) -> None:
               "projected")
         print(f"latency event time -> row committed: p50 {percentile(steady, 50) * 1000:.1f} ms  "
               f"p99 {percentile(steady, 99) * 1000:.1f} ms  max {max(steady) * 1000:.1f} ms")
+        if cores:
+            print(f"cores used (of {os.cpu_count()}), events {total // 10:,}-{total * 9 // 10:,}: "
+                  + "  ".join(f"{name} {used:.2f}" for name, used in cores.items())
+                  + f"  all {sum(cores.values()):.2f}")
     finally:
         delete_topics(settings)
 
