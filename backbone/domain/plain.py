@@ -198,7 +198,22 @@ def builder(cls: type[T]) -> Callable[..., T]:
     if ("__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__")
             or not all(f.init for f in dataclasses.fields(cls))):
         return cls
-    names = _slots(cls)
+    return _python_builder(cls, _slots(cls))
+
+
+def slots_builder(cls: type[T], names: tuple[str, ...]) -> Callable[..., T]:
+    """``slots_builder(cls, names)(*values)``: a new `cls` (any class with `__slots__` and no
+    `__dict__`) whose slots `names` hold `values`, set directly without calling `__init__`;
+    compiled where built."""
+    if _speedups is not None:
+        try:
+            return _speedups.Slots(cls, names, _speedups.SLOTS_BUILD)  # type: ignore[no-any-return]
+        except (TypeError, ValueError):  # not plain slots: the Python path
+            pass
+    return _python_builder(cls, names)
+
+
+def _python_builder(cls: type[T], names: tuple[str, ...]) -> Callable[..., T]:
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
     lines = [f"def build({', '.join(names)}):", "    o = _new(_cls)"]
     for i, name in enumerate(names):

@@ -81,7 +81,7 @@ from itertools import islice
 from typing import TypeVar, overload
 
 from backbone.domain.events import Side
-from backbone.domain.plain import builder
+from backbone.domain.plain import builder, slots_builder
 from backbone.errors import InvalidRecord, InvariantViolation
 
 T = TypeVar("T")
@@ -172,11 +172,7 @@ class History(Sequence[T]):
         self._n = n
 
     def appended(self, item: T) -> History[T]:
-        items = self._items
-        if len(items) != self._n:  # another version appended already: fork from our prefix
-            items = items[: self._n]
-        items.append(item)
-        return History(items, self._n + 1)
+        return _appended(self, item)  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return self._n
@@ -214,6 +210,12 @@ class History(Sequence[T]):
 
     def __repr__(self) -> str:
         return repr(tuple(self))
+
+
+# History(items, n) without the __init__ call, and `_appended` inline: a fill appends twice
+# (fills, prior_states). callgrind, 20,000 fills of a simulated session: 29,689 instructions a
+# fill in `apply_fill` instead of 32,166.
+_new_history = slots_builder(History, ("_items", "_n"))
 
 
 class Deferred(Sequence[T]):
@@ -303,8 +305,12 @@ class Deferred(Sequence[T]):
 def _appended(sequence: Sequence[T], item: T) -> Sequence[T]:
     """`sequence` + (item,) as a History, or still a Deferred one (a hand-built position may
     hold a plain tuple)."""
-    if type(sequence) is History:
-        return sequence.appended(item)
+    if type(sequence) is History:  # inline: the hot path of every fill, twice
+        items, n = sequence._items, sequence._n  # noqa: SLF001
+        if len(items) != n:  # another version appended already: fork from our prefix
+            items = items[:n]
+        items.append(item)
+        return _new_history(items, n + 1)
     if type(sequence) is Deferred:
         return sequence.appended(item)
     return History([*sequence, item], len(sequence) + 1)
