@@ -121,6 +121,11 @@ class LoopConfig:
 #: the same broker CPU, p50 22.6 / 26.7 ms vs 17.6 / 17.6 ms with 5, alternating).
 PROJECTOR_FETCH: dict[str, Any] = {"fetch.min.bytes": 16 * 1024, "fetch.wait.max.ms": 5}
 
+#: A connection held idle longer than this goes back to the pool before the next batch, which
+#: checks out one the pool pings first: a connection dropped by the server or a firewall during a
+#: quiet spell is then replaced silently instead of failing a batch (a retry and a warning).
+HELD_DB_IDLE_S = 30.0
+
 
 class ProjectionLoop:
     """One consumer in a group, feeding one projection. Not thread-safe; no hidden threads."""
@@ -142,9 +147,10 @@ class ProjectionLoop:
         self._dlq: KafkaProducer | None = None
         self._unmirrored: dict[TP, int] = {}  # committed in Postgres, not yet mirrored to Kafka
         self._mirrored_at = time.monotonic()
-        # held from batch to batch (a checkout from the pool pinged the server every batch); a
-        # connection error drops it and the retry connects anew
+        # held from batch to batch (a checkout from the pool pinged the server every batch); any
+        # database error gives it back to the pool, and the retry checks one out (and pings it)
         self._db: Connection | None = None
+        self._db_used_at = 0.0
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
         # auto.offset.reset=error (CONSUMER_DEFAULTS): an offset that left the log is _out_of_range
         self._consumer = Consumer(consumer_config(settings, **PROJECTOR_FETCH, **extra, **{
@@ -385,8 +391,11 @@ class ProjectionLoop:
                         sa_conn.execution_options(isolation_level=isolation_level)
                         with sa_conn.begin():
                             return work(sa_conn.connection.driver_connection)
+                if self._db is not None and time.monotonic() - self._db_used_at > HELD_DB_IDLE_S:
+                    self._drop_db()  # a quiet hour (a closed market): check out a pinged one instead
                 if self._db is None:
                     self._db = self.engine.connect()
+                self._db_used_at = time.monotonic()
                 with self._db.begin():
                     return work(self._db.connection.driver_connection)
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures

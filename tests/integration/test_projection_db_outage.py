@@ -11,13 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from backbone import db
 from backbone.settings import Settings
 from conftest import scratch_database
+from consumers.runtime import HELD_DB_IDLE_S, LoopConfig, ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
+from projections.rebuild import psycopg_url
+from projections.trading import TradingProjection
 from support import checkpoint_total, project, publish, spawn_projector, table_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -104,3 +108,36 @@ def test_serialization_failures_are_retried_and_apply_every_batch_once(created_t
     assert stats.db_retries == failures  # each refused transaction was retried, once
     assert stats.dead_letters == 0
     assert table_dump(settings) == expected
+
+
+@pytest.mark.parametrize("quiet_spell, retries", [(True, 0), (False, 1)])
+def test_a_connection_killed_during_a_quiet_spell_is_replaced_without_a_retry(
+        created_topics: Settings, names, quiet_spell: bool, retries: int) -> None:
+    """The projector holds one connection between batches. The server (or a firewall) may drop it
+    while no records come: after HELD_DB_IDLE_S without a batch the next one checks out a pinged
+    connection, so a dropped one costs nothing; within the limit it costs one retry."""
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=600, seed=79))))
+    engine = db.make_engine(settings)
+    holder: dict[str, ProjectionLoop] = {}
+
+    def kill_the_held_connection(records: list, committed_at: float) -> None:
+        loop = holder["loop"]
+        if loop.stats.batches == 1:
+            held = loop._db  # noqa: SLF001
+            assert held is not None
+            with psycopg.connect(psycopg_url(settings), autocommit=True) as admin:
+                admin.execute("select pg_terminate_backend(%s)", (held.connection.driver_connection.info.backend_pid,))
+            if quiet_spell:
+                loop._db_used_at -= HELD_DB_IDLE_S + 1  # noqa: SLF001
+
+    try:
+        loop = holder["loop"] = ProjectionLoop(settings, TradingProjection(settings), engine,
+                                               LoopConfig(group_id=names.group(), batch_size=100),
+                                               on_commit=kill_the_held_connection)
+        stats = loop.run(until_caught_up=True, max_seconds=300)
+    finally:
+        engine.dispose()
+    assert stats.events == 600 and stats.batches >= 2
+    assert stats.db_retries == retries
+    assert checkpoint_total(settings) == 600
