@@ -80,7 +80,8 @@ def run(
     summary = {"projection": NAME, "events": stats.events, "batches": stats.batches,
                "dead_letters": stats.dead_letters, "rows_written": stats.rows_written,
                "db_retries": stats.db_retries, "fenced_batches": stats.fenced, "events_per_s": round(stats.rate()),
-               "lag": stats.lag, "expired_skipped": stats.expired_skipped}
+               "lag": stats.lag, "expired_skipped": stats.expired_skipped,
+               "partitions_loaded": stats.partitions_loaded, "partitions_kept": stats.partitions_kept}
     if json_out:
         print_json(summary)
     else:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import random
 import signal
+import threading
 import time
 
 import pytest
+from confluent_kafka import Consumer
 
+from backbone import db
+from backbone.kafka.consumer import consumer_config
 from backbone.settings import Settings
-from conftest import scratch_database
+from conftest import TEST_PARTITIONS, scratch_database
+from consumers.runtime import LoopConfig, ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
-from support import checkpoint_total, project, publish, spawn_projector, table_dump
+from projections.trading import TradingProjection
+from support import checkpoint_total, project, publish, rows, spawn_projector, table_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS = 50_000
@@ -93,3 +99,92 @@ def test_sigterm_finishes_the_batch_and_exits_zero(session_log: Settings, names)
     assert proc.returncode == 0, err
     stats = json.loads(out)
     assert checkpoint_total(settings) == stats["events"]  # every processed event is committed, no more
+
+
+def test_partitions_a_rebalance_gives_back_unchanged_keep_their_state(created_topics: Settings, services,
+                                                                       names) -> None:
+    """An eager rebalance revokes every partition. Those that come back to the same projector
+    with the checkpoint it committed keep their state in memory; those another member held are
+    loaded from Postgres. The tables end as one uninterrupted run's."""
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=3_000, seed=81))))
+    with scratch_database(settings, services.database_url) as ref:
+        project(ref, names.group("reference"))
+        expected = table_dump(ref)
+
+    group = names.group("keep")
+    topic_names = [settings.topic_orders, settings.topic_marketdata]
+    loads: list[list[tuple[str, int]]] = []
+    intruder_held: list[list[tuple[str, int]]] = []
+    intruder_left = threading.Event()
+
+    def intrude() -> None:
+        """A second member of the group: takes its share, reads nothing, leaves."""
+        consumer = Consumer(consumer_config(settings, **{"group.id": group, "partition.assignment.strategy": "range"}))
+        try:
+            consumer.subscribe(topic_names)
+            deadline = time.monotonic() + 120
+            while not consumer.assignment() and time.monotonic() < deadline:
+                consumer.poll(0.2)
+            intruder_held.append(sorted((tp.topic, tp.partition) for tp in consumer.assignment()))
+        finally:
+            consumer.close()
+            intruder_left.set()
+
+    projection = TradingProjection(settings)
+    load = projection.load
+
+    def counting_load(conn, tps):  # noqa: ANN001, ANN202
+        loads.append(sorted(tps))
+        return load(conn, tps)
+
+    projection.load = counting_load  # type: ignore[method-assign]
+    intruder = threading.Thread(target=intrude)
+    holder: dict[str, ProjectionLoop] = {}
+
+    def after_commit(records: list, committed_at: float) -> None:
+        if holder["loop"].stats.batches == 1:
+            intruder.start()
+
+    def finished() -> bool:
+        loop = holder["loop"]
+        return intruder_left.is_set() and len(loop.assigned) == 2 * TEST_PARTITIONS and loop.assigned <= loop.at_end
+
+    engine = db.make_engine(settings)
+    try:
+        loop = holder["loop"] = ProjectionLoop(settings, projection, engine, LoopConfig(group_id=group, batch_size=50),
+                                               stop_requested=finished, on_commit=after_commit)
+        stats = loop.run(max_seconds=300)
+    finally:
+        engine.dispose()
+        if intruder.is_alive():
+            intruder.join(timeout=60)
+    everything = sorted((t, p) for t in topic_names for p in range(TEST_PARTITIONS))
+    (theirs,) = intruder_held
+    assert 0 < len(theirs) < len(everything)
+    # all at first; after the intruder joined nothing (ours came back unchanged); after it left,
+    # only what it had held (it committed nothing, but this member had dropped that state)
+    assert loads == [everything, theirs]
+    assert stats.partitions_loaded == len(everything) + len(theirs)
+    assert stats.partitions_kept == 2 * len(everything) - 2 * len(theirs)
+    assert stats.events == 3_000
+    assert table_dump(settings) == expected
+
+    # What decides: a held partition whose checkpoint is no longer the one this member committed
+    # (another owner moved it) is loaded again; after a swap (another generation), every one is.
+    stored = {(r["topic"], r["partition"]): r["next_offset"]
+              for r in rows(settings, "select topic, partition, next_offset from projection_checkpoints")}
+    moved = sorted(stored)[0]
+
+    def give_back(held: dict[tuple[str, int], int | None]) -> list[tuple[str, int]]:
+        loop._held = held  # noqa: SLF001 - as a revoke of everything leaves it
+        loads.clear()
+        loop._with_db_retry(lambda conn: loop._load(conn, everything),  # noqa: SLF001
+                            isolation_level="REPEATABLE READ")
+        return loads[0] if loads else []
+
+    assert give_back({tp: stored.get(tp) for tp in everything}) == []
+    assert give_back({tp: stored.get(tp) - (tp == moved) if tp in stored else None for tp in everything}) == [moved]
+    loop.generation -= 1
+    assert give_back({tp: stored.get(tp) for tp in everything}) == everything
+    assert table_dump(settings) == expected
