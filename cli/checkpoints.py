@@ -10,10 +10,9 @@ from rich.table import Table
 
 from backbone.errors import BackboneError
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, replayer
+from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, folding
 from projections import replay as rp
 from projections import snapshots, store
-from projections.parallel import PartitionWorkers
 from projections.trading import NAME
 
 app = typer.Typer(help="Projection snapshots (checkpoints of state) for point-in-time queries and replay.",
@@ -89,14 +88,11 @@ def create_cmd(
                 taken = rp.snapshot_live(settings, engine, reader, projection=projection)
         else:
             when = rp.parse_time(as_of)
-            n = processes or settings.replay_processes
-            # the helpers first: they are forked before this process starts any Kafka client (projections.parallel)
-            with PartitionWorkers(settings, n, projection=projection) as workers, \
-                    replayer(settings, projection) as r:
+            with folding(settings, projection, processes) as (workers, r):
                 plans = r.plan_as_of(when)
                 with ProgressBar("snapshot", sum(p.to_read for p in plans), quiet or json_out) as bar:
                     taken, _result = rp.snapshot_as_of(r, when, plans=plans, progress=bar,
-                                                       fold=workers.fold if n > 1 else None)
+                                                       fold=workers.fold if workers.processes > 1 else None)
         if not taken:
             raise BackboneError(f"projection {projection} has no checkpoints yet: nothing to snapshot "
                                 "(run `backbone project run` first, or give --as-of)")

@@ -60,6 +60,18 @@ def replayer(settings: Settings, projection: str) -> Iterator[rp.Replayer]:
         yield r
 
 
+@contextmanager
+def folding(settings: Settings, projection: str, processes: int | None, *,
+            split: bool = True) -> Iterator[tuple[PartitionWorkers, rp.Replayer]]:
+    """A replayer, and the helper processes that fold partitions beside it: `processes` (the
+    --processes option, default BACKBONE_REPLAY_PROCESSES), or this one alone unless `split`.
+    The helpers come first: they are forked before this process starts any Kafka client
+    (projections.parallel)."""
+    n = (processes or settings.replay_processes) if split else 1
+    with PartitionWorkers(settings, n, projection=projection) as workers, replayer(settings, projection) as r:
+        yield workers, r
+
+
 class ProgressBar:
     """A rich progress bar on stderr: records read of the planned offsets, events/s and ETA."""
 
@@ -153,11 +165,8 @@ def replay_cmd(
             from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
             to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
             check_into(into)
-            # --into writes one process's whole state; the helpers first: they are forked before
-            # this process starts any Kafka client (projections.parallel)
-            n = 1 if into is not None else (processes or settings.replay_processes)
-            with PartitionWorkers(settings, n, projection=projection) as workers, \
-                    replayer(settings, projection) as r:
+            # --into writes one process's whole state
+            with folding(settings, projection, processes, split=into is None) as (workers, r):
                 plans = r.plan_replay(from_offsets=from_offsets, from_time=from_time, from_beginning=from_beginning,
                                       to_offsets=to_offsets, to_time=to_time)
                 result: rp.ReplayResult | Folded

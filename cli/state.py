@@ -10,10 +10,10 @@ from rich.table import Table
 from backbone.gc_policy import fewer_collections
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, plan_json, replayer,
+from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, folding, plan_json,
                         write_schema)
 from projections import replay as rp
-from projections.parallel import Folded, PartitionWorkers
+from projections.parallel import Folded
 from projections.trading import NAME
 
 
@@ -62,10 +62,7 @@ def state_cmd(
             result: rp.ReplayResult | None = None
             rows: Folded | None = None
             # one symbol is one partition of each topic: nothing to split
-            n = 1 if whole_state or symbol else (processes or settings.replay_processes)
-            # the helpers first: they are forked before this process starts any Kafka client (projections.parallel)
-            with PartitionWorkers(settings, n, projection=projection) as workers, \
-                    replayer(settings, projection) as r:
+            with folding(settings, projection, processes, split=not (whole_state or symbol)) as (workers, r):
                 only = r.symbol_partitions(symbol) if symbol else None
                 plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)
                 with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
