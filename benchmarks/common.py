@@ -15,6 +15,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from backbone import db
+from backbone.local.process import stat_fields
 from backbone.kafka import topics
 from backbone.settings import Settings
 
@@ -71,11 +72,8 @@ def percentile(values: list[float], pct: float) -> float:
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU the process (all its threads) used so far; None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = stat_fields(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> set[int]:
@@ -83,11 +81,9 @@ def children(pid: int) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.add(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
+            fields = stat_fields(int(entry.name))
+            if fields is not None and fields[1] == str(pid):
+                found.add(int(entry.name))
     return found
 
 
@@ -101,13 +97,12 @@ class CpuMeter:
         self._start: dict[int, float] = {}
         self._t0 = 0.0
 
-    def _sample(self) -> dict[int, float]:
-        out = {}
-        for pids in self.groups.values():
-            for pid in pids():
-                used = cpu_seconds(pid)
-                if used is not None:
-                    out[pid] = used
+    def _sample(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far of each live process, by group."""
+        out: dict[str, dict[int, float]] = {}
+        for name, pids in self.groups.items():
+            used = {pid: cpu_seconds(pid) for pid in pids()}
+            out[name] = {pid: s for pid, s in used.items() if s is not None}
         return out
 
     @property
@@ -115,21 +110,14 @@ class CpuMeter:
         return self._t0 > 0
 
     def start(self) -> None:
-        self._start = self._sample()
+        self._start = {pid: s for group in self._sample().values() for pid, s in group.items()}
         self._t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         """Cores used by each group since `start` (CPU seconds / wall seconds)."""
         elapsed = time.monotonic() - self._t0
-        used = {}
-        for name, pids in self.groups.items():
-            total = 0.0
-            for pid in pids():
-                now = cpu_seconds(pid)
-                if now is not None:
-                    total += now - self._start.get(pid, 0.0)
-            used[name] = total / elapsed if elapsed > 0 else 0.0
-        return used
+        return {name: sum(s - self._start.get(pid, 0.0) for pid, s in group.items()) / elapsed if elapsed > 0
+                else 0.0 for name, group in self._sample().items()}
 
 
 def local_service_pids(settings: Settings) -> dict[str, Callable[[], set[int]]]:

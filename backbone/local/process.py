@@ -26,6 +26,15 @@ def cmdline(pid: int) -> str | None:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of `/proc/<pid>/stat` after the command name (state first: field 3 of proc(5)),
+    or None when the process is gone. Split after the last ')': a command name may hold spaces."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def running_pid(pid_file: Path, marker: str) -> int | None:
     """The pid in `pid_file` if that process is alive and was started with `marker`."""
     try:
@@ -35,11 +44,8 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
     line = cmdline(pid)
     if line is None or marker not in line:
         return None
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return None
-    return None if state == "Z" else pid
+    fields = stat_fields(pid)
+    return None if not fields or fields[0] == "Z" else pid
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
