@@ -152,15 +152,14 @@ def _slots(cls: type) -> tuple[str, ...]:
 _MISSING = object()
 
 
-def _compiled_slots(cls: type, mode: str) -> Any:
-    """The compiled `Slots` copier ("replace") or builder ("build") of a frozen, slotted
-    dataclass whose __init__ only assigns its fields; None when not built or not such a class."""
+def _compiled_replacer(cls: type) -> Any:
+    """The compiled `Slots` copier of a frozen, slotted dataclass whose __init__ only assigns its
+    fields; None when not built or not such a class. (Builders: `slots_builder`.)"""
     if (_speedups is None or "__slots__" not in cls.__dict__ or cls.__bases__ != (object,)
             or hasattr(cls, "__post_init__") or not all(f.init for f in dataclasses.fields(cls))):
         return None
     try:
-        return _speedups.Slots(cls, _slots(cls),
-                               _speedups.SLOTS_REPLACE if mode == "replace" else _speedups.SLOTS_BUILD)
+        return _speedups.Slots(cls, _slots(cls), _speedups.SLOTS_REPLACE)
     except (TypeError, ValueError):  # a field that is not a plain slot: the Python path
         return None
 
@@ -168,7 +167,7 @@ def _compiled_slots(cls: type, mode: str) -> Any:
 @functools.cache
 def _replacer(cls: type) -> Any:
     """A `replace` specialised for one class: compiled, or straight-line slot copies."""
-    compiled = _compiled_slots(cls, "replace")
+    compiled = _compiled_replacer(cls)
     if compiled is not None:
         return compiled
     names = _slots(cls)
@@ -192,13 +191,10 @@ def builder(cls: type[T]) -> Callable[..., T]:
     """``builder(cls)(*values)`` is ``cls(*values)`` (every field, in field order) for the
     frozen, slotted domain dataclasses, without the per-field object.__setattr__ of a frozen
     __init__ (hot paths: a position or an execution per fill). Any other class: cls itself."""
-    compiled = _compiled_slots(cls, "build")
-    if compiled is not None:
-        return compiled  # type: ignore[no-any-return]
     if ("__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__")
             or not all(f.init for f in dataclasses.fields(cls))):
         return cls
-    return _python_builder(cls, _slots(cls))
+    return slots_builder(cls, _slots(cls))
 
 
 def slots_builder(cls: type[T], names: tuple[str, ...]) -> Callable[..., T]:
