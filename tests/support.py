@@ -87,5 +87,11 @@ def spawn_projector(settings: Settings, group: str, *extra: str):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def checkpoints(settings: Settings) -> dict[tuple[str, int], int]:
+    """Every (topic, partition)'s next offset in projection_checkpoints."""
+    return {(r["topic"], r["partition"]): r["next_offset"]
+            for r in rows(settings, "select topic, partition, next_offset from projection_checkpoints")}
+
+
 def checkpoint_total(settings: Settings) -> int:
     return int(rows(settings, "select coalesce(sum(next_offset), 0) as n from projection_checkpoints")[0]["n"])

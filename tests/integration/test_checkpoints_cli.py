@@ -23,7 +23,7 @@ from projections import snapshots
 from projections.rebuild import psycopg_url
 from projections.replay import LogReader, parse_time, snapshot_live
 from projections.state import TradingState
-from support import project, publish, rows, settings_env
+from support import checkpoints, project, publish, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -94,12 +94,11 @@ def test_projector_snapshots_hold_the_fold_of_what_they_cover(created_topics: Se
     assert listed.exit_code == 0, listed.output
     out = json.loads(listed.stdout)
     assert len(out) >= 6
-    checkpoints = {(r["topic"], r["partition"]): r["next_offset"] for r in rows(
-        settings, "select topic, partition, next_offset from projection_checkpoints")}
+    offsets = checkpoints(settings)
     by_id = {s.id: s for s in stored(settings)}
     for row in out:
         tp = (row["topic"], row["partition"])
-        assert row["projection"] == "trading" and row["checkpoint"] == checkpoints[tp]
+        assert row["projection"] == "trading" and row["checkpoint"] == offsets[tp]
         assert 0 < row["next_offset"] <= row["checkpoint"] and row["bytes"] > 0
         below = [ts for t, o, ts, _r in entries if t == tp and o < row["next_offset"]]
         assert row["events_covered"] == row["next_offset"] == len(below)
@@ -131,9 +130,8 @@ def test_create_from_live_state_and_as_of_then_state_needs_no_tail(created_topic
     created = invoke("checkpoints", "create", "--json")
     assert created.exit_code == 0, created.output
     taken = json.loads(created.stdout)
-    checkpoints = {(r["topic"], r["partition"]): r["next_offset"] for r in rows(
-        settings, "select topic, partition, next_offset from projection_checkpoints")}
-    assert {(t["topic"], t["partition"]): t["next_offset"] for t in taken} == checkpoints
+    offsets = checkpoints(settings)
+    assert {(t["topic"], t["partition"]): t["next_offset"] for t in taken} == offsets
     assert {t["action"] for t in taken} == {"created"}
     for s in stored(settings):
         tp = (s.topic, s.partition)

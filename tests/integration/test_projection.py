@@ -26,7 +26,7 @@ from producers.simulator import SimulationConfig, simulate
 from projections import store
 from projections.rebuild import psycopg_url
 from projections.trading import TradingProjection
-from support import project, publish, rows, table_dump
+from support import checkpoints, project, publish, rows, table_dump
 from tape import Tape
 
 pytestmark = pytest.mark.integration
@@ -426,8 +426,7 @@ def test_offsets_are_mirrored_to_kafka_and_a_reload_checks_positions(created_top
 def checkpoints_and_mirror(settings: Settings, group: str) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
     """The next offsets in projection_checkpoints, and the group's committed offsets in Kafka
     for the same partitions."""
-    stored = {(r["topic"], r["partition"]): r["next_offset"]
-              for r in rows(settings, "select topic, partition, next_offset from projection_checkpoints")}
+    stored = checkpoints(settings)
     consumer = Consumer(settings.kafka_config(**{"group.id": group}))
     try:
         committed = consumer.committed([TopicPartition(t, p) for t, p in stored], timeout=30)

@@ -18,7 +18,7 @@ from conftest import TEST_PARTITIONS, scratch_database
 from consumers.runtime import LoopConfig, ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections.trading import TradingProjection
-from support import checkpoint_total, project, publish, rows, spawn_projector, table_dump
+from support import checkpoint_total, checkpoints, project, publish, spawn_projector, table_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS = 50_000
@@ -172,8 +172,7 @@ def test_partitions_a_rebalance_gives_back_unchanged_keep_their_state(created_to
 
     # What decides: a held partition whose checkpoint is no longer the one this member committed
     # (another owner moved it) is loaded again; after a swap (another generation), every one is.
-    stored = {(r["topic"], r["partition"]): r["next_offset"]
-              for r in rows(settings, "select topic, partition, next_offset from projection_checkpoints")}
+    stored = checkpoints(settings)
     moved = sorted(stored)[0]
 
     def give_back(held: dict[tuple[str, int], int | None]) -> list[tuple[str, int]]:
