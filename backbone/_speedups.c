@@ -746,13 +746,31 @@ static PyTypeObject EncoderType = {
  * Decoder
  * ------------------------------------------------------------------------------------------ */
 
+/* The values a decoder field produced, by their wire bytes: a direct-mapped table (a key's
+ * slot is fixed by its hash; a miss replaces what was there). Trading values repeat (tick
+ * grids, round lots, a handful of accounts, symbols and actors): a hit costs a hash and a
+ * memcmp where building them cost a bytes object, a dict lookup keyed by it and a Decimal
+ * parse or a UTF-8 decode, and equal strings come out as one object, whose hash the state's
+ * dicts compute once (callgrind, folding 20,000 records of a simulated session: 28,653
+ * instructions a record instead of 31,352 with the dicts). Only values that are not GC
+ * containers are kept (str, Decimal), so the table needs no traversal. A slot is read and
+ * written with the GIL held; a miss may run Python code (the fallback conversion) before it
+ * writes the slot, and then simply overwrites whatever another thread put there. */
+#define VALUE_KEY_MAX 24
+typedef struct {
+    PyObject *value; /* NULL: empty */
+    Py_ssize_t len;
+    unsigned char key[VALUE_KEY_MAX];
+} ValueSlot;
+
 typedef struct {
     int kind;
     int nullable;
     Py_ssize_t dest; /* index into the slots, -1: read and dropped */
-    PyObject *a;     /* K_DECIMAL: cache dict; K_ENUM: tuple of members by writer index */
+    PyObject *a;     /* K_ENUM: tuple of members by writer index */
     PyObject *b;     /* K_DECIMAL: decimal_from(raw bytes) -> Decimal */
     int scale, precision; /* K_DECIMAL */
+    ValueSlot *cache;     /* K_STRING, K_DECIMAL: cache_slots entries */
 } DecField;
 
 typedef struct {
@@ -762,7 +780,7 @@ typedef struct {
     PyObject *fallback;
     PyObject *decimal_type;
     Py_ssize_t header_size;
-    Py_ssize_t cache_max;
+    Py_ssize_t cache_slots; /* entries of each field's ValueSlot table, a power of two */
     Py_ssize_t nslots;
     Py_ssize_t offsets[MAX_FIELDS];
     Py_ssize_t nfields;
@@ -808,6 +826,23 @@ static PyObject *datetime_from_micros(int64_t micros) {
                                                    PyDateTimeAPI->DateTimeType);
 }
 
+static inline size_t value_key_hash(const unsigned char *s, Py_ssize_t n) {
+    uint64_t h = (uint64_t)n * UINT64_C(0x9E3779B97F4A7C15), w;
+    Py_ssize_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        memcpy(&w, s + i, 8); /* a fixed size: compiled to one load */
+        h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
+        h ^= h >> 29;
+    }
+    if (i < n) {
+        for (w = 0; i < n; i++)
+            w = (w << 8) | s[i];
+        h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
+        h ^= h >> 29;
+    }
+    return (size_t)(h ^ (h >> 32));
+}
+
 /* The value of field f at p[*pos]: a new reference, or NULL (error set or not: give up). */
 static PyObject *decode_value(Decoder *self, DecField *f, const unsigned char *p, Py_ssize_t size, Py_ssize_t *pos) {
     int64_t n;
@@ -817,35 +852,34 @@ static PyObject *decode_value(Decoder *self, DecField *f, const unsigned char *p
     case K_DECIMAL: {
         if (!read_long(p, size, pos, &n) || n < 0 || n > size - *pos)
             return NULL;
-        const char *s = (const char *)p + *pos;
+        const unsigned char *s = p + *pos;
         *pos += n;
-        if (f->kind == K_STRING)
-            return PyUnicode_DecodeUTF8(s, n, NULL);
-        PyObject *raw = PyBytes_FromStringAndSize(s, n);
-        if (!raw || f->kind == K_BYTES)
-            return raw;
-        PyObject *v = PyDict_GetItemWithError(f->a, raw);
-        if (v) {
-            Py_DECREF(raw);
-            return Py_NewRef(v);
+        if (f->kind == K_BYTES)
+            return PyBytes_FromStringAndSize((const char *)s, n);
+        ValueSlot *slot = NULL;
+        if (n <= VALUE_KEY_MAX) {
+            slot = &f->cache[value_key_hash(s, n) & (self->cache_slots - 1)];
+            if (slot->value && slot->len == n && memcmp(slot->key, s, (size_t)n) == 0)
+                return Py_NewRef(slot->value);
         }
-        if (!PyErr_Occurred()) {
-            v = decimal_from_raw(self->decimal_type, (const unsigned char *)s, n, f->scale, f->precision);
-            if (!v && !PyErr_Occurred())
+        PyObject *v;
+        if (f->kind == K_STRING) {
+            v = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+        } else {
+            v = decimal_from_raw(self->decimal_type, s, n, f->scale, f->precision);
+            if (!v && !PyErr_Occurred()) {
+                PyObject *raw = PyBytes_FromStringAndSize((const char *)s, n);
+                if (!raw)
+                    return NULL;
                 v = PyObject_CallOneArg(f->b, raw);
+                Py_DECREF(raw);
+            }
         }
-        if (!v) {
-            Py_DECREF(raw);
-            return NULL;
+        if (v && slot && !PyObject_IS_GC(v)) {
+            Py_XSETREF(slot->value, Py_NewRef(v));
+            slot->len = n;
+            memcpy(slot->key, s, (size_t)n);
         }
-        if (PyDict_GET_SIZE(f->a) >= self->cache_max)
-            PyDict_Clear(f->a);
-        if (PyDict_SetItem(f->a, raw, v) < 0) {
-            Py_DECREF(raw);
-            Py_DECREF(v);
-            return NULL;
-        }
-        Py_DECREF(raw);
         return v;
     }
     case K_LONG:
@@ -943,21 +977,26 @@ fallback:
     return PyObject_CallOneArg(self->fallback, buf);
 }
 
-/* Decoder(cls, slot_names, header_size, fields, defaults, fallback, decimal_type, cache_max)
- *   slot_names: every field of the dataclass, in its order (the object is built from them)
- *   fields:     ((kind, nullable, dest, a, b, scale, precision), ...) in the writer schema's order
- *   defaults:   ((dest, value), ...) reader fields the writer lacks */
+/* Decoder(cls, slot_names, header_size, fields, defaults, fallback, decimal_type, cache_slots)
+ *   slot_names:  every field of the dataclass, in its order (the object is built from them)
+ *   fields:      ((kind, nullable, dest, a, b, scale, precision), ...) in the writer schema's order
+ *   defaults:    ((dest, value), ...) reader fields the writer lacks
+ *   cache_slots: entries of each string and decimal field's value table (a power of two) */
 static PyObject *decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *cls, *names, *fields, *defaults, *fallback;
-    Py_ssize_t header_size, cache_max;
+    Py_ssize_t header_size, cache_slots;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "Decoder takes positional arguments only");
         return NULL;
     }
     PyObject *decimal_type;
     if (!PyArg_ParseTuple(args, "OO!nO!O!OOn", &cls, &PyTuple_Type, &names, &header_size, &PyTuple_Type, &fields,
-                          &PyTuple_Type, &defaults, &fallback, &decimal_type, &cache_max))
+                          &PyTuple_Type, &defaults, &fallback, &decimal_type, &cache_slots))
         return NULL;
+    if (cache_slots < 1 || (cache_slots & (cache_slots - 1)) || cache_slots > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "cache_slots must be a power of two up to 2**20");
+        return NULL;
+    }
     if (check_class(cls) < 0)
         return NULL;
     if (PyTuple_GET_SIZE(names) > MAX_FIELDS || PyTuple_GET_SIZE(fields) > MAX_FIELDS ||
@@ -973,7 +1012,7 @@ static PyObject *decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->fallback = Py_NewRef(fallback);
     self->decimal_type = Py_NewRef(decimal_type);
     self->header_size = header_size;
-    self->cache_max = cache_max;
+    self->cache_slots = cache_slots;
     self->nslots = PyTuple_GET_SIZE(names);
     for (Py_ssize_t i = 0; i < self->nslots; i++)
         if ((self->offsets[i] = slot_offset(self->cls, PyTuple_GET_ITEM(names, i))) < 0)
@@ -984,14 +1023,19 @@ static PyObject *decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "ipnOOii", &f->kind, &f->nullable, &f->dest, &a, &b,
                               &f->scale, &f->precision))
             goto fail;
-        if (f->dest >= self->nslots || f->kind == K_NULL || (f->kind == K_DECIMAL && !PyDict_CheckExact(a)) ||
-            (f->kind == K_ENUM && !PyTuple_CheckExact(a))) {
+        if (f->dest >= self->nslots || f->kind == K_NULL || (f->kind == K_ENUM && !PyTuple_CheckExact(a))) {
             PyErr_SetString(PyExc_ValueError, "bad decoder field");
             goto fail;
         }
         f->a = Py_NewRef(a);
         f->b = Py_NewRef(b);
+        f->cache = NULL;
         self->nfields = i + 1;
+        if ((f->kind == K_STRING || f->kind == K_DECIMAL) &&
+            !(f->cache = PyMem_Calloc((size_t)cache_slots, sizeof(ValueSlot)))) {
+            PyErr_NoMemory();
+            goto fail;
+        }
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(defaults); i++) {
         PyObject *value;
@@ -1027,8 +1071,15 @@ static int decoder_clear(Decoder *self) {
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->decimal_type);
     for (Py_ssize_t i = 0; i < self->nfields; i++) {
-        Py_CLEAR(self->fields[i].a);
-        Py_CLEAR(self->fields[i].b);
+        DecField *f = &self->fields[i];
+        Py_CLEAR(f->a);
+        Py_CLEAR(f->b);
+        if (f->cache) {
+            for (Py_ssize_t j = 0; j < self->cache_slots; j++)
+                Py_CLEAR(f->cache[j].value);
+            PyMem_Free(f->cache);
+            f->cache = NULL;
+        }
     }
     self->nfields = 0;
     for (Py_ssize_t i = 0; i < self->ndefaults; i++)

@@ -841,6 +841,11 @@ _LAST14 = tuple(bytes((i & 0x7F | 0x80, i >> 7)) if i >= 0x80 else _BYTE[i] for 
 #: reads and writes are atomic under the GIL: the codec is thread-safe.
 _DECIMAL_CACHE_SIZE = 1 << 12
 
+#: The compiled decoder keeps, per string and decimal field, a table of this many values by
+#: their wire bytes (direct-mapped; backbone/_speedups.c, ValueSlot): a hit skips the bytes
+#: object, the dict lookup and the conversion, and equal strings decode to one object.
+_DECODE_CACHE_SLOTS = 1 << 10
+
 
 @functools.cache
 def _slots_twin(cls: type) -> type | None:
@@ -1138,14 +1143,14 @@ class _FastCodecBuilder:
             a: Any = None
             b: Any = None
             if k.tag == "decimal":
-                a, b = {}, _make_decimal_from(k.scale, k.precision)
+                b = _make_decimal_from(k.scale, k.precision)
             elif k.tag == "enum":
                 a = self._enum_members(field.name, k, reader_kind)
             plan.append((_compiled_kind(k.tag), k.nullable, dest, a, b, k.scale, k.precision))
         defaults = tuple((slot[f.name], _default_value(f.kind, f.default, self.py_fields[f.name][0]))
                          for f in reader_fields if f.name in held and f.name not in written)
         return _speedups.Decoder(self.cls, names, HEADER_SIZE, tuple(plan), defaults, fallback, Decimal,
-                                 _DECIMAL_CACHE_SIZE)
+                                 _DECODE_CACHE_SLOTS)
 
     # ----- decoding
 

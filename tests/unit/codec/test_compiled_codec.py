@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backbone.codec import avro
 from backbone.codec.avro import HEADER_SIZE, AvroCodec, EncodeError, _decimal_layout_probed
 from backbone.domain.events import MarketMark, OrderEvent, Side
 from backbone.errors import DecodeError
@@ -137,6 +138,28 @@ def test_caches_are_bounded_and_stay_right_through_evictions() -> None:
         data = COMPILED.encode(event)
         assert data == PYTHON.encode(event)
         same_values(COMPILED.decode(data), PYTHON.decode(data))
+
+
+@needs_compiled
+def test_value_tables_with_one_slot_give_every_value_right_and_share_equal_strings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One slot per field: every string and decimal replaces the one before it, and every
+    # lookup compares a key of a different length or bytes (the hash decides nothing here).
+    monkeypatch.setattr(avro, "_DECODE_CACHE_SLOTS", 1)
+    one_slot = AvroCodec()
+    values = ["A", "ACCT-1", "ACCT-10", "", "\u00e9t\u00e9", "x" * 24, "y" * 25]
+    for i in range(200):
+        event = order(account=values[i % len(values)], symbol=values[(i * 3) % len(values)] or "S",
+                      price=Decimal(i % 5).scaleb(-2) + 1, avg_px=Decimal(i % 3) + Decimal("0.5"))
+        data = PYTHON.encode(event)
+        got = one_slot.decode(data)
+        same_values(got, PYTHON.decode(data))
+    # the same account twice in a row is one object the second time (a hit), as the cache promises
+    again = one_slot.decode(PYTHON.encode(order(account="ACCT-7")))
+    assert one_slot.decode(PYTHON.encode(order(account="ACCT-7"))).account is again.account
+    # 25 bytes is over the key limit: decoded anew each time, still right
+    long = "y" * 25
+    assert one_slot.decode(PYTHON.encode(order(account=long))).account == long
 
 
 @needs_compiled
