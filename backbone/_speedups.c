@@ -751,8 +751,9 @@ static PyTypeObject EncoderType = {
  * grids, round lots, a handful of accounts, symbols and actors): a hit costs a hash and a
  * memcmp where building them cost a bytes object, a dict lookup keyed by it and a Decimal
  * parse or a UTF-8 decode, and equal strings come out as one object, whose hash the state's
- * dicts compute once (callgrind, folding 20,000 records of a simulated session: 28,653
- * instructions a record instead of 31,352 with the dicts). Only values that are not GC
+ * dicts compute once (callgrind, folding the first 3,000 records of every orders partition and
+ * 600 of every marketdata partition of a simulated session, 40,814 records: 7.3 % fewer
+ * instructions for the whole fold than with the dicts). Only values that are not GC
  * containers are kept (str, Decimal), so the table needs no traversal. A slot is read and
  * written with the GIL held; a miss may run Python code (the fallback conversion) before it
  * writes the slot, and then simply overwrites whatever another thread put there. */
