@@ -350,9 +350,10 @@ class LogReader:
         ceiling = timestamp_ms(datetime.now(tz=UTC)) + 86_400_000
         return max_timestamps_below(targets, lambda pts: self.first_offsets_after(pts, highs), ceiling_ms=ceiling)
 
-    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message], None]) -> dict[TP, int]:
+    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message, TP, int], None]) -> dict[TP, int]:
         """Deliver every record in [start, end) of each partition, in offset order per
-        partition, to `on_message`, and return where each partition's range ended (exclusive).
+        partition, to `on_message(msg, (topic, partition), offset)`, and return where each
+        partition's range ended (exclusive).
         With `stop_ms`, a record at or after `stop_from` stamped later than `stop_ms` ends the
         range there (not delivered). Offset gaps (transaction markers, aborted records,
         compaction) are fine: a partition is done at its last offset, at the first record
@@ -406,7 +407,7 @@ class LogReader:
                     if r.stop_ms is not None and offset >= r.stop_from and msg.timestamp()[1] > r.stop_ms:
                         done(tp, offset)
                         continue
-                    on_message(msg)
+                    on_message(msg, tp, offset)
                     delivered = True
                     if offset == end - 1:
                         done(tp, end)
@@ -616,13 +617,11 @@ class Replayer:
             letters: list[tuple[str, str, str]] = []
             count = 0
 
-            def on_message(msg: Message) -> None:
+            def on_message(msg: Message, tp: TP, offset: int) -> None:
                 nonlocal count
-                tp = (msg.topic(), msg.partition())
                 report = reports[tp]
-                offset = msg.offset()
                 ts = msg.timestamp()[1]
-                letter = projection.apply(msg)
+                letter = projection.apply_at(msg, tp[0], tp[1], offset)
                 if report.begin < 0 and offset >= report.plan.begin and (
                         report.plan.begin_ms is None or ts >= report.plan.begin_ms):
                     report.begin = offset

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import psycopg
 from confluent_kafka import Message
@@ -47,6 +48,9 @@ class _Tracker:
 
 
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
+
+
+_ZERO = Decimal(0)  # a Decimal compares with a Decimal without converting an int first
 
 
 def _any_nul_python(*texts: object) -> bool:
@@ -136,7 +140,10 @@ class TradingProjection:
         self.state.drop_partitions(*self._split(revoked))
 
     def apply(self, msg: Message) -> DeadLetter | None:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        return self.apply_at(msg, msg.topic(), msg.partition(), msg.offset())
+
+    def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
+        """`apply(msg)` with the record's coordinates already read (a replay reads them first)."""
         if self.snapshots:
             self._track(msg, topic, partition, offset)
         try:
@@ -159,7 +166,7 @@ class TradingProjection:
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
                 if _any_nul(record.event_id, record.symbol, record.source):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
-                if record.mark_price <= 0:
+                if record.mark_price <= _ZERO:
                     return self._letter(msg, "bad_value:mark_price", f"mark price {record.mark_price} is not > 0")
                 outcome = self.state.apply_mark(record, partition)
         except InvalidOrderTransition as e:
