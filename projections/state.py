@@ -226,10 +226,8 @@ class TradingState:
     def apply_mark(self, mark: MarketMark, partition: int) -> Outcome:
         """Keep the newest mark per symbol; an older or equal-time mark is stale, not an error."""
         current = self.marks.get(mark.symbol)
-        if current is not None:
-            held = current.mark
-            if (mark.event_time, mark.event_id) <= (held.event_time, held.event_id):  # mark_recency, inline
-                return "duplicate" if held.event_id == mark.event_id else "stale"
+        if current is not None and mark_recency(mark) <= mark_recency(current.mark):
+            return "duplicate" if current.mark.event_id == mark.event_id else "stale"
         self.marks[mark.symbol] = new_mark_row(mark.symbol, partition, mark)
         self.changes.marks.add(mark.symbol)
         return "applied"

@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 import psycopg
 from confluent_kafka import Message
@@ -23,6 +22,7 @@ from confluent_kafka import Message
 from backbone.codec.avro import AvroCodec
 from backbone.compiled import compiled
 from backbone.domain.events import MarketMark, OrderEvent
+from backbone.domain.order_fields import ZERO
 from backbone.domain.positions import PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, coordinates
 from backbone.record_time import from_timestamp_ms, timestamp_ms
@@ -48,9 +48,6 @@ class _Tracker:
 
 
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
-
-
-_ZERO = Decimal(0)  # a Decimal compares with a Decimal without converting an int first
 
 
 def _any_nul_python(*texts: object) -> bool:
@@ -166,7 +163,7 @@ class TradingProjection:
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
                 if _any_nul(record.event_id, record.symbol, record.source):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
-                if record.mark_price <= _ZERO:
+                if record.mark_price <= ZERO:  # a Decimal against a Decimal: no int converted first
                     return self._letter(msg, "bad_value:mark_price", f"mark price {record.mark_price} is not > 0")
                 outcome = self.state.apply_mark(record, partition)
         except InvalidOrderTransition as e:
