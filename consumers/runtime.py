@@ -9,7 +9,9 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`):
 3. Write the next offset of every partition the batch touched into `projection_checkpoints`,
    as a compare-and-set from the offset and the generation this owner loaded: if another
    consumer moved it, or a rebuild swapped the tables (new generation), the whole transaction
-   is abandoned (`FencedError`) and the partitions are reloaded.
+   is abandoned (`FencedError`) and the partitions are reloaded. For a batch small enough to
+   be pipelined, steps 2 and 3 go to Postgres in one round trip; every result (rows refused,
+   offsets not moved) is checked before step 4.
 4. Commit the Postgres transaction: rows, dead letters and offsets become visible together.
 5. Mirror the offsets to Kafka (async commit) so ordinary lag tools see the group: at most once
    per `mirror_interval_s` (the newest offset of every partition since the last mirror), on
@@ -75,7 +77,10 @@ class Projection(Protocol):
 
     def apply(self, msg: Message) -> DeadLetter | None: ...
 
-    def write(self, conn: psycopg.Connection) -> int: ...
+    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
+        """Write the changed rows in the caller's transaction; `tail` sends the caller's statements
+        in the same round trip as the last rows, and its check runs before this returns."""
+        ...
 
     def committed(self) -> None: ...
 
@@ -356,15 +361,19 @@ class ProjectionLoop:
                 deadletter.send(producer, self.settings.topic_deadletter, letter)
             producer.flush()
 
-        def transaction(conn: psycopg.Connection) -> int:
-            # Step 2: the changed rows and the dead letters.
-            written = self.projection.write(conn)
+        def tail(conn: psycopg.Connection) -> Callable[[], None]:
+            # Step 2 (table part): the dead letters.
             store.insert_dead_letters(conn, [
                 (self.projection.name, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value())
                 for m, d in letters])
-            # Step 3: the next offsets, compare-and-set against what this owner loaded.
-            store.advance_checkpoints(conn, self.projection.name, moves, self.generation)
-            return written
+            # Step 3: the next offsets, compare-and-set against what this owner loaded; checked
+            # (FencedError) once the results are in, before anything commits.
+            return store.send_checkpoint_moves(conn, self.projection.name, moves, self.generation)
+
+        def transaction(conn: psycopg.Connection) -> int:
+            # Steps 2 and 3: the changed rows, then `tail`, in one round trip when the batch is
+            # small enough to be pipelined (store.write_changes).
+            return self.projection.write(conn, tail)
             # Step 4: the commit happens when _with_db_retry's transaction block ends.
 
         try:

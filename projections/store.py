@@ -8,7 +8,7 @@ writes rows, dead letters and checkpoints in one transaction (see consumers.runt
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -91,13 +91,22 @@ def _mark_row(m: MarkRow) -> tuple[Any, ...]:
     return (m.symbol, m.kafka_partition, k.mark_price, k.bid, k.ask, k.last, k.event_time, k.event_id, k.source)
 
 
+#: Statements of the caller's sent in the pipeline of the last upserts (see `write_changes`);
+#: returns what checks their results once they are in (it raises to abandon the transaction).
+Tail = Callable[[psycopg.Connection], Callable[[], None]]
+
+
 def write_changes(conn: psycopg.Connection, state: TradingState, changes: Changes,
-                  schema: str | None = None) -> int:
+                  schema: str | None = None, tail: Tail | None = None) -> int:
     """Upsert every row `changes` names; returns the number of rows written.
 
     A table with fewer than _COPY_THRESHOLD changed rows gets a statement per row, and the
     statements of consecutive such tables are pipelined (one round trip). A table with more goes
     through COPY into a transaction-scoped temp table and one INSERT … ON CONFLICT.
+
+    `tail` sends the caller's statements in the last pipeline, after the upserts (the projector's
+    dead letters and checkpoint compare-and-set: one round trip less a batch). Its check runs
+    after this function's own (refused rows: `ForeignKeysError`), before it returns.
     """
     batches = [
         ("orders", ORDER_COLS, ("order_id",),
@@ -117,9 +126,10 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
             if len(batch[3]) < _COPY_THRESHOLD:
                 pipelined.append(batch)
                 continue
-            written |= _pipeline_upserts(conn, pipelined, schema)
+            written |= _pipeline_upserts(conn, pipelined, schema)[0]
             written[batch[0]] = _copy_upsert(cur, *batch, schema)
-        written |= _pipeline_upserts(conn, pipelined, schema)
+        last, check_tail = _pipeline_upserts(conn, pipelined, schema, tail)
+        written |= last
     refused = {table: rows for table, _c, _k, rows in batches if written[table] < len(rows)}
     if refused:
         foreign = _foreign_keys(conn, refused, schema)
@@ -127,25 +137,31 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
             raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no id "
                                      "belongs to another partition")
         raise ForeignKeysError(foreign)
+    if check_tail is not None:
+        check_tail()
     return sum(len(rows) for _t, _c, _k, rows in batches)
 
 
 def _pipeline_upserts(conn: psycopg.Connection,
                       batches: list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]],
-                      schema: str | None) -> dict[str, int]:
-    """One round trip for the upserts of these tables (COPY cannot be pipelined); empties
-    `batches`. Returns the rows each table took (a cursor each: its rowcount is that sum)."""
-    if not batches:
-        return {}
+                      schema: str | None, tail: Tail | None = None) -> tuple[dict[str, int], Callable[[], None] | None]:
+    """One round trip for the upserts of these tables (COPY cannot be pipelined) and the `tail`'s
+    statements; empties `batches`. Returns the rows each table took (a cursor each: its rowcount
+    is that sum) and the tail's check."""
+    if not batches and tail is None:
+        return {}, None
     cursors = [conn.cursor() for _ in batches]
+    check_tail = None
     with conn.pipeline():
         for cur, (table, cols, keys, rows) in zip(cursors, batches, strict=True):
             cur.executemany(_upsert(table, cols, keys, schema), rows)
+        if tail is not None:
+            check_tail = tail(conn)
     written = {table: cur.rowcount for cur, (table, _c, _k, _r) in zip(cursors, batches, strict=True)}
     for cur in cursors:
         cur.close()
     batches.clear()
-    return written
+    return written, check_tail
 
 
 def _foreign_keys(conn: psycopg.Connection, refused: dict[str, list[tuple[Any, ...]]],
@@ -294,32 +310,50 @@ def advance_checkpoints(conn: psycopg.Connection, projection: str,
     One statement for the moves and one for first checkpoints, whatever the number of
     partitions a batch touched: a statement per partition was a round trip each, the larger
     part of a small batch's transaction."""
+    send_checkpoint_moves(conn, projection, moves, generation)()
+
+
+def send_checkpoint_moves(conn: psycopg.Connection, projection: str,
+                          moves: dict[tuple[str, int], tuple[int | None, int]],
+                          generation: int = 0) -> Callable[[], None]:
+    """`advance_checkpoints` in two halves, for a pipeline: send the statements, and return the
+    check to run once their results are in (it raises `FencedError`). Outside a pipeline the
+    statements have run when this returns."""
     ordered = sorted(moves.items())
     updates = [(t, p, expected, nxt) for (t, p), (expected, nxt) in ordered if expected is not None]
     inserts = [(t, p, nxt) for (t, p), (expected, nxt) in ordered if expected is None]
-    with conn.cursor() as cur:
-        if updates:
-            topics, partitions, expected, nxt = (list(column) for column in zip(*updates, strict=True))
-            cur.execute("update projection_checkpoints c set next_offset = m.nxt, updated_at = now() "
-                        "from unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[]) "
-                        "as m(topic, partition, expected, nxt) "
-                        "where c.projection = %s and c.topic = m.topic and c.partition = m.partition "
-                        "and c.next_offset = m.expected and c.generation = %s returning c.topic, c.partition",
-                        (topics, partitions, expected, nxt, projection, generation))
-            _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, e) for t, p, e, _n in updates])
-        if inserts:
-            topics, partitions, nxt = (list(column) for column in zip(*inserts, strict=True))
-            # Only under the projection's current generation: a partition the swap left without a
-            # checkpoint (nothing read) would otherwise get one of the old generation, and every
-            # later compare-and-set on it would be fenced, reload after reload.
-            cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset, generation) "
-                        "select %s, m.topic, m.partition, m.nxt, %s "
-                        "from unnest(%s::text[], %s::int[], %s::bigint[]) as m(topic, partition, nxt) "
-                        "where %s = (select coalesce(max(generation), 0) from projection_checkpoints "
-                        "where projection = %s) "
-                        "on conflict do nothing returning topic, partition",
-                        (projection, generation, topics, partitions, nxt, generation, projection))
-            _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, [(t, p, None) for t, p, _n in inserts])
+    sent: list[tuple[psycopg.Cursor, list[tuple[str, int, int | None]]]] = []
+    if updates:
+        cur = conn.cursor()
+        topics, partitions, expected, nxt = (list(column) for column in zip(*updates, strict=True))
+        cur.execute("update projection_checkpoints c set next_offset = m.nxt, updated_at = now() "
+                    "from unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[]) "
+                    "as m(topic, partition, expected, nxt) "
+                    "where c.projection = %s and c.topic = m.topic and c.partition = m.partition "
+                    "and c.next_offset = m.expected and c.generation = %s returning c.topic, c.partition",
+                    (topics, partitions, expected, nxt, projection, generation))
+        sent.append((cur, [(t, p, e) for t, p, e, _n in updates]))
+    if inserts:
+        cur = conn.cursor()
+        topics, partitions, nxt = (list(column) for column in zip(*inserts, strict=True))
+        # Only under the projection's current generation: a partition the swap left without a
+        # checkpoint (nothing read) would otherwise get one of the old generation, and every
+        # later compare-and-set on it would be fenced, reload after reload.
+        cur.execute("insert into projection_checkpoints (projection, topic, partition, next_offset, generation) "
+                    "select %s, m.topic, m.partition, m.nxt, %s "
+                    "from unnest(%s::text[], %s::int[], %s::bigint[]) as m(topic, partition, nxt) "
+                    "where %s = (select coalesce(max(generation), 0) from projection_checkpoints "
+                    "where projection = %s) "
+                    "on conflict do nothing returning topic, partition",
+                    (projection, generation, topics, partitions, nxt, generation, projection))
+        sent.append((cur, [(t, p, None) for t, p, _n in inserts]))
+
+    def check() -> None:
+        for cur, wanted in sent:
+            with cur:
+                _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, wanted)
+
+    return check
 
 
 def _check_moved(projection: str, moved: set[tuple[str, int]], wanted: list[tuple[str, int, int | None]]) -> None:

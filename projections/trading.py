@@ -204,9 +204,9 @@ class TradingProjection:
                           source_partition=msg.partition(), source_offset=msg.offset(), projection=self.name,
                           timestamp_ms=msg.timestamp()[1])
 
-    def write(self, conn: psycopg.Connection) -> int:
+    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
         try:
-            written = store.write_changes(conn, self.state, self.state.changes, schema=self.schema)
+            written = store.write_changes(conn, self.state, self.state.changes, schema=self.schema, tail=tail)
         except store.ForeignKeysError as e:
             # Remembered across the reload that follows (a FencedError): folded again, the records
             # that reuse these ids are refused instead of overwriting the owner's rows.

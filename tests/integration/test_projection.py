@@ -318,6 +318,33 @@ def test_records_deleted_while_the_projector_holds_the_partition(created_topics:
         assert mark["mark_price"] == Decimal(7)
 
 
+def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(created_topics: Settings, names,
+                                                                             monkeypatch) -> None:
+    """Below the COPY threshold, a batch's upserts and its checkpoint compare-and-set go to
+    Postgres in one pipeline (one sync): the moves are sent while the pipeline is open, and the
+    loop opens one pipeline per committed batch."""
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=600, seed=12, symbols=4, accounts=2))))
+    opened: list[int] = []
+    during_moves: list[str] = []
+    pipeline, send_moves = psycopg.Connection.pipeline, store.send_checkpoint_moves
+
+    def counting_pipeline(self: psycopg.Connection):  # type: ignore[no-untyped-def]
+        opened.append(1)
+        return pipeline(self)
+
+    def recording_moves(conn: psycopg.Connection, *args, **kwargs):  # type: ignore[no-untyped-def]
+        during_moves.append(psycopg.pq.PipelineStatus(conn.pgconn.pipeline_status).name)
+        return send_moves(conn, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", counting_pipeline)
+    monkeypatch.setattr(store, "send_checkpoint_moves", recording_moves)
+    stats = project(settings, names.group(), batch_size=50)
+    assert stats.events == 600 and stats.batches >= 12
+    assert during_moves == ["ON"] * stats.batches
+    assert len(opened) == stats.batches
+
+
 def test_copy_and_pipelined_upserts_write_the_same_rows(created_topics: Settings, services, names,
                                                         monkeypatch) -> None:
     """write_changes takes COPY + INSERT … SELECT for a table with many changed rows and pipelined
