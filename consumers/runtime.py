@@ -75,7 +75,9 @@ class Projection(Protocol):
 
     def drop(self, revoked: list[TP]) -> None: ...
 
-    def apply(self, msg: Message) -> DeadLetter | None: ...
+    def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
+        """Apply one record whose coordinates the caller has read already."""
+        ...
 
     def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
         """Write the changed rows in the caller's transaction; `tail` sends the caller's statements
@@ -350,10 +352,11 @@ class ProjectionLoop:
         moves: dict[TP, tuple[int | None, int]] = {}
         for msg in records:
             tp = (msg.topic(), msg.partition())
-            letter = self.projection.apply(msg)
+            offset = msg.offset()
+            letter = self.projection.apply_at(msg, tp[0], tp[1], offset)
             if letter is not None:
                 letters.append((msg, letter))
-            moves[tp] = (self.positions.get(tp), msg.offset() + 1)
+            moves[tp] = (self.positions.get(tp), offset + 1)
         if letters:
             # Step 2 (topic part): produce dead letters before the commit; a replay may resend.
             producer = self._dlq_producer()

@@ -356,10 +356,11 @@ class _Shadow:
         moves: dict[TP, tuple[int | None, int]] = {}
         for msg in batch:
             tp = (msg.topic(), msg.partition())
-            letter = self.projection.apply(msg)
+            offset = msg.offset()
+            letter = self.projection.apply_at(msg, tp[0], tp[1], offset)
             if letter is not None:
                 letters.append((msg, letter))
-            moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], msg.offset() + 1)
+            moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], offset + 1)
         with conn.transaction(), conn.cursor() as cur:
             self.projection.write(conn)
             if letters:

@@ -140,7 +140,8 @@ class TradingProjection:
         return self.apply_at(msg, msg.topic(), msg.partition(), msg.offset())
 
     def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
-        """`apply(msg)` with the record's coordinates already read (a replay reads them first)."""
+        """`apply(msg)` with the record's coordinates already read (the projector, a rebuild's
+        shadow and a replay read them first)."""
         if self.snapshots:
             self._track(msg, topic, partition, offset)
         try:
