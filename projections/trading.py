@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,7 +75,6 @@ class TradingProjection:
         self.name = name
         self.codec = codec or AvroCodec()
         self.state = TradingState()
-        self.outcomes: Counter[str] = Counter()
         self.snapshots = snapshots and (settings.snapshot_every_events > 0 or settings.snapshot_every_seconds > 0)
         self.clock: Callable[[], float] = time.time
         self._trackers: dict[tuple[str, int], _Tracker] = {}
@@ -158,7 +156,7 @@ class TradingProjection:
                     letter = self._foreign_letter(msg, record, partition)
                     if letter is not None:
                         return letter
-                outcome = self.state.apply_order_event(record, partition, offset)
+                self.state.apply_order_event(record, partition, offset)
             else:
                 if not isinstance(record, MarketMark):
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
@@ -166,12 +164,11 @@ class TradingProjection:
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if record.mark_price <= ZERO:  # a Decimal against a Decimal: no int converted first
                     return self._letter(msg, "bad_value:mark_price", f"mark price {record.mark_price} is not > 0")
-                outcome = self.state.apply_mark(record, partition)
+                self.state.apply_mark(record, partition)
         except InvalidOrderTransition as e:
             return self._letter(msg, e.rule, str(e))
         except PositionError as e:
             return self._letter(msg, "position", str(e))
-        self.outcomes[outcome] += 1
         return None
 
     def _foreign_letter(self, msg: Message, record: OrderEvent, partition: int) -> DeadLetter | None:
@@ -197,7 +194,6 @@ class TradingProjection:
             tracker.max_ts = ts
 
     def _letter(self, msg: Message, reason: str, detail: str) -> DeadLetter:
-        self.outcomes["dead_letter"] += 1
         detail = detail.replace("\x00", "\\x00")  # quotes record values; Postgres text cannot hold NUL
         where = coordinates(msg.topic(), msg.partition(), msg.offset())
         return DeadLetter(reason=reason, detail=f"{where}: {detail}", source=where, stage="project",
