@@ -2,7 +2,7 @@
  * Compiled fast paths of the hot loops, each the twin of a Python path that stays the reference:
  *
  * - Encoder / Decoder: the Avro codec (backbone.codec.avro), a record to its single-object
- *   encoding and back into its dataclass;
+ *   encoding and back into its dataclass; Dispatch, the header lookup in front of the decoders;
  * - utc_millis, isoformat: record timestamps (backbone.record_time) and ISO text of UTC times
  *   (backbone.domain.plain);
  * - Slots: copy-with-changes and positional construction of the frozen, slotted domain
@@ -1117,6 +1117,128 @@ static PyTypeObject DecoderType = {
 };
 
 /* ------------------------------------------------------------------------------------------
+ * Dispatch: AvroCodec.decode, the header lookup in front of the per-schema decoders
+ *
+ * Dispatch(table, header_size, fallback)(data) is table[data[:header_size]](data) when data
+ * is bytes whose header is a key of `table` (bytes -> decoder, copied at construction: the
+ * codec builds its table once), else fallback(data), the codec's diagnosing path. The same
+ * thing as the Python method without the slice, its hash and a Python frame a record.
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *headers;  /* tuple of bytes, each header_size long */
+    PyObject *decoders; /* tuple, same order */
+    PyObject *fallback;
+    Py_ssize_t header_size;
+    Py_ssize_t last; /* index of the last hit: records of one type come in runs */
+} Dispatch;
+
+static PyObject *dispatch_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Dispatch *self = (Dispatch *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
+        PyErr_SetString(PyExc_TypeError, "decode takes one positional argument, the bytes");
+        return NULL;
+    }
+    PyObject *buf = args[0];
+    if (PyBytes_CheckExact(buf) && PyBytes_GET_SIZE(buf) >= self->header_size) {
+        const char *p = PyBytes_AS_STRING(buf);
+        Py_ssize_t n = PyTuple_GET_SIZE(self->headers), last = self->last;
+        if (memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(self->headers, last)), p, self->header_size) == 0)
+            return PyObject_Vectorcall(PyTuple_GET_ITEM(self->decoders, last), args, 1, NULL);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(self->headers, i)), p, self->header_size) == 0) {
+                self->last = i;
+                return PyObject_Vectorcall(PyTuple_GET_ITEM(self->decoders, i), args, 1, NULL);
+            }
+        }
+    }
+    return PyObject_Vectorcall(self->fallback, args, 1, NULL);
+}
+
+static PyObject *dispatch_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *table, *fallback;
+    Py_ssize_t header_size;
+    if (!PyArg_ParseTuple(args, "O!nO", &PyDict_Type, &table, &header_size, &fallback))
+        return NULL;
+    Py_ssize_t n = PyDict_GET_SIZE(table);
+    if (n == 0 || header_size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "Dispatch needs at least one header and a positive header size");
+        return NULL;
+    }
+    PyObject *headers = PyTuple_New(n), *decoders = PyTuple_New(n);
+    if (!headers || !decoders)
+        goto error;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(table, &pos, &key, &value)) {
+        if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != header_size) {
+            PyErr_Format(PyExc_ValueError, "Dispatch: every key must be %zd bytes", header_size);
+            goto error;
+        }
+        PyTuple_SET_ITEM(headers, i, Py_NewRef(key));
+        PyTuple_SET_ITEM(decoders, i, Py_NewRef(value));
+        i++;
+    }
+    Dispatch *self = (Dispatch *)type->tp_alloc(type, 0);
+    if (!self)
+        goto error;
+    self->vectorcall = dispatch_vectorcall;
+    self->headers = headers;
+    self->decoders = decoders;
+    self->fallback = Py_NewRef(fallback);
+    self->header_size = header_size;
+    self->last = 0;
+    return (PyObject *)self;
+error:
+    Py_XDECREF(headers);
+    Py_XDECREF(decoders);
+    return NULL;
+}
+
+static int dispatch_traverse(Dispatch *self, visitproc visit, void *arg) {
+    Py_VISIT(self->headers);
+    Py_VISIT(self->decoders);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int dispatch_clear(Dispatch *self) {
+    Py_CLEAR(self->headers);
+    Py_CLEAR(self->decoders);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void dispatch_dealloc(Dispatch *self) {
+    PyObject_GC_UnTrack(self);
+    dispatch_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *dispatch_get_fallback(Dispatch *self, void *closure) { return Py_NewRef(self->fallback); }
+
+static PyGetSetDef dispatch_getset[] = {
+    {"fallback", (getter)dispatch_get_fallback, NULL, "the Python path for data no header matches", NULL},
+    {NULL},
+};
+
+static PyTypeObject DispatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.Dispatch",
+    .tp_basicsize = sizeof(Dispatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The decoder of data's header, called on data; `fallback` for anything else.",
+    .tp_new = dispatch_new,
+    .tp_traverse = (traverseproc)dispatch_traverse,
+    .tp_clear = (inquiry)dispatch_clear,
+    .tp_dealloc = (destructor)dispatch_dealloc,
+    .tp_vectorcall_offset = offsetof(Dispatch, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getset = dispatch_getset,
+};
+
+/* ------------------------------------------------------------------------------------------
  * Slots: copy with changes, or build from values, a frozen slotted dataclass
  * ------------------------------------------------------------------------------------------ */
 
@@ -2007,7 +2129,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyDateTime_IMPORT;
     if (!PyDateTimeAPI)
         return NULL;
-    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SlotsType) < 0 ||
+    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&DispatchType) < 0 || PyType_Ready(&SlotsType) < 0 ||
         PyType_Ready(&MachineType) < 0 || PyType_Ready(&MatchType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
@@ -2015,6 +2137,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0 ||
         PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0 ||
+        PyModule_AddObjectRef(m, "Dispatch", (PyObject *)&DispatchType) < 0 ||
         PyModule_AddObjectRef(m, "Slots", (PyObject *)&SlotsType) < 0 ||
         PyModule_AddObjectRef(m, "OrderMachine", (PyObject *)&MachineType) < 0 ||
         PyModule_AddObjectRef(m, "SlotsMatch", (PyObject *)&MatchType) < 0 ||

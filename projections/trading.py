@@ -74,6 +74,7 @@ class TradingProjection:
         self.schema = schema
         self.name = name
         self.codec = codec or AvroCodec()
+        self._decode = self.codec.decoder()
         self.state = TradingState()
         self.snapshots = snapshots and (settings.snapshot_every_events > 0 or settings.snapshot_every_seconds > 0)
         self.clock: Callable[[], float] = time.time
@@ -143,7 +144,7 @@ class TradingProjection:
         if self.snapshots:
             self._track(msg, topic, partition, offset)
         try:
-            record = self.codec.decode(msg.value() or b"")
+            record = self._decode(msg.value() or b"")
         except DecodeError as e:
             return self._letter(msg, "decode_error", str(e))
         try:

@@ -1482,8 +1482,18 @@ class AvroCodec:
         """The record in `data` (any schema version ever shipped); `DecodeError` if it is not one."""
         decoder = self._decoders.get(data[:HEADER_SIZE]) if type(data) is bytes else None
         if decoder is None:  # not bytes, or a header we do not know: diagnose
-            return self._reader_for(data).decode(bytes(data))
+            return self._decode_other(data)
         return decoder(data)
+
+    def _decode_other(self, data: bytes) -> Record:
+        return self._reader_for(data).decode(bytes(data))
+
+    def decoder(self) -> Callable[[bytes], Record]:
+        """`decode` as one callable for a hot loop: compiled where built (the header lookup in C,
+        no Python frame a record), else the method itself."""
+        if not self.compiled:
+            return self.decode
+        return _speedups.Dispatch(self._decoders, HEADER_SIZE, self._decode_other)
 
     def compiled_paths(self) -> list[str]:
         """The hot paths running compiled: "encode <record>" and "decode <record> v<writer>"."""

@@ -26,6 +26,7 @@ from tests.unit.codec.test_avro_codec import FAST, T0, order, records
 
 COMPILED = AvroCodec()
 PYTHON = AvroCodec(compiled=False)
+DECODE = COMPILED.decoder()  # the header lookup in C (Dispatch) in front of the same decoders
 needs_compiled = pytest.mark.skipif(not COMPILED.compiled, reason="the compiled codec is not built here")
 
 
@@ -65,6 +66,7 @@ def test_same_bytes_and_values_as_the_python_paths(record: object) -> None:
     decoded = COMPILED.decode(data)
     assert decoded == record
     same_values(decoded, PYTHON.decode(data))
+    same_values(DECODE(data), decoded)
 
 
 @needs_compiled
@@ -74,15 +76,17 @@ def test_damaged_bytes_give_the_same_record_or_the_same_error(record: object, da
     encoded = bytearray(COMPILED.encode(record))
     cut = data.draw(st.integers(0, len(encoded)))
     assert outcome(COMPILED.decode, bytes(encoded[:cut])) == outcome(PYTHON.decode, bytes(encoded[:cut]))
+    assert outcome(DECODE, bytes(encoded[:cut])) == outcome(PYTHON.decode, bytes(encoded[:cut]))
     for _ in range(data.draw(st.integers(1, 4))):
         encoded[data.draw(st.integers(HEADER_SIZE, len(encoded) - 1))] = data.draw(st.integers(0, 255))
     encoded += data.draw(st.binary(max_size=2))
-    compiled, python = outcome(COMPILED.decode, bytes(encoded)), outcome(PYTHON.decode, bytes(encoded))
-    assert compiled[0] == python[0]
-    if compiled[0] == "ok":
-        same_values(compiled[1], python[1])
-    else:
-        assert compiled == python
+    python = outcome(PYTHON.decode, bytes(encoded))
+    for compiled in (outcome(COMPILED.decode, bytes(encoded)), outcome(DECODE, bytes(encoded))):
+        assert compiled[0] == python[0]
+        if compiled[0] == "ok":
+            same_values(compiled[1], python[1])
+        else:
+            assert compiled == python
 
 
 class Price(Decimal):
@@ -127,8 +131,24 @@ def test_unusual_values_encode_or_fail_like_the_python_path(changes: dict) -> No
 @needs_compiled
 def test_input_that_is_not_bytes_decodes_like_the_python_path() -> None:
     data = COMPILED.encode(MarketMark("m", "AAPL", T0, Decimal("1.5")))
-    for value in (bytearray(data), memoryview(data), data[:HEADER_SIZE], b""):
+    for value in (bytearray(data), memoryview(data), data[:HEADER_SIZE], b"", "text", None):
         assert outcome(COMPILED.decode, value) == outcome(PYTHON.decode, value)
+        assert outcome(DECODE, value) == outcome(PYTHON.decode, value)
+
+
+@needs_compiled
+def test_the_decoder_callable_picks_each_records_schema_by_its_header() -> None:
+    assert type(DECODE).__name__ == "Dispatch" and PYTHON.decoder() == PYTHON.decode
+    mark = COMPILED.encode(MarketMark("m", "AAPL", T0, Decimal("1.5")))
+    event = COMPILED.encode(order())
+    # alternating types (the last hit is tried first), then a header of no schema here
+    for data in (mark, event, event, mark, event):
+        same_values(DECODE(data), PYTHON.decode(data))
+    unknown = data[:2] + bytes(8) + data[HEADER_SIZE:]
+    assert outcome(DECODE, unknown) == outcome(PYTHON.decode, unknown)
+    assert outcome(DECODE, unknown)[0] == "DecodeError"
+    with pytest.raises(TypeError):
+        DECODE(mark, mark)
 
 
 @needs_compiled
