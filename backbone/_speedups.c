@@ -1562,7 +1562,7 @@ static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
         return NULL;
     PyObject *vals[OS_N];
     PyObject *fills = NULL, *fill = NULL, *cum = NULL, *avg = NULL, *status = NULL, *leaves = NULL, *prior = NULL,
-             *event_ids = NULL, *exec_ids = NULL, *added = NULL, *tmp = NULL, *key = NULL, *out = NULL;
+             *event_ids = NULL, *exec_ids = NULL, *tmp = NULL, *key = NULL, *out = NULL;
     PyObject *base_event_ids, *base_exec_ids;
     if (state == Py_None) {  /* _create */
         PyObject *created = PyDict_GetItemWithError(m->creating, etype);
@@ -1663,12 +1663,12 @@ static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
     } else {
         prior = Py_NewRef(Py_None);
     }
-    if (!(added = PySet_New(NULL)) || PySet_Add(added, SLOT(ev, m->ev[EV_EVENT_ID])) < 0 ||
-        !(event_ids = PyNumber_Or(base_event_ids, added)))
+    /* `base | {id}`: a copy of base, then the id added to the copy while nothing else holds it */
+    if (!(event_ids = PyFrozenSet_New(base_event_ids)) || PySet_Add(event_ids, SLOT(ev, m->ev[EV_EVENT_ID])) < 0)
         goto done;
-    Py_CLEAR(added);
-    if (!(added = PySet_New(NULL)) || (exec_id != Py_None && PySet_Add(added, exec_id) < 0) ||
-        !(exec_ids = PyNumber_Or(base_exec_ids, added)))
+    if (exec_id == Py_None)
+        exec_ids = Py_NewRef(base_exec_ids);  /* `base | set()`: an equal frozenset */
+    else if (!(exec_ids = PyFrozenSet_New(base_exec_ids)) || PySet_Add(exec_ids, exec_id) < 0)
         goto done;
     vals[OS_STATUS] = status;
     vals[OS_CUM_QTY] = cum;
@@ -1694,7 +1694,6 @@ done:
     Py_XDECREF(prior);
     Py_XDECREF(event_ids);
     Py_XDECREF(exec_ids);
-    Py_XDECREF(added);
     Py_XDECREF(tmp);
     Py_XDECREF(key);
     return out;
