@@ -1378,8 +1378,8 @@ static PyTypeObject SlotsType = {
  *
  * machine(state, event) is order_state._next(state, event). The C code takes only the plain
  * cases: creating an order, a fill that is not on a FOK order, and every event type that does
- * not touch the fills (acknowledgements, cancel and replace requests and their answers,
- * cancels, expiries), each with exactly typed fields. Everything else (REPLACED, busts,
+ * not touch the fills (acknowledgements, cancel and replace requests and their answers, the
+ * replace itself, cancels, expiries), each with exactly typed fields. Everything else (busts,
  * corrections, FOK fills, a sequence or duplicate problem, a field of another type, any
  * arithmetic that would round) goes to the Python path, which decides or raises the state
  * machine's typed error. Decimal arithmetic is done by the same decimal contexts' methods the
@@ -1405,7 +1405,7 @@ typedef struct {
     PyObject *x_add, *x_sub, *x_mul, *x_rem;               /* the exact context's methods */
     PyObject *q_add, *q_sub, *q_mul, *q_divmod, *q_minus;  /* the quotient context's */
     PyObject *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only;
-    PyObject *filled, *fok, *by_quantity;
+    PyObject *filled, *fok, *by_quantity, *replaced;
     PyObject *int0, *int1, *int2, *empty_tuple, *empty_frozenset, *s_is_finite;
 } Machine;
 
@@ -1607,7 +1607,7 @@ static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
         PyObject *target = PyDict_GetItemWithError(m->transitions, key);
         if (!target)
             goto done;
-        if (PySet_Contains(m->python_only, etype) != 0)  /* REPLACED moves the terms; busts, corrections */
+        if (PySet_Contains(m->python_only, etype) != 0)  /* busts, corrections */
             goto done;
         int needs = PySet_Contains(m->needs_exec_id, etype);
         if (needs < 0 || (needs && exec_id == Py_None))
@@ -1635,6 +1635,19 @@ static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
         } else if (needs) {  /* a bust or correction: the Python path */
             goto done;
         } else {
+            if (etype == m->replaced) {  /* _replace_terms: the new terms, checked; the fills stay */
+                PyObject *qty = SLOT(ev, m->ev[EV_ORDER_QTY]), *price = SLOT(ev, m->ev[EV_PRICE]),
+                         *stop = SLOT(ev, m->ev[EV_STOP_PRICE]);
+                if (positive_decimal(m, qty) != 1 || optional_price(m, price) != 1 || optional_price(m, stop) != 1 ||
+                    PyObject_RichCompareBool(qty, vals[OS_CUM_QTY], Py_LT) != 0)  /* replace_below_cum */
+                    goto done;
+                vals[OS_ORDER_QTY] = qty;
+                vals[OS_PRICE] = price;
+                vals[OS_STOP_PRICE] = stop;
+                vals[OS_ORDER_TYPE] = SLOT(ev, m->ev[EV_ORDER_TYPE]);
+                vals[OS_TIF] = SLOT(ev, m->ev[EV_TIF]);
+                vals[OS_CL_ORD_ID] = SLOT(ev, m->ev[EV_CL_ORD_ID]);
+            }
             fills = Py_NewRef(vals[OS_FILLS]);
             cum = Py_NewRef(vals[OS_CUM_QTY]);
             avg = Py_NewRef(vals[OS_AVG_PX]);
@@ -1733,24 +1746,26 @@ static PyObject *method_of(PyObject *obj, const char *name) { return PyObject_Ge
 
 /* OrderMachine(state_cls, state_fields, fill_cls, fill_fields, event_cls, event_fields, event_type_cls,
  *              status_cls, decimal_cls, fallback, zero, quantum, zero_at_scale, exact_ctx, quotient_ctx,
- *              transitions, creating, terminal, pending, needs_exec_id, python_only, filled, fok, by_quantity)
- * python_only: the event types whose effects only the Python path applies. 
+ *              transitions, creating, terminal, pending, needs_exec_id, python_only, filled, fok, by_quantity,
+ *              replaced)
+ * python_only: the event types whose effects only the Python path applies.
  * The field names are those the enums above list, in that order. */
 static PyObject *machine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *state_cls, *state_fields, *fill_cls, *fill_fields, *event_cls, *event_fields, *event_type_cls,
         *status_cls, *decimal_cls, *fallback, *zero, *quantum, *zero_at_scale, *exact_ctx, *quotient_ctx,
-        *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only, *filled, *fok, *by_quantity;
+        *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only, *filled, *fok, *by_quantity,
+        *replaced;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "OrderMachine takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!OO!OO!OO!O!O!OOOOOOO!O!O!O!O!O!OOO", &PyType_Type, &state_cls, &state_fields,
+    if (!PyArg_ParseTuple(args, "O!OO!OO!OO!O!O!OOOOOOO!O!O!O!O!O!OOOO", &PyType_Type, &state_cls, &state_fields,
                           &PyType_Type, &fill_cls, &fill_fields, &PyType_Type, &event_cls, &event_fields,
                           &PyType_Type, &event_type_cls, &PyType_Type, &status_cls, &PyType_Type, &decimal_cls,
                           &fallback, &zero, &quantum, &zero_at_scale, &exact_ctx, &quotient_ctx, &PyDict_Type,
                           &transitions, &PyDict_Type, &creating, &PyFrozenSet_Type, &terminal, &PyFrozenSet_Type,
                           &pending, &PyFrozenSet_Type, &needs_exec_id, &PyFrozenSet_Type, &python_only, &filled, &fok,
-                          &by_quantity))
+                          &by_quantity, &replaced))
         return NULL;
     if (check_class(state_cls) < 0 || check_class(fill_cls) < 0 || check_class(event_cls) < 0)
         return NULL;
@@ -1777,6 +1792,7 @@ static PyObject *machine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->filled = Py_NewRef(filled);
     m->fok = Py_NewRef(fok);
     m->by_quantity = Py_NewRef(by_quantity);
+    m->replaced = Py_NewRef(replaced);
     m->empty_tuple = PyTuple_New(0);
     m->empty_frozenset = PyFrozenSet_New(NULL);
     m->int0 = PyLong_FromLong(0);
@@ -1814,6 +1830,7 @@ static int machine_traverse(Machine *m, visitproc visit, void *arg) {
     Py_VISIT(m->transitions);
     Py_VISIT(m->creating);
     Py_VISIT(m->by_quantity);
+    Py_VISIT(m->replaced);
     Py_VISIT(m->x_add);
     Py_VISIT(m->x_sub);
     Py_VISIT(m->x_mul);
@@ -1855,6 +1872,7 @@ static int machine_clear(Machine *m) {
     Py_CLEAR(m->filled);
     Py_CLEAR(m->fok);
     Py_CLEAR(m->by_quantity);
+    Py_CLEAR(m->replaced);
     Py_CLEAR(m->int0);
     Py_CLEAR(m->int1);
     Py_CLEAR(m->int2);

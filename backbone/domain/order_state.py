@@ -407,7 +407,7 @@ def _compiled_next(fallback: Callable[[OrderState | None, OrderEvent], OrderStat
         OrderEvent, _MACHINE_EVENT_FIELDS, E, S, Decimal, fallback or _next_python, ZERO, QUANTUM,
         order_fields._ZERO_AT_SCALE, order_fields._EXACT_CTX, order_fields._QUOTIENT_CTX,  # noqa: SLF001
         dict(TRANSITIONS), dict(CREATING_EVENTS), TERMINAL_STATUSES, PENDING_STATUSES, _NEEDS_EXEC_ID,
-        frozenset({E.REPLACED, *_FILL_EFFECTS}) - {E.FILLED}, E.FILLED, TimeInForce.FOK, by_quantity)
+        frozenset(_FILL_EFFECTS) - {E.FILLED}, E.FILLED, TimeInForce.FOK, by_quantity, E.REPLACED)
 
 
 # The order of the C code's field tables (enum OS_* and EV_* in backbone/_speedups.c).

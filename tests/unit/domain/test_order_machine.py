@@ -27,7 +27,7 @@ from tape import Tape
 
 COMPILED = o._compiled_next()
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="the compiled machine is not built here")
-PYTHON_ONLY = {EventType.REPLACED, EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED}
+PYTHON_ONLY = {EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED}
 
 
 def outcome(next_state, state: o.OrderState | None, event: OrderEvent) -> tuple:
