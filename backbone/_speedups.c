@@ -1405,7 +1405,8 @@ typedef struct {
     PyObject *x_add, *x_sub, *x_mul, *x_rem;               /* the exact context's methods */
     PyObject *q_add, *q_sub, *q_mul, *q_divmod, *q_minus;  /* the quotient context's */
     PyObject *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only;
-    PyObject *filled, *fok, *by_quantity, *replaced;
+    PyObject *filled, *fok, *by_quantity, *replaced, *by_fill;
+    PyObject *s_new, *s_partially_filled, *s_filled;
     PyObject *int0, *int1, *int2, *empty_tuple, *empty_frozenset, *s_is_finite;
 } Machine;
 
@@ -1551,6 +1552,42 @@ fail:
     return -1;
 }
 
+/* order_state.by_quantity(state, cum, order_qty): NEW, PARTIALLY_FILLED or FILLED */
+static PyObject *status_by_quantity(Machine *m, PyObject *cum, PyObject *order_qty) {
+    int flat = PyObject_RichCompareBool(cum, m->int0, Py_EQ);
+    if (flat < 0)
+        return NULL;
+    if (flat)
+        return Py_NewRef(m->s_new);
+    int full = PyObject_RichCompareBool(cum, order_qty, Py_GE);
+    if (full < 0)
+        return NULL;
+    return Py_NewRef(full ? m->s_filled : m->s_partially_filled);
+}
+
+/* target(state, cum, order_qty) for a resolver of TRANSITIONS: by_quantity and by_fill (the
+ * ones the plain transitions use) in C, the same comparisons in the same order; others called */
+static PyObject *resolve(Machine *m, PyObject *target, PyObject *state, PyObject *cum, PyObject *order_qty) {
+    if (target == m->by_quantity)
+        return status_by_quantity(m, cum, order_qty);
+    if (target == m->by_fill) {  /* a pending request stays pending until the order is filled */
+        PyObject *before = SLOT(state, m->os[OS_STATUS]);
+        int pending = PySet_Contains(m->pending, before);
+        if (pending < 0)
+            return NULL;
+        if (pending) {
+            int open = PyObject_RichCompareBool(cum, order_qty, Py_LT);
+            if (open < 0)
+                return NULL;
+            if (open)
+                return Py_NewRef(before);
+        }
+        return status_by_quantity(m, cum, order_qty);
+    }
+    PyObject *args[3] = {state, cum, order_qty};
+    return PyObject_Vectorcall(target, args, 3, NULL);
+}
+
 /* The next state, or NULL to give up (with or without an error set). */
 static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
     for (int i = 0; i < EV_N; i++)
@@ -1652,13 +1689,10 @@ static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
             cum = Py_NewRef(vals[OS_CUM_QTY]);
             avg = Py_NewRef(vals[OS_AVG_PX]);
         }
-        if (PyObject_TypeCheck(target, m->status_cls)) {
+        if (PyObject_TypeCheck(target, m->status_cls))
             status = Py_NewRef(target);
-        } else {
-            PyObject *args[3] = {state, cum, vals[OS_ORDER_QTY]};
-            if (!(status = PyObject_Vectorcall(target, args, 3, NULL)))
-                goto done;
-        }
+        else if (!(status = resolve(m, target, state, cum, vals[OS_ORDER_QTY])))
+            goto done;
     }
     /* _settle */
     if (PyObject_RichCompareBool(cum, vals[OS_ORDER_QTY], Py_GT) != 0)
@@ -1670,8 +1704,7 @@ static PyObject *machine_fast(Machine *m, PyObject *state, PyObject *ev) {
     if (pending < 0)
         goto done;
     if (pending) {
-        PyObject *args[3] = {state, cum, vals[OS_ORDER_QTY]};
-        if (!(prior = PyObject_Vectorcall(m->by_quantity, args, 3, NULL)))
+        if (!(prior = status_by_quantity(m, cum, vals[OS_ORDER_QTY])))
             goto done;
     } else {
         prior = Py_NewRef(Py_None);
@@ -1747,25 +1780,27 @@ static PyObject *method_of(PyObject *obj, const char *name) { return PyObject_Ge
 /* OrderMachine(state_cls, state_fields, fill_cls, fill_fields, event_cls, event_fields, event_type_cls,
  *              status_cls, decimal_cls, fallback, zero, quantum, zero_at_scale, exact_ctx, quotient_ctx,
  *              transitions, creating, terminal, pending, needs_exec_id, python_only, filled, fok, by_quantity,
- *              replaced)
+ *              replaced, by_fill)
+ * by_quantity, by_fill: the resolvers the C code runs itself (status_by_quantity, resolve), with
+ * the statuses it reads from status_cls (NEW, PARTIALLY_FILLED, FILLED).
  * python_only: the event types whose effects only the Python path applies.
  * The field names are those the enums above list, in that order. */
 static PyObject *machine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *state_cls, *state_fields, *fill_cls, *fill_fields, *event_cls, *event_fields, *event_type_cls,
         *status_cls, *decimal_cls, *fallback, *zero, *quantum, *zero_at_scale, *exact_ctx, *quotient_ctx,
         *transitions, *creating, *terminal, *pending, *needs_exec_id, *python_only, *filled, *fok, *by_quantity,
-        *replaced;
+        *replaced, *by_fill;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "OrderMachine takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!OO!OO!OO!O!O!OOOOOOO!O!O!O!O!O!OOOO", &PyType_Type, &state_cls, &state_fields,
+    if (!PyArg_ParseTuple(args, "O!OO!OO!OO!O!O!OOOOOOO!O!O!O!O!O!OOOOO", &PyType_Type, &state_cls, &state_fields,
                           &PyType_Type, &fill_cls, &fill_fields, &PyType_Type, &event_cls, &event_fields,
                           &PyType_Type, &event_type_cls, &PyType_Type, &status_cls, &PyType_Type, &decimal_cls,
                           &fallback, &zero, &quantum, &zero_at_scale, &exact_ctx, &quotient_ctx, &PyDict_Type,
                           &transitions, &PyDict_Type, &creating, &PyFrozenSet_Type, &terminal, &PyFrozenSet_Type,
                           &pending, &PyFrozenSet_Type, &needs_exec_id, &PyFrozenSet_Type, &python_only, &filled, &fok,
-                          &by_quantity, &replaced))
+                          &by_quantity, &replaced, &by_fill))
         return NULL;
     if (check_class(state_cls) < 0 || check_class(fill_cls) < 0 || check_class(event_cls) < 0)
         return NULL;
@@ -1793,6 +1828,10 @@ static PyObject *machine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->fok = Py_NewRef(fok);
     m->by_quantity = Py_NewRef(by_quantity);
     m->replaced = Py_NewRef(replaced);
+    m->by_fill = Py_NewRef(by_fill);
+    m->s_new = PyObject_GetAttrString(status_cls, "NEW");
+    m->s_partially_filled = PyObject_GetAttrString(status_cls, "PARTIALLY_FILLED");
+    m->s_filled = PyObject_GetAttrString(status_cls, "FILLED");
     m->empty_tuple = PyTuple_New(0);
     m->empty_frozenset = PyFrozenSet_New(NULL);
     m->int0 = PyLong_FromLong(0);
@@ -1808,7 +1847,7 @@ static PyObject *machine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->q_mul = method_of(quotient_ctx, "multiply");
     m->q_divmod = method_of(quotient_ctx, "divmod");
     m->q_minus = method_of(quotient_ctx, "minus");
-    if (!m->empty_tuple || !m->empty_frozenset || !m->int0 || !m->int1 || !m->int2 || !m->s_is_finite ||
+    if (!m->s_new || !m->s_partially_filled || !m->s_filled || !m->empty_tuple || !m->empty_frozenset || !m->int0 || !m->int1 || !m->int2 || !m->s_is_finite ||
         !m->x_add || !m->x_sub || !m->x_mul || !m->x_rem || !m->q_add || !m->q_sub || !m->q_mul ||
         !m->q_divmod || !m->q_minus ||
         offsets_of(m->state_cls, state_fields, m->os, OS_N) < 0 || offsets_of(m->fill_cls, fill_fields, m->lf, LF_N) < 0 ||
@@ -1831,6 +1870,10 @@ static int machine_traverse(Machine *m, visitproc visit, void *arg) {
     Py_VISIT(m->creating);
     Py_VISIT(m->by_quantity);
     Py_VISIT(m->replaced);
+    Py_VISIT(m->by_fill);
+    Py_VISIT(m->s_new);
+    Py_VISIT(m->s_partially_filled);
+    Py_VISIT(m->s_filled);
     Py_VISIT(m->x_add);
     Py_VISIT(m->x_sub);
     Py_VISIT(m->x_mul);
@@ -1873,6 +1916,10 @@ static int machine_clear(Machine *m) {
     Py_CLEAR(m->fok);
     Py_CLEAR(m->by_quantity);
     Py_CLEAR(m->replaced);
+    Py_CLEAR(m->by_fill);
+    Py_CLEAR(m->s_new);
+    Py_CLEAR(m->s_partially_filled);
+    Py_CLEAR(m->s_filled);
     Py_CLEAR(m->int0);
     Py_CLEAR(m->int1);
     Py_CLEAR(m->int2);

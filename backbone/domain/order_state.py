@@ -171,6 +171,8 @@ class OrderState:
 Resolver: TypeAlias = Callable[[OrderState, Decimal, Decimal], OrderStatus]
 
 
+# by_quantity and by_fill have twins in the compiled machine (backbone/_speedups.c, resolve):
+# a change here is a change there (tests/unit/domain/test_order_machine.py compares the two).
 def by_quantity(state: OrderState, cum: Decimal, order_qty: Decimal) -> OrderStatus:
     """The working status the quantities imply: NEW, PARTIALLY_FILLED or FILLED."""
     if cum == 0:
@@ -407,7 +409,7 @@ def _compiled_next(fallback: Callable[[OrderState | None, OrderEvent], OrderStat
         OrderEvent, _MACHINE_EVENT_FIELDS, E, S, Decimal, fallback or _next_python, ZERO, QUANTUM,
         order_fields._ZERO_AT_SCALE, order_fields._EXACT_CTX, order_fields._QUOTIENT_CTX,  # noqa: SLF001
         dict(TRANSITIONS), dict(CREATING_EVENTS), TERMINAL_STATUSES, PENDING_STATUSES, _NEEDS_EXEC_ID,
-        frozenset(_FILL_EFFECTS) - {E.FILLED}, E.FILLED, TimeInForce.FOK, by_quantity, E.REPLACED)
+        frozenset(_FILL_EFFECTS) - {E.FILLED}, E.FILLED, TimeInForce.FOK, by_quantity, E.REPLACED, by_fill)
 
 
 # The order of the C code's field tables (enum OS_* and EV_* in backbone/_speedups.c).
