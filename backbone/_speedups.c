@@ -10,6 +10,8 @@
  *   a frozen dataclass;
  * - OrderMachine: the plain transitions of the order state machine
  *   (backbone.domain.order_state._next), falling back to the Python path for the rest;
+ * - PositionStep: one netting step of a position (backbone.domain.positions), falling back to
+ *   the Python path for anything but the plain case;
  * - SlotsMatch: whether an order event reports what the machine computed
  *   (order_state._reported_as_computed), field by field;
  * - any_nul: whether one of an event's text fields holds a NUL (projections.trading).
@@ -1420,16 +1422,18 @@ static PyObject *call2(PyObject *fn, PyObject *a, PyObject *b) {
 }
 
 /* 1: an exact Decimal that is finite; 0: not; -1: error */
-static int finite_decimal(Machine *m, PyObject *v) {
-    if (!v || !Py_IS_TYPE(v, m->decimal_cls))
+static int exact_finite(PyTypeObject *decimal_cls, PyObject *s_is_finite, PyObject *v) {
+    if (!v || !Py_IS_TYPE(v, decimal_cls))
         return 0;
-    PyObject *r = PyObject_CallMethodNoArgs(v, m->s_is_finite);
+    PyObject *r = PyObject_CallMethodNoArgs(v, s_is_finite);
     if (!r)
         return -1;
     int out = r == Py_True;
     Py_DECREF(r);
     return out;
 }
+
+static int finite_decimal(Machine *m, PyObject *v) { return exact_finite(m->decimal_cls, m->s_is_finite, v); }
 
 /* order_fields.positive_quantity without its error: 1 when it accepts `v` */
 static int positive_decimal(Machine *m, PyObject *v) {
@@ -1957,6 +1961,432 @@ static PyTypeObject MachineType = {
 };
 
 /* ------------------------------------------------------------------------------------------
+ * PositionStep: one netting step of a position (backbone.domain.positions._apply)
+ *
+ * step(position, fill) is positions._apply_fill_python(position, fill): the position after
+ * `fill`, a fill whose exec id the caller knows is not live (no duplicate scan). The C code
+ * takes the plain case: a Position whose fills and prior states are Histories (or tuples), a Fill of
+ * exactly typed fields (Side member, finite Decimals, qty > 0, commission >= 0, an aware
+ * datetime) for the same account and symbol. It runs the same decimal operations in the same
+ * order as the Python path, in the same context (positions._CTX made current, as the Python
+ * path does, and the caller's context restored after), so each result equals the Python
+ * path's, exponent included. Anything else, and any decimal signal (a result that would round),
+ * goes to `fallback`, the Python path, which computes it or raises the PositionError.
+ * ------------------------------------------------------------------------------------------ */
+
+enum { PS_ACCOUNT, PS_SYMBOL, PS_QTY, PS_AVG_PX, PS_REALIZED, PS_REALIZED_C, PS_OPEN_C, PS_COMMISSION, PS_LAST,
+       PS_COUNT, PS_FILLS, PS_PRIORS, PS_N };
+enum { FL_EXEC_ID, FL_ACCOUNT, FL_SYMBOL, FL_SIDE, FL_QTY, FL_PRICE, FL_COMMISSION, FL_TIME, FL_N };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *position_cls, *fill_cls, *history_cls, *decimal_cls;
+    Py_ssize_t ps[PS_N], fl[FL_N], h_items, h_n;
+    PyObject *fallback, *ctx, *rounding_ctx, *setcontext, *getcontext;
+    PyObject *zero, *flat_avg_px, *avg_quantum, *commission_quantum, *half_even;
+    PyObject *buy, *sell, *sell_short;
+    PyObject *int1, *int2, *s_is_finite, *s_quantize;
+} PositionStep;
+
+static int step_finite(PositionStep *s, PyObject *v) { return exact_finite(s->decimal_cls, s->s_is_finite, v); }
+
+/* positions._div_round: numerator / denominator rounded half-even to a multiple of quantum */
+static PyObject *step_div_round(PositionStep *s, PyObject *numerator, PyObject *denominator, PyObject *quantum) {
+    PyObject *unit = NULL, *pair = NULL, *whole = NULL, *sum = NULL, *twice = NULL, *rem = NULL, *out = NULL;
+    if (!(unit = PyNumber_Multiply(denominator, quantum)) || !(pair = PyNumber_Divmod(numerator, unit)))
+        goto done;
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_TypeError, "divmod did not give a pair");
+        goto done;
+    }
+    whole = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+    PyObject *rest = PyTuple_GET_ITEM(pair, 1);  /* whole truncated toward zero, rest has its sign */
+    int nonzero = PyObject_IsTrue(rest);
+    if (nonzero < 0)
+        goto done;
+    if (nonzero) {
+        int positive = PyObject_RichCompareBool(rest, s->zero, Py_GT);
+        if (positive < 0 || !(sum = PyNumber_Add(rest, rest)))
+            goto done;
+        if (!(twice = positive ? Py_NewRef(sum) : PyNumber_Negative(sum)))
+            goto done;
+        int up = PyObject_RichCompareBool(twice, unit, Py_GT);
+        if (up == 0) {
+            up = PyObject_RichCompareBool(twice, unit, Py_EQ);
+            if (up == 1) {
+                if (!(rem = PyNumber_Remainder(whole, s->int2)))
+                    goto done;
+                up = PyObject_IsTrue(rem);
+            }
+        }
+        if (up < 0)
+            goto done;
+        if (up) {
+            PyObject *moved = positive ? PyNumber_Add(whole, s->int1) : PyNumber_Subtract(whole, s->int1);
+            if (!moved)
+                goto done;
+            Py_SETREF(whole, moved);
+        }
+    }
+    out = PyNumber_Multiply(whole, quantum);
+done:
+    Py_XDECREF(unit);
+    Py_XDECREF(pair);
+    Py_XDECREF(whole);
+    Py_XDECREF(sum);
+    Py_XDECREF(twice);
+    Py_XDECREF(rem);
+    return out;
+}
+
+/* px.quantize(AVG_QUANTUM, ROUND_HALF_EVEN, ROUNDING_CTX) */
+static PyObject *step_avg_of(PositionStep *s, PyObject *px) {
+    PyObject *args[4] = {px, s->avg_quantum, s->half_even, s->rounding_ctx};
+    return PyObject_VectorcallMethod(s->s_quantize, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* A History of `h` with `item` appended (positions._appended): h is a History or a tuple (an
+ * empty position's), as the caller checked */
+static PyObject *step_appended(PositionStep *s, PyObject *h, PyObject *item) {
+    PyObject *mine;
+    Py_ssize_t n;
+    if (PyTuple_CheckExact(h)) {
+        n = PyTuple_GET_SIZE(h);
+        mine = PySequence_List(h);
+    } else {
+        PyObject *items = SLOT(h, s->h_items);
+        if ((n = PyLong_AsSsize_t(SLOT(h, s->h_n))) < 0)
+            return NULL;
+        /* another version appended already: fork from our prefix */
+        mine = PyList_GET_SIZE(items) != n ? PyList_GetSlice(items, 0, n) : Py_NewRef(items);
+    }
+    if (!mine)
+        return NULL;
+    PyObject *count = NULL, *out = NULL;
+    if (PyList_Append(mine, item) < 0 || !(count = PyLong_FromSsize_t(n + 1)) ||
+        !(out = s->history_cls->tp_alloc(s->history_cls, 0))) {
+        Py_DECREF(mine);
+        Py_XDECREF(count);
+        return NULL;
+    }
+    SLOT(out, s->h_items) = mine;
+    SLOT(out, s->h_n) = count;
+    return out;
+}
+
+#define STEP_MAX_TEMPS 40
+/* the temporaries of one step: each new reference kept until the end */
+#define KEEP(expr) ((nt < STEP_MAX_TEMPS && (temps[nt] = (expr)) != NULL) ? temps[nt++] : NULL)
+
+/* The netting arithmetic with the exact context current; NULL on any error. */
+static PyObject *step_math(PositionStep *s, PyObject **pv, PyObject **fv, PyObject *fill, int buy) {
+    PyObject *temps[STEP_MAX_TEMPS];
+    int nt = 0;
+    PyObject *out = NULL;
+    PyObject *f = fv[FL_QTY], *px = fv[FL_PRICE], *c = fv[FL_COMMISSION], *time = fv[FL_TIME];
+    PyObject *q = pv[PS_QTY], *avg = pv[PS_AVG_PX], *realized = pv[PS_REALIZED], *realized_c = pv[PS_REALIZED_C],
+             *open_c = pv[PS_OPEN_C], *last = pv[PS_LAST];
+    PyObject *prior = KEEP(PyTuple_Pack(6, q, avg, realized, realized_c, open_c, last));
+    if (!prior)
+        goto done;
+    int flat = PyObject_RichCompareBool(q, s->zero, Py_EQ);
+    if (flat < 0)
+        goto done;
+    if (flat) {  /* open from flat */
+        if (!(q = buy ? f : KEEP(PyNumber_Negative(f))) || !(avg = KEEP(step_avg_of(s, px))) ||
+            !(open_c = KEEP(PyNumber_Add(open_c, c))))
+            goto done;
+    } else {
+        int long_ = PyObject_RichCompareBool(q, s->zero, Py_GT);
+        if (long_ < 0)
+            goto done;
+        if (long_ == buy) {  /* add in the same direction */
+            PyObject *aq, *a, *b, *num, *den;
+            if (!(aq = buy ? q : KEEP(PyNumber_Negative(q))) || !(a = KEEP(PyNumber_Multiply(aq, avg))) ||
+                !(b = KEEP(PyNumber_Multiply(f, px))) || !(num = KEEP(PyNumber_Add(a, b))) ||
+                !(den = KEEP(PyNumber_Add(aq, f))) || !(avg = KEEP(step_div_round(s, num, den, s->avg_quantum))) ||
+                !(q = KEEP(buy ? PyNumber_Add(q, f) : PyNumber_Subtract(q, f))) ||
+                !(open_c = KEEP(PyNumber_Add(open_c, c))))
+                goto done;
+        } else {  /* opposite direction: reduce, close or flip */
+            PyObject *aq = buy ? KEEP(PyNumber_Negative(q)) : q;  /* |q| */
+            if (!aq)
+                goto done;
+            PyObject *diff = KEEP(buy ? PyNumber_Subtract(avg, px) : PyNumber_Subtract(px, avg));
+            if (!diff)
+                goto done;
+            int reduce = PyObject_RichCompareBool(f, aq, Py_LT);
+            int close = reduce == 0 ? PyObject_RichCompareBool(f, aq, Py_EQ) : 0;
+            if (reduce < 0 || close < 0)
+                goto done;
+            PyObject *gain, *sum, *num, *moved, *closing;
+            if (reduce) {
+                if (!(gain = KEEP(PyNumber_Multiply(diff, f))) || !(realized = KEEP(PyNumber_Add(realized, gain))) ||
+                    !(num = KEEP(PyNumber_Multiply(open_c, f))) ||
+                    !(moved = KEEP(step_div_round(s, num, aq, s->commission_quantum))) ||
+                    !(sum = KEEP(PyNumber_Add(realized_c, moved))) || !(realized_c = KEEP(PyNumber_Add(sum, c))) ||
+                    !(open_c = KEEP(PyNumber_Subtract(open_c, moved))) ||
+                    !(q = KEEP(buy ? PyNumber_Add(q, f) : PyNumber_Subtract(q, f))))
+                    goto done;
+            } else if (close) {  /* everything still open is realized */
+                if (!(gain = KEEP(PyNumber_Multiply(diff, f))) || !(realized = KEEP(PyNumber_Add(realized, gain))) ||
+                    !(sum = KEEP(PyNumber_Add(realized_c, open_c))) || !(realized_c = KEEP(PyNumber_Add(sum, c))))
+                    goto done;
+                open_c = s->zero;
+                q = s->zero;
+                avg = s->flat_avg_px;
+            } else {  /* flip: close |q|, open f - |q| at px */
+                if (!(gain = KEEP(PyNumber_Multiply(diff, aq))) || !(realized = KEEP(PyNumber_Add(realized, gain))) ||
+                    !(num = KEEP(PyNumber_Multiply(c, aq))) ||
+                    !(closing = KEEP(step_div_round(s, num, f, s->commission_quantum))) ||
+                    !(sum = KEEP(PyNumber_Add(realized_c, open_c))) ||
+                    !(realized_c = KEEP(PyNumber_Add(sum, closing))) ||
+                    !(open_c = KEEP(PyNumber_Subtract(c, closing))) ||
+                    !(q = KEEP(buy ? PyNumber_Add(q, f) : PyNumber_Subtract(q, f))) ||
+                    !(avg = KEEP(step_avg_of(s, px))))
+                    goto done;
+            }
+        }
+    }
+    PyObject *commission = KEEP(PyNumber_Add(realized_c, open_c));
+    if (!commission)
+        goto done;
+    PyObject *newest = time;
+    if (last != Py_None) {
+        int later = PyObject_RichCompareBool(time, last, Py_GT);
+        if (later < 0)
+            goto done;
+        newest = later ? time : last;
+    }
+    PyObject *count = KEEP(PyNumber_Add(pv[PS_COUNT], s->int1));
+    if (!count)
+        goto done;
+    /* the shared lists are appended to last, once every result is computed */
+    PyObject *fills = KEEP(step_appended(s, pv[PS_FILLS], fill));
+    PyObject *priors = fills ? KEEP(step_appended(s, pv[PS_PRIORS], prior)) : NULL;
+    if (!priors || !(out = s->position_cls->tp_alloc(s->position_cls, 0)))
+        goto done;
+    PyObject *vals[PS_N] = {pv[PS_ACCOUNT], pv[PS_SYMBOL], q, avg, realized, realized_c, open_c, commission, newest,
+                            count, fills, priors};
+    for (int i = 0; i < PS_N; i++)
+        SLOT(out, s->ps[i]) = Py_NewRef(vals[i]);
+done:
+    for (int i = 0; i < nt; i++)
+        Py_DECREF(temps[i]);
+    return out;
+}
+#undef KEEP
+
+/* The next position, or NULL to give up (with or without an error set). */
+static PyObject *step_fast(PositionStep *s, PyObject *p, PyObject *fill) {
+    PyObject *pv[PS_N], *fv[FL_N];
+    for (int i = 0; i < PS_N; i++)
+        if (!(pv[i] = SLOT(p, s->ps[i])))
+            return NULL;
+    for (int i = 0; i < FL_N; i++)
+        if (!(fv[i] = SLOT(fill, s->fl[i])))
+            return NULL;
+    PyObject *side = fv[FL_SIDE], *time = fv[FL_TIME];
+    int buy = side == s->buy;
+    if (!buy && side != s->sell && side != s->sell_short)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        PyObject *h = pv[i ? PS_PRIORS : PS_FILLS];
+        if (!PyTuple_CheckExact(h) && (!Py_IS_TYPE(h, s->history_cls) || !SLOT(h, s->h_items) ||
+                                       !PyList_CheckExact(SLOT(h, s->h_items)) || !SLOT(h, s->h_n) ||
+                                       !PyLong_CheckExact(SLOT(h, s->h_n)) ||
+                                       PyLong_AsSsize_t(SLOT(h, s->h_n)) < 0 ||
+                                       PyLong_AsSsize_t(SLOT(h, s->h_n)) > PyList_GET_SIZE(SLOT(h, s->h_items))))
+            return NULL;
+    }
+    if (step_finite(s, fv[FL_QTY]) != 1 || step_finite(s, fv[FL_PRICE]) != 1 || step_finite(s, fv[FL_COMMISSION]) != 1 ||
+        !PyDateTime_CheckExact(time) || PyDateTime_DATE_GET_TZINFO(time) == Py_None ||
+        PyObject_RichCompareBool(fv[FL_QTY], s->zero, Py_LE) != 0 ||
+        PyObject_RichCompareBool(fv[FL_COMMISSION], s->zero, Py_LT) != 0 ||
+        PyObject_RichCompareBool(fv[FL_ACCOUNT], pv[PS_ACCOUNT], Py_NE) != 0 ||
+        PyObject_RichCompareBool(fv[FL_SYMBOL], pv[PS_SYMBOL], Py_NE) != 0)
+        return NULL;
+    /* the exact context current for the arithmetic, the caller's restored after, as in Python */
+    PyObject *outer = PyObject_CallNoArgs(s->getcontext);
+    if (!outer)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(s->setcontext, s->ctx);
+    if (!r) {
+        Py_DECREF(outer);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyObject *out = step_math(s, pv, fv, fill, buy);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    r = PyObject_CallOneArg(s->setcontext, outer);
+    Py_DECREF(outer);
+    if (!r) {  /* the caller's context could not be restored: that error, not the step's */
+        Py_XDECREF(out);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, value, tb);
+    return out;
+}
+
+static PyObject *step_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    PositionStep *s = (PositionStep *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "PositionStep takes (position, fill)");
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (Py_IS_TYPE(args[0], s->position_cls) && Py_IS_TYPE(args[1], s->fill_cls))
+        out = step_fast(s, args[0], args[1]);
+    if (out)
+        return out;
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;
+        PyErr_Clear();
+    }
+    return PyObject_Vectorcall(s->fallback, args, 2, NULL);
+}
+
+/* PositionStep(position_cls, position_fields, fill_cls, fill_fields, history_cls, history_fields,
+ *              decimal_cls, fallback, ctx, rounding_ctx, setcontext, getcontext, zero, flat_avg_px,
+ *              avg_quantum, commission_quantum, round_half_even, buy, sell, sell_short)
+ * The field names are those the enums above list, in that order; history_fields: (items, n). */
+static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *position_cls, *position_fields, *fill_cls, *fill_fields, *history_cls, *history_fields, *decimal_cls,
+        *fallback, *ctx, *rounding_ctx, *setcontext, *getcontext, *zero, *flat_avg_px, *avg_quantum,
+        *commission_quantum, *half_even, *buy, *sell, *sell_short;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "PositionStep takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OO!OO!O!O!OOOOOOOOOOOOO", &PyType_Type, &position_cls, &position_fields,
+                          &PyType_Type, &fill_cls, &fill_fields, &PyType_Type, &history_cls, &PyTuple_Type,
+                          &history_fields, &PyType_Type, &decimal_cls, &fallback, &ctx, &rounding_ctx, &setcontext,
+                          &getcontext, &zero, &flat_avg_px, &avg_quantum, &commission_quantum, &half_even, &buy,
+                          &sell, &sell_short))
+        return NULL;
+    if (check_class(position_cls) < 0 || check_class(fill_cls) < 0 || check_class(history_cls) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(history_fields) != 2) {
+        PyErr_SetString(PyExc_ValueError, "history_fields: (items, n)");
+        return NULL;
+    }
+    PositionStep *s = (PositionStep *)type->tp_alloc(type, 0);
+    if (!s)
+        return NULL;
+    s->vectorcall = step_vectorcall;
+    s->position_cls = (PyTypeObject *)Py_NewRef(position_cls);
+    s->fill_cls = (PyTypeObject *)Py_NewRef(fill_cls);
+    s->history_cls = (PyTypeObject *)Py_NewRef(history_cls);
+    s->decimal_cls = (PyTypeObject *)Py_NewRef(decimal_cls);
+    s->fallback = Py_NewRef(fallback);
+    s->ctx = Py_NewRef(ctx);
+    s->rounding_ctx = Py_NewRef(rounding_ctx);
+    s->setcontext = Py_NewRef(setcontext);
+    s->getcontext = Py_NewRef(getcontext);
+    s->zero = Py_NewRef(zero);
+    s->flat_avg_px = Py_NewRef(flat_avg_px);
+    s->avg_quantum = Py_NewRef(avg_quantum);
+    s->commission_quantum = Py_NewRef(commission_quantum);
+    s->half_even = Py_NewRef(half_even);
+    s->buy = Py_NewRef(buy);
+    s->sell = Py_NewRef(sell);
+    s->sell_short = Py_NewRef(sell_short);
+    s->int1 = PyLong_FromLong(1);
+    s->int2 = PyLong_FromLong(2);
+    s->s_is_finite = PyUnicode_InternFromString("is_finite");
+    s->s_quantize = PyUnicode_InternFromString("quantize");
+    if (!s->int1 || !s->int2 || !s->s_is_finite || !s->s_quantize ||
+        offsets_of(s->position_cls, position_fields, s->ps, PS_N) < 0 ||
+        offsets_of(s->fill_cls, fill_fields, s->fl, FL_N) < 0 ||
+        (s->h_items = slot_offset(s->history_cls, PyTuple_GET_ITEM(history_fields, 0))) < 0 ||
+        (s->h_n = slot_offset(s->history_cls, PyTuple_GET_ITEM(history_fields, 1))) < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    return (PyObject *)s;
+}
+
+static int step_traverse(PositionStep *s, visitproc visit, void *arg) {
+    Py_VISIT(s->position_cls);
+    Py_VISIT(s->fill_cls);
+    Py_VISIT(s->history_cls);
+    Py_VISIT(s->decimal_cls);
+    Py_VISIT(s->fallback);
+    Py_VISIT(s->ctx);
+    Py_VISIT(s->rounding_ctx);
+    Py_VISIT(s->setcontext);
+    Py_VISIT(s->getcontext);
+    Py_VISIT(s->zero);
+    Py_VISIT(s->flat_avg_px);
+    Py_VISIT(s->avg_quantum);
+    Py_VISIT(s->commission_quantum);
+    Py_VISIT(s->half_even);
+    Py_VISIT(s->buy);
+    Py_VISIT(s->sell);
+    Py_VISIT(s->sell_short);
+    return 0;
+}
+
+static int step_clear(PositionStep *s) {
+    Py_CLEAR(s->position_cls);
+    Py_CLEAR(s->fill_cls);
+    Py_CLEAR(s->history_cls);
+    Py_CLEAR(s->decimal_cls);
+    Py_CLEAR(s->fallback);
+    Py_CLEAR(s->ctx);
+    Py_CLEAR(s->rounding_ctx);
+    Py_CLEAR(s->setcontext);
+    Py_CLEAR(s->getcontext);
+    Py_CLEAR(s->zero);
+    Py_CLEAR(s->flat_avg_px);
+    Py_CLEAR(s->avg_quantum);
+    Py_CLEAR(s->commission_quantum);
+    Py_CLEAR(s->half_even);
+    Py_CLEAR(s->buy);
+    Py_CLEAR(s->sell);
+    Py_CLEAR(s->sell_short);
+    Py_CLEAR(s->int1);
+    Py_CLEAR(s->int2);
+    Py_CLEAR(s->s_is_finite);
+    Py_CLEAR(s->s_quantize);
+    return 0;
+}
+
+static void step_dealloc(PositionStep *s) {
+    PyObject_GC_UnTrack(s);
+    step_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyObject *step_get_fallback(PositionStep *s, void *closure) { return Py_NewRef(s->fallback); }
+
+static PyGetSetDef step_getset[] = {
+    {"fallback", (getter)step_get_fallback, NULL, "the Python path this step falls back to", NULL},
+    {NULL},
+};
+
+static PyTypeObject PositionStepType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backbone._speedups.PositionStep",
+    .tp_basicsize = sizeof(PositionStep),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "positions._apply_fill_python for the plain case; everything else goes to `fallback`.",
+    .tp_new = step_new,
+    .tp_traverse = (traverseproc)step_traverse,
+    .tp_clear = (inquiry)step_clear,
+    .tp_dealloc = (destructor)step_dealloc,
+    .tp_vectorcall_offset = offsetof(PositionStep, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getset = step_getset,
+};
+
+/* ------------------------------------------------------------------------------------------
  * SlotsMatch: whether two slotted objects agree field by field
  *
  * SlotsMatch(left_cls, right_cls, pairs, typed, fallback)(left, right) is
@@ -2194,7 +2624,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (!PyDateTimeAPI)
         return NULL;
     if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0 || PyType_Ready(&DispatchType) < 0 || PyType_Ready(&SlotsType) < 0 ||
-        PyType_Ready(&MachineType) < 0 || PyType_Ready(&MatchType) < 0)
+        PyType_Ready(&MachineType) < 0 || PyType_Ready(&PositionStepType) < 0 || PyType_Ready(&MatchType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
@@ -2204,6 +2634,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         PyModule_AddObjectRef(m, "Dispatch", (PyObject *)&DispatchType) < 0 ||
         PyModule_AddObjectRef(m, "Slots", (PyObject *)&SlotsType) < 0 ||
         PyModule_AddObjectRef(m, "OrderMachine", (PyObject *)&MachineType) < 0 ||
+        PyModule_AddObjectRef(m, "PositionStep", (PyObject *)&PositionStepType) < 0 ||
         PyModule_AddObjectRef(m, "SlotsMatch", (PyObject *)&MatchType) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS_REPLACE", SLOTS_REPLACE) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS_BUILD", SLOTS_BUILD) < 0 ||
