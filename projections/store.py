@@ -349,9 +349,12 @@ def send_checkpoint_moves(conn: psycopg.Connection, projection: str,
         sent.append((cur, [(t, p, None) for t, p, _n in inserts]))
 
     def check() -> None:
-        for cur, wanted in sent:
-            with cur:
+        try:
+            for cur, wanted in sent:
                 _check_moved(projection, {(t, p) for t, p in cur.fetchall()}, wanted)
+        finally:  # a fenced update leaves the inserts' cursor unread: closed all the same
+            for cur, _wanted in sent:
+                cur.close()
 
     return check
 

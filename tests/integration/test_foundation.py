@@ -6,6 +6,7 @@ import json
 import socket
 import time
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -209,6 +210,22 @@ def test_checkpoints_move_all_or_nothing_and_a_stale_owner_is_fenced(base_settin
                                       {("t", i): (20 + i, 30 + i) for i in range(30)})
         with pytest.raises(store.FencedError, match=r"u\[0\] is no longer at None"), engine.begin() as c:
             store.advance_checkpoints(c.connection.driver_connection, "p", {("u", 0): (None, 5)})
+        # fenced on the updates, the inserts' results unread: every cursor is closed all the same
+        opened: list[psycopg.Cursor] = []
+
+        class Recording(psycopg.Cursor):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+                opened.append(self)
+
+        with pytest.raises(store.FencedError, match=r"t\[17\]"), engine.begin() as c:
+            conn = c.connection.driver_connection
+            conn.cursor_factory = Recording
+            try:
+                store.advance_checkpoints(conn, "p", {("t", 17): (37, 40), ("w", 0): (None, 1)})
+            finally:
+                conn.cursor_factory = psycopg.Cursor
+        assert len(opened) == 2 and all(cur.closed for cur in opened)
         assert read() == {("t", i): 20 + i for i in range(30)} | {("t", 17): 99, ("u", 0): 1}
         # a rebuild's swap bumped the generation: an owner of the older one may not add a first
         # checkpoint either (a partition the swap left without one), or that partition would hold
