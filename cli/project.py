@@ -37,7 +37,8 @@ class StopFlag:
 
 def _status_line(stats: RunStats) -> None:
     console.print(f"events {stats.events:,}  {stats.rate():,.0f} ev/s  lag {stats.lag if stats.lag is not None else '?'}"
-                  f"  dead letters {stats.dead_letters}  batches {stats.batches}  db retries {stats.db_retries}")
+                  f"  dead letters {stats.dead_letters}  resent skipped {stats.duplicates}  batches {stats.batches}"
+                  f"  db retries {stats.db_retries}")
 
 
 @app.command()
@@ -78,7 +79,8 @@ def run(
         finally:
             engine.dispose()
     summary = {"projection": NAME, "events": stats.events, "batches": stats.batches,
-               "dead_letters": stats.dead_letters, "rows_written": stats.rows_written,
+               "dead_letters": stats.dead_letters, "duplicates_skipped": stats.duplicates,
+               "rows_written": stats.rows_written,
                "db_retries": stats.db_retries, "fenced_batches": stats.fenced, "events_per_s": round(stats.rate()),
                "lag": stats.lag, "expired_skipped": stats.expired_skipped,
                "partitions_loaded": stats.partitions_loaded, "partitions_kept": stats.partitions_kept}

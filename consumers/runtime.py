@@ -63,6 +63,7 @@ class Projection(Protocol):
     """What the loop needs from a projection; state transitions stay inside it."""
 
     name: str
+    duplicates: int  # resent records recognised and skipped, in committed batches
 
     def topics(self) -> list[str]: ...
 
@@ -97,6 +98,7 @@ class RunStats:
     batches: int = 0
     events: int = 0
     dead_letters: int = 0
+    duplicates: int = 0  # resent records (a producer retry) recognised and skipped
     rows_written: int = 0
     db_retries: int = 0
     fenced: int = 0
@@ -388,6 +390,7 @@ class ProjectionLoop:
             self._reload_assigned()
             return
         self.projection.committed()
+        self.stats.duplicates = self.projection.duplicates
         if self.on_commit is not None:
             self.on_commit(records, time.time())
         for tp, (_old, nxt) in moves.items():

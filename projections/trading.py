@@ -81,6 +81,10 @@ class TradingProjection:
         self._trackers: dict[tuple[str, int], _Tracker] = {}
         self._due: list[tuple[tuple[str, int], int]] = []  # (tp, next_offset) snapshotted by the open batch
         self.snapshots_taken = 0
+        # resent events (an event id already applied: a producer retry) recognised and skipped,
+        # in committed batches; the open batch's are counted apart until it commits
+        self.duplicates = 0
+        self._batch_duplicates = 0
         # ids whose rows another Kafka partition owns (found when the table refused a write), and
         # that partition: a record naming one on any other partition is refused
         self._foreign_orders: dict[str, int] = {}
@@ -157,7 +161,8 @@ class TradingProjection:
                     letter = self._foreign_letter(msg, record, partition)
                     if letter is not None:
                         return letter
-                self.state.apply_order_event(record, partition, offset)
+                if self.state.apply_order_event(record, partition, offset) == "duplicate":
+                    self._batch_duplicates += 1
             else:
                 if not isinstance(record, MarketMark):
                     return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
@@ -268,9 +273,12 @@ class TradingProjection:
     def abandon(self) -> None:
         self.state.take_changes()  # names rows of the abandoned batch, some of them gone with the reload
         self._due = []
+        self._batch_duplicates = 0  # the batch is folded again after the reload
 
     def committed(self) -> None:
         self.state.take_changes()
+        self.duplicates += self._batch_duplicates
+        self._batch_duplicates = 0
         now = self.clock()
         for tp, nxt in self._due:
             t = self._trackers.get(tp)

@@ -104,7 +104,7 @@ def test_resent_event_is_applied_once(created_topics: Settings, names) -> None:
     records.append(fill)         # and once more, much later
     publish(settings, records)
     stats = project(settings, names.group())
-    assert stats.dead_letters == 0
+    assert stats.dead_letters == 0 and stats.duplicates == 2  # recognised, counted, not dead letters
     (pos,) = rows(settings, "select qty, avg_px from positions where symbol = 'DUP'")
     assert pos["qty"] == D(100) and pos["avg_px"] == D("10.6")
     assert rows(settings, "select count(*) as n from executions")[0]["n"] == 2

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backbone.codec.avro import AvroCodec
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import from_plain, to_plain
 from backbone.kafka.partitioner import symbol_partition
+from backbone.settings import Settings
 from producers.simulator import SimulationConfig, simulate
 from projections.state import TradingState, positions_from_executions
+from projections.trading import TradingProjection
 
 PARTITIONS = 4
 STREAM = list(simulate(SimulationConfig(events=1500, seed=99, symbols=8, accounts=4)))
@@ -113,3 +117,23 @@ def test_an_execution_keeps_the_fill_numbers_and_turns_a_zero_of_any_exponent_in
         execution = state.executions[str(fill.exec_id)]
         assert str(execution.commission) == kept  # the exponent too: NUMERIC and JSON keep it
         assert execution.qty is fill.last_qty and execution.price is fill.last_px  # non-zero: not copied
+
+
+def test_resent_events_are_counted_once_their_batch_commits() -> None:
+    """A resend (the same event id again) is skipped and counted; an abandoned batch's count
+    goes with it, so folding it again after the reload does not count it twice."""
+    codec = AvroCodec()
+    orders = [r for r in STREAM if isinstance(r, OrderEvent)][:40]
+    resent = [*orders, orders[3], orders[10]]
+    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r)) for i, r in enumerate(resent)]
+    projection = TradingProjection(Settings().with_overrides(topic_orders="o", topic_marketdata="m"), codec,
+                                   snapshots=False)
+    for m in messages:
+        assert projection.apply_at(m, "o", 0, m.offset()) is None  # skipped, not a dead letter
+    projection.abandon()
+    assert projection.duplicates == 0
+    projection.state = TradingState()  # what the reload after an abandoned batch gives
+    for m in messages:
+        projection.apply_at(m, "o", 0, m.offset())
+    projection.committed()
+    assert projection.duplicates == 2
