@@ -723,10 +723,8 @@ static void encoder_dealloc(Encoder *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *encoder_get_fallback(Encoder *self, void *closure) { return Py_NewRef(self->fallback); }
-
-static PyGetSetDef encoder_getset[] = {
-    {"fallback", (getter)encoder_get_fallback, NULL, "the Python path this encoder falls back to", NULL},
+static PyMemberDef encoder_members[] = {
+    {"fallback", T_OBJECT_EX, offsetof(Encoder, fallback), READONLY, "the Python path this encoder falls back to"},
     {NULL},
 };
 
@@ -741,7 +739,7 @@ static PyTypeObject EncoderType = {
     .tp_dealloc = (destructor)encoder_dealloc,
     .tp_vectorcall_offset = offsetof(Encoder, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_getset = encoder_getset,
+    .tp_members = encoder_members,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -1097,10 +1095,8 @@ static void decoder_dealloc(Decoder *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *decoder_get_fallback(Decoder *self, void *closure) { return Py_NewRef(self->fallback); }
-
-static PyGetSetDef decoder_getset[] = {
-    {"fallback", (getter)decoder_get_fallback, NULL, "the Python path this decoder falls back to", NULL},
+static PyMemberDef decoder_members[] = {
+    {"fallback", T_OBJECT_EX, offsetof(Decoder, fallback), READONLY, "the Python path this decoder falls back to"},
     {NULL},
 };
 
@@ -1115,7 +1111,7 @@ static PyTypeObject DecoderType = {
     .tp_dealloc = (destructor)decoder_dealloc,
     .tp_vectorcall_offset = offsetof(Decoder, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_getset = decoder_getset,
+    .tp_members = decoder_members,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -1219,10 +1215,8 @@ static void dispatch_dealloc(Dispatch *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *dispatch_get_fallback(Dispatch *self, void *closure) { return Py_NewRef(self->fallback); }
-
-static PyGetSetDef dispatch_getset[] = {
-    {"fallback", (getter)dispatch_get_fallback, NULL, "the Python path for data no header matches", NULL},
+static PyMemberDef dispatch_members[] = {
+    {"fallback", T_OBJECT_EX, offsetof(Dispatch, fallback), READONLY, "the Python path for data no header matches"},
     {NULL},
 };
 
@@ -1237,7 +1231,7 @@ static PyTypeObject DispatchType = {
     .tp_dealloc = (destructor)dispatch_dealloc,
     .tp_vectorcall_offset = offsetof(Dispatch, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_getset = dispatch_getset,
+    .tp_members = dispatch_members,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -1939,10 +1933,8 @@ static void machine_dealloc(Machine *m) {
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
-static PyObject *machine_get_fallback(Machine *m, void *closure) { return Py_NewRef(m->fallback); }
-
-static PyGetSetDef machine_getset[] = {
-    {"fallback", (getter)machine_get_fallback, NULL, "the Python path this machine falls back to", NULL},
+static PyMemberDef machine_members[] = {
+    {"fallback", T_OBJECT_EX, offsetof(Machine, fallback), READONLY, "the Python path this machine falls back to"},
     {NULL},
 };
 
@@ -1957,7 +1949,7 @@ static PyTypeObject MachineType = {
     .tp_dealloc = (destructor)machine_dealloc,
     .tp_vectorcall_offset = offsetof(Machine, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_getset = machine_getset,
+    .tp_members = machine_members,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -2365,10 +2357,8 @@ static void step_dealloc(PositionStep *s) {
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
-static PyObject *step_get_fallback(PositionStep *s, void *closure) { return Py_NewRef(s->fallback); }
-
-static PyGetSetDef step_getset[] = {
-    {"fallback", (getter)step_get_fallback, NULL, "the Python path this step falls back to", NULL},
+static PyMemberDef step_members[] = {
+    {"fallback", T_OBJECT_EX, offsetof(PositionStep, fallback), READONLY, "the Python path this step falls back to"},
     {NULL},
 };
 
@@ -2383,7 +2373,7 @@ static PyTypeObject PositionStepType = {
     .tp_dealloc = (destructor)step_dealloc,
     .tp_vectorcall_offset = offsetof(PositionStep, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_getset = step_getset,
+    .tp_members = step_members,
 };
 
 /* ------------------------------------------------------------------------------------------
