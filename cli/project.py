@@ -54,6 +54,10 @@ def run(
     mirror_interval: Annotated[float, typer.Option(
         min=0.0, help="seconds between mirrors of the committed offsets to the group in Kafka (for lag tools; "
                       "also on revoke and on exit); 0: after every batch")] = 1.0,
+    overlap: Annotated[bool, typer.Option(
+        "--overlap/--no-overlap",
+        help="fold the next batch while Postgres runs the last one's statements (its commit follows the fold); "
+             "--no-overlap: commit each batch before polling again")] = True,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the final stats as JSON")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -73,7 +77,8 @@ def run(
         try:
             loop = ProjectionLoop(settings, TradingProjection(settings), engine,
                                   LoopConfig(group_id=group, instance_id=instance_id, batch_size=batch_size,
-                                             status_interval_s=status_interval, mirror_interval_s=mirror_interval),
+                                             status_interval_s=status_interval, mirror_interval_s=mirror_interval,
+                                             overlap=overlap),
                                   stop_requested=stop, on_status=None if json_out else _status_line)
             stats = loop.run(until_caught_up=until_caught_up, max_seconds=max_seconds)
         finally:
@@ -83,7 +88,8 @@ def run(
                "rows_written": stats.rows_written,
                "db_retries": stats.db_retries, "fenced_batches": stats.fenced, "events_per_s": round(stats.rate()),
                "lag": stats.lag, "expired_skipped": stats.expired_skipped,
-               "partitions_loaded": stats.partitions_loaded, "partitions_kept": stats.partitions_kept}
+               "partitions_loaded": stats.partitions_loaded, "partitions_kept": stats.partitions_kept,
+               "batches_overlapped": stats.overlapped}
     if json_out:
         print_json(summary)
     else:

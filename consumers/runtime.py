@@ -1,6 +1,6 @@
 """The supervised batch loop that drives a projection from Kafka into Postgres, exactly once.
 
-Commit protocol, per batch (mirrored by `# Step n` comments in `_process`):
+Commit protocol, per batch (mirrored by `# Step n` comments in `_process`, `_send`, `_settle`):
 
 1. Apply the batch in memory: decode every record and apply it to the projection's state;
    a record the projection refuses becomes a dead letter and the batch goes on.
@@ -9,23 +9,30 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`):
 3. Write the next offset of every partition the batch touched into `projection_checkpoints`,
    as a compare-and-set from the offset and the generation this owner loaded: if another
    consumer moved it, or a rebuild swapped the tables (new generation), the whole transaction
-   is abandoned (`FencedError`) and the partitions are reloaded. For a batch small enough to
-   be pipelined, steps 2 and 3 go to Postgres in one round trip; every result (rows refused,
-   offsets not moved) is checked before step 4.
-4. Commit the Postgres transaction: rows, dead letters and offsets become visible together.
+   is abandoned (`FencedError`) and the partitions are reloaded. Steps 2 and 3 are sent without
+   waiting (for a batch small enough to be pipelined, in one round trip).
+4. Wait for every result (rows refused, offsets not moved: `FencedError`) and commit the
+   Postgres transaction: rows, dead letters and offsets become visible together.
 5. Mirror the offsets to Kafka (async commit) so ordinary lag tools see the group: at most once
    per `mirror_interval_s` (the newest offset of every partition since the last mirror), on
    revoke for the partitions given away, and synchronously on close.
+
+Step 4 of a batch runs when the next batch has been applied in memory (step 1), so the server
+works on one batch while the projector folds the next; or at once when no record is fetched
+yet, on a rebalance, and on close. One batch at most is in flight. The next batch's
+compare-and-set expects the in-flight batch's offsets: if that batch is abandoned, so is the
+next (never sent), and both are read again after the reload. A connection loss or a
+serialization failure rolls the in-flight transaction back and sends the same batch again, as
+it was captured when it was sent (`Projection.prepare`), with backoff; offsets do not advance
+meanwhile and the process stays alive.
 
 On start and on every assignment the projection loads the assigned partitions' rows and the
 consumer seeks to the offsets stored in Postgres (the beginning when there are none). A partition
 the eager ("range") rebalance revoked and gave straight back keeps its state in memory when its
 checkpoint and the checkpoint generation are still the ones this owner committed: no other owner
 committed anything for it in between, so the rows equal the state (a reload costs ~10 s per
-million projected events). Postgres
-unavailable or a serialization failure: the same transaction is retried with backoff, offsets
-do not advance, the process stays alive. Rebalances happen only inside `consume()`, between
-batches, so no batch is ever in flight across one.
+million projected events). Rebalances happen only inside `consume()`, between batches; the
+batch in flight settles first, while this owner still holds its partitions.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import Any, Protocol
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import OperationalError
 
 from backbone.errors import BackboneError, KafkaError
@@ -80,16 +87,22 @@ class Projection(Protocol):
         """Apply one record whose coordinates the caller has read already."""
         ...
 
-    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
-        """Write the changed rows in the caller's transaction; `tail` sends the caller's statements
-        in the same round trip as the last rows, and its check runs before this returns."""
+    def prepare(self) -> Any:
+        """Capture the rows the records applied since the last `prepare` changed (and whatever
+        else the batch writes); the next records may be applied before this batch commits."""
         ...
 
-    def committed(self) -> None: ...
+    def send(self, conn: psycopg.Connection, batch: Any, tail: store.Tail | None = None) -> Callable[[], int]:
+        """Send `batch` in the caller's transaction, `tail` (the caller's statements) after its
+        rows, without waiting for the server; the returned check waits for every result, raises
+        `store.FencedError` if the batch must be abandoned, and returns the rows written."""
+        ...
+
+    def committed(self, batch: Any) -> None: ...
 
     def abandon(self) -> None:
-        """Forget what the batch changed in memory: it was not committed (its partitions are
-        reloaded next)."""
+        """Forget every batch not committed (in flight, or applied since): its partitions are
+        reloaded next."""
         ...
 
 
@@ -106,6 +119,7 @@ class RunStats:
     expired_skipped: int = 0  # records of expiring topics deleted by retention before they were read
     partitions_loaded: int = 0  # from Postgres, on assignments and reloads
     partitions_kept: int = 0  # given back by a rebalance unchanged: their state stayed in memory
+    overlapped: int = 0  # batches folded while the one before was still in flight
     started: float = field(default_factory=time.monotonic)
     lag: int | None = None
 
@@ -128,6 +142,9 @@ class LoopConfig:
     # PROJECTOR_FETCH the broker used 0.31-0.37 of a core instead of 0.47-0.50 (2026-12-02; the
     # two were not measured apart). The mirror only serves lag tools.
     mirror_interval_s: float = 1.0
+    # Fold the next batch while Postgres runs the last one's statements (its commit waits until
+    # then, or until the poll finds nothing fetched); off: each batch commits before the next poll.
+    overlap: bool = True
 
 
 #: The projector's fetch, on top of CONSUMER_DEFAULTS. With the broker's default (answer as soon
@@ -141,6 +158,18 @@ PROJECTOR_FETCH: dict[str, Any] = {"fetch.min.bytes": 16 * 1024, "fetch.wait.max
 #: checks out one the pool pings first: a connection dropped by the server or a firewall during a
 #: quiet spell is then replaced silently instead of failing a batch (a retry and a warning).
 HELD_DB_IDLE_S = 30.0
+
+
+@dataclass
+class _InFlight:
+    """A batch whose statements were sent and whose transaction is still open."""
+
+    records: list[Message]
+    moves: dict[TP, tuple[int | None, int]]  # partition: (offset expected, next offset)
+    letters: list[tuple[Message, DeadLetter]]
+    prepared: Any  # the projection's capture (`Projection.prepare`): what a retry sends again
+    transaction: RootTransaction | None = None
+    check: Callable[[], int] | None = None  # None: to be sent (again)
 
 
 class ProjectionLoop:
@@ -170,6 +199,7 @@ class ProjectionLoop:
         # database error gives it back to the pool, and the retry checks one out (and pings it)
         self._db: Connection | None = None
         self._db_used_at = 0.0
+        self._inflight: _InFlight | None = None  # sent, not yet committed (at most one)
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
         # auto.offset.reset=error (CONSUMER_DEFAULTS): an offset that left the log is _out_of_range
         self._consumer = Consumer(consumer_config(settings, **PROJECTOR_FETCH, **extra, **{
@@ -181,6 +211,7 @@ class ProjectionLoop:
     # -- rebalance callbacks: run inside consume(), between batches ------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()  # none in flight after an eager revoke; settled all the same before loading
         tps = [(tp.topic, tp.partition) for tp in partitions]
         # One generation for all the state held: the eager ("range") assignment revokes every
         # partition before assigning, and `_load` keeps no state loaded under an older generation.
@@ -262,11 +293,18 @@ class ProjectionLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
-        # still the owner here: the mirror of what it committed goes before the partitions do
+        # still the owner here: the batch in flight commits (or is fenced) before the partitions go
+        settled = self._settle(reload=False)
+        # the mirror of what it committed goes before the partitions do
         self._mirror({tp: self._unmirrored.pop(tp) for tp in tps if tp in self._unmirrored}, asynchronous=True)
-        # no batch is in flight (rebalances happen inside consume()): the state is what was committed
-        self._held.update({tp: self.positions.get(tp) for tp in tps})
+        if settled:
+            # nothing in flight any more: the state is what was committed
+            self._held.update({tp: self.positions.get(tp) for tp in tps})
+        else:
+            self.projection.drop(tps)  # abandoned: what it folded is not in Postgres
         self._forget(tps)
+        if not settled and self.assigned:
+            self._reload_assigned()  # kept partitions (a cooperative assignor): their state reloaded
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in tps))
 
     def _forget(self, tps: list[TP]) -> None:
@@ -282,10 +320,14 @@ class ProjectionLoop:
         offsets are another member's to commit now, so nothing is mirrored, and their state is
         dropped at once."""
         tps = [(tp.topic, tp.partition) for tp in partitions]
+        # The batch in flight commits only if the compare-and-set finds its offsets still ours.
+        settled = self._settle(reload=False)
         for tp in tps:
             self._unmirrored.pop(tp, None)
         self.projection.drop(tps)
         self._forget(tps)
+        if not settled and self.assigned:
+            self._reload_assigned()
         log.info("lost %s", ", ".join(f"{t}[{p}]" for t, p in tps))
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -301,25 +343,34 @@ class ProjectionLoop:
             last_status = time.monotonic()
             try:
                 while not self.stop_requested():
+                    # With a batch in flight only what is fetched already is taken: none means
+                    # nothing to overlap with, and the batch settles at once instead of waiting.
                     records = self._sort(next_batch(self._consumer, self.config.batch_size,
-                                                    self.config.poll_timeout_s))
+                                                    0 if self._inflight else self.config.poll_timeout_s))
                     if records:
                         self._process(records)
                         if heap is not None:
                             heap.after_batch()
+                    elif self._inflight is not None:
+                        self._settle()
                     now = time.monotonic()
                     if self.on_status and now - last_status >= self.config.status_interval_s:
                         self.stats.lag = self.lag()
                         self.on_status(self.stats)
                         last_status = now
-                    if until_caught_up and self.assigned and self.assigned <= self.at_end:
-                        break
+                    if until_caught_up and self._caught_up():
+                        self._settle()  # a fenced last batch is read again: not caught up after all
+                        if self._caught_up():
+                            break
                     if deadline is not None and now >= deadline:
                         break
                 self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
             finally:
                 self.close()
         return self.stats
+
+    def _caught_up(self) -> bool:
+        return bool(self.assigned) and self.assigned <= self.at_end
 
     def _sort(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -349,7 +400,8 @@ class ProjectionLoop:
         return records
 
     def _process(self, records: list[Message]) -> None:
-        # Step 1: apply the batch in memory; refused records become dead letters.
+        # Step 1: apply the batch in memory; refused records become dead letters. The batch
+        # before may still be in flight: its server work overlaps this fold.
         letters: list[tuple[Message, DeadLetter]] = []
         moves: dict[TP, tuple[int | None, int]] = {}
         for msg in records:
@@ -359,51 +411,112 @@ class ProjectionLoop:
             if letter is not None:
                 letters.append((msg, letter))
             moves[tp] = (self.positions.get(tp), offset + 1)
+        if self._inflight is not None:
+            self.stats.overlapped += 1
+        if not self._settle():
+            return  # the batch before was abandoned and the partitions reloaded: this one is read again
         if letters:
             # Step 2 (topic part): produce dead letters before the commit; a replay may resend.
             producer = self._dlq_producer()
             for _msg, letter in letters:
                 deadletter.send(producer, self.settings.topic_deadletter, letter)
             producer.flush()
+        batch = _InFlight(records, moves, letters, self.projection.prepare())
+        # The next batch's compare-and-set expects these offsets: this one commits first, or
+        # both are abandoned and the partitions reloaded.
+        for tp, (_old, nxt) in moves.items():
+            self.positions[tp] = nxt
+        self._inflight = batch
+        try:
+            self._send(batch)
+        except (OperationalError, psycopg.OperationalError) as e:
+            self._db_failed(e)  # _settle sends it again
+        if not self.config.overlap:
+            self._settle()
+
+    def _send(self, batch: _InFlight) -> None:
+        """Steps 2 and 3: begin the batch's transaction on the held connection and send its rows,
+        then its dead letters and checkpoint moves, in one round trip when the batch is small
+        enough to be pipelined (store.send_rows); nothing waits for the server here."""
+        if self._db is not None and time.monotonic() - self._db_used_at > HELD_DB_IDLE_S:
+            self._drop_db()  # a quiet hour (a closed market): check out a pinged one instead
+        if self._db is None:
+            self._db = self.engine.connect()
+        self._db_used_at = time.monotonic()
+        batch.transaction = self._db.begin()
 
         def tail(conn: psycopg.Connection) -> Callable[[], None]:
             # Step 2 (table part): the dead letters.
             store.insert_dead_letters(conn, [
                 (self.projection.name, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value())
-                for m, d in letters])
+                for m, d in batch.letters])
             # Step 3: the next offsets, compare-and-set against what this owner loaded; checked
             # (FencedError) once the results are in, before anything commits.
-            return store.send_checkpoint_moves(conn, self.projection.name, moves, self.generation)
+            return store.send_checkpoint_moves(conn, self.projection.name, batch.moves, self.generation)
 
-        def transaction(conn: psycopg.Connection) -> int:
-            # Steps 2 and 3: the changed rows, then `tail`, in one round trip when the batch is
-            # small enough to be pipelined (store.write_changes).
-            return self.projection.write(conn, tail)
-            # Step 4: the commit happens when _with_db_retry's transaction block ends.
+        batch.check = self.projection.send(self._db.connection.driver_connection, batch.prepared, tail)
 
+    def _settle(self, *, reload: bool = True) -> bool:
+        """Finish the batch in flight, if any: wait for its results, check them, commit (step 4),
+        mirror (step 5). False if it was abandoned (another owner or a rebuild moved a checkpoint,
+        or its rows belong to another partition): every batch not committed is forgotten and,
+        with `reload`, the assigned partitions are reloaded from Postgres."""
+        batch, self._inflight = self._inflight, None
+        if batch is None:
+            return True
         try:
-            written = self._with_db_retry(transaction)
+            written = self._commit(batch)
         except store.FencedError as e:
             self.stats.fenced += 1
             log.warning("abandoning batch: %s; reloading my partitions from Postgres", e)
             self.projection.abandon()
-            self._reload_assigned()
-            return
-        self.projection.committed()
+            if reload:
+                self._reload_assigned()
+            return False
+        self.projection.committed(batch.prepared)
         self.stats.duplicates = self.projection.duplicates
         if self.on_commit is not None:
-            self.on_commit(records, time.time())
-        for tp, (_old, nxt) in moves.items():
-            self.positions[tp] = nxt
+            self.on_commit(batch.records, time.time())
         self.stats.batches += 1
-        self.stats.events += len(records)
-        self.stats.dead_letters += len(letters)
+        self.stats.events += len(batch.records)
+        self.stats.dead_letters += len(batch.letters)
         self.stats.rows_written += written
         # Step 5: mirror the offsets to Kafka for lag tools; Postgres stays the source of truth.
-        self._unmirrored.update({tp: nxt for tp, (_old, nxt) in moves.items()})
+        self._unmirrored.update({tp: nxt for tp, (_old, nxt) in batch.moves.items()})
         if time.monotonic() - self._mirrored_at >= self.config.mirror_interval_s:
             self._mirror(self._unmirrored, asynchronous=True)
             self._unmirrored = {}
+        return True
+
+    def _commit(self, batch: _InFlight) -> int:
+        """Check the batch's results and commit it; on connection loss or a serialization
+        failure, roll back and send the same batch again (as `prepare` captured it) with backoff,
+        offsets not advanced. Raises FencedError (rolled back) if it must be abandoned."""
+        delay = 0.2
+        while True:
+            try:
+                if batch.check is None:
+                    self._send(batch)
+                check, batch.check = batch.check, None
+                assert check is not None and batch.transaction is not None
+                written = check()
+                batch.transaction.commit()  # Step 4: rows, dead letters and offsets visible together
+                return written
+            except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
+                self._db_failed(e)
+                if self.stop_requested():
+                    raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
+                log.warning("retrying in %.1fs, offsets not advanced", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.max_db_backoff_s)
+            except store.FencedError:
+                self._drop_db()  # rolls the transaction back
+                raise
+
+    def _db_failed(self, e: Exception) -> None:
+        self._drop_db()
+        self.stats.db_retries += 1
+        log.warning("database unavailable or conflict (%s); the batch is sent again", str(e).splitlines()[0])
 
     def _mirror(self, offsets: dict[TP, int], *, asynchronous: bool) -> None:
         self._mirrored_at = time.monotonic()
@@ -424,29 +537,19 @@ class ProjectionLoop:
             # explicit: a range deleted meanwhile comes back as "out of range" (_out_of_range)
             self._fetch_from[(t, p)] = 0 if offset is None else offset
             self._consumer.seek(TopicPartition(t, p, self._fetch_from[(t, p)]))
+            self.at_end.discard((t, p))  # read again from its checkpoint: not at the end until seen there
 
-    def _with_db_retry(self, work: Callable[[psycopg.Connection], Any], *, isolation_level: str | None = None) -> Any:
-        """Run `work` in one transaction; retry on connection loss or serialization failure.
-
-        Batches run on the connection held between them; another isolation level (the loads)
-        gets a connection of its own from the pool."""
+    def _with_db_retry(self, work: Callable[[psycopg.Connection], Any], *, isolation_level: str) -> Any:
+        """Run `work` (a load) in one transaction at `isolation_level`, on a connection of its own
+        from the pool; retry on connection loss or serialization failure."""
         delay = 0.2
         while True:
             try:
-                if isolation_level is not None:
-                    with self.engine.connect() as sa_conn:
-                        sa_conn.execution_options(isolation_level=isolation_level)
-                        with sa_conn.begin():
-                            return work(sa_conn.connection.driver_connection)
-                if self._db is not None and time.monotonic() - self._db_used_at > HELD_DB_IDLE_S:
-                    self._drop_db()  # a quiet hour (a closed market): check out a pinged one instead
-                if self._db is None:
-                    self._db = self.engine.connect()
-                self._db_used_at = time.monotonic()
-                with self._db.begin():
-                    return work(self._db.connection.driver_connection)
+                with self.engine.connect() as sa_conn:
+                    sa_conn.execution_options(isolation_level=isolation_level)
+                    with sa_conn.begin():
+                        return work(sa_conn.connection.driver_connection)
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
-                self._drop_db()
                 self.stats.db_retries += 1
                 log.warning("database unavailable or conflict (%s); retrying in %.1fs, offsets not advanced",
                             str(e).splitlines()[0], delay)
@@ -483,7 +586,12 @@ class ProjectionLoop:
                 log.warning("closing a failed database connection: %s", str(e).splitlines()[0])
 
     def close(self) -> None:
-        self._drop_db()
+        """Settle the batch in flight (commit it, or abandon it if fenced), then let go of
+        everything; offsets committed are mirrored synchronously."""
+        try:
+            self._settle(reload=False)
+        finally:
+            self._drop_db()
         if self._dlq is not None:
             self._dlq.flush()
             self._dlq = None

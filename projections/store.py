@@ -9,6 +9,7 @@ writes rows, dead letters and checkpoints in one transaction (see consumers.runt
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -91,24 +92,20 @@ def _mark_row(m: MarkRow) -> tuple[Any, ...]:
     return (m.symbol, m.kafka_partition, k.mark_price, k.bid, k.ask, k.last, k.event_time, k.event_id, k.source)
 
 
-#: Statements of the caller's sent in the pipeline of the last upserts (see `write_changes`);
+#: Statements of the caller's sent in the pipeline of the last upserts (see `send_rows`);
 #: returns what checks their results once they are in (it raises to abandon the transaction).
 Tail = Callable[[psycopg.Connection], Callable[[], None]]
 
+#: One table's changed rows: (table, columns, conflict keys, rows), rows in key order.
+TableRows = tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]
 
-def write_changes(conn: psycopg.Connection, state: TradingState, changes: Changes,
-                  schema: str | None = None, tail: Tail | None = None) -> int:
-    """Upsert every row `changes` names; returns the number of rows written.
 
-    A table with fewer than _COPY_THRESHOLD changed rows gets a statement per row, and the
-    statements of consecutive such tables are pipelined (one round trip). A table with more goes
-    through COPY into a transaction-scoped temp table and one INSERT … ON CONFLICT.
+def change_rows(state: TradingState, changes: Changes) -> list[TableRows]:
+    """The rows `changes` names, as they are in `state` now, for every table that has any.
 
-    `tail` sends the caller's statements in the last pipeline, after the upserts (the projector's
-    dead letters and checkpoint compare-and-set: one round trip less a batch). Its check runs
-    after this function's own (refused rows: `ForeignKeysError`), before it returns.
-    """
-    batches = [
+    Always in this table order: `backbone rebuild` freezes the tables in the same order, so the
+    writer and the rebuild never deadlock (projections.rebuild, swap step a)."""
+    tables: list[TableRows] = [
         ("orders", ORDER_COLS, ("order_id",),
          [_order_row(state.orders[o], state.order_partition[o]) for o in sorted(changes.orders)]),
         ("executions", EXEC_COLS, ("exec_id",), [_exec_row(state.executions[e]) for e in sorted(changes.executions)]),
@@ -116,52 +113,77 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
          [_position_row(state.positions[k], state.position_partition[k]) for k in sorted(changes.positions)]),
         ("marks", MARK_COLS, ("symbol",), [_mark_row(state.marks[s]) for s in sorted(changes.marks)]),
     ]
-    # Always in this table order: `backbone rebuild` freezes the tables in the same order, so the
-    # two never deadlock (projections.rebuild, swap step a).
-    batches = [b for b in batches if b[3]]
-    written: dict[str, int] = {}
+    return [t for t in tables if t[3]]
+
+
+def write_changes(conn: psycopg.Connection, state: TradingState, changes: Changes,
+                  schema: str | None = None, tail: Tail | None = None) -> int:
+    """Upsert every row `changes` names and wait for the results; returns the rows written.
+    `send_rows` then its check, in one go."""
+    return send_rows(conn, change_rows(state, changes), schema, tail)()
+
+
+def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | None = None,
+              tail: Tail | None = None) -> Callable[[], int]:
+    """Send the upserts of `tables` without waiting for the server to run them; the returned
+    check waits for every result, raises if a row was refused (`ForeignKeysError`) or the
+    `tail`'s check fails, and returns the number of rows written. Until the check has run, the
+    connection is in pipeline mode and must not be used otherwise.
+
+    A table with at least _COPY_THRESHOLD rows is first copied into a transaction-scoped temp
+    table (COPY waits for the server and cannot be pipelined), then upserted from it with one
+    INSERT … SELECT; a smaller one gets a statement per row. The upserts, in table order, and the
+    `tail` (the projector's dead letters and checkpoint compare-and-set) go in one pipeline: one
+    round trip for all of it, and the server works on it while the caller goes on (the projector
+    folds its next batch meanwhile)."""
+    if not tables and tail is None:
+        return lambda: 0
+    staged = {table for table, _c, _k, rows in tables if len(rows) >= _COPY_THRESHOLD}
     with conn.cursor() as cur:
-        pipelined: list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]] = []
-        for batch in batches:
-            if len(batch[3]) < _COPY_THRESHOLD:
-                pipelined.append(batch)
-                continue
-            written |= _pipeline_upserts(conn, pipelined, schema)[0]
-            written[batch[0]] = _copy_upsert(cur, *batch, schema)
-        last, check_tail = _pipeline_upserts(conn, pipelined, schema, tail)
-        written |= last
-    refused = {table: rows for table, _c, _k, rows in batches if written[table] < len(rows)}
-    if refused:
-        foreign = _foreign_keys(conn, refused, schema)
-        if not any(foreign.values()):
-            raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no id "
-                                     "belongs to another partition")
-        raise ForeignKeysError(foreign)
-    if check_tail is not None:
-        check_tail()
-    return sum(len(rows) for _t, _c, _k, rows in batches)
+        for table, cols, _keys, rows in tables:
+            if table in staged:
+                _copy_to_staging(cur, table, cols, rows, schema)
+    cursors: list[psycopg.Cursor] = []  # one a table: its rowcount is the rows the table took
+    deletes: list[psycopg.Cursor] = []
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(conn.pipeline())
+            for table, cols, keys, rows in tables:
+                cur = conn.cursor()
+                cursors.append(cur)
+                if table in staged:
+                    cur.execute(f"insert into {_target(table, schema)} ({', '.join(cols)}) select {', '.join(cols)} "
+                                f"from {_staging(table, schema)} " + _on_conflict(table, cols, keys, schema))
+                    deletes.append(conn.cursor())  # emptied for a second batch in the same transaction
+                    deletes[-1].execute(f"delete from {_staging(table, schema)}")
+                else:
+                    cur.executemany(_upsert(table, cols, keys, schema), rows)
+            check_tail = tail(conn) if tail is not None else None
+            pending = stack.pop_all()  # sent: the pipeline stays open until the check
+    except BaseException:
+        for cur in (*cursors, *deletes):
+            cur.close()
+        raise
 
+    def check() -> int:
+        try:
+            pending.close()  # leaves pipeline mode: waits for every result, raises the first error
+            written = {table: cur.rowcount for cur, (table, _c, _k, _r) in zip(cursors, tables, strict=True)}
+        finally:
+            for cur in (*cursors, *deletes):
+                cur.close()
+        refused = {table: rows for table, _c, _k, rows in tables if written[table] < len(rows)}
+        if refused:
+            foreign = _foreign_keys(conn, refused, schema)
+            if not any(foreign.values()):
+                raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no id "
+                                         "belongs to another partition")
+            raise ForeignKeysError(foreign)
+        if check_tail is not None:
+            check_tail()
+        return sum(len(rows) for _t, _c, _k, rows in tables)
 
-def _pipeline_upserts(conn: psycopg.Connection,
-                      batches: list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]],
-                      schema: str | None, tail: Tail | None = None) -> tuple[dict[str, int], Callable[[], None] | None]:
-    """One round trip for the upserts of these tables (COPY cannot be pipelined) and the `tail`'s
-    statements; empties `batches`. Returns the rows each table took (a cursor each: its rowcount
-    is that sum) and the tail's check."""
-    if not batches and tail is None:
-        return {}, None
-    cursors = [conn.cursor() for _ in batches]
-    check_tail = None
-    with conn.pipeline():
-        for cur, (table, cols, keys, rows) in zip(cursors, batches, strict=True):
-            cur.executemany(_upsert(table, cols, keys, schema), rows)
-        if tail is not None:
-            check_tail = tail(conn)
-    written = {table: cur.rowcount for cur, (table, _c, _k, _r) in zip(cursors, batches, strict=True)}
-    for cur in cursors:
-        cur.close()
-    batches.clear()
-    return written, check_tail
+    return check
 
 
 def _foreign_keys(conn: psycopg.Connection, refused: dict[str, list[tuple[Any, ...]]],
@@ -184,19 +206,18 @@ def _foreign_keys(conn: psycopg.Connection, refused: dict[str, list[tuple[Any, .
 _COPY_THRESHOLD = 1000
 
 
-def _copy_upsert(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], keys: tuple[str, ...],
-                 rows: list[tuple[Any, ...]], schema: str | None) -> int:
-    target = _target(table, schema)
-    staging = f"staging_{schema}_{table}" if schema else f"staging_{table}"
-    cur.execute(f"create temp table if not exists {staging} (like {target} including defaults) on commit delete rows")
+def _staging(table: str, schema: str | None) -> str:
+    return f"staging_{schema}_{table}" if schema else f"staging_{table}"
+
+
+def _copy_to_staging(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]],
+                     schema: str | None) -> None:
+    staging = _staging(table, schema)
+    cur.execute(f"create temp table if not exists {staging} (like {_target(table, schema)} including defaults) "
+                "on commit delete rows")
     with cur.copy(f"copy {staging} ({', '.join(cols)}) from stdin") as copy:
         for row in rows:
             copy.write_row(row)
-    cur.execute(f"insert into {target} ({', '.join(cols)}) select {', '.join(cols)} from {staging} "
-                + _on_conflict(table, cols, keys, schema))
-    written = cur.rowcount
-    cur.execute(f"delete from {staging}")
-    return written
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],

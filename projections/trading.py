@@ -46,6 +46,21 @@ class _Tracker:
     last_snapshot: float  # wall clock of the last snapshot (or of the start of tracking)
 
 
+@dataclass(slots=True)
+class Batch:
+    """A batch as `prepare` captured it: what a retried transaction sends again, whatever the
+    fold did since, and what `committed` books once it is in."""
+
+    tables: list[store.TableRows]
+    snapshots: list[snapshots.NewSnapshot]
+    due: list[tuple[tuple[str, int], _Tracker, int]]  # snapshotted partitions: tracker, records counted then
+    duplicates: int  # resent records recognised and skipped in this batch
+
+    @property
+    def rows(self) -> int:
+        return sum(len(rows) for _t, _c, _k, rows in self.tables)
+
+
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
 
 
@@ -79,7 +94,7 @@ class TradingProjection:
         self.snapshots = snapshots and (settings.snapshot_every_events > 0 or settings.snapshot_every_seconds > 0)
         self.clock: Callable[[], float] = time.time
         self._trackers: dict[tuple[str, int], _Tracker] = {}
-        self._due: list[tuple[tuple[str, int], int]] = []  # (tp, next_offset) snapshotted by the open batch
+        self._written: Batch | None = None  # by `write`, for `committed()`
         self.snapshots_taken = 0
         # resent events (an event id already applied: a producer retry) recognised and skipped,
         # in committed batches; the open batch's are counted apart until it commits
@@ -207,45 +222,70 @@ class TradingProjection:
                           source_partition=msg.partition(), source_offset=msg.offset(), projection=self.name,
                           timestamp_ms=msg.timestamp()[1])
 
-    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
-        try:
-            written = store.write_changes(conn, self.state, self.state.changes, schema=self.schema, tail=tail)
-        except store.ForeignKeysError as e:
-            # Remembered across the reload that follows (a FencedError): folded again, the records
-            # that reuse these ids are refused instead of overwriting the owner's rows.
-            for table, ids in e.keys.items():
-                known = self._foreign_orders if table == "orders" else self._foreign_execs
-                known.update({key: theirs for key, (_ours, theirs) in ids.items()})
-            raise
-        if self.snapshots:
-            self._write_snapshots(conn)
-        return written
+    def prepare(self) -> Batch:
+        """Capture what the records folded since the last `prepare` changed: the rows as they are
+        now and the snapshots due. The change set starts anew, so the next records can be folded
+        before this batch commits; a retried transaction resends the batch as captured."""
+        tables = store.change_rows(self.state, self.state.take_changes())
+        snaps, due = self._snapshots_due() if self.snapshots else ([], [])
+        batch = Batch(tables, snaps, due, self._batch_duplicates)
+        self._batch_duplicates = 0
+        return batch
 
-    def _write_snapshots(self, conn: psycopg.Connection) -> None:
-        """Snapshot the partitions that are due, in the caller's transaction (the one that moves
-        their offsets). Repeating it (a retried transaction) inserts the same rows again."""
+    def send(self, conn: psycopg.Connection, batch: Batch, tail: store.Tail | None = None) -> Callable[[], int]:
+        """Send `batch` in the caller's transaction without waiting for the upserts (see
+        `store.send_rows`); the returned check waits for them, raises if the batch must be
+        abandoned, and returns the rows written."""
+        if batch.snapshots:  # rare, and reads its results: before the pipeline
+            snapshots.insert(conn, batch.snapshots)
+        check = store.send_rows(conn, batch.tables, self.schema, tail)
+
+        def settle() -> int:
+            try:
+                return check()
+            except store.ForeignKeysError as e:
+                # Remembered across the reload that follows (a FencedError): folded again, the
+                # records that reuse these ids are refused instead of overwriting the owner's rows.
+                for table, ids in e.keys.items():
+                    known = self._foreign_orders if table == "orders" else self._foreign_execs
+                    known.update({key: theirs for key, (_ours, theirs) in ids.items()})
+                raise
+
+        return settle
+
+    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
+        """`prepare`, `send` and wait, for callers that commit or abandon right after (the
+        rebuild's shadow); `committed()` then takes this batch. The change set is gone with it
+        either way: after a failed write the state is reloaded, not written again."""
+        self._written = self.prepare()
+        return self.send(conn, self._written, tail)()
+
+    def _snapshots_due(self) -> tuple[list[snapshots.NewSnapshot], list[tuple[tuple[str, int], _Tracker, int]]]:
+        """Snapshots of the partitions that are due, of the state as it is now, to go in the
+        transaction that moves their offsets; with each partition's tracker and the records it
+        counted at this point (taken off when the batch commits). A snapshot is bookkeeping: a
+        failure to serialize one is logged, and the batch goes on without it."""
         every_n, every_s = self.settings.snapshot_every_events, self.settings.snapshot_every_seconds
         now = self.clock()
         due = sorted(tp for tp, t in self._trackers.items() if t.since > 0 and (
             (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
-        self._due = []
         if not due:
-            return
+            return [], []
         self._resolve_max_timestamps([tp for tp in due if not self._trackers[tp].exact])
         kinds = {tp: snapshots.kind_of(self.settings, tp[0]) for tp in due}
         try:
             payloads = snapshots.serialize_many(self.state, [(kinds[tp], tp[1]) for tp in due])
         except Exception:  # a bug in serialization must not stop the projector: no snapshot this time
             log.exception("could not serialize snapshots of %s", ", ".join(f"{t}[{p}]" for t, p in due))
-            return
-        rows = []
+            return [], []
+        rows, taken = [], []
         for tp in due:
             t = self._trackers[tp]
             rows.append(snapshots.NewSnapshot(self.name, tp[0], tp[1], t.next_offset,
                                               None if t.max_ts < 0 else from_timestamp_ms(t.max_ts),
                                               t.covered, payloads[(kinds[tp], tp[1])]))
-            self._due.append((tp, t.next_offset))
-        snapshots.insert(conn, rows)
+            taken.append((tp, t, t.since))
+        return rows, taken
 
     def _resolve_max_timestamps(self, tps: list[tuple[str, int]]) -> None:
         """After a restart between snapshots, the records between the last snapshot and the
@@ -271,19 +311,24 @@ class TradingProjection:
             t.exact = True
 
     def abandon(self) -> None:
-        self.state.take_changes()  # names rows of the abandoned batch, some of them gone with the reload
-        self._due = []
-        self._batch_duplicates = 0  # the batch is folded again after the reload
-
-    def committed(self) -> None:
-        self.state.take_changes()
-        self.duplicates += self._batch_duplicates
+        """Forget every batch not committed (in flight or folded since): the partitions are
+        reloaded from Postgres next, and their records folded again."""
+        self.state.take_changes()  # names rows of the abandoned batches, some of them gone with the reload
+        self._written = None
         self._batch_duplicates = 0
-        now = self.clock()
-        for tp, nxt in self._due:
-            t = self._trackers.get(tp)
-            if t is not None and t.next_offset == nxt:
-                t.since, t.last_snapshot = 0, now
-                self.snapshots_taken += 1
-        self._due = []
 
+    def committed(self, batch: Batch | None = None) -> None:
+        """`batch` (from `prepare`) committed. Without one: the last `write`'s, and the change
+        set is emptied (the rebuild's seed and resync put in place rows the tables hold)."""
+        if batch is None:
+            batch, self._written = self._written, None
+            self.state.take_changes()
+            if batch is None:
+                return
+        self.duplicates += batch.duplicates
+        now = self.clock()
+        for tp, tracker, since in batch.due:
+            if self._trackers.get(tp) is tracker:  # not replaced by a reload meanwhile
+                tracker.since -= since  # records folded after the snapshot stay counted
+                tracker.last_snapshot = now
+                self.snapshots_taken += 1

@@ -30,12 +30,13 @@ def publish(settings: Settings, records: list[OrderEvent | MarketMark]) -> None:
             publisher.publish(record)
 
 
-def project(settings: Settings, group: str, *, batch_size: int = 1000, max_seconds: float = 300) -> RunStats:
+def project(settings: Settings, group: str, *, batch_size: int = 1000, max_seconds: float = 300,
+            overlap: bool = True) -> RunStats:
     """Run the projector in this process until every partition is at its end."""
     engine = db.make_engine(settings)
     try:
         loop = ProjectionLoop(settings, TradingProjection(settings), engine,
-                              LoopConfig(group_id=group, batch_size=batch_size))
+                              LoopConfig(group_id=group, batch_size=batch_size, overlap=overlap))
         stats = loop.run(until_caught_up=True, max_seconds=max_seconds)
     finally:
         engine.dispose()

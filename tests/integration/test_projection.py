@@ -348,15 +348,22 @@ def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(cre
 def test_copy_and_pipelined_upserts_write_the_same_rows(created_topics: Settings, services, names,
                                                         monkeypatch) -> None:
     """write_changes takes COPY + INSERT … SELECT for a table with many changed rows and pipelined
-    statements for one with few: both give the same tables, row for row."""
+    statements for one with few: both give the same tables, row for row; and so does the loop
+    that commits each batch before it polls again, against the one that folds the next batch
+    while the last is in flight (all records are there already: it always has one to fold)."""
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=3000, seed=11, symbols=6, accounts=3))))
     monkeypatch.setattr(store, "_COPY_THRESHOLD", 1)  # every table through COPY
-    assert project(settings, names.group("copy"), batch_size=500).events == 3000
+    stats = project(settings, names.group("copy"), batch_size=500)
+    assert stats.events == 3000 and stats.overlapped >= 1
     via_copy = table_dump(settings)
     monkeypatch.setattr(store, "_COPY_THRESHOLD", 10**9)  # every table pipelined
     with scratch_database(settings, services.database_url) as other:
         assert project(other, names.group("pipelined"), batch_size=500).events == 3000
+        assert table_dump(other) == via_copy
+    with scratch_database(settings, services.database_url) as other:
+        stats = project(other, names.group("one-by-one"), batch_size=200, overlap=False)
+        assert stats.events == 3000 and stats.overlapped == 0
         assert table_dump(other) == via_copy
     assert len(via_copy["orders"]) > 500 and len(via_copy["executions"]) > 100
 

@@ -327,7 +327,7 @@ def messages(records, start: dict[tuple[str, int], int] | None = None) -> list[M
 class Recorder:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.inserted: list[list[snapshots.NewSnapshot]] = []
-        monkeypatch.setattr(store, "write_changes", lambda *a, **k: 0)
+        monkeypatch.setattr(store, "send_rows", lambda *a, **k: lambda: 0)
         monkeypatch.setattr(snapshots, "insert", lambda conn, rows: self.inserted.append(list(rows)) or len(rows))
 
 
@@ -362,6 +362,37 @@ def test_snapshot_every_n_events_in_the_batch_transaction(monkeypatch: pytest.Mo
     proj.write(None)  # type: ignore[arg-type]
     assert len(rec.inserted) == 2  # 1 event since the snapshot: not due
     assert proj.snapshots_taken == 1
+
+
+def test_records_folded_while_the_batch_is_in_flight_stay_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The projector folds the next batch before the last one commits: the records folded after
+    the snapshot count toward the next one, and the snapshot holds the state as of its offset."""
+    rec = Recorder(monkeypatch)
+    proj = TradingProjection(SETTINGS)
+    t = Tape()
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)     # 2 events
+    for _ in range(7):
+        t.fill("O1", 10, 10)                                   # 7 more
+    msgs = messages(t.records)
+    for m in msgs[:6]:
+        proj.apply(m)
+    batch = proj.prepare()
+    (snap,) = batch.snapshots
+    assert snap.next_offset == 6
+    for m in msgs[6:]:                                         # the next batch, folded meanwhile
+        proj.apply(m)
+    proj.committed(batch)
+    assert proj.snapshots_taken == 1
+    assert proj.prepare().snapshots == []                      # 3 records since the snapshot: not due
+    restored = TradingState()
+    snapshots.restore(restored, "orders", snap.partition, snap.state)
+    assert restored.orders["O1"].cum_qty == 40                 # 4 fills at offset 6, not 7
+    t.fill("O1", 10, 10)
+    t.fill("O1", 10, 10)
+    for m in messages(t.records[-2:], {("o", snap.partition): 9}):
+        proj.apply(m)
+    assert [s.next_offset for s in proj.prepare().snapshots] == [11]  # 5 since the snapshot
+    assert rec.inserted == []  # prepare captures; only send inserts
 
 
 def test_an_abandoned_batch_does_not_reset_the_count(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,7 +133,11 @@ def test_resent_events_are_counted_once_their_batch_commits() -> None:
     projection.abandon()
     assert projection.duplicates == 0
     projection.state = TradingState()  # what the reload after an abandoned batch gives
-    for m in messages:
+    for m in messages[:-1]:
         projection.apply_at(m, "o", 0, m.offset())
-    projection.committed()
+    batch = projection.prepare()
+    projection.apply_at(messages[-1], "o", 0, messages[-1].offset())  # the next batch, folded before this commits
+    projection.committed(batch)
+    assert projection.duplicates == 1  # the next batch's resend counts when that batch commits
+    projection.committed(projection.prepare())
     assert projection.duplicates == 2
