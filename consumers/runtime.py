@@ -200,6 +200,7 @@ class ProjectionLoop:
         self._db: Connection | None = None
         self._db_used_at = 0.0
         self._inflight: _InFlight | None = None  # sent, not yet committed (at most one)
+        self._heap: FrozenHeap | None = None  # while run() runs, with freeze_heap
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
         # auto.offset.reset=error (CONSUMER_DEFAULTS): an offset that left the log is _out_of_range
         self._consumer = Consumer(consumer_config(settings, **PROJECTOR_FETCH, **extra, **{
@@ -337,7 +338,7 @@ class ProjectionLoop:
         self._consumer.subscribe(self.projection.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         # the fold keeps what it allocates: fewer collections, and none that rescans the state
-        heap = FrozenHeap() if self.config.freeze_heap else None
+        heap = self._heap = FrozenHeap() if self.config.freeze_heap else None
         with fewer_collections(), heap or nullcontext():  # backbone.gc_policy
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             last_status = time.monotonic()
@@ -349,8 +350,6 @@ class ProjectionLoop:
                                                     0 if self._inflight else self.config.poll_timeout_s))
                     if records:
                         self._process(records)
-                        if heap is not None:
-                            heap.after_batch()
                     elif self._inflight is not None:
                         self._settle()
                     now = time.monotonic()
@@ -415,6 +414,12 @@ class ProjectionLoop:
             self.stats.overlapped += 1
         if not self._settle():
             return  # the batch before was abandoned and the partitions reloaded: this one is read again
+        if self._heap is not None:
+            # What the fold kept is frozen here: after the batch before settled (its rows are
+            # garbage now, freed by their counts) and before this one's rows are built (alive
+            # until it settles). Frozen, in-flight rows piled up until a full collection: 0.46 s
+            # pauses, p99 0.3-1.4 s at 5,000 events/s.
+            self._heap.after_batch()
         if letters:
             # Step 2 (topic part): produce dead letters before the commit; a replay may resend.
             producer = self._dlq_producer()

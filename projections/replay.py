@@ -599,7 +599,7 @@ class Replayer:
         """Build the state: restore each plan's snapshot, then read [start, end) and apply it."""
         # The fold keeps what it allocates: fewer collections, and what it kept frozen every
         # 1 000 records so that none rescans it (backbone.gc_policy).
-        with fewer_collections(), FrozenHeap(full_collections=False) as heap:
+        with fewer_collections(), FrozenHeap(collect_batches=False) as heap:
             projection = TradingProjection(self.settings, self._codec, snapshots=False)
             state = projection.state
             t0 = time.perf_counter()
