@@ -376,6 +376,26 @@ def test_cli_rebuild_json_keep_old_and_errors(projected: Settings) -> None:
     assert busy.stderr.strip().splitlines() == ["error: another rebuild of trading is running on this database"]
 
 
+def test_order_states_written_before_the_json_column_compare_as_the_same_value(projected: Settings) -> None:
+    """Migration 0005 made orders.state json, kept as written: rows from before it hold jsonb's
+    spelling (key order, spaces), the rebuild's shadow the projector's. The checksum compares
+    values, so the same states are identical; a changed state is not."""
+    settings = projected
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        conn.execute("update orders set state = state::jsonb::json")  # what `alter … using state::json` left
+        spelled = conn.execute("select count(*) from orders where state::text like '{\"seq\": %'").fetchone()[0]
+    assert spelled > 0  # jsonb's own order and spacing, not the projector's
+    result = rebuild(settings, options=RebuildOptions(batch_size=500))
+    assert result.identical is True
+
+    with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
+        conn.execute("update orders set state = jsonb_set(state::jsonb, '{seq}', '999')::json "
+                     "where order_id = (select min(order_id) from orders)")
+    result = rebuild(settings, options=RebuildOptions(batch_size=500))
+    assert result.identical is False
+    assert [c.table for c in result.comparison if not c.match] == ["orders"]
+
+
 def test_an_interrupted_rebuild_swaps_nothing_and_the_next_one_cleans_up(projected: Settings) -> None:
     settings = projected
     before, oids = table_dump(settings), _oids(settings)
