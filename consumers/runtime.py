@@ -431,11 +431,11 @@ class ProjectionLoop:
         # both are abandoned and the partitions reloaded.
         for tp, (_old, nxt) in moves.items():
             self.positions[tp] = nxt
-        self._inflight = batch
         try:
             self._send(batch)
         except (OperationalError, psycopg.OperationalError) as e:
             self._db_failed(e)  # _settle sends it again
+        self._inflight = batch  # not on any other error: close() must not send it again
         if not self.config.overlap:
             self._settle()
 

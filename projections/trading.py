@@ -3,9 +3,10 @@
 
 Snapshots (docs/replay.md): the projection counts, per partition, the records it folded since
 that partition's last snapshot; when `settings.snapshot_every_events` are reached, or
-`settings.snapshot_every_seconds` have passed with new records, `write()` adds a snapshot of the
-partition's state at its next offset to the batch's transaction, the one that moves that
-offset in `projection_checkpoints`. A snapshot is bookkeeping, never a reason to lose a batch.
+`settings.snapshot_every_seconds` have passed with new records, `prepare()` takes a snapshot of
+the partition's state at the batch's end and `send()` adds it to the batch's transaction, the
+one that moves that offset in `projection_checkpoints`. A snapshot is bookkeeping, never a
+reason to lose a batch.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class TradingProjection:
                  name: str = NAME, snapshots: bool = True) -> None:
         """`schema`: write into that schema's tables instead of public's (scratch, rebuild);
         `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's;
-        `snapshots`: take snapshots in `write()` (off for in-memory replays)."""
+        `snapshots`: take snapshots with each batch (off for in-memory replays)."""
         self.settings = settings
         self.schema = schema
         self.name = name
@@ -117,6 +118,7 @@ class TradingProjection:
                 [p for t, p in tps if t == self.settings.topic_marketdata])
 
     def load(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
+        self._written = None  # a write before a reload was not committed (the rebuild's resync)
         orders, marks = self._split(assigned)
         store.load_partitions(conn, self.state, orders, marks, schema=self.schema)
         if self.snapshots:
@@ -257,8 +259,10 @@ class TradingProjection:
         """`prepare`, `send` and wait, for callers that commit or abandon right after (the
         rebuild's shadow); `committed()` then takes this batch. The change set is gone with it
         either way: after a failed write the state is reloaded, not written again."""
-        self._written = self.prepare()
-        return self.send(conn, self._written, tail)()
+        batch = self.prepare()
+        written = self.send(conn, batch, tail)()
+        self._written = batch
+        return written
 
     def _snapshots_due(self) -> tuple[list[snapshots.NewSnapshot], list[tuple[tuple[str, int], _Tracker, int]]]:
         """Snapshots of the partitions that are due, of the state as it is now, to go in the
