@@ -509,19 +509,24 @@ class ProjectionLoop:
                 return written
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
                 self._db_failed(e)
-                if self.stop_requested():
-                    raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
-                log.warning("retrying in %.1fs, offsets not advanced", delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self.config.max_db_backoff_s)
+                delay = self._pause(e, delay)
             except store.FencedError:
                 self._drop_db()  # rolls the transaction back
                 raise
 
     def _db_failed(self, e: Exception) -> None:
+        """A batch's transaction failed on a connection error: give the connection back, count it."""
         self._drop_db()
         self.stats.db_retries += 1
         log.warning("database unavailable or conflict (%s); the batch is sent again", str(e).splitlines()[0])
+
+    def _pause(self, e: Exception, delay: float) -> float:
+        """Wait `delay` before retrying after a database error (unless stopping); the next delay."""
+        if self.stop_requested():
+            raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
+        log.warning("retrying in %.1fs, offsets not advanced", delay)
+        time.sleep(delay)
+        return min(delay * 2, self.config.max_db_backoff_s)
 
     def _mirror(self, offsets: dict[TP, int], *, asynchronous: bool) -> None:
         self._mirrored_at = time.monotonic()
@@ -556,12 +561,8 @@ class ProjectionLoop:
                         return work(sa_conn.connection.driver_connection)
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
                 self.stats.db_retries += 1
-                log.warning("database unavailable or conflict (%s); retrying in %.1fs, offsets not advanced",
-                            str(e).splitlines()[0], delay)
-                if self.stop_requested():
-                    raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
-                time.sleep(delay)
-                delay = min(delay * 2, self.config.max_db_backoff_s)
+                log.warning("database unavailable or conflict (%s) loading partitions", str(e).splitlines()[0])
+                delay = self._pause(e, delay)
 
     def _dlq_producer(self) -> KafkaProducer:
         if self._dlq is None:

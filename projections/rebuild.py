@@ -362,7 +362,7 @@ class _Shadow:
                 letters.append((msg, letter))
             moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], offset + 1)
         with conn.transaction(), conn.cursor() as cur:
-            self.projection.write(conn)
+            written = self.projection.write(conn)
             if letters:
                 cur.executemany(sql.SQL(
                     "insert into {}.dead_letters (projection, " + _LETTER_COLS + ") "
@@ -372,7 +372,7 @@ class _Shadow:
                     [(TRADING, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value() or b"")
                      for m, d in letters])
             store.advance_checkpoints(conn, self.name, moves)
-        self.projection.committed()
+        self.projection.committed(written)
         for tp, (_old, nxt) in moves.items():
             self.pos[tp] = nxt
         for msg, letter in letters:
@@ -423,7 +423,7 @@ class _Shadow:
                                      "and source_offset < %s order by id").format(sql.Identifier(self.schema)),
                              (TRADING, t, p, m.next_offset))
             self.projection.resume_bookkeeping(conn, sorted(chosen))  # from the snapshot copies
-        self.projection.committed()
+        self.projection.state.take_changes()  # the restored rows are in the shadow's tables now
         for tp, (m, _) in chosen.items():
             self.pos[tp] = m.next_offset
         return {tp: m.next_offset for tp, (m, _) in chosen.items()}
@@ -433,7 +433,7 @@ class _Shadow:
         stored = store.read_checkpoints(conn, self.name)
         self.pos = {tp: stored.get(tp) for tp in self.tps}
         self.projection.load(conn, self.tps)
-        self.projection.committed()
+        self.projection.abandon()  # what the rolled-back attempt folded is gone with the reload
 
     def close(self) -> None:
         self.consumer.close()

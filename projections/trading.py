@@ -57,10 +57,6 @@ class Batch:
     due: list[tuple[tuple[str, int], _Tracker, int]]  # snapshotted partitions: tracker, records counted then
     duplicates: int  # resent records recognised and skipped in this batch
 
-    @property
-    def rows(self) -> int:
-        return sum(len(rows) for _t, _c, _k, rows in self.tables)
-
 
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
 
@@ -95,7 +91,6 @@ class TradingProjection:
         self.snapshots = snapshots and (settings.snapshot_every_events > 0 or settings.snapshot_every_seconds > 0)
         self.clock: Callable[[], float] = time.time
         self._trackers: dict[tuple[str, int], _Tracker] = {}
-        self._written: Batch | None = None  # by `write`, for `committed()`
         self.snapshots_taken = 0
         # resent events (an event id already applied: a producer retry) recognised and skipped,
         # in committed batches; the open batch's are counted apart until it commits
@@ -118,7 +113,6 @@ class TradingProjection:
                 [p for t, p in tps if t == self.settings.topic_marketdata])
 
     def load(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
-        self._written = None  # a write before a reload was not committed (the rebuild's resync)
         orders, marks = self._split(assigned)
         store.load_partitions(conn, self.state, orders, marks, schema=self.schema)
         if self.snapshots:
@@ -255,14 +249,13 @@ class TradingProjection:
 
         return settle
 
-    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> int:
+    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> Batch:
         """`prepare`, `send` and wait, for callers that commit or abandon right after (the
-        rebuild's shadow); `committed()` then takes this batch. The change set is gone with it
+        rebuild's shadow); returns the batch, for `committed`. The change set is gone with it
         either way: after a failed write the state is reloaded, not written again."""
         batch = self.prepare()
-        written = self.send(conn, batch, tail)()
-        self._written = batch
-        return written
+        self.send(conn, batch, tail)()
+        return batch
 
     def _snapshots_due(self) -> tuple[list[snapshots.NewSnapshot], list[tuple[tuple[str, int], _Tracker, int]]]:
         """Snapshots of the partitions that are due, of the state as it is now, to go in the
@@ -318,17 +311,10 @@ class TradingProjection:
         """Forget every batch not committed (in flight or folded since): the partitions are
         reloaded from Postgres next, and their records folded again."""
         self.state.take_changes()  # names rows of the abandoned batches, some of them gone with the reload
-        self._written = None
         self._batch_duplicates = 0
 
-    def committed(self, batch: Batch | None = None) -> None:
-        """`batch` (from `prepare`) committed. Without one: the last `write`'s, and the change
-        set is emptied (the rebuild's seed and resync put in place rows the tables hold)."""
-        if batch is None:
-            batch, self._written = self._written, None
-            self.state.take_changes()
-            if batch is None:
-                return
+    def committed(self, batch: Batch) -> None:
+        """`batch` (from `prepare` or `write`) committed."""
         self.duplicates += batch.duplicates
         now = self.clock()
         for tp, tracker, since in batch.due:

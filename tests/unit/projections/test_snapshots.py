@@ -353,9 +353,9 @@ def test_snapshot_every_n_events_in_the_batch_transaction(monkeypatch: pytest.Mo
     snapshots.restore(restored, "orders", p, snap.state)
     assert restored.orders == proj.state.orders and restored.positions == proj.state.positions
 
-    proj.write(None)  # type: ignore[arg-type]  # a retried transaction writes the same snapshot again
+    retried = proj.write(None)  # type: ignore[arg-type]  # a retried transaction writes the same snapshot again
     assert rec.inserted[1] == batch
-    proj.committed()
+    proj.committed(retried)
     t.fill("O1", 10, 10)
     for m in messages(t.records[-1:], {("o", p): 6}):
         proj.apply(m)
@@ -418,10 +418,10 @@ def test_snapshot_every_t_seconds_only_with_new_records(monkeypatch: pytest.Monk
     proj.write(None)  # type: ignore[arg-type]
     assert rec.inserted == []
     now[0] += 61
-    proj.write(None)  # type: ignore[arg-type]
+    written = proj.write(None)  # type: ignore[arg-type]
     taken = {(s.topic, s.partition) for s in rec.inserted[0]}
     assert taken == {(m.topic(), m.partition()) for m in msgs[:10]}
-    proj.committed()
+    proj.committed(written)
     now[0] += 120
     proj.write(None)  # type: ignore[arg-type]
     assert len(rec.inserted) == 1  # nothing new since: no snapshot however long it has been
