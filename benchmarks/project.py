@@ -127,9 +127,9 @@ def naive(settings: Settings, limit: int) -> float:
             tp = (msg.topic(), msg.partition())
             with engine.begin() as sa_conn:
                 conn = sa_conn.connection.driver_connection
-                projection.write(conn)
+                batch = projection.write(conn)
                 store.advance_checkpoints(conn, "naive", {tp: (positions.get(tp), msg.offset() + 1)})
-            projection.committed()
+            projection.committed(batch)
             positions[tp] = msg.offset() + 1
             done += 1
         elapsed = time.perf_counter() - (t0 or time.perf_counter())

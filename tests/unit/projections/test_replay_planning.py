@@ -3,7 +3,7 @@ search, and the rows `state --as-of` prints (no services)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
