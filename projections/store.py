@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_type_hints
 
 import orjson
 import psycopg
@@ -21,7 +21,7 @@ from psycopg.types.json import set_json_loads
 from backbone.domain import positions
 from backbone.domain.events import Liquidity, MarketMark, Side
 from backbone.domain.order_state import OrderState
-from backbone.domain.plain import decoder_for, encoder_for
+from backbone.domain.plain import builder, decoder_for, encoder_for
 from backbone.domain.positions import Position
 from backbone.errors import InvariantViolation
 from projections.state import (Changes, Execution, MarkRow, TradingState, new_execution,
@@ -64,16 +64,44 @@ def _on_conflict(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schem
     return f"on conflict ({', '.join(keys)}) do update set {updates}{guard}"
 
 
-# the `state` column: to_plain/from_plain of the order, compiled once for the type (same JSON)
-_order_plain = encoder_for(OrderState)
-_order_from_plain = decoder_for(OrderState)
+#: The fields of an order's state-machine state that have no column of their own: the `state`
+#: column holds only these (the others are the row's columns, one copy of each value).
+ORDER_HISTORY = ("fills", "prior_status", "event_ids", "exec_ids")
+_ORDER_HINTS = get_type_hints(OrderState)
+_plain_fills, _plain_status, _plain_ids = (encoder_for(_ORDER_HINTS[f]) for f in ORDER_HISTORY[:3])
+_fills_from_plain, _status_from_plain, _ids_from_plain = (decoder_for(_ORDER_HINTS[f]) for f in ORDER_HISTORY[:3])
+_order_from_plain = decoder_for(OrderState)  # a state written before migration 0006: every field
+_new_order = builder(OrderState)
+_enum_of = {name: decoder_for(_ORDER_HINTS[name]) for name in ("side", "order_type", "time_in_force", "status")}
 
 
 def _order_row(order: OrderState, partition: int) -> tuple[Any, ...]:
     return (order.order_id, partition, order.account, order.symbol, order.side.value, order.order_type.value,
             order.time_in_force.value, order.cl_ord_id, order.status.value, order.order_qty, order.price,
             order.stop_price, order.cum_qty, order.leaves_qty, order.avg_px, order.seq, order.first_event_time,
-            order.last_event_time, orjson.dumps(_order_plain(order)).decode())
+            order.last_event_time, orjson.dumps({
+                "fills": _plain_fills(order.fills), "prior_status": _plain_status(order.prior_status),
+                "event_ids": _plain_ids(order.event_ids), "exec_ids": _plain_ids(order.exec_ids)}).decode())
+
+
+def _order(order_id: str, account: str, symbol: str, side: str, order_type: str, time_in_force: str,
+           cl_ord_id: str, status: str, order_qty: Decimal, price: Decimal | None, stop_price: Decimal | None,
+           cum_qty: Decimal, leaves_qty: Decimal, avg_px: Decimal, seq: int, first_event_time: datetime,
+           last_event_time: datetime, state: dict[str, Any]) -> OrderState:
+    """An orders row (ORDER_COLS but kafka_partition, in order) as the OrderState it stores.
+
+    NUMERIC keeps a decimal's digits and scale, so the state's decimals come back as they were
+    (not a positive exponent or a negative zero, which the order machine never produces from
+    Avro decimals of fixed scale); times come back in UTC, as the decoder gives them."""
+    if "order_id" in state:  # written before migration 0006 (which rewrites them): the whole state
+        return _order_from_plain(state)  # type: ignore[no-any-return]
+    enum = _enum_of
+    return _new_order(order_id, account, symbol, enum["side"](side), enum["order_type"](order_type),
+                      enum["time_in_force"](time_in_force), cl_ord_id, enum["status"](status), order_qty, price,
+                      stop_price, cum_qty, leaves_qty, avg_px, seq, first_event_time.astimezone(UTC),
+                      last_event_time.astimezone(UTC), _fills_from_plain(state["fills"]),
+                      _status_from_plain(state["prior_status"]), _ids_from_plain(state["event_ids"]),
+                      _ids_from_plain(state["exec_ids"]))
 
 
 def _exec_row(x: Execution) -> tuple[Any, ...]:
@@ -231,9 +259,10 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
             # the state column parsed by orjson, not the json module: fetching 216k orders went from
             # ~19 % to ~9 % of a reload under py-spy
             set_json_loads(orjson.loads, cur)
-            cur.execute(f"select state, kafka_partition from {prefix}orders where kafka_partition = any(%s)", (op,))
-            for plain, partition in cur:
-                order = _order_from_plain(plain)
+            cur.execute(f"select {', '.join(c for c in ORDER_COLS if c != 'kafka_partition')}, kafka_partition "
+                        f"from {prefix}orders where kafka_partition = any(%s)", (op,))
+            for *row, partition in cur:
+                order = _order(*row)
                 state.orders[order.order_id] = order
                 state.order_partition[order.order_id] = partition
             cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where kafka_partition = any(%s)",

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
+from alembic import command
 from typer.testing import CliRunner
 
 from backbone import db
@@ -26,7 +27,7 @@ from backbone.settings import Settings
 from cli.main import app
 from conftest import TEST_PARTITIONS, scratch_database
 from producers.simulator import SimulationConfig, simulate
-from projections import ddl, snapshots
+from projections import ddl, snapshots, store
 from projections.rebuild import RebuildError, RebuildOptions, _Rebuild, psycopg_url, rebuild
 from projections.state import TradingState
 from projections.trading import NAME as TRADING
@@ -383,17 +384,54 @@ def test_order_states_written_before_the_json_column_compare_as_the_same_value(p
     settings = projected
     with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
         conn.execute("update orders set state = state::jsonb::json")  # what `alter … using state::json` left
-        spelled = conn.execute("select count(*) from orders where state::text like '{\"seq\": %'").fetchone()[0]
+        spelled = conn.execute("select count(*) from orders where state::text like '{\"fills\": %'").fetchone()[0]
     assert spelled > 0  # jsonb's own order and spacing, not the projector's
     result = rebuild(settings, options=RebuildOptions(batch_size=500))
     assert result.identical is True
 
     with psycopg.connect(psycopg_url(settings), autocommit=True) as conn:
-        conn.execute("update orders set state = jsonb_set(state::jsonb, '{seq}', '999')::json "
+        conn.execute("update orders set state = jsonb_set(state::jsonb, '{prior_status}', '\"NEW\"')::json "
                      "where order_id = (select min(order_id) from orders)")
     result = rebuild(settings, options=RebuildOptions(batch_size=500))
     assert result.identical is False
     assert [c.table for c in result.comparison if not c.match] == ["orders"]
+
+
+def test_migration_0006_keeps_only_what_has_no_column_and_reloads_the_same_orders(projected: Settings, services,
+                                                                                  names) -> None:
+    """Migration 0006: `orders.state` holds fills, prior status, event and exec ids; the rest is
+    the row's columns. Downgraded, every row gets its whole state back (what the projector wrote
+    before) and loads as the same orders, and the projector carries on from such rows; upgraded,
+    the tables equal those of a projector that ran on 0006 from the start, row for row."""
+    settings = projected
+    session = list(simulate(SimulationConfig(events=1800, seed=3, symbols=8, accounts=4)))  # `projected`'s + 300
+
+    def loaded() -> dict[str, str]:
+        state = TradingState()
+        with psycopg.connect(psycopg_url(settings)) as conn:
+            store.load_partitions(conn, state, range(TEST_PARTITIONS), [])
+        return {order_id: repr(order) for order_id, order in state.orders.items()}  # repr: decimal exponents too
+
+    def state_keys() -> set[frozenset[str]]:
+        return {frozenset(r["keys"]) for r in rows(settings, "select array(select json_object_keys(state)) as keys "
+                                                             "from orders")}
+
+    history, whole = frozenset(store.ORDER_HISTORY), frozenset(store.ORDER_COLS) - {"kafka_partition", "state"}
+    now = loaded()
+    assert state_keys() == {history}
+    command.downgrade(db.alembic_config(settings.database_url_value, settings.database_readonly_role), "0005")
+    assert state_keys() == {whole | history}
+    assert loaded() == now
+
+    publish(settings, session[1500:])
+    stats = project(settings, names.group("after-downgrade"))
+    assert stats.events == 300 and stats.dead_letters == 0
+    assert state_keys() == {whole | history, history}  # the orders it changed written the new way
+    db.upgrade(settings, url=settings.database_url_value)
+    assert state_keys() == {history}
+    with scratch_database(settings, services.database_url) as reference:
+        assert project(reference, names.group("reference")).events == 1800
+        assert table_dump(settings) == table_dump(reference)
 
 
 def test_an_interrupted_rebuild_swaps_nothing_and_the_next_one_cleans_up(projected: Settings) -> None:

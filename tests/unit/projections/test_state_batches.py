@@ -11,11 +11,10 @@ from hypothesis import strategies as st
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain.events import MarketMark, OrderEvent
-from backbone.domain.order_state import OrderState
-from backbone.domain.plain import from_plain, to_plain
 from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
 from producers.simulator import SimulationConfig, simulate
+from projections import store
 from projections.state import TradingState, positions_from_executions
 from projections.trading import TradingProjection
 
@@ -36,11 +35,13 @@ def fold(records, state: TradingState | None = None, start: int = 0) -> TradingS
 
 
 def persisted_and_reloaded(state: TradingState) -> TradingState:
-    """What a restarted projector holds: orders through their JSON column, positions refolded
-    from the executions table (the store's load path, minus the database)."""
+    """What a restarted projector holds: orders through their row (the columns, and the JSON of
+    what has no column), positions refolded from the executions table (the store's write and
+    load paths, minus the database)."""
     fresh = TradingState()
     for order_id, order in state.orders.items():
-        fresh.orders[order_id] = from_plain(OrderState, json.loads(json.dumps(to_plain(order))))
+        order_id_, _partition, *columns, history = store._order_row(order, state.order_partition[order_id])
+        fresh.orders[order_id] = store._order(order_id_, *columns, json.loads(history))
         fresh.order_partition[order_id] = state.order_partition[order_id]
     fresh.executions = dict(state.executions)
     fresh.positions = positions_from_executions(list(state.executions.values()))
