@@ -14,7 +14,9 @@
  *   the Python path for anything but the plain case;
  * - SlotsMatch: whether an order event reports what the machine computed
  *   (order_state._reported_as_computed), field by field;
- * - any_nul: whether one of an event's text fields holds a NUL (projections.trading).
+ * - any_nul: whether one of an event's text fields holds a NUL (projections.trading);
+ * - rows_text: the rows of one upsert as the one text parameter its statement splits
+ *   (projections.store), handing anything but the plain values to the Python formatter.
  *
  * These are accelerators, not a second implementation. Each Encoder/Decoder is built by
  * avro.py from the same field plan as the generated Python paths and holds that Python path as
@@ -2553,20 +2555,23 @@ static PyObject *utc_millis(PyObject *module, PyObject *v) {
 
 /* isoformat(dt): dt.isoformat(), formatted here for an exact datetime in datetime.timezone.utc
  * (the same text: microseconds only when not 0, "+00:00"); anything else calls dt.isoformat(). */
+/* dt.isoformat(sep) of a UTC datetime (is_utc_datetime) into text[40]; returns its length. */
+static int utc_isoformat(PyObject *v, char sep, char *text) {
+    int us = PyDateTime_DATE_GET_MICROSECOND(v);
+    if (us)
+        return snprintf(text, 40, "%04d-%02d-%02d%c%02d:%02d:%02d.%06d+00:00", PyDateTime_GET_YEAR(v),
+                        PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v), sep, PyDateTime_DATE_GET_HOUR(v),
+                        PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v), us);
+    return snprintf(text, 40, "%04d-%02d-%02d%c%02d:%02d:%02d+00:00", PyDateTime_GET_YEAR(v),
+                    PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v), sep, PyDateTime_DATE_GET_HOUR(v),
+                    PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v));
+}
+
 static PyObject *isoformat(PyObject *module, PyObject *v) {
     if (!is_utc_datetime(v))
         return PyObject_CallMethod(v, "isoformat", NULL);
     char text[40];
-    int us = PyDateTime_DATE_GET_MICROSECOND(v);
-    int n;
-    if (us)
-        n = snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00", PyDateTime_GET_YEAR(v),
-                     PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v), PyDateTime_DATE_GET_HOUR(v),
-                     PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v), us);
-    else
-        n = snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02d+00:00", PyDateTime_GET_YEAR(v),
-                     PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v), PyDateTime_DATE_GET_HOUR(v),
-                     PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v));
+    int n = utc_isoformat(v, 'T', text);
     return PyUnicode_FromStringAndSize(text, n);
 }
 
@@ -2591,8 +2596,106 @@ static PyObject *any_nul(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_FALSE;
 }
 
+/* ---- Row text (projections.store): the rows of one upsert as one text parameter, fields
+ * separated by \x1f, rows by \x1e, NULL as a field that is a lone \x1d; the statement splits and
+ * casts it. Values are written as they are: no escapes, so a text holding one of the three
+ * separators (or a NUL) is not plain. */
+
+#define FIELD_SEP '\x1f'
+#define ROW_SEP '\x1e'
+#define NULL_FIELD '\x1d'
+
+/* One value; 0 written, 1 not a plain case, -1 error. */
+static int row_value(Buf *b, PyObject *v, PyObject *decimal_type) {
+    if (v == Py_None)
+        return buf_byte(b, NULL_FIELD);
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n;
+        const char *text = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!text) { /* a lone surrogate: the Python path decides */
+            PyErr_Clear();
+            return 1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)text[i];
+            if (c < 0x20 && (c == 0 || c == FIELD_SEP || c == ROW_SEP || c == NULL_FIELD))
+                return 1;
+        }
+        return buf_put(b, text, n);
+    }
+    if (PyBool_Check(v))
+        return buf_byte(b, v == Py_True ? 't' : 'f');
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow)
+            return 1;
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        char text[24];
+        return buf_put(b, text, snprintf(text, sizeof(text), "%lld", x));
+    }
+    if (Py_IS_TYPE(v, (PyTypeObject *)decimal_type)) {
+        PyObject *str = PyObject_Str(v);
+        if (!str)
+            return -1;
+        Py_ssize_t n;
+        const char *text = PyUnicode_AsUTF8AndSize(str, &n);
+        int rc = text ? 0 : -1;
+        /* finite: only digits, sign, point and exponent (NaN, sNaN and Infinity hold letters) */
+        for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+            char c = text[i];
+            if (!((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'E'))
+                rc = 1;
+        }
+        if (rc == 0)
+            rc = buf_put(b, text, n);
+        Py_DECREF(str);
+        return rc;
+    }
+    if (is_utc_datetime(v)) {
+        char text[40];
+        return buf_put(b, text, utc_isoformat(v, ' ', text));
+    }
+    return 1;
+}
+
+/* rows_text(rows, Decimal, fallback): the text of a list of tuples, or fallback(rows) when a
+ * value is not one of: None, str, bool, int (64-bit), finite Decimal, UTC datetime. */
+static PyObject *rows_text(PyObject *module, PyObject *args) {
+    PyObject *rows, *decimal_type, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &rows, &PyType_Type, &decimal_type, &fallback))
+        return NULL;
+    Buf b;
+    b.p = b.stack;
+    b.len = 0;
+    b.cap = (Py_ssize_t)sizeof(b.stack);
+    int rc = 0;
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(rows) && rc == 0; r++) {
+        PyObject *row = PyList_GET_ITEM(rows, r);
+        if (!PyTuple_CheckExact(row)) {
+            rc = 1;
+            break;
+        }
+        if (r > 0 && (rc = buf_byte(&b, ROW_SEP)) != 0)
+            break;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(row) && rc == 0; i++) {
+            if (i > 0 && (rc = buf_byte(&b, FIELD_SEP)) != 0)
+                break;
+            rc = row_value(&b, PyTuple_GET_ITEM(row, i), decimal_type);
+        }
+    }
+    PyObject *out = rc < 0 ? NULL : rc > 0 ? PyObject_CallOneArg(fallback, rows)
+                                           : PyUnicode_DecodeUTF8(b.p, b.len, NULL);
+    if (b.p != b.stack)
+        PyMem_Free(b.p);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"isoformat", isoformat, METH_O, "dt.isoformat(), formatted in C for UTC datetimes."},
+    {"rows_text", rows_text, METH_VARARGS,
+     "rows_text(rows, Decimal, fallback): one upsert's rows as its text parameter (projections.store), or fallback(rows)."},
     {"any_nul", (PyCFunction)(void (*)(void))any_nul, METH_FASTCALL,
      "any_nul(*texts): whether a str argument holds a NUL character (None skipped)."},
     {"utc_millis", utc_millis, METH_O, "Milliseconds since the epoch (floored) of a UTC datetime, else None."},

@@ -10,7 +10,7 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`, `_sen
    as a compare-and-set from the offset and the generation this owner loaded: if another
    consumer moved it, or a rebuild swapped the tables (new generation), the whole transaction
    is abandoned (`FencedError`) and the partitions are reloaded. Steps 2 and 3 are sent without
-   waiting (for a batch small enough to be pipelined, in one round trip).
+   waiting, in one round trip (store.send_rows).
 4. Wait for every result (rows refused, offsets not moved: `FencedError`) and commit the
    Postgres transaction: rows, dead letters and offsets become visible together.
 5. Mirror the offsets to Kafka (async commit) so ordinary lag tools see the group: at most once
@@ -441,8 +441,8 @@ class ProjectionLoop:
 
     def _send(self, batch: _InFlight) -> None:
         """Steps 2 and 3: begin the batch's transaction on the held connection and send its rows,
-        then its dead letters and checkpoint moves, in one round trip when the batch is small
-        enough to be pipelined (store.send_rows); nothing waits for the server here."""
+        then its dead letters and checkpoint moves, in one round trip (store.send_rows); nothing
+        waits for the server here."""
         if self._db is not None and time.monotonic() - self._db_used_at > HELD_DB_IDLE_S:
             self._drop_db()  # a quiet hour (a closed market): check out a pinged one instead
         if self._db is None:

@@ -8,6 +8,7 @@ writes rows, dead letters and checkpoints in one transaction (see consumers.runt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import orjson
 import psycopg
 from psycopg.types.json import set_json_loads
 
+from backbone.compiled import compiled
 from backbone.domain import positions
 from backbone.domain.events import Liquidity, MarketMark, Side
 from backbone.domain.order_state import OrderState
@@ -158,47 +160,43 @@ def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | N
     `tail`'s check fails, and returns the number of rows written. Until the check has run, the
     connection is in pipeline mode and must not be used otherwise.
 
-    A table with at least _COPY_THRESHOLD rows is first copied into a transaction-scoped temp
-    table (COPY waits for the server and cannot be pipelined), then upserted from it with one
-    INSERT … SELECT; a smaller one gets a statement per row. The upserts, in table order, and the
-    `tail` (the projector's dead letters and checkpoint compare-and-set) go in one pipeline: one
-    round trip for all of it, and the server works on it while the caller goes on (the projector
-    folds its next batch meanwhile)."""
+    A table's rows go as one statement with one text parameter (`_rows_text`: up to
+    _TEXT_CHUNK rows, fields and rows separated by control characters), which the server splits
+    and casts to the columns' types; rows with a value that text cannot hold go as a statement
+    each. The upserts, in table order, and the `tail` (the projector's dead letters and
+    checkpoint compare-and-set) go in one pipeline: one round trip for all of it, and the server
+    works on it while the caller goes on (the projector folds its next batch meanwhile)."""
     if not tables and tail is None:
         return lambda: 0
-    staged = {table for table, _c, _k, rows in tables if len(rows) >= _COPY_THRESHOLD}
-    with conn.cursor() as cur:
-        for table, cols, _keys, rows in tables:
-            if table in staged:
-                _copy_to_staging(cur, table, cols, rows, schema)
-    cursors: list[psycopg.Cursor] = []  # one a table: its rowcount is the rows the table took
-    deletes: list[psycopg.Cursor] = []
+    cursors: list[tuple[str, psycopg.Cursor]] = []  # their rowcounts: the rows each table took
     try:
         with ExitStack() as stack:
             stack.enter_context(conn.pipeline())
             for table, cols, keys, rows in tables:
-                cur = conn.cursor()
-                cursors.append(cur)
-                if table in staged:
-                    cur.execute(f"insert into {_target(table, schema)} ({', '.join(cols)}) select {', '.join(cols)} "
-                                f"from {_staging(table, schema)} " + _on_conflict(table, cols, keys, schema))
-                    deletes.append(conn.cursor())  # emptied for a second batch in the same transaction
-                    deletes[-1].execute(f"delete from {_staging(table, schema)}")
-                else:
-                    cur.executemany(_upsert(table, cols, keys, schema), rows)
+                for at in range(0, len(rows), _TEXT_CHUNK):
+                    chunk = rows[at:at + _TEXT_CHUNK]
+                    text = _rows_text(chunk)
+                    cur = conn.cursor()
+                    cursors.append((table, cur))
+                    if text is not None:
+                        cur.execute(_text_upsert(table, cols, keys, schema), (text,))
+                    else:
+                        cur.executemany(_upsert(table, cols, keys, schema), chunk)
             check_tail = tail(conn) if tail is not None else None
             pending = stack.pop_all()  # sent: the pipeline stays open until the check
     except BaseException:
-        for cur in (*cursors, *deletes):
+        for _table, cur in cursors:
             cur.close()
         raise
 
     def check() -> int:
+        written = dict.fromkeys((table for table, _c, _k, _r in tables), 0)
         try:
             pending.close()  # leaves pipeline mode: waits for every result, raises the first error
-            written = {table: cur.rowcount for cur, (table, _c, _k, _r) in zip(cursors, tables, strict=True)}
+            for table, cur in cursors:
+                written[table] += cur.rowcount
         finally:
-            for cur in (*cursors, *deletes):
+            for _table, cur in cursors:
                 cur.close()
         refused = {table: rows for table, _c, _k, rows in tables if written[table] < len(rows)}
         if refused:
@@ -229,23 +227,69 @@ def _foreign_keys(conn: psycopg.Connection, refused: dict[str, list[tuple[Any, .
     return out
 
 
-# Pipelined statements beat COPY + INSERT … SELECT below about 1000 rows a table (A/B on this
-# machine, orders rows: 60 → 5.5 vs 8.0 ms, 150 → 11.6 vs 15.8 ms, 1000 → 61 vs 59 ms).
-_COPY_THRESHOLD = 1000
+#: Rows a statement at most: a rebuild's seed writes every row of the state.
+_TEXT_CHUNK = 5000
+
+#: The SQL type of every column, in the order of the table's *_COLS (a test checks them against
+#: the tables): the text parameter's fields are cast to them.
+COLUMN_TYPES = {
+    "orders": ("text", "int4", "text", "text", "text", "text", "text", "text", "text", "numeric", "numeric",
+               "numeric", "numeric", "numeric", "numeric", "int4", "timestamptz", "timestamptz", "json"),
+    "executions": ("text", "text", "int4", "int8", "text", "text", "text", "numeric", "numeric", "numeric", "text",
+                   "text", "timestamptz", "bool", "bool", "numeric", "numeric", "text", "timestamptz"),
+    "positions": ("text", "text", "int4", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "int4",
+                  "timestamptz"),
+    "marks": ("text", "int4", "numeric", "numeric", "numeric", "numeric", "timestamptz", "text", "text"),
+}
+
+# The text parameter: fields separated by \x1f, rows by \x1e, NULL a field that is a lone \x1d.
+_FIELD_SEP, _ROW_SEP, _NULL_FIELD = "\x1f", "\x1e", "\x1d"
+_NOT_PLAIN_TEXT = re.compile("[\x00\x1d\x1e\x1f]")
 
 
-def _staging(table: str, schema: str | None) -> str:
-    return f"staging_{schema}_{table}" if schema else f"staging_{table}"
+def _text_upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None) -> str:
+    fields = ", ".join(f"f[{i}]::{kind}" for i, kind in enumerate(COLUMN_TYPES[table], 1))
+    return (f"insert into {_target(table, schema)} ({', '.join(cols)}) select {fields} "
+            "from unnest(string_to_array(%s::text, E'\\x1e')) line, string_to_array(line, E'\\x1f', E'\\x1d') f "
+            + _on_conflict(table, cols, keys, schema))
 
 
-def _copy_to_staging(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]],
-                     schema: str | None) -> None:
-    staging = _staging(table, schema)
-    cur.execute(f"create temp table if not exists {staging} (like {_target(table, schema)} including defaults) "
-                "on commit delete rows")
-    with cur.copy(f"copy {staging} ({', '.join(cols)}) from stdin") as copy:
-        for row in rows:
-            copy.write_row(row)
+def _rows_text_python(rows: list[tuple[Any, ...]]) -> str | None:
+    """The rows as the text parameter of `_text_upsert` (each value as it is, no escapes), or
+    None when a value cannot be written so: a text holding a separator or a NUL, a decimal that
+    is not finite, a time without a zone, any other type. Those rows go as a statement each."""
+    lines = []
+    for row in rows:
+        fields = []
+        for v in row:
+            kind = type(v)
+            if v is None:
+                fields.append(_NULL_FIELD)
+            elif kind is str:
+                if _NOT_PLAIN_TEXT.search(v):
+                    return None
+                fields.append(v)
+            elif kind is bool:
+                fields.append("t" if v else "f")
+            elif kind is int:
+                fields.append(str(v))
+            elif kind is Decimal and v.is_finite():
+                fields.append(str(v))
+            elif kind is datetime and v.utcoffset() is not None:
+                fields.append(v.isoformat(" "))
+            else:
+                return None
+        lines.append(_FIELD_SEP.join(fields))
+    return _ROW_SEP.join(lines)
+
+
+# The compiled twin (backbone/_speedups.c) writes the same text for the plain values and hands
+# anything else to the Python path; psycopg's per-row dumping was ~4 µs an orders row, ~3 an
+# executions row.
+_compiled_rows_text = compiled("rows_text")
+_rows_text: Callable[[list[tuple[Any, ...]]], str | None] = (
+    _rows_text_python if _compiled_rows_text is None
+    else lambda rows: _compiled_rows_text(rows, Decimal, _rows_text_python))  # type: ignore[misc]
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -320,8 +320,7 @@ def test_records_deleted_while_the_projector_holds_the_partition(created_topics:
 
 def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(created_topics: Settings, names,
                                                                              monkeypatch) -> None:
-    """Below the COPY threshold, a batch's upserts and its checkpoint compare-and-set go to
-    Postgres in one pipeline (one sync): the moves are sent while the pipeline is open, and the
+    """A batch's upserts and its checkpoint compare-and-set go to Postgres in one pipeline (one sync): the moves are sent while the pipeline is open, and the
     loop opens one pipeline per committed batch."""
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=600, seed=12, symbols=4, accounts=2))))
@@ -345,27 +344,65 @@ def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(cre
     assert len(opened) == stats.batches
 
 
-def test_copy_and_pipelined_upserts_write_the_same_rows(created_topics: Settings, services, names,
-                                                        monkeypatch) -> None:
-    """write_changes takes COPY + INSERT … SELECT for a table with many changed rows and pipelined
-    statements for one with few: both give the same tables, row for row; and so does the loop
+#: How store.send_rows formats a table's rows: the default (the compiled text where the C
+#: extension is built), the Python text (what runs without the build), or none (every row a statement of its own, as for a value the text
+#: cannot hold).
+ROW_PATHS = {"default": store._rows_text, "python": store._rows_text_python, "per-row": lambda rows: None}
+
+
+def test_text_and_per_row_upserts_write_the_same_rows(created_topics: Settings, services, names,
+                                                     monkeypatch) -> None:
+    """send_rows sends a table's rows as one text parameter, or a statement a row when the text
+    cannot hold a value: every path gives the same tables, row for row; and so does the loop
     that commits each batch before it polls again, against the one that folds the next batch
     while the last is in flight (all records are there already: it always has one to fold)."""
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=3000, seed=11, symbols=6, accounts=3))))
-    monkeypatch.setattr(store, "_COPY_THRESHOLD", 1)  # every table through COPY
-    stats = project(settings, names.group("copy"), batch_size=500)
+    stats = project(settings, names.group("default"), batch_size=500)
     assert stats.events == 3000 and stats.overlapped >= 1
-    via_copy = table_dump(settings)
-    monkeypatch.setattr(store, "_COPY_THRESHOLD", 10**9)  # every table pipelined
-    with scratch_database(settings, services.database_url) as other:
-        assert project(other, names.group("pipelined"), batch_size=500).events == 3000
-        assert table_dump(other) == via_copy
+    reference = table_dump(settings)
+    for path in ("python", "per-row"):
+        monkeypatch.setattr(store, "_rows_text", ROW_PATHS[path])
+        with scratch_database(settings, services.database_url) as other:
+            assert project(other, names.group(path), batch_size=500).events == 3000
+            assert table_dump(other) == reference, path
     with scratch_database(settings, services.database_url) as other:
         stats = project(other, names.group("one-by-one"), batch_size=200, overlap=False)
         assert stats.events == 3000 and stats.overlapped == 0
-        assert table_dump(other) == via_copy
-    assert len(via_copy["orders"]) > 500 and len(via_copy["executions"]) > 100
+        assert table_dump(other) == reference
+    assert len(reference["orders"]) > 500 and len(reference["executions"]) > 100
+
+
+def test_awkward_values_are_written_as_they_are(settings: Settings, monkeypatch) -> None:
+    """Values the text parameter carries as they are (quotes, backslashes, tabs, newlines, what
+    looks like COPY's NULL, an empty text, decimals of any exponent, times with and without
+    microseconds) and values it cannot hold (a separator character: a statement a row, and
+    psycopg's own adaptation) come back from the table exactly, in one batch, through every path."""
+    texts = ["quote'\"", "back\\slash", "tab\there", "line\nfeed", "\\N", "NULL", "", "é€😀", "sep\x1fin",
+             "row\x1ein", "null\x1din"]
+    decimals = [Decimal("1E+2"), Decimal("0E-8"), Decimal("-0.5"), Decimal("123456789012345678901234567890.12345678"),
+                Decimal("1E-20"), Decimal("7")]
+    when = [datetime(2026, 12, 3, 1, 2, 3, tzinfo=UTC), datetime(2026, 12, 3, 1, 2, 3, 4, tzinfo=UTC)]
+    rows = sorted((f"S{i}-{t}", i % 3, decimals[i % len(decimals)], None if i % 2 else decimals[(i + 1) % len(decimals)],
+                   None, Decimal(i), when[i % 2], f"E{i}", t) for i, t in enumerate(texts))
+    for path, rows_text in ROW_PATHS.items():
+        monkeypatch.setattr(store, "_rows_text", rows_text)
+        with psycopg.connect(psycopg_url(settings)) as conn:
+            assert store.send_rows(conn, [("marks", store.MARK_COLS, ("symbol",), rows)])() == len(rows)
+            back = conn.execute(f"select {', '.join(store.MARK_COLS)} from marks order by symbol").fetchall()
+            conn.rollback()
+        assert [tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in back] == rows, path
+        # NUMERIC keeps a decimal's scale, not a positive exponent: 1E+2 comes back as 100 (equal, above)
+        assert [str(row[2]) for row in back] == [{"1E+2": "100"}.get(str(row[2]), str(row[2])) for row in rows], path
+
+
+def test_the_text_parameter_casts_to_the_column_types(settings: Settings) -> None:
+    with psycopg.connect(psycopg_url(settings)) as conn:
+        for table, cols in (("orders", store.ORDER_COLS), ("executions", store.EXEC_COLS),
+                            ("positions", store.POSITION_COLS), ("marks", store.MARK_COLS)):
+            found = conn.execute("select column_name, udt_name from information_schema.columns where table_schema = "
+                                 "'public' and table_name = %s order by ordinal_position", (table,)).fetchall()
+            assert found == list(zip(cols, store.COLUMN_TYPES[table], strict=True)), table
 
 
 def test_a_batch_committed_while_partitions_load_is_not_folded_onto_older_rows(created_topics: Settings, services,
@@ -400,15 +437,15 @@ def test_a_batch_committed_while_partitions_load_is_not_folded_onto_older_rows(c
         assert table_dump(settings) == table_dump(reference)
 
 
-@pytest.mark.parametrize("copy_threshold", [1, 10**9], ids=["copy", "pipelined"])
+@pytest.mark.parametrize("path", ["default", "per-row"])
 def test_an_id_another_partition_owns_is_refused_not_overwritten(created_topics: Settings, names, monkeypatch,
-                                                                 copy_threshold: int) -> None:
+                                                                 path: str) -> None:
     """order_id and exec_id rows are keyed by the id, not the symbol: a record reusing the id of a
     row another partition owns (here partition 99, as if another projector's) used to overwrite
     that row. The table refuses the write, the batch is abandoned and folded again with those
     records dead-lettered; the owner's rows stay as they were."""
     settings = created_topics
-    monkeypatch.setattr(store, "_COPY_THRESHOLD", copy_threshold)
+    monkeypatch.setattr(store, "_rows_text", ROW_PATHS[path])
     first = Tape()
     first.order("OF", "ACC1", "GOLD", Side.BUY, 10, price=5)
     first.fill("OF", 10, 5, exec_id="XM")
