@@ -8,6 +8,7 @@ writes rows, dead letters and checkpoints in one transaction (see consumers.runt
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -40,6 +41,7 @@ POSITION_COLS = ("account", "symbol", "kafka_partition", "qty", "avg_px", "reali
 MARK_COLS = ("symbol", "kafka_partition", "mark_price", "bid", "ask", "last", "event_time", "event_id", "source")
 
 
+@functools.cache
 def _upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None = None) -> str:
     return (f"insert into {_target(table, schema)} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
             + _on_conflict(table, cols, keys, schema))
@@ -247,6 +249,7 @@ _FIELD_SEP, _ROW_SEP, _NULL_FIELD = "\x1f", "\x1e", "\x1d"
 _NOT_PLAIN_TEXT = re.compile("[\x00\x1d\x1e\x1f]")
 
 
+@functools.cache  # a statement a table and schema: built once, not per batch
 def _text_upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None) -> str:
     fields = ", ".join(f"f[{i}]::{kind}" for i, kind in enumerate(COLUMN_TYPES[table], 1))
     return (f"insert into {_target(table, schema)} ({', '.join(cols)}) select {fields} "
