@@ -2553,8 +2553,6 @@ static PyObject *utc_millis(PyObject *module, PyObject *v) {
     return PyLong_FromLongLong(micros / 1000 - (micros % 1000 < 0));
 }
 
-/* isoformat(dt): dt.isoformat(), formatted here for an exact datetime in datetime.timezone.utc
- * (the same text: microseconds only when not 0, "+00:00"); anything else calls dt.isoformat(). */
 /* dt.isoformat(sep) of a UTC datetime (is_utc_datetime) into text[40]; returns its length. */
 static int utc_isoformat(PyObject *v, char sep, char *text) {
     int us = PyDateTime_DATE_GET_MICROSECOND(v);
@@ -2567,6 +2565,8 @@ static int utc_isoformat(PyObject *v, char sep, char *text) {
                     PyDateTime_DATE_GET_MINUTE(v), PyDateTime_DATE_GET_SECOND(v));
 }
 
+/* isoformat(dt): dt.isoformat(), formatted here for an exact datetime in datetime.timezone.utc
+ * (the same text: microseconds only when not 0, "+00:00"); anything else calls dt.isoformat(). */
 static PyObject *isoformat(PyObject *module, PyObject *v) {
     if (!is_utc_datetime(v))
         return PyObject_CallMethod(v, "isoformat", NULL);
