@@ -320,8 +320,9 @@ def test_records_deleted_while_the_projector_holds_the_partition(created_topics:
 
 def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(created_topics: Settings, names,
                                                                              monkeypatch) -> None:
-    """A batch's upserts and its checkpoint compare-and-set go to Postgres in one pipeline (one sync): the moves are sent while the pipeline is open, and the
-    loop opens one pipeline per committed batch."""
+    """A batch's upserts and its checkpoint compare-and-set go to Postgres in one pipeline (one
+    sync): the moves are sent while the pipeline is open, and the loop opens one pipeline per
+    committed batch."""
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=600, seed=12, symbols=4, accounts=2))))
     opened: list[int] = []
@@ -345,8 +346,8 @@ def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(cre
 
 
 #: How store.send_rows formats a table's rows: the default (the compiled text where the C
-#: extension is built), the Python text (what runs without the build), or none (every row a statement of its own, as for a value the text
-#: cannot hold).
+#: extension is built), the Python text (what runs without the build), or none (every row a
+#: statement of its own, as for a value the text cannot hold).
 ROW_PATHS = {"default": store._rows_text, "python": store._rows_text_python, "per-row": lambda rows: None}
 
 
@@ -377,23 +378,32 @@ def test_awkward_values_are_written_as_they_are(settings: Settings, monkeypatch)
     """Values the text parameter carries as they are (quotes, backslashes, tabs, newlines, what
     looks like COPY's NULL, an empty text, decimals of any exponent, times with and without
     microseconds) and values it cannot hold (a separator character: a statement a row, and
-    psycopg's own adaptation) come back from the table exactly, in one batch, through every path."""
-    texts = ["quote'\"", "back\\slash", "tab\there", "line\nfeed", "\\N", "NULL", "", "é€😀", "sep\x1fin",
-             "row\x1ein", "null\x1din"]
+    psycopg's own adaptation) come back from the table exactly, through every path."""
+    carried = ["quote'\"", "back\\slash", "tab\there", "line\nfeed", "\\N", "NULL", "", "é€😀"]
+    refused = ["sep\x1fin", "row\x1ein", "null\x1din"]
     decimals = [Decimal("1E+2"), Decimal("0E-8"), Decimal("-0.5"), Decimal("123456789012345678901234567890.12345678"),
                 Decimal("1E-20"), Decimal("7")]
     when = [datetime(2026, 12, 3, 1, 2, 3, tzinfo=UTC), datetime(2026, 12, 3, 1, 2, 3, 4, tzinfo=UTC)]
-    rows = sorted((f"S{i}-{t}", i % 3, decimals[i % len(decimals)], None if i % 2 else decimals[(i + 1) % len(decimals)],
-                   None, Decimal(i), when[i % 2], f"E{i}", t) for i, t in enumerate(texts))
+
+    def marks(texts: list[str], first: int) -> list[tuple]:
+        return sorted((f"S{i}-{t}", i % 3, decimals[i % len(decimals)],
+                       None if i % 2 else decimals[(i + 1) % len(decimals)], None, Decimal(i), when[i % 2], f"E{i}", t)
+                      for i, t in enumerate(texts, first))
+
+    plain, awkward = marks(carried, 0), marks(refused, len(carried))
+    assert store._rows_text_python(plain) is not None and store._rows_text_python(awkward) is None
     for path, rows_text in ROW_PATHS.items():
         monkeypatch.setattr(store, "_rows_text", rows_text)
         with psycopg.connect(psycopg_url(settings)) as conn:
-            assert store.send_rows(conn, [("marks", store.MARK_COLS, ("symbol",), rows)])() == len(rows)
+            for batch in (plain, awkward):  # two batches: one refused row sends its whole table a row at a time
+                assert store.send_rows(conn, [("marks", store.MARK_COLS, ("symbol",), batch)])() == len(batch)
             back = conn.execute(f"select {', '.join(store.MARK_COLS)} from marks order by symbol").fetchall()
             conn.rollback()
-        assert [tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in back] == rows, path
+        expected = sorted(plain + awkward)
+        assert [tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in back] == expected, \
+            path
         # NUMERIC keeps a decimal's scale, not a positive exponent: 1E+2 comes back as 100 (equal, above)
-        assert [str(row[2]) for row in back] == [{"1E+2": "100"}.get(str(row[2]), str(row[2])) for row in rows], path
+        assert [str(row[2]) for row in back] == [{"1E+2": "100"}.get(str(r[2]), str(r[2])) for r in expected], path
 
 
 def test_the_text_parameter_casts_to_the_column_types(settings: Settings) -> None:
