@@ -362,7 +362,7 @@ class _Shadow:
                 letters.append((msg, letter))
             moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], offset + 1)
         with conn.transaction(), conn.cursor() as cur:
-            written = self.projection.write(conn)
+            captured = self.projection.write(conn)
             if letters:
                 cur.executemany(sql.SQL(
                     "insert into {}.dead_letters (projection, " + _LETTER_COLS + ") "
@@ -372,7 +372,7 @@ class _Shadow:
                     [(TRADING, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value() or b"")
                      for m, d in letters])
             store.advance_checkpoints(conn, self.name, moves)
-        self.projection.committed(written)
+        self.projection.committed(captured)
         for tp, (_old, nxt) in moves.items():
             self.pos[tp] = nxt
         for msg, letter in letters:

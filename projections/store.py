@@ -76,7 +76,8 @@ _plain_fills, _plain_status, _plain_ids = (encoder_for(_ORDER_HINTS[f]) for f in
 _fills_from_plain, _status_from_plain, _ids_from_plain = (decoder_for(_ORDER_HINTS[f]) for f in ORDER_HISTORY[:3])
 _order_from_plain = decoder_for(OrderState)  # a state written before migration 0006: every field
 _new_order = builder(OrderState)
-_enum_of = {name: decoder_for(_ORDER_HINTS[name]) for name in ("side", "order_type", "time_in_force", "status")}
+_side, _order_type, _time_in_force, _status = (decoder_for(_ORDER_HINTS[f])
+                                               for f in ("side", "order_type", "time_in_force", "status"))
 
 
 def _order_row(order: OrderState, partition: int) -> tuple[Any, ...]:
@@ -99,9 +100,8 @@ def _order(order_id: str, account: str, symbol: str, side: str, order_type: str,
     Avro decimals of fixed scale); times come back in UTC, as the decoder gives them."""
     if "order_id" in state:  # written before migration 0006 (which rewrites them): the whole state
         return _order_from_plain(state)  # type: ignore[no-any-return]
-    enum = _enum_of
-    return _new_order(order_id, account, symbol, enum["side"](side), enum["order_type"](order_type),
-                      enum["time_in_force"](time_in_force), cl_ord_id, enum["status"](status), order_qty, price,
+    return _new_order(order_id, account, symbol, _side(side), _order_type(order_type),
+                      _time_in_force(time_in_force), cl_ord_id, _status(status), order_qty, price,
                       stop_price, cum_qty, leaves_qty, avg_px, seq, first_event_time.astimezone(UTC),
                       last_event_time.astimezone(UTC), _fills_from_plain(state["fills"]),
                       _status_from_plain(state["prior_status"]), _ids_from_plain(state["event_ids"]),

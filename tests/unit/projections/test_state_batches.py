@@ -147,8 +147,6 @@ def test_resent_events_are_counted_once_their_batch_commits() -> None:
 def test_a_write_abandoned_before_a_reload_is_not_booked(monkeypatch) -> None:
     """The rebuild's shadow writes a batch, its transaction fails, it reloads and abandons: the
     failed batch's resent events are not counted; a written batch that commits is."""
-    from projections import store
-
     monkeypatch.setattr(store, "send_rows", lambda *a, **k: lambda: 0)
     codec = AvroCodec()
     orders = [r for r in STREAM if isinstance(r, OrderEvent)][:20]
