@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     min_insync_replicas: int = Field(1, ge=1, le=32)
     marketdata_retention_ms: int = Field(7 * DAY_MS, ge=-1, description="-1 keeps everything")
     alerts_retention_ms: int = Field(30 * DAY_MS, ge=-1)
+    # librdkafka's default message.max.bytes: what the project's producers can send at most
+    max_record_bytes: int = Field(1_000_000, ge=1024, description="a record value larger than this is "
+                                  "dead-lettered by the projections (reason `oversize`)")
 
     # --- Database ---------------------------------------------------------------------------
     # default: the local server at postgres_port (see _local_addresses)

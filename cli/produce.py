@@ -19,8 +19,8 @@ from backbone.errors import InvalidRecord
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from cli.common import console, err_console, load_settings, print_json, user_errors
-from producers import deadletter
-from producers.deadletter import DeadLetter
+from backbone import deadletters
+from backbone.deadletters import DeadLetter
 from producers.publisher import EventPublisher, ValidatingPublisher, timestamp_ms
 from producers.simulator import DEFAULT_START, SimulationConfig, simulate
 from projections.replay import parse_time

@@ -4,8 +4,7 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`, `_sen
 
 1. Apply the batch in memory: decode every record and apply it to the projection's state;
    a record the projection refuses becomes a dead letter and the batch goes on.
-2. Write the changed rows (the projection's writer) and the dead letters (table), and produce
-   the dead letters to `trading.deadletter` (flushed before the database commit: at least once).
+2. Write the changed rows (the projection's writer) and the dead letters (table).
 3. Write the next offset of every partition the batch touched into `projection_checkpoints`,
    as a compare-and-set from the offset and the generation this owner loaded: if another
    consumer moved it, or a rebuild swapped the tables (new generation), the whole transaction
@@ -13,9 +12,11 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`, `_sen
    waiting, in one round trip (store.send_rows).
 4. Wait for every result (rows refused, offsets not moved: `FencedError`) and commit the
    Postgres transaction: rows, dead letters and offsets become visible together.
-5. Mirror the offsets to Kafka (async commit) so ordinary lag tools see the group: at most once
-   per `mirror_interval_s` (the newest offset of every partition since the last mirror), on
-   revoke for the partitions given away, and synchronously on close.
+5. Relay the batch's dead letters to `trading.deadletter` (consumers.deadletter_relay: the
+   table is an outbox, each letter reaches the topic once). Mirror the offsets to Kafka (async
+   commit) so ordinary lag tools see the group: every `mirror_interval_s`, idle or not, the
+   committed offset of every assigned partition that Kafka does not have yet; on revoke for the
+   partitions given away, and synchronously on close.
 
 Step 4 of a batch runs when the next batch has been applied in memory (step 1), so the server
 works on one batch while the projector folds the next; or at once when no record is fetched
@@ -39,8 +40,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,15 +51,15 @@ from confluent_kafka import KafkaError as RdKafkaError
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import OperationalError
 
+from backbone import deadletters
+from backbone.deadletters import DeadLetter
 from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.consumer import consumer_config
-from backbone.kafka.batches import next_batch, refetch, watermarks
-from backbone.kafka.producer import KafkaProducer
+from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.settings import Settings
-from producers import deadletter
-from producers.deadletter import DeadLetter
+from consumers.deadletter_relay import DeadLetterRelay
 from projections import store
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class Projection(Protocol):
 
     def drop(self, revoked: list[TP]) -> None: ...
 
+    def place(self, counts: dict[str, int]) -> None:
+        """The partition count of each topic, as the broker reports it (where records belong)."""
+        ...
+
     def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
         """Apply one record whose coordinates the caller has read already."""
         ...
@@ -106,11 +111,18 @@ class Projection(Protocol):
         ...
 
 
+def default_group_id(projection: str, topics: list[str]) -> str:
+    """The consumer group of a projection when none is named: derived from the projection and
+    its topics, so deployments with other topic names on one cluster never share a group."""
+    return f"backbone-{projection}-{'+'.join(topics)}"
+
+
 @dataclass
 class RunStats:
     batches: int = 0
     events: int = 0
     dead_letters: int = 0
+    dead_letters_relayed: int = 0  # to the dead-letter topic (consumers.deadletter_relay)
     duplicates: int = 0  # resent records (a producer retry) recognised and skipped
     rows_written: int = 0
     db_retries: int = 0
@@ -189,8 +201,14 @@ class ProjectionLoop:
         self._fetch_from: dict[TP, int] = {}  # where fetching (re)started: the checkpoint, or past expired records
         self.generation = 0  # of the checkpoints the state was loaded under (a rebuild's swap bumps it)
         self.at_end: set[TP] = set()
-        self._dlq: KafkaProducer | None = None
-        self._unmirrored: dict[TP, int] = {}  # committed in Postgres, not yet mirrored to Kafka
+        self._relay = DeadLetterRelay(settings, projection.name, self._transaction)
+        self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
+        self._relay_at = 0.0  # monotonic time of the next relay round while some are due
+        self._relay_delay = 0.0
+        # next offsets committed in Postgres (the log start where none: the fetch starts there),
+        # and what this owner committed to the group in Kafka, of the assigned partitions
+        self._committed: dict[TP, int] = {}
+        self._mirrored: dict[TP, int] = {}
         # revoked, their state still in memory, with the next offset this owner committed: kept if
         # the next assignment gives them back unchanged (`_load`), dropped otherwise
         self._held: dict[TP, int | None] = {}
@@ -214,6 +232,7 @@ class ProjectionLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle()  # none in flight after an eager revoke; settled all the same before loading
         tps = [(tp.topic, tp.partition) for tp in partitions]
+        self.projection.place({t: len(partitions_of(consumer, t)) for t in self.projection.topics()})
         # One generation for all the state held: the eager ("range") assignment revokes every
         # partition before assigning, and `_load` keeps no state loaded under an older generation.
         checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
@@ -226,9 +245,12 @@ class ProjectionLoop:
             # wherever the log starts when the fetch begins, past records deleted meanwhile.
             tp.offset = self._fetch_from[key] = resume[key]
             self.positions[key] = offset
+            self._committed[key] = resume[key]  # for lag tools: where this group goes on
         self.assigned |= set(tps)
         self.stats.rebalances += 1
         consumer.assign(partitions)
+        self._relay_due |= set(tps)  # an owner before this one may have left some unrelayed
+        self._relay_at = 0.0
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{checkpoints.get((t, p), 'beginning')}" for t, p in tps))
 
     def _within_log(self, consumer: Consumer, tp: TP, start: int) -> int:
@@ -297,7 +319,7 @@ class ProjectionLoop:
         # still the owner here: the batch in flight commits (or is fenced) before the partitions go
         settled = self._settle(reload=False)
         # the mirror of what it committed goes before the partitions do
-        self._mirror({tp: self._unmirrored.pop(tp) for tp in tps if tp in self._unmirrored}, asynchronous=True)
+        self._mirror(tps, asynchronous=True)
         if settled:
             # nothing in flight any more: the state is what was committed
             self._held.update({tp: self.positions.get(tp) for tp in tps})
@@ -313,6 +335,8 @@ class ProjectionLoop:
             self.assigned.discard(tp)
             self.positions.pop(tp, None)
             self._fetch_from.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._mirrored.pop(tp, None)
             self.at_end.discard(tp)
         self.stats.rebalances += 1
 
@@ -323,8 +347,6 @@ class ProjectionLoop:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         # The batch in flight commits only if the compare-and-set finds its offsets still ours.
         settled = self._settle(reload=False)
-        for tp in tps:
-            self._unmirrored.pop(tp, None)
         self.projection.drop(tps)
         self._forget(tps)
         if not settled and self.assigned:
@@ -352,7 +374,11 @@ class ProjectionLoop:
                         self._process(records)
                     elif self._inflight is not None:
                         self._settle()
+                    if self._relay_due:
+                        self._relay_letters()
                     now = time.monotonic()
+                    if now - self._mirrored_at >= self.config.mirror_interval_s:
+                        self._mirror(self.assigned, asynchronous=True)  # also when idle
                     if self.on_status and now - last_status >= self.config.status_interval_s:
                         self.stats.lag = self.lag()
                         self.on_status(self.stats)
@@ -420,12 +446,6 @@ class ProjectionLoop:
             # until it settles). Frozen, in-flight rows piled up until a full collection: 0.46 s
             # pauses, p99 0.3-1.4 s at 5,000 events/s.
             self._heap.after_batch()
-        if letters:
-            # Step 2 (topic part): produce dead letters before the commit; a replay may resend.
-            producer = self._dlq_producer()
-            for _msg, letter in letters:
-                deadletter.send(producer, self.settings.topic_deadletter, letter)
-            producer.flush()
         batch = _InFlight(records, moves, letters, self.projection.prepare())
         # The next batch's compare-and-set expects these offsets: this one commits first, or
         # both are abandoned and the partitions reloaded.
@@ -452,9 +472,7 @@ class ProjectionLoop:
 
         def tail(conn: psycopg.Connection) -> Callable[[], None]:
             # Step 2 (table part): the dead letters.
-            store.insert_dead_letters(conn, [
-                (self.projection.name, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value())
-                for m, d in batch.letters])
+            deadletters.insert(conn, [d for _m, d in batch.letters])
             # Step 3: the next offsets, compare-and-set against what this owner loaded; checked
             # (FencedError) once the results are in, before anything commits.
             return store.send_checkpoint_moves(conn, self.projection.name, batch.moves, self.generation)
@@ -486,11 +504,13 @@ class ProjectionLoop:
         self.stats.events += len(batch.records)
         self.stats.dead_letters += len(batch.letters)
         self.stats.rows_written += written
-        # Step 5: mirror the offsets to Kafka for lag tools; Postgres stays the source of truth.
-        self._unmirrored.update({tp: nxt for tp, (_old, nxt) in batch.moves.items()})
-        if time.monotonic() - self._mirrored_at >= self.config.mirror_interval_s:
-            self._mirror(self._unmirrored, asynchronous=True)
-            self._unmirrored = {}
+        # Step 5: relay the dead letters (the table is the outbox), mirror the offsets to Kafka
+        # for lag tools; Postgres stays the source of truth of both.
+        if batch.letters:
+            self._relay_due |= {(m.topic(), m.partition()) for m, _d in batch.letters}
+            self._relay_at = 0.0
+            self._relay_letters()
+        self._committed.update({tp: nxt for tp, (_old, nxt) in batch.moves.items()})
         return True
 
     def _commit(self, batch: _InFlight) -> int:
@@ -528,8 +548,11 @@ class ProjectionLoop:
         time.sleep(delay)
         return min(delay * 2, self.config.max_db_backoff_s)
 
-    def _mirror(self, offsets: dict[TP, int], *, asynchronous: bool) -> None:
+    def _mirror(self, tps: Iterable[TP], *, asynchronous: bool) -> None:
+        """Commit to the group in Kafka the committed offsets of `tps` it does not have yet."""
         self._mirrored_at = time.monotonic()
+        offsets = {tp: self._committed[tp] for tp in tps
+                   if tp in self._committed and self._mirrored.get(tp) != self._committed[tp]}
         if not offsets:
             return
         try:
@@ -537,6 +560,8 @@ class ProjectionLoop:
                                   asynchronous=asynchronous)
         except KafkaException as e:  # a mirror only: progress is already safe in Postgres
             log.warning("could not mirror offsets to Kafka: %s", e.args[0].str())
+            return
+        self._mirrored.update(offsets)
 
     def _reload_assigned(self) -> None:
         tps = sorted(self.assigned)
@@ -546,6 +571,8 @@ class ProjectionLoop:
             self.positions[(t, p)] = offset
             # explicit: a range deleted meanwhile comes back as "out of range" (_out_of_range)
             self._fetch_from[(t, p)] = 0 if offset is None else offset
+            if offset is not None:
+                self._committed[(t, p)] = offset
             self._consumer.seek(TopicPartition(t, p, self._fetch_from[(t, p)]))
             self.at_end.discard((t, p))  # read again from its checkpoint: not at the end until seen there
 
@@ -564,10 +591,28 @@ class ProjectionLoop:
                 log.warning("database unavailable or conflict (%s) loading partitions", str(e).splitlines()[0])
                 delay = self._pause(e, delay)
 
-    def _dlq_producer(self) -> KafkaProducer:
-        if self._dlq is None:
-            self._dlq = KafkaProducer(self.settings)
-        return self._dlq
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        """A connection of the pool in a transaction of its own (not the held one: a batch may be in
+        flight on it)."""
+        with self.engine.connect() as sa_conn, sa_conn.begin():
+            yield sa_conn.connection.driver_connection
+
+    def _relay_letters(self) -> None:
+        """A relay round for the assigned partitions that have dead letters to relay, if one is
+        due; a failed round is tried again later (backoff up to `max_db_backoff_s`)."""
+        due = sorted(self._relay_due & self.assigned)
+        self._relay_due &= self.assigned
+        if not due or time.monotonic() < self._relay_at:
+            return
+        done = self._relay.relay(due)
+        self.stats.dead_letters_relayed += done.relayed
+        if done.failed is None:
+            self._relay_due.difference_update(due)
+            self._relay_delay = 0.0
+        else:
+            self._relay_delay = min(max(self._relay_delay * 2, 0.5), self.config.max_db_backoff_s)
+            self._relay_at = time.monotonic() + self._relay_delay
 
     def lag(self) -> int:
         """Messages behind the high watermarks of the assigned partitions (cached watermarks)."""
@@ -598,10 +643,7 @@ class ProjectionLoop:
             self._settle(reload=False)
         finally:
             self._drop_db()
-        if self._dlq is not None:
-            self._dlq.flush()
-            self._dlq = None
+        self._relay.close()
         if self.assigned:
-            self._mirror(self._unmirrored, asynchronous=False)
-        self._unmirrored = {}
+            self._mirror(self.assigned, asynchronous=False)
         self._consumer.close()

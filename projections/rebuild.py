@@ -47,27 +47,28 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from psycopg import errors as pg_errors
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from backbone.errors import BackboneError, KafkaError, coordinates
+from backbone import deadletters
+from backbone.deadletters import DeadLetter
+from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.consumer import consumer_config
-from backbone.kafka.batches import next_batch, refetch, watermarks
-from backbone.kafka.producer import KafkaProducer
+from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.settings import Settings
-from producers import deadletter
-from producers.deadletter import DeadLetter
+from consumers.deadletter_relay import DeadLetterRelay
 from projections import ddl, snapshots, store
 from projections.state import Changes
 from projections.trading import NAME as TRADING
@@ -256,21 +257,13 @@ class _Shadow:
         self.pos: dict[TP, int | None] = dict.fromkeys(self.tps)  # next offset to read; None: nothing read
         #: partitions of expiring topics whose records below this offset expired unread
         self.skip_to: dict[TP, int] = {}
-        self.letters: dict[tuple[str, int, int], DeadLetter] = {}
         self.events = 0
         self.dead_letters = 0
 
     def _partitions(self) -> list[TP]:
-        tps: list[TP] = []
-        for topic in self.projection.topics():
-            try:
-                meta = self.consumer.list_topics(topic, timeout=15).topics.get(topic)
-            except KafkaException as e:
-                raise KafkaError(f"cannot read the metadata of {topic}: {e.args[0].str()}") from e
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise RebuildError(f"topic {topic} does not exist (run `backbone topics create`)")
-            tps += [(topic, p) for p in sorted(meta.partitions)]
-        return tps
+        found = {topic: partitions_of(self.consumer, topic) for topic in self.projection.topics()}
+        self.projection.place({topic: len(ps) for topic, ps in found.items()})
+        return [(topic, p) for topic, ps in found.items() for p in ps]
 
     def watermarks(self) -> dict[TP, tuple[int, int]]:
         return {(t, p): watermarks(self.consumer, t, p) for t, p in self.tps}
@@ -363,20 +356,12 @@ class _Shadow:
             moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], offset + 1)
         with conn.transaction(), conn.cursor() as cur:
             captured = self.projection.write(conn)
-            if letters:
-                cur.executemany(sql.SQL(
-                    "insert into {}.dead_letters (projection, " + _LETTER_COLS + ") "
-                    "values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict "
-                    "(projection, source_topic, source_partition, source_offset) do nothing").format(
-                        sql.Identifier(self.schema)),
-                    [(TRADING, m.topic(), m.partition(), m.offset(), d.reason, d.detail, m.key(), m.value() or b"")
-                     for m, d in letters])
+            deadletters.insert(conn, [replace(d, projection=TRADING) for _m, d in letters],
+                               table=sql.Identifier(self.schema, "dead_letters").as_string(conn))
             store.advance_checkpoints(conn, self.name, moves)
         self.projection.committed(captured)
         for tp, (_old, nxt) in moves.items():
             self.pos[tp] = nxt
-        for msg, letter in letters:
-            self.letters[(msg.topic(), msg.partition(), msg.offset())] = replace(letter, projection=TRADING)
         self.events += len(batch)
         self.dead_letters += len(letters)
 
@@ -490,6 +475,7 @@ class _Rebuild:
         self.old_schema = f"rebuild_old_{stamp}"
         self.result = RebuildResult(TRADING, self.shadow_schema, self.old_schema)
         self.shadow: _Shadow | None = None
+        self._relay_after_swap: list[TP] = []  # source partitions with letters only the shadow refused
         self._applied_since_event = 0
         self._last_batch_event = time.monotonic()
         self.phase = "preparation"
@@ -535,6 +521,7 @@ class _Rebuild:
                     self.phase = "swap"
                     self._swap()
                     self.phase = "clean-up after the swap"
+                    self._relay_newly_refused()
                 except _Interrupted:
                     self._drop_shadow()
                     raise RebuildError("interrupted before the swap: nothing was swapped, "
@@ -895,7 +882,8 @@ class _Rebuild:
     def _swap_dead_letters(self) -> None:
         """This projection's dead letters become the shadow's: the old ones are kept beside the old
         tables, a letter both refused keeps its first-refusal time, and a record only the shadow
-        refused goes to the dead-letter topic now (before the commit: at least once)."""
+        refused is relayed to the dead-letter topic once the swap commits (consumers.deadletter_relay);
+        a letter both refused keeps where it was relayed."""
         w, old, shadow = self.work, sql.Identifier(self.old_schema), sql.Identifier(self.shadow_schema)
         same = sql.SQL("(o.source_topic, o.source_partition, o.source_offset) = "
                        "(n.source_topic, n.source_partition, n.source_offset)")
@@ -909,21 +897,35 @@ class _Rebuild:
             .format(old, shadow, same)).fetchone()[0]
         w.execute("delete from public.dead_letters where projection = %s", (TRADING,))
         cols = sql.SQL(_LETTER_COLS)
-        w.execute(sql.SQL("insert into public.dead_letters (projection, {cols}, created_at) "
-                          "select n.projection, {ncols}, coalesce(o.created_at, n.created_at) "
+        w.execute(sql.SQL("insert into public.dead_letters (projection, {cols}, created_at, source_time, "
+                          "relay_partition, relay_from, relayed_offset) "
+                          "select n.projection, {ncols}, coalesce(o.created_at, n.created_at), "
+                          "coalesce(n.source_time, o.source_time), o.relay_partition, o.relay_from, o.relayed_offset "
                           "from {shadow}.dead_letters n left join {old}.dead_letters o on {same} order by n.id").format(
             cols=cols, ncols=sql.SQL(", ").join(sql.SQL("n." + c.strip()) for c in _LETTER_COLS.split(",")),
             shadow=shadow, old=old, same=same))
         self.result.newly_refused = len(newly)
-        if newly:
-            assert self.shadow is not None
-            with KafkaProducer(self.settings) as producer:
-                for t, p, o in newly:
-                    letter = self.shadow.letters.get((t, p, o))
-                    if letter is None:  # applied by an earlier, rolled-back attempt of this process: rebuild it
-                        raise RebuildError(f"dead letter {coordinates(t, p, o)} missing in memory")
-                    deadletter.send(producer, self.settings.topic_deadletter, letter)
-                producer.flush()
+        self._relay_after_swap = sorted({(t, p) for t, p, _o in newly})
+
+    def _relay_newly_refused(self) -> None:
+        """After the swap committed: relay what only the new projection refused (a live projector
+        relays whatever this leaves, when it next loads those partitions)."""
+        if not self._relay_after_swap:
+            return
+
+        @contextmanager
+        def transaction() -> Iterator[psycopg.Connection]:
+            with psycopg.connect(psycopg_url(self.settings), application_name=APPLICATION_NAME) as conn:
+                yield conn  # committed when the block ends
+
+        relay = DeadLetterRelay(self.settings, TRADING, transaction)
+        try:
+            done = relay.relay(self._relay_after_swap)
+        finally:
+            relay.close()
+        if done.failed is not None:
+            self._warn(f"dead letters not relayed to {self.settings.topic_deadletter} yet ({done.failed}): "
+                       "a projector relays them when it next loads their partitions")
 
     def _drop_old(self) -> None:
         if self.options.keep_old:

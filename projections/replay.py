@@ -601,6 +601,7 @@ class Replayer:
         # 1 000 records so that none rescans it (backbone.gc_policy).
         with fewer_collections(), FrozenHeap(collect_batches=False) as heap:
             projection = TradingProjection(self.settings, self._codec, snapshots=False)
+            projection.place({t: len(self.reader.partitions(t)) for t in projection.topics()})
             state = projection.state
             t0 = time.perf_counter()
             with_snapshot = [p for p in plans if p.snapshot is not None]

@@ -24,10 +24,11 @@ from backbone.compiled import compiled
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_fields import ZERO
 from backbone.domain.positions import PositionError
-from backbone.errors import DecodeError, InvalidOrderTransition, coordinates
+from backbone.errors import DecodeError, InvalidOrderTransition, InvariantViolation, coordinates
+from backbone.kafka.partitioner import partition_for
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
-from producers.deadletter import DeadLetter
+from backbone.deadletters import DeadLetter
 from projections import snapshots, store
 from projections.state import TradingState
 
@@ -100,6 +101,18 @@ class TradingProjection:
         # that partition: a record naming one on any other partition is refused
         self._foreign_orders: dict[str, int] = {}
         self._foreign_execs: dict[str, int] = {}
+        # per topic: its partition count (`place`), and each symbol's key and partition under it
+        self._partition_counts: dict[str, int] = {}
+        self._homes: dict[str, dict[str, tuple[bytes, int]]] = {}
+
+    def place(self, counts: dict[str, int]) -> None:
+        """The partition counts of the topics, as the broker reports them: a symbol's records
+        belong to the partition murmur2 picks among them (how the producers place them). Every
+        reader calls this before `apply_at`; a count that changed forgets the old placements."""
+        for topic, count in counts.items():
+            if self._partition_counts.get(topic) != count:
+                self._partition_counts[topic] = count
+                self._homes[topic] = {}
 
     def topics(self) -> list[str]:
         return [self.settings.topic_orders, self.settings.topic_marketdata]
@@ -158,14 +171,29 @@ class TradingProjection:
         shadow and a replay read them first)."""
         if self.snapshots:
             self._track(msg, topic, partition, offset)
+        value = msg.value()
+        if not value:
+            if value is None:
+                return self._letter(msg, "null_value", "a record without a value (a tombstone): events are never "
+                                    "deleted, the log is the record")
+            return self._letter(msg, "empty_value", "a record with an empty value")
+        if len(value) > self.settings.max_record_bytes:
+            return self._letter(msg, "oversize", f"a value of {len(value):,} bytes, over the limit of "
+                                f"{self.settings.max_record_bytes:,} (BACKBONE_MAX_RECORD_BYTES); the record stays "
+                                "in the log at these coordinates", payload=b"")
         try:
-            record = self._decode(msg.value() or b"")
+            record = self._decode(value)
         except DecodeError as e:
             return self._letter(msg, "decode_error", str(e))
+        orders = topic == self.settings.topic_orders
+        if not isinstance(record, OrderEvent if orders else MarketMark):
+            return self._letter(msg, "unexpected_record",
+                                f"{type(record).__name__} on the {'orders' if orders else 'marketdata'} topic")
+        letter = self._misplaced(msg, topic, partition, record.symbol)
+        if letter is not None:
+            return letter
         try:
-            if topic == self.settings.topic_orders:
-                if not isinstance(record, OrderEvent):
-                    return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the orders topic")
+            if orders:
                 if _order_has_nul(record):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if self._foreign_orders or self._foreign_execs:
@@ -175,8 +203,6 @@ class TradingProjection:
                 if self.state.apply_order_event(record, partition, offset) == "duplicate":
                     self._batch_duplicates += 1
             else:
-                if not isinstance(record, MarketMark):
-                    return self._letter(msg, "unexpected_record", f"{type(record).__name__} on the marketdata topic")
                 if _any_nul(record.event_id, record.symbol, record.source):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if record.mark_price <= ZERO:  # a Decimal against a Decimal: no int converted first
@@ -186,6 +212,25 @@ class TradingProjection:
             return self._letter(msg, e.rule, str(e))
         except PositionError as e:
             return self._letter(msg, "position", str(e))
+        return None
+
+    def _misplaced(self, msg: Message, topic: str, partition: int, symbol: str) -> DeadLetter | None:
+        """A dead letter if the record's key is not its symbol or the symbol lives on another
+        partition: applied, it would split the symbol's book between two partitions, and the
+        as-of state (which reads the symbol's own partition) would disagree with the live one."""
+        homes = self._homes.get(topic)
+        if homes is None:
+            raise InvariantViolation(f"the partition count of {topic} is unknown: call place() before apply_at()")
+        home = homes.get(symbol)
+        if home is None:
+            key = symbol.encode("utf-8", "surrogatepass")
+            home = homes[symbol] = (key, partition_for(key, self._partition_counts[topic]))
+        if msg.key() != home[0]:
+            return self._letter(msg, "key_not_symbol", f"key {msg.key()!r} is not the record's symbol {symbol!r}")
+        if partition != home[1]:
+            return self._letter(msg, "wrong_partition", f"symbol {symbol!r} belongs to partition {home[1]} of "
+                                f"{self._partition_counts[topic]} (murmur2 of the key), not {partition}: the "
+                                "producer does not use the murmur2_random partitioner")
         return None
 
     def _foreign_letter(self, msg: Message, record: OrderEvent, partition: int) -> DeadLetter | None:
@@ -210,11 +255,12 @@ class TradingProjection:
         if ts > tracker.max_ts:
             tracker.max_ts = ts
 
-    def _letter(self, msg: Message, reason: str, detail: str) -> DeadLetter:
+    def _letter(self, msg: Message, reason: str, detail: str, *, payload: bytes | None = None) -> DeadLetter:
         detail = detail.replace("\x00", "\\x00")  # quotes record values; Postgres text cannot hold NUL
         where = coordinates(msg.topic(), msg.partition(), msg.offset())
         return DeadLetter(reason=reason, detail=f"{where}: {detail}", source=where, stage="project",
-                          payload=msg.value() or b"", key=msg.key(), source_topic=msg.topic(),
+                          payload=(msg.value() or b"") if payload is None else payload, key=msg.key(),
+                          source_topic=msg.topic(),
                           source_partition=msg.partition(), source_offset=msg.offset(), projection=self.name,
                           timestamp_ms=msg.timestamp()[1])
 

@@ -46,3 +46,14 @@ def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int
         return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15, cached=False)
     except KafkaException as e:
         raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {e.args[0].str()}") from e
+
+
+def partitions_of(client: Consumer, topic: str) -> list[int]:
+    """The topic's partition numbers, as the broker reports them."""
+    try:
+        meta = client.list_topics(topic, timeout=15).topics.get(topic)
+    except KafkaException as e:
+        raise KafkaError(f"cannot read the metadata of {topic}: {e.args[0].str()}") from e
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise KafkaError(f"topic {topic} does not exist (run `backbone topics create`)")
+    return sorted(meta.partitions)

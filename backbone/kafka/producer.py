@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -61,10 +61,19 @@ class KafkaProducer:
             raise DeliveryError(f"delivery failed: {errors[0]}{more}")
 
     def produce(self, topic: str, value: bytes, *, key: bytes | None = None, timestamp_ms: int = 0,
-                headers: Headers | None = None, partition: int | None = None) -> None:
+                headers: Headers | None = None, partition: int | None = None,
+                on_delivery: Callable[[RdKafkaError | None, Message], None] | None = None) -> None:
+        """`on_delivery` is called with this record's delivery report (failures are raised as
+        usual too); successes report only if the producer was made with
+        `delivery.report.only.error=False`."""
         if self._errors:
             self._raise_pending()
         kwargs: dict[str, Any] = {"key": key, "value": value, "timestamp": timestamp_ms}
+        if on_delivery is not None:
+            def report(err: RdKafkaError | None, msg: Message) -> None:
+                self._on_delivery(err, msg)
+                on_delivery(err, msg)
+            kwargs["on_delivery"] = report
         if headers:
             kwargs["headers"] = list(headers)
         if partition is not None:

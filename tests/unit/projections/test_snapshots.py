@@ -312,6 +312,13 @@ SETTINGS = Settings().with_overrides(topic_orders="o", topic_marketdata="m", par
 CODEC = AvroCodec()
 
 
+def projection(settings: Settings = SETTINGS, **kwargs) -> TradingProjection:
+    """A projection whose topics have PARTITIONS partitions, as the brokers of `messages` would say."""
+    proj = TradingProjection(settings, **kwargs)
+    proj.place({"o": PARTITIONS, "m": PARTITIONS})
+    return proj
+
+
 def messages(records, start: dict[tuple[str, int], int] | None = None) -> list[Message]:
     nxt = dict(start or {})
     out = []
@@ -333,7 +340,7 @@ class Recorder:
 
 def test_snapshot_every_n_events_in_the_batch_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(monkeypatch)
-    proj = TradingProjection(SETTINGS)
+    proj = projection()
     t = Tape()
     t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)     # 2 events
     for _ in range(4):
@@ -368,7 +375,7 @@ def test_records_folded_while_the_batch_is_in_flight_stay_counted(monkeypatch: p
     """The projector folds the next batch before the last one commits: the records folded after
     the snapshot count toward the next one, and the snapshot holds the state as of its offset."""
     rec = Recorder(monkeypatch)
-    proj = TradingProjection(SETTINGS)
+    proj = projection()
     t = Tape()
     t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)     # 2 events
     for _ in range(7):
@@ -397,7 +404,7 @@ def test_records_folded_while_the_batch_is_in_flight_stay_counted(monkeypatch: p
 
 def test_an_abandoned_batch_does_not_reset_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(monkeypatch)
-    proj = TradingProjection(SETTINGS)
+    proj = projection()
     for m in messages(STREAM[:40]):
         proj.apply(m)
     proj.write(None)  # type: ignore[arg-type]
@@ -410,7 +417,7 @@ def test_an_abandoned_batch_does_not_reset_the_count(monkeypatch: pytest.MonkeyP
 def test_snapshot_every_t_seconds_only_with_new_records(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(monkeypatch)
     now = [1000.0]
-    proj = TradingProjection(SETTINGS.with_overrides(snapshot_every_events=0, snapshot_every_seconds=60))
+    proj = projection(SETTINGS.with_overrides(snapshot_every_events=0, snapshot_every_seconds=60))
     proj.clock = lambda: now[0]
     msgs = messages(STREAM[:30])
     for m in msgs[:10]:
@@ -433,7 +440,7 @@ def test_snapshot_every_t_seconds_only_with_new_records(monkeypatch: pytest.Monk
 
 def test_dead_letters_and_undecodable_records_count_as_covered(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(monkeypatch)
-    proj = TradingProjection(SETTINGS)
+    proj = projection()
     bad = [Message(topic="o", partition=0, offset=i, value=b"junk", key=b"X", timestamp=(1, 1000 + i))
            for i in range(5)]
     for m in bad:
@@ -446,8 +453,8 @@ def test_dead_letters_and_undecodable_records_count_as_covered(monkeypatch: pyte
 
 def test_snapshots_off_for_in_memory_replays(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(monkeypatch)
-    for proj in (TradingProjection(SETTINGS, snapshots=False),
-                 TradingProjection(SETTINGS.with_overrides(snapshot_every_events=0, snapshot_every_seconds=0))):
+    for proj in (projection(snapshots=False),
+                 projection(SETTINGS.with_overrides(snapshot_every_events=0, snapshot_every_seconds=0))):
         for m in messages(STREAM[:50]):
             proj.apply(m)
         proj.write(None)  # type: ignore[arg-type]

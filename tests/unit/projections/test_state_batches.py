@@ -126,9 +126,10 @@ def test_resent_events_are_counted_once_their_batch_commits() -> None:
     codec = AvroCodec()
     orders = [r for r in STREAM if isinstance(r, OrderEvent)][:40]
     resent = [*orders, orders[3], orders[10]]
-    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r)) for i, r in enumerate(resent)]
+    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r), key=r.symbol.encode()) for i, r in enumerate(resent)]
     projection = TradingProjection(Settings().with_overrides(topic_orders="o", topic_marketdata="m"), codec,
                                    snapshots=False)
+    projection.place({"o": 1, "m": 1})  # one partition each: every symbol lives on 0
     for m in messages:
         assert projection.apply_at(m, "o", 0, m.offset()) is None  # skipped, not a dead letter
     projection.abandon()
@@ -150,10 +151,11 @@ def test_a_write_abandoned_before_a_reload_is_not_booked(monkeypatch) -> None:
     monkeypatch.setattr(store, "send_rows", lambda *a, **k: lambda: 0)
     codec = AvroCodec()
     orders = [r for r in STREAM if isinstance(r, OrderEvent)][:20]
-    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r))
+    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r), key=r.symbol.encode())
                 for i, r in enumerate([*orders, orders[5]])]
     projection = TradingProjection(Settings().with_overrides(topic_orders="o", topic_marketdata="m"), codec,
                                    snapshots=False)
+    projection.place({"o": 1, "m": 1})  # one partition each: every symbol lives on 0
     for m in messages:
         projection.apply_at(m, "o", 0, m.offset())
     projection.write(None)  # type: ignore[arg-type]
