@@ -50,7 +50,7 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
     produce.simulate_cmd(events=events, rate=0.0, seed=seed, symbols=20, accounts=10, start=start.isoformat(),
                          json_out=False, quiet=False)
     console.rule("project until caught up")
-    project.run(group="backbone-projector", instance_id=None, until_caught_up=True, batch_size=5000, status_interval=5.0,
+    project.run(group=None, instance_id=None, until_caught_up=True, batch_size=5000, status_interval=5.0,
                 max_seconds=None, json_out=False, verbose=False)
     console.rule("positions (first 15)")
     views.positions(account=None, symbol=None, json_out=False, flat=False, limit=15)

@@ -11,7 +11,7 @@ import typer
 
 from backbone import db
 from cli.common import console, err_console, load_settings, print_json, user_errors
-from consumers.runtime import LoopConfig, ProjectionLoop, RunStats
+from consumers.runtime import LoopConfig, ProjectionLoop, RunStats, default_group_id
 from projections.trading import NAME, TradingProjection
 
 app = typer.Typer(help="Run projections from Kafka into Postgres.", no_args_is_help=True)
@@ -43,7 +43,8 @@ def _status_line(stats: RunStats) -> None:
 
 @app.command()
 def run(
-    group: Annotated[str, typer.Option(help="consumer group id")] = "backbone-projector",
+    group: Annotated[str | None, typer.Option(
+        help="consumer group id; default: backbone-trading-<orders topic>+<marketdata topic>")] = None,
     instance_id: Annotated[str | None, typer.Option(
         help="static group membership id: a restarted process with the same id takes its partitions back "
              "without waiting for a session timeout")] = None,
@@ -74,9 +75,10 @@ def run(
     stop.install()
     with user_errors():
         engine = db.make_engine(settings)
+        projection = TradingProjection(settings)
         try:
-            loop = ProjectionLoop(settings, TradingProjection(settings), engine,
-                                  LoopConfig(group_id=group, instance_id=instance_id, batch_size=batch_size,
+            loop = ProjectionLoop(settings, projection, engine,
+                                  LoopConfig(group_id=group or default_group_id(NAME, projection.topics()), instance_id=instance_id, batch_size=batch_size,
                                              status_interval_s=status_interval, mirror_interval_s=mirror_interval,
                                              overlap=overlap),
                                   stop_requested=stop, on_status=None if json_out else _status_line)
@@ -84,7 +86,8 @@ def run(
         finally:
             engine.dispose()
     summary = {"projection": NAME, "events": stats.events, "batches": stats.batches,
-               "dead_letters": stats.dead_letters, "duplicates_skipped": stats.duplicates,
+               "dead_letters": stats.dead_letters, "dead_letters_relayed": stats.dead_letters_relayed,
+               "duplicates_skipped": stats.duplicates,
                "rows_written": stats.rows_written,
                "db_retries": stats.db_retries, "fenced_batches": stats.fenced, "events_per_s": round(stats.rate()),
                "lag": stats.lag, "expired_skipped": stats.expired_skipped,

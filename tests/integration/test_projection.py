@@ -535,8 +535,8 @@ class _CountingCommits:
 def test_offsets_are_mirrored_at_most_once_an_interval_and_on_close(created_topics: Settings, names,
                                                                      interval: float, per_batch: bool) -> None:
     """Mirroring every batch kept the broker busy with OffsetCommits (~100/s at 5k events/s): the
-    loop mirrors at most once per `mirror_interval_s`, and whatever is left when it closes, so
-    the group's offsets in Kafka end equal to Postgres's either way."""
+    loop mirrors at most once per `mirror_interval_s` (once per poll at 0), and whatever is left
+    when it closes, so the group's offsets in Kafka end equal to Postgres's either way."""
     settings = created_topics
     publish(settings, list(simulate(SimulationConfig(events=2_000, seed=31))))
     group = names.group()
@@ -550,8 +550,63 @@ def test_offsets_are_mirrored_at_most_once_an_interval_and_on_close(created_topi
         engine.dispose()
     assert stats.events == 2_000 and stats.batches >= 20
     if per_batch:
-        assert counting.commits == [True] * stats.batches  # each batch mirrored; nothing left at close
+        # the assignment's offsets, then at most one per batch, and the last batch's on close
+        assert all(counting.commits[:-1]) and 2 <= len(counting.commits) <= stats.batches + 2
     else:
         assert counting.commits == [False]  # only the synchronous one on close
     stored, mirrored = checkpoints_and_mirror(settings, group)
     assert stored and mirrored == stored
+
+
+def test_kafka_offsets_follow_postgres_while_idle_for_every_partition(created_topics: Settings, names) -> None:
+    """Lag tools read the group's offsets in Kafka. Within the mirror interval of the projector
+    catching up they equal Postgres's while it keeps running idle, and every assigned partition
+    has one, also those no record ever reached (they are at the log start)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support import checkpoint_total, settings_env
+
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=1_500, seed=32, symbols=2, accounts=2))))
+    group = names.group()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "project", "run", "--group", group,
+                             "--mirror-interval", "1", "--batch-size", "100"], env=settings_env(settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while checkpoint_total(settings) < 1_500:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the projector did not catch up"
+            time.sleep(0.05)
+        stored = checkpoints(settings)
+        everything = [TopicPartition(t, p) for t in (settings.topic_orders, settings.topic_marketdata)
+                      for p in range(TEST_PARTITIONS)]
+        expected = {(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), 0) for tp in everything}
+        assert sum(1 for tp in expected if tp not in stored) >= 2  # some partitions never got a record
+        consumer = Consumer(settings.kafka_config(**{"group.id": group}))
+        try:
+            deadline = time.monotonic() + 15  # 1 s interval: well within, on a busy machine too
+            while True:
+                mirrored = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(everything, timeout=30)}
+                if mirrored == expected:
+                    break
+                assert time.monotonic() < deadline, {tp: (mirrored[tp], n) for tp, n in expected.items()
+                                                     if mirrored[tp] != n}
+                time.sleep(0.1)
+        finally:
+            consumer.close()
+        assert proc.poll() is None  # still running: the mirror did not wait for the exit
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_the_default_group_is_the_projection_and_its_topics() -> None:
+    from consumers.runtime import default_group_id
+
+    a = default_group_id("trading", ["trading.orders", "trading.marketdata"])
+    assert a == "backbone-trading-trading.orders+trading.marketdata"
+    assert default_group_id("trading", ["desk2.orders", "desk2.marketdata"]) != a
