@@ -13,9 +13,9 @@ throwaway group id that never joins a group and commits nothing: live tables and
 consumer group are never touched. Cost grows with the tail, not with the log.
 
 Records deleted before they were read (retention, `delete_records`) are decided as the live
-projector decides them (`log_bounds.classify` with the projection's `expiring(topic)`):
-expired marks are skipped and counted per partition (`PartitionReport.expired_ranges`), a gap
-in orders is refused.
+projector decides them (`log_bounds.classify` with the projection's `expiring(topic)`), at
+planning and again if the log start moves while reading: expired marks are skipped and
+counted per partition (`PartitionReport.expired_ranges`), a gap in orders is refused.
 
 Layout: pure planning first (cuts, snapshot choice, offset validation, the max-timestamp
 search), then the Kafka reader, then `Replayer`, which ties planning, snapshots and reading
@@ -47,6 +47,7 @@ from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
+from backbone.kafka.batches import refetch
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import EPOCH, from_timestamp_ms, timestamp_ms
@@ -378,14 +379,18 @@ class LogReader:
         ceiling = timestamp_ms(datetime.now(tz=UTC)) + 86_400_000
         return max_timestamps_below(targets, lambda pts: self.first_offsets_after(pts, highs), ceiling_ms=ceiling)
 
-    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message, TP, int], None]) -> dict[TP, int]:
+    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message, TP, int], None],
+             on_gone: Callable[[TP, int, int], int]) -> dict[TP, int]:
         """Deliver every record in [start, end) of each partition, in offset order per
         partition, to `on_message(msg, (topic, partition), offset)`, and return where each
         partition's range ended (exclusive).
         With `stop_ms`, a record at or after `stop_from` stamped later than `stop_ms` ends the
         range there (not delivered). Offset gaps (transaction markers, aborted records,
         compaction) are fine: a partition is done at its last offset, at the first record
-        beyond it, or at the end of the partition."""
+        beyond it, or at the end of the partition.
+        Records deleted while they are read (the broker refuses the offset): `on_gone(tp, offset,
+        limit)` decides, and raises or answers where the partition goes on (`limit` at most:
+        there, its range is done)."""
         ended = {tp: r.start for tp, r in ranges.items()}
         pending = {tp: r.end for tp, r in ranges.items() if r.start < r.end}
         if not pending:
@@ -422,8 +427,16 @@ class LogReader:
                                 done(tp, end)
                             continue
                         if err.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
-                            raise ReplayRefused(f"{tp[0]}[{tp[1]}]: offset out of range while reading "
-                                                f"(deleted by retention meanwhile?): {err.str()}")
+                            r = ranges[tp]
+                            at = msg.offset() if msg.offset() >= 0 else self._position(tp, r.start)
+                            # past stop_from, the records read so far are in the state: it ends there at the latest
+                            limit = r.end if r.stop_ms is None else max(r.stop_from, at)
+                            resume = on_gone(tp, at, limit)
+                            if resume >= limit:
+                                done(tp, limit)
+                            else:
+                                refetch(self.consumer, tp, resume, lambda key: ranges[key].start)
+                            continue
                         if err.fatal():
                             raise KafkaError(f"consumer error on {tp[0]}[{tp[1]}]: {err.str()}", code=err.code())
                         continue  # transient: librdkafka retries
@@ -445,6 +458,11 @@ class LogReader:
             self.consumer.resume(assigned)
             self.consumer.unassign()
         return ended
+
+    def _position(self, tp: TP, otherwise: int) -> int:
+        """The offset after the last record handed over of `tp`, or `otherwise` when none was."""
+        (part,) = self.consumer.position([TopicPartition(*tp)])
+        return part.offset if part.offset >= 0 else otherwise
 
 
 # == replay: plans, snapshots, reading, results ======================================================
@@ -700,10 +718,26 @@ class Replayer:
                     if progress is not None:
                         progress(count)
 
+            def on_gone(tp: TP, at: int, limit: int) -> int:
+                """Records from `at` on were deleted while this run read them (or the topic was
+                recreated): decided as at planning, and as the projector decides mid-run."""
+                low, high = self.reader.watermarks([tp])[tp]
+                bounds = log_bounds.Bounds(tp[0], tp[1], at, low, high)
+                verdict, resume = past_expired(bounds, limit, expiring=projection.expiring(tp[0]))
+                where = coordinates(tp[0], tp[1], at)
+                if verdict == "deleted":
+                    raise ReplayRefused(f"{where}: records {at}..{low - 1} were deleted while they were read (the "
+                                        f"log starts at {low} now): the state cannot be exact without them")
+                if verdict == "beyond_end":
+                    raise ReplayRefused(f"{where}: the log ends at {high} now: the topic was recreated or "
+                                        "truncated while it was read")
+                reports[tp].skip(at, resume)
+                return resume
+
             t1 = time.perf_counter()
             ranges = {p.tp: ReadRange(p.read_from, p.end) if p.end_ms is None
                       else ReadRange(p.read_from, p.high, p.end, p.end_ms) for p in plans}
-            ended = self.reader.read(ranges, on_message)
+            ended = self.reader.read(ranges, on_message, on_gone)
             read_seconds = time.perf_counter() - t1
             for tp, report in reports.items():
                 report.end = ended[tp]
