@@ -10,7 +10,7 @@ from rich.table import Table
 
 from backbone.errors import BackboneError
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, folding
+from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, expired_line, folding
 from projections import replay as rp
 from projections import snapshots, store
 from projections.trading import NAME
@@ -82,6 +82,7 @@ def create_cmd(
     snapshot at that offset exists already is left alone.
     """
     settings = load_settings()
+    expired = None
     with user_errors():
         if as_of is None:
             with database(settings) as engine, rp.LogReader(settings) as reader:
@@ -91,21 +92,24 @@ def create_cmd(
             with folding(settings, projection, processes) as (workers, r):
                 plans = r.plan_as_of(when)
                 with ProgressBar("snapshot", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                    taken, _result = rp.snapshot_as_of(r, when, plans=plans, progress=bar,
-                                                       fold=workers.fold if workers.processes > 1 else None)
+                    taken, result = rp.snapshot_as_of(r, when, plans=plans, progress=bar,
+                                                      fold=workers.fold if workers.processes > 1 else None)
+                expired = expired_line(result.reports[p.tp] for p in plans)
         if not taken:
             raise BackboneError(f"projection {projection} has no checkpoints yet: nothing to snapshot "
                                 "(run `backbone project run` first, or give --as-of)")
     rows = [{"topic": t.topic, "partition": t.partition, "next_offset": t.next_offset, "action": t.action,
-             "max_timestamp": canonical_value(t.max_timestamp), "events_covered": t.events_covered, "bytes": t.size}
-            for t in taken]
+             "max_timestamp": canonical_value(t.max_timestamp), "events_covered": t.events_covered, "bytes": t.size,
+             "expired": t.expired} for t in taken]
     if json_out:
         print_json(rows)
         return
-    table = Table("topic", "partition", "next_offset", "action", "max_timestamp", "events_covered", "bytes")
+    table = Table("topic", "partition", "next_offset", "action", "max_timestamp", "events_covered", "bytes", "expired")
     for r in rows:
         table.add_row(*("" if r[c] is None else str(r[c]) for c in r))
     console.print(table)
+    if expired:
+        console.print(expired)
     created = sum(1 for t in taken if t.action == "created")
     console.print(f"{created} snapshot(s) created, {len(taken) - created} partition(s) unchanged")
 

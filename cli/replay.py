@@ -4,7 +4,7 @@ dry run. Also the pieces `state` and `checkpoints` share (progress bar, database
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -109,7 +109,19 @@ def plan_json(report: rp.PartitionReport) -> dict[str, Any]:
     plan, s = report.plan, report.plan.snapshot
     return {"topic": plan.topic, "partition": plan.partition, "low": plan.low, "high": plan.high,
             "snapshot_id": s.id if s else None, "state_from_offset": plan.start, "from_offset": report.begin,
-            "to_offset": report.end}
+            "to_offset": report.end, "expired": report.expired,
+            "expired_ranges": [{"from_offset": a, "to_offset": b} for a, b in report.expired_ranges]}
+
+
+def expired_line(reports: Iterable[rp.PartitionReport]) -> str | None:
+    """What expired before it was read, by partition; None when nothing did."""
+    hit = [r for r in reports if r.expired_ranges]
+    if not hit:
+        return None
+    where = ", ".join(f"{r.plan.topic}[{r.plan.partition}] offsets {a}..{b - 1}"
+                      for r in hit for a, b in r.expired_ranges)
+    return (f"{sum(r.expired for r in hit):,} records expired (retention) before they were read and are not "
+            f"in the state, as the projector skips them: {where}")
 
 
 def write_schema(settings: Settings, engine: sa.Engine, result: rp.ReplayResult, schema: str) -> int:
@@ -185,6 +197,7 @@ def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult | Folded, int
     summary = {
         "dry_run": into is None, "into": into, "rows_written": written, "processes": processes,
         "records_read": result.records, "replayed": result.replayed, "caught_up": result.records - result.replayed,
+        "expired": result.expired,
         "seconds": round(result.read_seconds, 3), "snapshot_seconds": round(result.snapshot_seconds, 3),
         "events_per_s": round(result.events_per_s()),
         "dead_letters": dict(sorted(result.dead_letters.items())),
@@ -196,14 +209,17 @@ def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult | Folded, int
     if json_out:
         print_json(summary)
         return
-    table = Table("topic", "partition", "snapshot", "state from", "replay from", "to", "caught up", "replayed",
-                  "dead letters")
+    table = Table("topic", "partition", "snapshot", "state from", "replay from", "to", "expired", "caught up",
+                  "replayed", "dead letters")
     for p in plans:
         rep = result.reports[p.tp]
         table.add_row(p.topic, str(p.partition), "-" if p.snapshot is None else f"#{p.snapshot.id}", str(p.start),
-                      str(rep.begin), str(rep.end), f"{rep.caught_up:,}", f"{rep.replayed:,}",
+                      str(rep.begin), str(rep.end), f"{rep.expired:,}", f"{rep.caught_up:,}", f"{rep.replayed:,}",
                       str(sum(rep.dead_letters.values())))
     console.print(table)
+    expired = expired_line(result.reports[p.tp] for p in plans)
+    if expired:
+        console.print(expired)
     by = f" by {processes} processes" if processes > 1 else ""
     console.print(f"replayed {result.replayed:,} records (+{result.records - result.replayed:,} read to rebuild the "
                   f"state at the start, from snapshots or offset 0){by} in {result.read_seconds:.2f} s, "

@@ -8,10 +8,11 @@ import typer
 from rich.table import Table
 
 from backbone.gc_policy import fewer_collections
+from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, folding, plan_json,
-                        write_schema)
+from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, expired_line,
+                        folding, plan_json, write_schema)
 from projections import replay as rp
 from projections.parallel import Folded
 from projections.trading import NAME
@@ -65,6 +66,7 @@ def state_cmd(
             with folding(settings, projection, processes, split=not (whole_state or symbol)) as (workers, r):
                 only = r.symbol_partitions(symbol) if symbol else None
                 plans = r.plan_as_of(when, partitions=only, use_snapshots=not no_snapshots)
+                partition_count = len(r.reader.partitions(settings.topic_marketdata))
                 with ProgressBar("as of", sum(p.to_read for p in plans), quiet or json_out) as bar:
                     if whole_state:
                         result = r.run(plans, progress=bar)
@@ -81,7 +83,7 @@ def state_cmd(
         read_seconds, snapshot_seconds = done.read_seconds, done.snapshot_seconds
         cut_ms = timestamp_ms(when)
         header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
-                  "records_replayed": records, "verified": verify or into is not None,
+                  "records_replayed": records, "expired": done.expired, "verified": verify or into is not None,
                   "seconds": round(read_seconds + snapshot_seconds, 3), "processes": used,
                   "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed}
                                  for r in (reports[p.tp] for p in plans)]}
@@ -89,7 +91,7 @@ def state_cmd(
             if json_out:
                 print_json(header | {"into": into, "rows_written": written})
             else:
-                _summary(header, plans, records, read_seconds, snapshot_seconds)
+                _summary(header, plans, records, read_seconds, snapshot_seconds, reports)
                 console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
             return
         if result is not None:  # --verify: the whole state is here
@@ -99,11 +101,15 @@ def state_cmd(
         else:
             assert rows is not None
             positions, pnl, orders = rows.positions, rows.pnl, rows.open_orders
+        # a symbol's marks live in the partition of its number: those that lost marks may show an older one, or none
+        lost = {rep.plan.partition for rep in reports.values()
+                if rep.plan.topic == settings.topic_marketdata and rep.expired}
+        stale = sorted({row["symbol"] for row in positions if symbol_partition(row["symbol"], partition_count) in lost})
         if json_out:
-            print_json(header | {"positions": canonical_rows(positions), "pnl_by_account": canonical_rows(pnl),
-                                 "open_orders": canonical_rows(orders)})
+            print_json(header | {"expired_mark_symbols": stale, "positions": canonical_rows(positions),
+                                 "pnl_by_account": canonical_rows(pnl), "open_orders": canonical_rows(orders)})
             return
-        _summary(header, plans, records, read_seconds, snapshot_seconds)
+        _summary(header, plans, records, read_seconds, snapshot_seconds, reports, stale)
         _table("positions", positions, ["account", "symbol", "qty", "avg_px", "mark_price", "mark_time", "realized_pnl",
                                         "unrealized_pnl", "commission", "total_pnl"])
         _table("P&L by account", pnl, ["account", "open_positions", "realized_pnl", "unrealized_pnl", "commission",
@@ -113,13 +119,16 @@ def state_cmd(
 
 
 def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], records: int, read_seconds: float,
-             snapshot_seconds: float) -> None:
+             snapshot_seconds: float, reports: dict[rp.TP, rp.PartitionReport], stale: list[str] | None = None) -> None:
     from_snap = sum(1 for p in plans if p.snapshot is not None)
     console.print(f"state as of {header['as_of']} (records stamped at or before "
                   f"{canonical_value(from_timestamp_ms(header['cut_timestamp_ms']))}, to the millisecond)")
     by = f" by {header['processes']} processes" if header["processes"] > 1 else ""
     console.print(f"{len(plans)} partitions, {from_snap} from snapshots; replayed {records:,} records{by} in "
                   f"{read_seconds:.2f} s (+{snapshot_seconds:.2f} s loading snapshots)")
+    expired = expired_line(reports[p.tp] for p in plans)
+    if expired:
+        console.print(expired + (f"; marks of {', '.join(stale)} may be stale or missing" if stale else ""))
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -12,6 +12,11 @@ The state at an offset is built from the newest snapshot at or before it (the pr
 throwaway group id that never joins a group and commits nothing: live tables and the live
 consumer group are never touched. Cost grows with the tail, not with the log.
 
+Records deleted before they were read (retention, `delete_records`) are decided as the live
+projector decides them (`log_bounds.classify` with the projection's `expiring(topic)`), at
+planning and again if the log start moves while reading: expired marks are skipped and
+counted per partition (`PartitionReport.expired_ranges`), a gap in orders is refused.
+
 Layout: pure planning first (cuts, snapshot choice, offset validation, the max-timestamp
 search), then the Kafka reader, then `Replayer`, which ties planning, snapshots and reading
 together, then the row builders that mirror the SQL views for printing.
@@ -41,6 +46,8 @@ from backbone.domain import positions as pos
 from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, KafkaError, coordinates
 from backbone.gc_policy import FrozenHeap, fewer_collections
+from backbone.kafka import log_bounds
+from backbone.kafka.batches import refetch
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import EPOCH, from_timestamp_ms, timestamp_ms
@@ -122,14 +129,25 @@ def offset_at(found: int, high: int) -> int:
     return high if found < 0 else min(found, high)
 
 
-def check_offset(tp: TP, offset: int, low: int, high: int, what: str = "start") -> None:
-    """A replay bound must lie in the log: not below the log start, not beyond the end."""
+def check_offset(tp: TP, offset: int, low: int, high: int, what: str = "start", *, expiring: bool = False) -> None:
+    """A replay bound must lie in the log: not beyond the end, and not below the log start unless
+    the topic's records may expire (`expiring`: the projector's rule, `log_bounds.classify`)."""
     where = coordinates(tp[0], tp[1], offset)
-    if offset < low:
+    verdict = log_bounds.classify(log_bounds.Bounds(tp[0], tp[1], offset, low, high), expiring=expiring)
+    if verdict == "deleted":
         raise ReplayRefused(f"{where}: {what} offset is below the log start offset {low}: the records before "
                             f"{low} were deleted by retention; the earliest replayable offset is {low}")
-    if offset > high:
+    if verdict == "beyond_end":
         raise ReplayRefused(f"{where}: {what} offset is beyond the end of the log (next offset {high})")
+
+
+def past_expired(bounds: log_bounds.Bounds, limit: int, *, expiring: bool) -> tuple[log_bounds.Verdict, int]:
+    """The projector's decision for reading a partition from `bounds.next_offset` up to `limit`
+    (`log_bounds.classify`), and where reading goes on: at the next offset when it is in the log;
+    at the log start (`limit` at most) when the records below it expired (an expiring topic:
+    skipped and counted, as the projector does); the caller refuses `deleted` and `beyond_end`."""
+    verdict = log_bounds.classify(bounds, expiring=expiring)
+    return verdict, (min(bounds.low, limit) if verdict == "expired" else bounds.next_offset)
 
 
 def choose_snapshot(candidates: Iterable[SnapshotMeta], limit: int) -> SnapshotMeta | None:
@@ -145,7 +163,9 @@ def choose_snapshot(candidates: Iterable[SnapshotMeta], limit: int) -> SnapshotM
 class PartitionPlan:
     """One partition of a replay: the state starts at `start` (a snapshot's next offset, or 0
     with an empty state), records [start, begin) are caught up silently, records [begin, end)
-    are the replay proper (reported). `state --as-of` has begin == end == the cut.
+    are the replay proper (reported). `state --as-of` has begin == end == the cut. Records
+    [start, start + expired) are gone from an expiring topic (retention): reading starts after
+    them (`read_from`), and the state lacks them, as the live projector's does.
 
     Bounds found by time: `offsets_for_times` answers for record batches including transaction
     markers, which carry the broker's clock at commit, not event time. So a bound found by time
@@ -164,21 +184,28 @@ class PartitionPlan:
     snapshot: SnapshotMeta | None = None
     begin_ms: int | None = None
     end_ms: int | None = None
+    expired: int = 0
 
     @property
     def tp(self) -> TP:
         return (self.topic, self.partition)
 
     @property
+    def read_from(self) -> int:
+        return self.start + self.expired
+
+    @property
     def to_read(self) -> int:
         """Offsets to read (an upper bound on records: transaction markers take offsets too)."""
-        return max(self.end - self.start, 0)
+        return max(self.end - self.read_from, 0)
 
 
 def plan_partition(tp: TP, *, begin: int, end: int, low: int, high: int, snapshot: SnapshotMeta | None,
-                   begin_ms: int | None = None, end_ms: int | None = None) -> PartitionPlan:
-    """Validate one partition's range and where its state starts; refuse what cannot be right."""
-    check_offset(tp, begin, low, high, "start")
+                   begin_ms: int | None = None, end_ms: int | None = None, expiring: bool = False) -> PartitionPlan:
+    """Validate one partition's range and where its state starts; refuse what cannot be right.
+    `expiring`: the topic's records may expire unread (the projection's `expiring(topic)`); then
+    records between the state's start and the log start are skipped, not refused."""
+    check_offset(tp, begin, low, high, "start", expiring=expiring)
     if end > high:
         raise ReplayRefused(f"{coordinates(tp[0], tp[1], end)}: end offset is beyond the end of the log "
                             f"(next offset {high})")
@@ -187,7 +214,9 @@ def plan_partition(tp: TP, *, begin: int, end: int, low: int, high: int, snapsho
     if snapshot is not None and snapshot.next_offset > begin:
         raise ValueError(f"{snapshot.where} is after the start offset {begin}")
     start = snapshot.next_offset if snapshot is not None else 0
-    if start < end and start < low:
+    verdict, read_from = (past_expired(log_bounds.Bounds(tp[0], tp[1], start, low, high), end, expiring=expiring)
+                          if start < end else ("within", start))
+    if verdict == "deleted":
         if snapshot is None:
             raise ReplayRefused(
                 f"{coordinates(tp[0], tp[1], begin)}: the state there needs records 0…{low - 1}, deleted by "
@@ -195,7 +224,7 @@ def plan_partition(tp: TP, *, begin: int, end: int, low: int, high: int, snapsho
         raise ReplayRefused(
             f"{coordinates(tp[0], tp[1], begin)}: the newest snapshot at or before it ({snapshot.where}) "
             f"needs records {start}…{low - 1}, deleted by retention (log start {low})")
-    return PartitionPlan(tp[0], tp[1], start, begin, end, low, high, snapshot, begin_ms, end_ms)
+    return PartitionPlan(tp[0], tp[1], start, begin, end, low, high, snapshot, begin_ms, end_ms, read_from - start)
 
 
 def max_timestamps_below(targets: dict[TP, tuple[int, int | None]],
@@ -350,14 +379,18 @@ class LogReader:
         ceiling = timestamp_ms(datetime.now(tz=UTC)) + 86_400_000
         return max_timestamps_below(targets, lambda pts: self.first_offsets_after(pts, highs), ceiling_ms=ceiling)
 
-    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message, TP, int], None]) -> dict[TP, int]:
+    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message, TP, int], None],
+             on_gone: Callable[[TP, int, int], int]) -> dict[TP, int]:
         """Deliver every record in [start, end) of each partition, in offset order per
         partition, to `on_message(msg, (topic, partition), offset)`, and return where each
         partition's range ended (exclusive).
         With `stop_ms`, a record at or after `stop_from` stamped later than `stop_ms` ends the
         range there (not delivered). Offset gaps (transaction markers, aborted records,
         compaction) are fine: a partition is done at its last offset, at the first record
-        beyond it, or at the end of the partition."""
+        beyond it, or at the end of the partition.
+        Records deleted while they are read (the broker refuses the offset): `on_gone(tp, offset,
+        limit)` decides, and raises or answers where the partition goes on (`limit` at most:
+        there, its range is done)."""
         ended = {tp: r.start for tp, r in ranges.items()}
         pending = {tp: r.end for tp, r in ranges.items() if r.start < r.end}
         if not pending:
@@ -394,8 +427,16 @@ class LogReader:
                                 done(tp, end)
                             continue
                         if err.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
-                            raise ReplayRefused(f"{tp[0]}[{tp[1]}]: offset out of range while reading "
-                                                f"(deleted by retention meanwhile?): {err.str()}")
+                            r = ranges[tp]
+                            at = msg.offset() if msg.offset() >= 0 else self._position(tp, r.start)
+                            # past stop_from, the records read so far are in the state: it ends there at the latest
+                            limit = r.end if r.stop_ms is None else max(r.stop_from, at)
+                            resume = on_gone(tp, at, limit)
+                            if resume >= limit:
+                                done(tp, limit)
+                            else:
+                                refetch(self.consumer, tp, resume, lambda key: ranges[key].start)
+                            continue
                         if err.fatal():
                             raise KafkaError(f"consumer error on {tp[0]}[{tp[1]}]: {err.str()}", code=err.code())
                         continue  # transient: librdkafka retries
@@ -418,6 +459,11 @@ class LogReader:
             self.consumer.unassign()
         return ended
 
+    def _position(self, tp: TP, otherwise: int) -> int:
+        """The offset after the last record handed over of `tp`, or `otherwise` when none was."""
+        (part,) = self.consumer.position([TopicPartition(*tp)])
+        return part.offset if part.offset >= 0 else otherwise
+
 
 # == replay: plans, snapshots, reading, results ======================================================
 
@@ -430,6 +476,21 @@ class PartitionReport:
     replayed: int = 0  # records in [begin, end)
     dead_letters: Counter[str] = field(default_factory=Counter)
     max_timestamp_ms: int | None = None  # of the records read
+    #: [from, to) offset ranges of an expiring topic deleted (retention) before they were read:
+    #: not in the state, as the projector skips them
+    expired_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def expired(self) -> int:
+        return sum(to - start for start, to in self.expired_ranges)
+
+    def skip(self, start: int, to: int) -> None:
+        """Records [start, to) expired unread (one range with the last when they follow it)."""
+        if to <= start:
+            return
+        if self.expired_ranges and self.expired_ranges[-1][1] == start:
+            start = self.expired_ranges.pop()[0]
+        self.expired_ranges.append((start, to))
 
 
 class ReportTotals:
@@ -445,6 +506,11 @@ class ReportTotals:
     @property
     def replayed(self) -> int:
         return sum(r.replayed for r in self.reports.values())
+
+    @property
+    def expired(self) -> int:
+        """Records of expiring topics deleted before they were read (skipped, as the projector does)."""
+        return sum(r.expired for r in self.reports.values())
 
     @property
     def dead_letters(self) -> Counter[str]:
@@ -490,6 +556,7 @@ class Replayer:
         self._own_reader = reader is None
         self.reader = reader or LogReader(settings)
         self._codec = AvroCodec()
+        self._rules = TradingProjection(settings, self._codec, snapshots=False)  # its gap rule, for planning
 
     def close(self) -> None:
         if self._own_reader:
@@ -508,6 +575,11 @@ class Replayer:
 
     def kind(self, topic: str) -> Kind:
         return snapshots.kind_of(self.settings, topic)
+
+    def expiring(self, topic: str) -> bool:
+        """Whether the projection tolerates records of `topic` expiring unread (the live
+        projector's rule: `TradingProjection.expiring`)."""
+        return self._rules.expiring(topic)
 
     def symbol_partitions(self, symbol: str) -> set[int]:
         """The partition number a symbol's records live in, on both (co-partitioned) topics."""
@@ -540,7 +612,7 @@ class Replayer:
         cuts = self.reader.first_offsets_after({tp: t_ms for tp in tps}, {tp: h for tp, (_, h) in marks.items()})
         chosen = self._snapshots_at_or_before(cuts) if use_snapshots else {}
         return [plan_partition(tp, begin=cuts[tp], end=cuts[tp], low=marks[tp][0], high=marks[tp][1],
-                               snapshot=chosen.get(tp), end_ms=t_ms) for tp in tps]
+                               snapshot=chosen.get(tp), end_ms=t_ms, expiring=self.expiring(tp[0])) for tp in tps]
 
     def plan_replay(self, *, from_offsets: dict[TP, int] | None = None, from_time: datetime | None = None,
                     from_beginning: bool = False, to_offsets: dict[TP, int] | None = None,
@@ -579,7 +651,7 @@ class Replayer:
         else:
             begins = {tp: 0 for tp in tps}
         for tp in tps:  # refuse a bad start before looking anything else up
-            check_offset(tp, begins[tp], *marks[tp])
+            check_offset(tp, begins[tp], *marks[tp], expiring=self.expiring(tp[0]))
         if to_offsets is not None:
             ends = {tp: to_offsets.get(tp, highs[tp]) for tp in tps}
         elif to_time is not None:
@@ -590,7 +662,8 @@ class Replayer:
         begin_ms = None if from_time is None else timestamp_ms(from_time)
         end_ms = None if to_time is None or to_offsets is not None else timestamp_ms(to_time)
         return [plan_partition(tp, begin=begins[tp], end=ends[tp], low=marks[tp][0], high=marks[tp][1],
-                               snapshot=chosen.get(tp), begin_ms=begin_ms, end_ms=end_ms) for tp in tps]
+                               snapshot=chosen.get(tp), begin_ms=begin_ms, end_ms=end_ms,
+                               expiring=self.expiring(tp[0])) for tp in tps]
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -615,6 +688,8 @@ class Replayer:
                                           lazy=True)
             snapshot_seconds = time.perf_counter() - t0
             reports = {p.tp: PartitionReport(p, begin=-1, end=p.end) for p in plans}
+            for p in plans:
+                reports[p.tp].skip(p.start, p.read_from)
             letters: list[tuple[str, str, str]] = []
             count = 0
 
@@ -644,10 +719,26 @@ class Replayer:
                     if progress is not None:
                         progress(count)
 
+            def on_gone(tp: TP, at: int, limit: int) -> int:
+                """Records from `at` on were deleted while this run read them (or the topic was
+                recreated): decided as at planning, and as the projector decides mid-run."""
+                low, high = self.reader.watermarks([tp])[tp]
+                bounds = log_bounds.Bounds(tp[0], tp[1], at, low, high)
+                verdict, resume = past_expired(bounds, limit, expiring=projection.expiring(tp[0]))
+                where = coordinates(tp[0], tp[1], at)
+                if verdict == "deleted":
+                    raise ReplayRefused(f"{where}: records {at}..{low - 1} were deleted while they were read (the "
+                                        f"log starts at {low} now): the state cannot be exact without them")
+                if verdict == "beyond_end":
+                    raise ReplayRefused(f"{where}: the log ends at {high} now: the topic was recreated or "
+                                        "truncated while it was read")
+                reports[tp].skip(at, resume)
+                return resume
+
             t1 = time.perf_counter()
-            ranges = {p.tp: ReadRange(p.start, p.end) if p.end_ms is None else ReadRange(p.start, p.high, p.end, p.end_ms)
-                      for p in plans}
-            ended = self.reader.read(ranges, on_message)
+            ranges = {p.tp: ReadRange(p.read_from, p.end) if p.end_ms is None
+                      else ReadRange(p.read_from, p.high, p.end, p.end_ms) for p in plans}
+            ended = self.reader.read(ranges, on_message, on_gone)
             read_seconds = time.perf_counter() - t1
             for tp, report in reports.items():
                 report.end = ended[tp]
@@ -793,6 +884,7 @@ class Taken:
     max_timestamp: datetime | None = None
     events_covered: int = 0
     size: int = 0
+    expired: int = 0  # records below the cut deleted before they were read (an expiring topic): not in it
 
 
 def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, projection: str = NAME) -> list[Taken]:
@@ -900,5 +992,5 @@ def snapshot_rows(replayer: Replayer, plans: Sequence[PartitionPlan], totals: Re
             rows.append(snapshots.NewSnapshot(replayer.projection, p.topic, p.partition, end,
                                               totals.max_timestamp(p.tp), totals.events_covered(p.tp), data))
             out.append(Taken(p.topic, p.partition, end, "created", totals.max_timestamp(p.tp),
-                             totals.events_covered(p.tp), len(data)))
+                             totals.events_covered(p.tp), len(data), totals.reports[p.tp].expired))
     return out, rows

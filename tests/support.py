@@ -66,6 +66,12 @@ def table_dump(settings: Settings) -> dict[str, list[tuple]]:
     return out
 
 
+def schema_dump(settings: Settings, schema: str) -> dict[str, list[tuple]]:
+    """The projection tables of `schema` (a scratch schema, or public), row for row, in key order."""
+    return {t: [tuple(r.values()) for r in rows(settings, f"select * from {schema}.{t} order by {key}")]
+            for t, key in TABLE_KEYS.items()}
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment for a `backbone` subprocess that sees exactly these settings."""
     import os

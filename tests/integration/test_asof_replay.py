@@ -34,7 +34,7 @@ from projections import replay as rp
 from projections import snapshots
 from projections.replay import Replayer
 from projections.state import TradingState
-from support import TABLE_KEYS, project, publish, rows, settings_env, table_dump
+from support import TABLE_KEYS, project, publish, rows, schema_dump, settings_env, table_dump
 
 pytestmark = pytest.mark.integration
 
@@ -116,11 +116,6 @@ def cli_env(created_topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settin
 def live_dump(settings: Settings) -> dict[str, list[tuple]]:
     dump = table_dump(settings)
     return {t: dump[t] for t in PROJECTED}
-
-
-def schema_dump(settings: Settings, schema: str) -> dict[str, list[tuple]]:
-    return {t: [tuple(r.values()) for r in rows(settings, f"select * from {schema}.{t} order by {key}")]
-            for t, key in TABLE_KEYS.items()}
 
 
 def in_memory(settings: Settings, when: datetime, *, use_snapshots: bool,

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbone.domain.events import Side
+from backbone.kafka.log_bounds import Bounds
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from projections.replay import (
+    PartitionReport,
     ReplayRefused,
     check_offset,
     choose_snapshot,
@@ -21,6 +23,7 @@ from projections.replay import (
     open_order_rows,
     parse_offsets,
     parse_time,
+    past_expired,
     plan_partition,
     pnl_rows,
     position_rows,
@@ -30,6 +33,7 @@ from projections.state import TradingState
 from tape import Tape
 
 TP = ("trading.orders", 3)
+MARKS = ("trading.marketdata", 3)
 D = Decimal
 
 
@@ -134,6 +138,48 @@ def test_plan_refuses_what_retention_has_lost() -> None:
     assert exactly.to_read == 0  # the snapshot is the whole answer; nothing to read
     with pytest.raises(ReplayRefused, match="below the log start"):
         plan_partition(TP, begin=0, end=900, low=100, high=900, snapshot=None)
+
+
+def test_plan_skips_what_expired_on_an_expiring_topic_and_reads_the_rest() -> None:
+    """The projector's rule: records of an expiring topic deleted before they were read are
+    skipped and counted; the state starts from what remains."""
+    plan = plan_partition(MARKS, begin=150, end=150, low=100, high=900, snapshot=None, expiring=True)
+    assert (plan.start, plan.expired, plan.read_from, plan.to_read) == (0, 100, 100, 50)
+    after_snapshot = plan_partition(MARKS, begin=150, end=150, low=100, high=900, snapshot=snap(50), expiring=True)
+    assert (after_snapshot.start, after_snapshot.expired, after_snapshot.read_from) == (50, 50, 100)
+    covered = plan_partition(MARKS, begin=150, end=150, low=100, high=900, snapshot=snap(120), expiring=True)
+    assert (covered.expired, covered.read_from) == (0, 120)
+    whole = plan_partition(MARKS, begin=0, end=900, low=100, high=900, snapshot=None, expiring=True)
+    assert (whole.begin, whole.expired, whole.to_read) == (0, 100, 800)
+    gone = plan_partition(MARKS, begin=0, end=60, low=100, high=900, snapshot=None, expiring=True)
+    assert (gone.expired, gone.read_from, gone.to_read) == (60, 60, 0)  # never past the end of the range
+    nothing_to_read = plan_partition(MARKS, begin=40, end=40, low=100, high=900, snapshot=snap(40), expiring=True)
+    assert nothing_to_read.expired == 0
+    check_offset(MARKS, 9, 10, 20, expiring=True)
+    with pytest.raises(ReplayRefused, match="beyond the end of the log"):
+        plan_partition(MARKS, begin=901, end=901, low=100, high=900, snapshot=None, expiring=True)
+    with pytest.raises(ReplayRefused, match="beyond the end of the log"):
+        check_offset(MARKS, 21, 10, 20, expiring=True)
+
+
+@given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 50), st.integers(0, 50), st.booleans())
+def test_past_expired_follows_the_projector_verdict(nxt: int, low: int, extra: int, limit: int, expiring: bool) -> None:
+    verdict, resume = past_expired(Bounds(MARKS[0], 3, nxt, low, low + extra), limit, expiring=expiring)
+    if verdict == "expired":
+        assert expiring and nxt < low and resume == min(low, limit)
+    else:
+        assert resume == nxt
+        assert verdict == ("beyond_end" if nxt > low + extra else "within" if nxt >= low else "deleted")
+
+
+def test_report_counts_expired_ranges_joining_those_that_follow_each_other() -> None:
+    report = PartitionReport(plan_partition(MARKS, begin=0, end=0, low=0, high=0, snapshot=None), begin=0, end=0)
+    report.skip(0, 0)
+    assert report.expired_ranges == [] and report.expired == 0
+    report.skip(0, 10)
+    report.skip(10, 25)  # deleted again while it was read, before anything after 10 was
+    report.skip(40, 45)
+    assert report.expired_ranges == [(0, 25), (40, 45)] and report.expired == 30
 
 
 def test_plan_refuses_bad_ranges() -> None:
