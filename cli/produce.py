@@ -22,7 +22,7 @@ from cli.common import console, err_console, load_settings, print_json, user_err
 from producers import deadletter
 from producers.deadletter import DeadLetter
 from producers.publisher import EventPublisher, ValidatingPublisher, timestamp_ms
-from producers.simulator import DEFAULT_START, SimulationConfig, simulate
+from producers.simulator import SimulationConfig, session_start, simulate
 from projections.replay import parse_time
 
 
@@ -57,7 +57,9 @@ def simulate_cmd(
     symbols: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     accounts: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     start: Annotated[str | None, typer.Option(help="event time of the first record, ISO-8601 like --as-of "
-                                              "(no offset: UTC); default " + DEFAULT_START.isoformat())] = None,
+                                              "(no offset: UTC); default: UTC midnight today, or yesterday if "
+                                              "the session would not have ended an hour ago, so the market-data "
+                                              "retention keeps its marks")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
@@ -69,7 +71,7 @@ def simulate_cmd(
     """
     settings = load_settings()
     with user_errors():
-        start_utc = DEFAULT_START if start is None else parse_time(start)
+        start_utc = simulation_start(start, events, datetime.now(tz=UTC))
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
@@ -89,6 +91,11 @@ def simulate_cmd(
         producer.flush()
     elapsed = time.monotonic() - t0
     _summary(publisher, {"produced": sum(publisher.by_type.values()), "seconds": round(elapsed, 2)}, json_out)
+
+
+def simulation_start(start: str | None, events: int, now: datetime) -> datetime:
+    """`--start` as a UTC time; without it, a session recent enough for the market-data retention."""
+    return session_start(now, events) if start is None else parse_time(start)
 
 
 def publish_cmd(
