@@ -4,6 +4,8 @@
 - Delivery failures are captured by the delivery callback and raised as `DeliveryError` on
   the next `produce()` or `flush()`: no failure is lost silently. Only failures call back
   (`delivery.report.only.error`), so the hot path pays nothing for successful deliveries.
+  A caller that can answer for one record's failure (publish refusing a record the broker
+  finds too large) passes `on_error` with it; what that returns False for is raised as usual.
 - A full local queue is backpressure, not loss: `produce()` serves the delivery queue and
   retries until `max_block_s`, then raises.
 """
@@ -11,7 +13,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +25,8 @@ from backbone.errors import DeliveryError, KafkaError
 from backbone.settings import Settings
 
 Headers = Sequence[tuple[str, bytes | str]]
+#: Told of one record's delivery failure; True when it dealt with it (not raised then).
+OnError = Callable[[RdKafkaError], bool]
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -54,6 +59,10 @@ class KafkaProducer:
             self.failed += 1
             self._errors.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
 
+    def _on_record_delivery(self, on_error: OnError, err: RdKafkaError | None, msg: Message) -> None:
+        if err is not None and not on_error(err):
+            self._on_delivery(err, msg)
+
     def _raise_pending(self) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
@@ -61,7 +70,8 @@ class KafkaProducer:
             raise DeliveryError(f"delivery failed: {errors[0]}{more}")
 
     def produce(self, topic: str, value: bytes, *, key: bytes | None = None, timestamp_ms: int = 0,
-                headers: Headers | None = None, partition: int | None = None) -> None:
+                headers: Headers | None = None, partition: int | None = None,
+                on_error: OnError | None = None) -> None:
         if self._errors:
             self._raise_pending()
         kwargs: dict[str, Any] = {"key": key, "value": value, "timestamp": timestamp_ms}
@@ -69,6 +79,8 @@ class KafkaProducer:
             kwargs["headers"] = list(headers)
         if partition is not None:
             kwargs["partition"] = partition
+        if on_error is not None:
+            kwargs["on_delivery"] = partial(self._on_record_delivery, on_error)
         try:
             self._producer.produce(topic, **kwargs)
         except BufferError:
