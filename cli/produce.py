@@ -106,7 +106,10 @@ def publish_cmd(
     Each line is checked on its own: JSON and fields (decimals are strings, never JSON numbers;
     ids, symbols and accounts not blank), what the Avro schema carries, and the size of one
     Kafka record (the producer's message.max.bytes, lowered to fit each topic's
-    max.message.bytes as the broker reports it), and the order state machine within the file.
+    max.message.bytes as the broker reports it). An order the file holds from its first event
+    (seq 1) goes through the order state machine too. An order the file continues (its first
+    event here has seq > 1: its start is already in the log) is published without that check:
+    the projector checks it against the log and dead-letters what breaks its lifecycle.
 
     A refused line is reported with its line number, reason and detail, sent to the dead-letter
     topic with them in headers, and the lines after it are published. Exit code 1 if any line
@@ -124,7 +127,8 @@ def publish_cmd(
             _say_refused(file.name, job.finish())
     refused = sorted(job.refused, key=lambda r: r.line)
     _summary(job.publisher, {"published": sum(job.publisher.by_type.values()), "rejected": len(refused),
-                             "duplicates": job.validating.duplicates, "record_limit_bytes": limit},
+                             "duplicates": job.validating.duplicates,
+                             "continued_orders": len(job.validating.continued), "record_limit_bytes": limit},
              json_out, {"rejected_by_reason": job.rejected_by_reason,
                         "rejected_lines": [dataclasses.asdict(r) for r in refused]})
     if refused and not json_out:

@@ -133,20 +133,34 @@ class EventPublisher:
 
 
 class ValidatingPublisher:
-    """Publishes order events and marks from outside after the checks each can be given here:
-    the record alone (an order event or a mark, an event time Kafka can stamp, a positive mark
-    price, values the Avro schema carries, a size Kafka takes) and the order state machine,
-    each order's events checked against the ones before them in the input."""
+    """Publishes order events and marks from outside after the checks each can be given here.
+
+    - The record alone: an order event or a mark, an event time Kafka can stamp, a positive
+      mark price, values the Avro schema carries, a size Kafka takes.
+    - The order state machine, for an order the input holds from its first event (seq 1): each
+      of its events is checked against the ones before it in the input.
+    - An order the input continues (the first event of it seen here has seq > 1: its start is
+      already in the log) is not checked against a state, since only the log holds it: the
+      projector checks it against the whole log and dead-letters what breaks its lifecycle.
+      Such orders are `continued`. Checking them against the projected state in Postgres
+      instead would refuse them wrongly whenever the projector lags behind the log.
+    """
 
     def __init__(self, publisher: EventPublisher) -> None:
         self.publisher = publisher
         self.orders: dict[str, OrderState] = {}
+        self.continued: set[str] = set()
         self.duplicates = 0
 
     def _next(self, event: OrderEvent) -> OrderState | None:
-        """The order after `event`, None for a resend of one already accepted (counted)."""
+        """The order after `event`; None for an order the input continues and for a resend of an
+        event already accepted (counted)."""
+        state = self.orders.get(event.order_id)
+        if state is None and (event.seq > 1 or event.order_id in self.continued):
+            self.continued.add(event.order_id)
+            return None
         try:
-            return order_state.apply(self.orders.get(event.order_id), event)
+            return order_state.apply(state, event)
         except InvalidOrderTransition as e:
             if e.rule != "duplicate_event":
                 raise

@@ -129,6 +129,37 @@ def test_the_limit_follows_the_topics_max_message_bytes_as_the_broker_reports_it
         AvroCodec().encode(r) for r in tape.records]
 
 
+def test_a_file_continues_orders_of_the_log_and_the_projector_checks_them(
+        created_topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, names) -> None:
+    settings = use(created_topics, monkeypatch)
+    tape = Tape()
+    tape.order("O1", "ACC1", "CONT", Side.BUY, 100, price=10)
+    tape.fill("O1", 40, 10)
+    tape.order("O2", "ACC1", "CONT", Side.SELL, 10, price=12)
+    tape.fill("O1", 60, 11)
+    tape.fill("O2", 10, 12)
+    lines = [json_form.dumps(r) for r in tape.records]
+    first, second = lines[:5], lines[5:]  # O1 submitted, accepted, partly filled; O2 submitted, accepted
+    late = json.loads(lines[6]) | {"event_id": "O2-again", "seq": 4, "exec_id": "X9"}  # O2 is filled already
+    code, started, stderr = publish_json(write_lines(tmp_path, first, "first.jsonl"))
+    assert (code, started["published"]) == (0, 5), stderr
+    code, summary, stderr = publish_json(write_lines(tmp_path, [*second, json.dumps(late)], "second.jsonl"))
+    # the state machine needs the log's state for these: published, left to the projector
+    assert (code, summary["published"], summary["rejected"]) == (0, 3, 0), stderr
+    assert (started["continued_orders"], summary["continued_orders"]) == (0, 2)
+    stats = json.loads(invoke("project", "run", "--until-caught-up", "--group", names.group(), "--json").stdout)
+    assert (stats["events"], stats["dead_letters"]) == (8, 1)
+    orders = {r["order_id"]: r for r in rows(settings, "select order_id, status, cum_qty from orders")}
+    assert {k: (v["status"], v["cum_qty"]) for k, v in orders.items()} == {
+        "O1": ("FILLED", Decimal(100)), "O2": ("FILLED", Decimal(10))}
+    (letter,) = rows(settings, "select reason, payload from dead_letters")
+    assert letter["reason"] == "terminal_order"
+    # a fill as the first event (seq 1) of an order: nothing can precede it, so it is refused at once
+    unknown = json.loads(lines[2]) | {"order_id": "O3", "event_id": "O3-1", "seq": 1}
+    code, summary, _ = publish_json(write_lines(tmp_path, [json.dumps(unknown)], "third.jsonl"))
+    assert (code, [r["reason"] for r in summary["rejected_lines"]]) == (1, ["unknown_order"])
+
+
 def test_json_lists_every_refused_line_with_reason_and_detail(
         created_topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = use(created_topics, monkeypatch)
