@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -16,7 +16,7 @@ from backbone import db
 from backbone.kafka import topics
 from cli import produce, project, views
 from cli.common import console, load_settings, user_errors
-from producers.simulator import SimulationConfig
+from producers.simulator import session_start
 
 READER, READER_PASSWORD = "backbone_analyst", "analyst"
 DEMO_SQL = ("select account, open_positions, realized_pnl, unrealized_pnl, commission, total_pnl "
@@ -34,7 +34,7 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
     republishes identical events: the projection recognises them by event id and the totals do
     not change. On another day it is a new session, with its own order ids.
     """
-    start = demo_start(datetime.now(tz=UTC), events)
+    start = session_start(datetime.now(tz=UTC), events)
     seed = int(start.strftime("%Y%m%d")) if seed is None else seed
     settings = load_settings()
     with user_errors():
@@ -58,14 +58,6 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
     views.pnl(account=None, json_out=False)
     console.rule(f"psql as read-only role {READER}")
     _psql(settings, DEMO_SQL)
-
-
-def demo_start(now: datetime, events: int) -> datetime:
-    """UTC midnight of the latest day on which a session of `events` would have ended an hour
-    before `now` (the broker refuses records stamped more than an hour ahead)."""
-    duration = timedelta(microseconds=events * SimulationConfig.mean_gap_us)
-    day = (now - duration - timedelta(hours=1)).date()
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _psql(settings: object, query: str) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,16 +13,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from backbone.codec import json_form
-from backbone.codec.avro import AvroCodec, EncodeError
-from backbone.errors import InvalidRecord
+from backbone.codec.avro import AvroCodec
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from cli.common import console, err_console, load_settings, print_json, user_errors
-from backbone import deadletters
-from backbone.deadletters import DeadLetter
-from producers.publisher import EventPublisher, ValidatingPublisher, timestamp_ms
-from producers.simulator import DEFAULT_START, SimulationConfig, simulate
+from producers.publisher import EventPublisher, FileImport, RefusedLine, record_limit
+from producers.simulator import SimulationConfig, session_start, simulate
 from projections.replay import parse_time
 
 
@@ -32,8 +28,9 @@ def _progress(disable: bool) -> Progress:
                     disable=disable, transient=False)
 
 
-def _summary(publisher: EventPublisher, extra: dict[str, int], as_json: bool) -> None:
-    data = {**extra, "by_type": dict(sorted(publisher.by_type.items())),
+def _summary(publisher: EventPublisher, extra: dict[str, int], as_json: bool,
+             json_only: dict[str, object] | None = None) -> None:
+    data = {**extra, **(json_only or {}), "by_type": dict(sorted(publisher.by_type.items())),
             "by_partition": {str(k): v for k, v in sorted(publisher.by_partition.items())}}
     if as_json:
         print_json(data)
@@ -57,7 +54,9 @@ def simulate_cmd(
     symbols: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     accounts: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     start: Annotated[str | None, typer.Option(help="event time of the first record, ISO-8601 like --as-of "
-                                              "(no offset: UTC); default " + DEFAULT_START.isoformat())] = None,
+                                              "(no offset: UTC); default: UTC midnight today, or yesterday if "
+                                              "the session would not have ended an hour ago, so the market-data "
+                                              "retention keeps its marks")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
@@ -69,7 +68,7 @@ def simulate_cmd(
     """
     settings = load_settings()
     with user_errors():
-        start_utc = DEFAULT_START if start is None else parse_time(start)
+        start_utc = simulation_start(start, events, datetime.now(tz=UTC))
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
@@ -91,53 +90,53 @@ def simulate_cmd(
     _summary(publisher, {"produced": sum(publisher.by_type.values()), "seconds": round(elapsed, 2)}, json_out)
 
 
+def simulation_start(start: str | None, events: int, now: datetime) -> datetime:
+    """`--start` as a UTC time; without it, a session recent enough for the market-data retention."""
+    return session_start(now, events) if start is None else parse_time(start)
+
+
 def publish_cmd(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
                                          help="JSON Lines in the canonical JSON form; - is not supported")],
-    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON, every refused line "
+                                                          "with its number, reason and detail")] = False,
 ) -> None:
     """Publish events from a JSON Lines file (the canonical JSON form, see README).
 
-    Every invalid line (bad JSON, missing field, bad decimal, unknown enum, a state-machine
-    violation within the file) is reported with its line number and reason and sent to the
-    dead-letter topic with the reason in headers; valid lines are published. Exit code 1 if
-    any line was invalid.
+    Each line is checked on its own: JSON and fields (decimals are strings, never JSON numbers;
+    ids, symbols and accounts not blank), what the Avro schema carries, and the size of one
+    Kafka record (the producer's message.max.bytes, lowered to fit each topic's
+    max.message.bytes as the broker reports it). An order the file holds from its first event
+    (seq 1) goes through the order state machine too. An order the file continues (its first
+    event here has seq > 1: its start is already in the log) is published without that check:
+    the projector checks it against the log and dead-letters what breaks its lifecycle.
+
+    A refused line is reported with its line number, reason and detail, sent to the dead-letter
+    topic with them in headers, and the lines after it are published. Exit code 1 if any line
+    was refused.
     """
     settings = load_settings()
-    rejected: Counter[str] = Counter()
-    # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
-    with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
-        publisher = EventPublisher(settings, producer, AvroCodec())
-        validating = ValidatingPublisher(publisher)
-        with file.open("rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                source = f"{file.name}:{lineno}"
-                try:
-                    record = json_form.loads(raw.decode("utf-8"))
-                    validating.publish(record)
-                    continue
-                except UnicodeDecodeError as e:
-                    reason, detail = "invalid_json", f"not UTF-8: {e}"
-                except json_form.JsonFormError as e:
-                    reason = "invalid_json" if e.field is None else f"invalid_field:{e.field}"
-                    detail = str(e)
-                except InvalidRecord as e:
-                    reason, detail = e.reason, str(e)
-                except EncodeError as e:  # valid JSON the Avro schema cannot carry (a lone surrogate, ...)
-                    reason = "encode_error" if e.field is None else f"invalid_field:{e.field}"
-                    detail = str(e)
-                rejected[reason] += 1
-                err_console.print(f"{source}: {reason}: {detail}", markup=False)
-                deadletter.send(producer, settings.topic_deadletter, DeadLetter(
-                    reason=reason, detail=detail, source=source, stage="publish", payload=raw.rstrip(b"\n"),
-                    timestamp_ms=timestamp_ms(datetime.now(tz=UTC))))
-        producer.flush()
-    total_rejected = sum(rejected.values())
-    _summary(publisher, {"published": sum(publisher.by_type.values()), "rejected": total_rejected,
-                         "duplicates": validating.duplicates}, json_out)
-    if rejected and not json_out:
-        console.print("rejected by reason: " + json.dumps(dict(rejected)))
-    if total_rejected:
+    # the validator's order book keeps what it allocates (backbone.gc_policy)
+    with user_errors(), fewer_collections():
+        limit = record_limit(settings)
+        with KafkaProducer(settings, **{"message.max.bytes": limit}) as producer:
+            job = FileImport(settings, producer, AvroCodec(), file.name, limit)
+            with file.open("rb") as fh:
+                for lineno, raw in enumerate(fh, start=1):
+                    _say_refused(file.name, job.line(lineno, raw))
+            _say_refused(file.name, job.finish())
+    refused = sorted(job.refused, key=lambda r: r.line)
+    _summary(job.publisher, {"published": sum(job.publisher.by_type.values()), "rejected": len(refused),
+                             "duplicates": job.validating.duplicates,
+                             "continued_orders": len(job.validating.continued), "record_limit_bytes": limit},
+             json_out, {"rejected_by_reason": job.rejected_by_reason,
+                        "rejected_lines": [dataclasses.asdict(r) for r in refused]})
+    if refused and not json_out:
+        console.print("rejected by reason: " + json.dumps(job.rejected_by_reason))
+    if refused:
         raise typer.Exit(code=1)
+
+
+def _say_refused(name: str, refused: list[RefusedLine]) -> None:
+    for r in refused:
+        err_console.print(f"{name}:{r.line}: {r.reason}: {r.detail}", markup=False)

@@ -145,8 +145,9 @@ class DeadLetterRelay:
             self._consumer = None
 
 
-def _placer(placed: dict[int, int], row: int) -> Callable[[object, Message], None]:
-    def on_delivery(err: object, msg: Message) -> None:
+def _placer(placed: dict[int, int], row: int) -> Callable[[object, Message], bool]:
+    def on_delivery(err: object, msg: Message) -> bool:
         if err is None:
             placed[row] = msg.offset()
+        return False  # a failure is raised by the flush: the round stops, the row stays unrelayed
     return on_delivery

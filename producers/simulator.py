@@ -36,6 +36,8 @@ CENT = Decimal("0.01")
 COMMISSION_PER_SHARE = Decimal("0.0035")
 TICKERS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "JPM", "V", "XOM", "UNH", "JNJ", "WMT",
            "PG", "MA", "HD", "CVX", "KO", "PEP", "BAC")
+#: The start of `SimulationConfig()`: a fixed date, so that tests get the same stream on any day.
+#: `backbone simulate` and the demo default to `session_start` instead.
 DEFAULT_START = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 
 
@@ -71,6 +73,19 @@ class _Sim:
     fills_recent: list[tuple[str, str]] = field(default_factory=list)  # (order_id, exec_id)
     next_order: int = 0
     next_exec: int = 0
+
+
+def session_start(now: datetime, events: int) -> datetime:
+    """UTC midnight of the latest day on which a session of `events` would have ended an hour
+    before `now` (the broker refuses records stamped more than an hour ahead).
+
+    Retention goes by record time, so a session on a fixed past date would see its marks
+    deleted at once by the market-data topic's time retention; this one starts less than a day,
+    an hour and the session's length before `now`. The same day gives the same start, hence
+    the same stream for the same seed."""
+    duration = timedelta(microseconds=events * SimulationConfig.mean_gap_us)
+    day = (now - duration - timedelta(hours=1)).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def symbol_names(count: int) -> list[str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from backbone import db
 from backbone.codec.avro import AvroCodec
 from backbone.domain.events import MarketMark, OrderEvent
+from backbone.kafka import topics
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from consumers.runtime import LoopConfig, ProjectionLoop, RunStats
@@ -102,3 +106,34 @@ def checkpoints(settings: Settings) -> dict[tuple[str, int], int]:
 
 def checkpoint_total(settings: Settings) -> int:
     return int(rows(settings, "select coalesce(sum(next_offset), 0) as n from projection_checkpoints")[0]["n"])
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Message]:
+    """Every record of `topic`, up to its end offsets when called, in partition then offset order."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": "unused", "enable.auto.commit": False}))
+    try:
+        ends = {p: topics.watermarks(consumer, TopicPartition(topic, p))[1] for p in range(settings.partitions)}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < sum(ends.values()):
+            assert time.monotonic() < deadline, f"read {len(out)} of {sum(ends.values())} records of {topic}"
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+        return sorted(out, key=lambda m: (m.partition(), m.offset()))
+    finally:
+        consumer.close()
+
+
+def set_topic_config(settings: Settings, topic: str, config: dict[str, str]) -> None:
+    """Set topic configs (e.g. ``{"max.message.bytes": "20000"}``) and wait until the broker reports them."""
+    admin = topics.admin_client(settings)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET) for key, value in config.items()])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result()
+    deadline = time.monotonic() + 30
+    while any(topics.describe_topics(settings, [topic], admin)[0].config.get(k) != v for k, v in config.items()):
+        assert time.monotonic() < deadline, f"{topic}: {config} not applied after 30 s"
+        time.sleep(0.1)

@@ -34,16 +34,21 @@ Input rules (`from_json_dict`, `loads`), strict so that a typo in a publish file
 
 * ``"type"`` is required. Every field without a default is required; an optional field may
   be null or missing. An unknown key is an error (`loads` also refuses duplicate keys).
-* Decimal: a string such as ``"101.25"``, ``"101.25000000"``, ``"-3"``, ``"1.5e2"``, or a JSON
-  integer; `loads` also takes a JSON number with a fraction (parsed exactly, never via
-  float). A Python float is refused (not exact). The value must fit ``decimal(38, 8)`` exactly:
-  at most 8 significant fractional digits (``"1.123456789"`` is refused, ``"1.500000000"`` is
-  1.5) and at most 30 integer digits; NaN and infinities are refused.
+* Decimal: a JSON string such as ``"101.25"``, ``"101.25000000"``, ``"-3"``, ``"1.5e2"``. A JSON
+  number is refused, an integer too: many JSON writers hold numbers as binary floats, so a
+  price or a quantity beyond 2**53 may have been rounded before it was written, and a string is
+  the one spelling that stays exact end to end (it is also what `dumps` writes). The value
+  must fit ``decimal(38, 8)`` exactly: at most 8 significant fractional digits
+  (``"1.123456789"`` is refused, ``"1.500000000"`` is 1.5) and at most 30 integer digits; NaN
+  and infinities are refused.
 * datetime: ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` followed by ``Z`` or ``+HH:MM``/``-HH:MM``; any
   offset is converted to UTC; no offset (a naive time) is refused, as are more than six
   fractional digits.
-* enum: the exact (case-sensitive) name. str: a JSON string. int: a JSON integer (not a
-  boolean, not ``1.0``) within the signed 64-bit range.
+* enum: the exact (case-sensitive) name. int: a JSON integer (not a boolean, not ``1.0``)
+  within the signed 64-bit range.
+* str: a JSON string. Ids, symbols, accounts and codes (every string field but the free text
+  of `FREE_TEXT`) must hold a character other than whitespace: an empty symbol or order id
+  would be published as a key or an id of its own.
 
 Every input problem raises `JsonFormError` whose `field` names the offending key (``"type"``
 for the record type, None for a line that is not a JSON object) and whose message names the
@@ -67,6 +72,7 @@ from backbone.domain.events import PRECISION, SCALE, Alert, MarketMark, OrderEve
 from backbone.errors import BackboneError
 
 __all__ = [
+    "FREE_TEXT",
     "RECORD_TYPES",
     "JsonFormError",
     "dumps",
@@ -81,6 +87,8 @@ Record = OrderEvent | MarketMark | Alert
 
 #: Record name ("type" value) -> dataclass.
 RECORD_TYPES: dict[str, type] = {cls.__name__: cls for cls in (OrderEvent, MarketMark, Alert)}
+#: The string fields that are free text and may be empty; every other one names something.
+FREE_TEXT = frozenset({"reason", "message"})
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _INTEGER_DIGITS = PRECISION - SCALE
@@ -213,25 +221,24 @@ def _json_type(value: Any) -> str:
 
 
 def _fail(spec: _Spec, value: Any, problem: str) -> JsonFormError:
-    shown = repr(value) if not isinstance(value, str) or len(value) <= 80 else repr(value[:77] + "...")
+    if isinstance(value, str):
+        shown = repr(value) if len(value) <= 80 else repr(value[:77] + "...")
+    elif isinstance(value, Decimal):  # a JSON number with a fraction, as written (`loads` never makes floats)
+        shown = str(value)
+    else:
+        shown = repr(value)
     return JsonFormError(f"field {spec.name!r}: {problem} (got {_json_type(value)} {shown})", field=spec.name)
 
 
 def _parse_decimal(spec: _Spec, value: Any) -> Decimal:
-    if isinstance(value, str):
-        if not _DECIMAL_TEXT.fullmatch(value):
-            raise _fail(spec, value, 'bad decimal: expected a decimal string like "101.25"')
-        d = Decimal(value)
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _fail(spec, value, "bad decimal: not a finite number")
-        d = value
-    elif isinstance(value, int) and not isinstance(value, bool):
-        d = Decimal(value)
-    elif isinstance(value, float):
-        raise _fail(spec, value, 'bad decimal: floats are not exact; write the decimal as a string like "101.25"')
-    else:
+    if not isinstance(value, str):
+        if _json_type(value) in ("integer", "number"):
+            raise _fail(spec, value, 'wrong type: a decimal is a JSON string like "101.25", never a JSON number '
+                        "(a writer's binary float may have rounded it)")
         raise _fail(spec, value, 'wrong type: expected a decimal string like "101.25"')
+    if not _DECIMAL_TEXT.fullmatch(value):
+        raise _fail(spec, value, 'bad decimal: expected a decimal string like "101.25"')
+    d = Decimal(value)
     # Bound the exponent first: "1e999999999" must not turn into a huge integer.
     if d and d.adjusted() >= _INTEGER_DIGITS:
         raise _fail(
@@ -269,6 +276,9 @@ def _parse_value(spec: _Spec, value: Any) -> Any:
     if t is str:
         if not isinstance(value, str):
             raise _fail(spec, value, "wrong type: expected a string")
+        if not value.strip() and spec.name not in FREE_TEXT:
+            raise _fail(spec, value,
+                        "empty or only whitespace: an id, symbol, account or code needs a visible character")
         return value
     if t is int:
         if not isinstance(value, int) or isinstance(value, bool):

@@ -4,6 +4,9 @@
 - Delivery failures are captured by the delivery callback and raised as `DeliveryError` on
   the next `produce()` or `flush()`: no failure is lost silently. Only failures call back
   (`delivery.report.only.error`), so the hot path pays nothing for successful deliveries.
+  A caller that wants one record's report (publish refusing a record the broker finds too
+  large, a relay recording where each record went) passes `on_delivery` with it; a failure it
+  returns False for is raised as usual.
 - A full local queue is backpressure, not loss: `produce()` serves the delivery queue and
   retries until `max_block_s`, then raises.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +26,9 @@ from backbone.errors import DeliveryError, KafkaError
 from backbone.settings import Settings
 
 Headers = Sequence[tuple[str, bytes | str]]
+#: Told of one record's delivery report (error or None, the record); True when it dealt with a
+#: failure (not raised then). Successes report only with `delivery.report.only.error=False`.
+OnDelivery = Callable[[RdKafkaError | None, Message], bool]
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -54,6 +61,10 @@ class KafkaProducer:
             self.failed += 1
             self._errors.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
 
+    def _on_record_delivery(self, on_delivery: OnDelivery, err: RdKafkaError | None, msg: Message) -> None:
+        if not on_delivery(err, msg) and err is not None:
+            self._on_delivery(err, msg)
+
     def _raise_pending(self) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
@@ -62,22 +73,16 @@ class KafkaProducer:
 
     def produce(self, topic: str, value: bytes, *, key: bytes | None = None, timestamp_ms: int = 0,
                 headers: Headers | None = None, partition: int | None = None,
-                on_delivery: Callable[[RdKafkaError | None, Message], None] | None = None) -> None:
-        """`on_delivery` is called with this record's delivery report (failures are raised as
-        usual too); successes report only if the producer was made with
-        `delivery.report.only.error=False`."""
+                on_delivery: OnDelivery | None = None) -> None:
         if self._errors:
             self._raise_pending()
         kwargs: dict[str, Any] = {"key": key, "value": value, "timestamp": timestamp_ms}
-        if on_delivery is not None:
-            def report(err: RdKafkaError | None, msg: Message) -> None:
-                self._on_delivery(err, msg)
-                on_delivery(err, msg)
-            kwargs["on_delivery"] = report
         if headers:
             kwargs["headers"] = list(headers)
         if partition is not None:
             kwargs["partition"] = partition
+        if on_delivery is not None:
+            kwargs["on_delivery"] = partial(self._on_record_delivery, on_delivery)
         try:
             self._producer.produce(topic, **kwargs)
         except BufferError:

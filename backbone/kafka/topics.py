@@ -160,10 +160,9 @@ def watermarks(consumer: Consumer, tp: TopicPartition, *, attempts: int = 60) ->
     raise AssertionError("unreachable")
 
 
-def describe_topics(settings: Settings, names: list[str] | None = None,
-                    admin: AdminClient | None = None) -> list[TopicDescription]:
-    admin = admin or admin_client(settings)
-    names = names or settings.topic_names()
+def topic_configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """Every config of each topic as the broker reports it (its defaults included); a missing
+    topic is a KafkaError naming it."""
     metadata = admin.list_topics(timeout=TIMEOUT_S)
     missing = [n for n in names if n not in metadata.topics]
     if missing:
@@ -176,6 +175,15 @@ def describe_topics(settings: Settings, names: list[str] | None = None,
         except KafkaException as e:
             raise _raise(f"describing configs of {resource.name}", e) from e
         configs[resource.name] = {k: v.value for k, v in entries.items() if v.value is not None}
+    return configs
+
+
+def describe_topics(settings: Settings, names: list[str] | None = None,
+                    admin: AdminClient | None = None) -> list[TopicDescription]:
+    admin = admin or admin_client(settings)
+    names = names or settings.topic_names()
+    configs = topic_configs(admin, names)
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
     consumer = Consumer(settings.kafka_config(**{"group.id": "backbone-topics-describe",
                                                  "enable.auto.commit": False}))
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -143,13 +145,18 @@ def test_absent_optionals_may_be_missing_or_null() -> None:
     )
 
 
-def test_decimals_from_numbers_are_exact_in_loads_and_refused_as_floats() -> None:
-    line = '{"type":"MarketMark","event_id":"m","symbol":"X","event_time":"2026-01-01T00:00:00Z","mark_price":101.1,"bid":100}'
-    mark = loads(line)
-    assert mark.mark_price == Decimal("101.1") and mark.bid == Decimal(100)
-    with pytest.raises(JsonFormError, match="floats are not exact") as info:
+@pytest.mark.parametrize(("number", "shown"), [("101.1", "101.1"), ("100", "100"), ("1e2", "1E+2"),
+                                             ("-0.5", "-0.5"), ("12345678901234567891", "12345678901234567891")])
+def test_decimals_are_refused_as_json_numbers_integers_included(number: str, shown: str) -> None:
+    line = ('{"type":"MarketMark","event_id":"m","symbol":"X","event_time":"2026-01-01T00:00:00Z",'
+            f'"mark_price":"1","bid":{number}}}')
+    expected = f"never a JSON number .*got (integer|number) {re.escape(shown)}\\)"
+    with pytest.raises(JsonFormError, match=expected) as info:
+        loads(line)
+    assert info.value.field == "bid"
+    with pytest.raises(JsonFormError, match="never a JSON number"):  # the float json.loads makes, too
         from_json_dict(json.loads(line))
-    assert info.value.field == "mark_price"
+    assert loads(line.replace(f":{number}}}", f':"{number}"}}')).bid == Decimal(number)
 
 
 _MARK = {"type": "MarketMark", "event_id": "m", "symbol": "X", "event_time": "2026-01-01T00:00:00Z", "mark_price": "1"}
@@ -251,8 +258,48 @@ def test_to_json_dict_refuses_what_is_not_a_record() -> None:
 from test_avro_codec import records  # noqa: E402 - the same generators for both forms
 
 
+def _blank_names(record: object) -> list[str]:
+    """The string fields the form refuses as blank (ids, symbols, codes: not free text)."""
+    return [f.name for f in dataclasses.fields(record) if isinstance(value := getattr(record, f.name), str)
+            and not value.strip() and f.name not in json_form.FREE_TEXT]
+
+
+def _named(record: object) -> object:
+    """`record` with a visible character in front of every blank id, so that it round-trips."""
+    return dataclasses.replace(record, **{name: "x" + getattr(record, name) for name in _blank_names(record)})
+
+
 @FAST
 @given(records)
+def test_blank_ids_symbols_and_codes_are_refused_naming_the_first(record: OrderEvent | MarketMark | Alert) -> None:
+    blank = _blank_names(record)
+    if not blank:
+        return
+    with pytest.raises(JsonFormError, match="empty or only whitespace") as info:
+        loads(dumps(record))
+    assert info.value.field == blank[0]
+
+
+@pytest.mark.parametrize("value", ["", " ", "\t", "\u3000", "\u2028 \n"])
+@pytest.mark.parametrize("field", ["event_id", "symbol", "source"])
+def test_a_blank_mark_id_symbol_or_source_is_refused(field: str, value: str) -> None:
+    with pytest.raises(JsonFormError, match=f"field '{field}': empty or only whitespace") as info:
+        from_json_dict({**_MARK, field: value})
+    assert info.value.field == field
+
+
+def test_free_text_may_be_empty_and_ids_may_hold_inner_spaces() -> None:
+    order = to_json_dict(example_order())
+    assert from_json_dict({**order, "reason": " ", "account": "ACC 1"}).reason == " "
+    for field in ("event_id", "account", "symbol", "order_id", "cl_ord_id", "orig_cl_ord_id", "exec_id",
+                  "exec_ref_id", "currency", "actor", "correlation_id", "causation_id"):
+        with pytest.raises(JsonFormError, match="empty or only whitespace") as info:
+            from_json_dict({**order, field: " "})
+        assert info.value.field == field
+
+
+@FAST
+@given(records.map(_named))
 def test_round_trip(record: OrderEvent | MarketMark | Alert) -> None:
     obj = to_json_dict(record)
     assert obj["type"] == type(record).__name__
