@@ -4,7 +4,9 @@
     ├── ConfigError              settings that cannot work (bad value, missing file)
     ├── ServiceError             local stack: Java/Maven missing, port busy, start failed
     ├── KafkaError               a librdkafka error, translated at the boundary
-    │   └── DeliveryError        a produced record was not acknowledged
+    │   ├── DeliveryError        a produced record was not acknowledged
+    │   ├── KafkaUnavailable     no broker answers: unknown host, refused, nothing within the timeout
+    │   └── KafkaAuthError       the broker refused us: SASL credentials, TLS handshake
     ├── TopicConfigError         an existing topic differs from the configured one
     ├── DecodeError              bytes that are not a record we know (see backbone.codec)
     ├── SchemaCompatibilityError a schema version breaks readers of older data
@@ -38,6 +40,14 @@ class KafkaError(BackboneError):
 
 
 class DeliveryError(KafkaError):
+    pass
+
+
+class KafkaUnavailable(KafkaError):
+    pass
+
+
+class KafkaAuthError(KafkaError):
     pass
 
 

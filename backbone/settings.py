@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     kafka_ssl_key_location: Path | None = Field(None, description="client private key (PEM)")
     kafka_ssl_key_password: SecretStr | None = None
     kafka_client_id: str = "trading-backbone"
+    kafka_connect_timeout_s: float = Field(10.0, ge=1, le=3600, description="how long commands wait for a "
+                                           "broker to answer before they give up (backbone.kafka.health)")
 
     # --- Topics -----------------------------------------------------------------------------
     topic_orders: str = "trading.orders"
@@ -134,6 +136,8 @@ class Settings(BaseSettings):
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
             "client.id": self.kafka_client_id,
+            # one connection attempt (TCP, TLS, SASL); librdkafka goes on retrying after it
+            "socket.connection.setup.timeout.ms": round(self.kafka_connect_timeout_s * 1000),
         }
         if self.kafka_sasl_mechanism:
             conf["sasl.mechanism"] = self.kafka_sasl_mechanism
