@@ -7,6 +7,9 @@
     │   ├── DeliveryError        a produced record was not acknowledged
     │   ├── KafkaUnavailable     no broker answers: unknown host, refused, nothing within the timeout
     │   └── KafkaAuthError       the broker refused us: SASL credentials, TLS handshake
+    ├── DatabaseError            a PostgreSQL failure, translated at the boundary
+    │   ├── DatabaseUnavailable  the server cannot be reached: unknown host, refused, timeout
+    │   └── DatabaseAuthError    the server refused the credentials
     ├── TopicConfigError         an existing topic differs from the configured one
     ├── DecodeError              bytes that are not a record we know (see backbone.codec)
     ├── SchemaCompatibilityError a schema version breaks readers of older data
@@ -48,6 +51,18 @@ class KafkaUnavailable(KafkaError):
 
 
 class KafkaAuthError(KafkaError):
+    pass
+
+
+class DatabaseError(BackboneError):
+    pass
+
+
+class DatabaseUnavailable(DatabaseError):
+    pass
+
+
+class DatabaseAuthError(DatabaseError):
     pass
 
 

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from backbone.errors import BackboneError
+from backbone.errors import BackboneError, ConfigError
 from backbone.settings import Settings
 
 # Piped output is read by people too: never truncate table columns to 80 characters there.
@@ -32,6 +32,9 @@ def load_settings() -> Settings:
         field = ".".join(str(p) for p in first["loc"]) or "settings"
         env = f"BACKBONE_{field.upper()}" if first["loc"] else "BACKBONE_*"
         err_console.print(f"error: invalid configuration {env}: {first['msg']}")
+        raise typer.Exit(code=2) from e
+    except ConfigError as e:  # raised by a validator that names the variable itself
+        err_console.print(f"error: {e}", markup=False)
         raise typer.Exit(code=2) from e
 
 

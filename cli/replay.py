@@ -36,8 +36,7 @@ def database_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except (sa.exc.OperationalError, psycopg.OperationalError) as e:
-        raise db.DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: "
-                               f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}") from e
+        raise db.connection_error(e, settings.database_url_safe()) from e
     except (sa.exc.ProgrammingError, psycopg.ProgrammingError) as e:
         raise db.DatabaseError(f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}; "
                                "has `backbone db upgrade` run?") from e
