@@ -17,7 +17,9 @@
     │   └── InvalidOrderTransition   an event the order state machine refuses (backbone.domain)
     └── InvariantViolation       a bug: an internal invariant does not hold
 
-Every message about a record names it as ``topic[partition]@offset`` where known.
+Every message about a record names it as ``topic[partition]@offset`` where known. The CLI
+maps the classes to exit codes (cli/common.py): ConfigError 2, the two *Unavailable 3, the
+two *AuthError 4, every other error 1.
 """
 
 from __future__ import annotations

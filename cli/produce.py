@@ -18,7 +18,7 @@ from backbone.codec.avro import AvroCodec, EncodeError
 from backbone.errors import InvalidRecord
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
-from cli.common import console, err_console, load_settings, print_json, user_errors
+from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from producers import deadletter
 from producers.deadletter import DeadLetter
 from producers.publisher import EventPublisher, ValidatingPublisher, timestamp_ms
@@ -71,6 +71,7 @@ def simulate_cmd(
     with user_errors():
         start_utc = DEFAULT_START if start is None else parse_time(start)
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
+    kafka_reachable(settings)
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
@@ -104,6 +105,7 @@ def publish_cmd(
     any line was invalid.
     """
     settings = load_settings()
+    kafka_reachable(settings)
     rejected: Counter[str] = Counter()
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:

@@ -17,7 +17,8 @@ from rich.table import Table
 from backbone import db
 from backbone.gc_policy import fewer_collections
 from backbone.settings import Settings
-from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
+from cli.common import (canonical_value, console, err_console, kafka_reachable, load_settings, print_json,
+                        user_errors)
 from projections import ddl
 from projections import replay as rp
 from projections.parallel import Folded, PartitionWorkers
@@ -55,6 +56,7 @@ def database(settings: Settings) -> Iterator[sa.Engine]:
 
 @contextmanager
 def replayer(settings: Settings, projection: str) -> Iterator[rp.Replayer]:
+    kafka_reachable(settings)  # after `folding` forked its helpers: no Kafka client before that
     with database(settings) as engine, rp.Replayer(settings, engine, projection=projection) as r:
         yield r
 
