@@ -12,18 +12,59 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from backbone.errors import BackboneError
-from backbone.settings import Settings
+from backbone.errors import DatabaseAuthError, DatabaseError, DatabaseUnavailable
+from backbone.settings import Settings, normalize_database_url
+
+# libpq says why a connection failed only in words (no SQLSTATE before the session exists)
+_REFUSED_CREDENTIALS = ("password authentication failed", "authentication failed", "no pg_hba.conf entry",
+                        "no password supplied", "role \"")
+_UNREACHABLE = ("connection refused", "could not translate host name", "failed to resolve host",
+                "name or service not known", "timeout expired", "connection timeout", "timed out",
+                "no route to host", "network is unreachable", "server closed the connection unexpectedly",
+                "the database system is starting up", "the database system is shutting down")
 
 
-class DatabaseError(BackboneError):
-    pass
+def first_line(e: BaseException) -> str:
+    """The driver's message without the lines after the first (libpq's hints, the statement)."""
+    orig = getattr(e, "orig", None) or e
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def connection_error(e: BaseException, where: str | None = None) -> DatabaseError:
+    """A driver's failure to connect as one line, classified: DatabaseAuthError when the server
+    refused the credentials, DatabaseUnavailable when it could not be reached, DatabaseError
+    otherwise (a database that does not exist, ...). `where` names the server in the message
+    (a URL with its password masked)."""
+    first = first_line(e)
+    lowered = first.lower()
+    at = f" at {where}" if where else ""
+    if any(marker in lowered for marker in _REFUSED_CREDENTIALS):
+        return DatabaseAuthError(f"the database{at} refused the credentials: {first}")
+    if any(marker in lowered for marker in _UNREACHABLE):
+        return DatabaseUnavailable(f"cannot reach the database{at}: {first}")
+    return DatabaseError(f"cannot use the database{at}: {first}")
+
+
+def _with_connect_timeout(settings: Settings, url: str) -> str:
+    """`url` with libpq's connect_timeout (unless it names its own): an address that never
+    answers fails after that long instead of after the operating system's TCP timeout."""
+    parsed = make_url(normalize_database_url(url))
+    if "connect_timeout" in parsed.query:
+        return parsed.render_as_string(hide_password=False)
+    return parsed.update_query_dict({"connect_timeout": str(settings.database_connect_timeout_s)}).render_as_string(
+        hide_password=False)
+
+
+def _masked(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def make_engine(settings: Settings, url: str | None = None, **kwargs: object) -> Engine:
-    return create_engine(url or settings.database_url_value, pool_pre_ping=True, **kwargs)
+    return create_engine(_with_connect_timeout(settings, url or settings.database_url_value), pool_pre_ping=True,
+                         **kwargs)
 
 
 def alembic_config(url: str, readonly_role: str = "backbone_reader") -> Config:
@@ -38,19 +79,21 @@ def upgrade(settings: Settings, revision: str = "head", url: str | None = None) 
     """Apply migrations up to `revision`; returns the revision now current."""
     url = url or settings.database_url_value
     try:
-        command.upgrade(alembic_config(url, settings.database_readonly_role), revision)
+        command.upgrade(alembic_config(_with_connect_timeout(settings, url), settings.database_readonly_role),
+                        revision)
     except OperationalError as e:
-        raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
+        raise connection_error(e, _masked(url)) from e
     return current(settings, url=url)
 
 
 def current(settings: Settings, url: str | None = None) -> str | None:
+    url = url or settings.database_url_value
     engine = make_engine(settings, url)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as e:
-        raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
+        raise connection_error(e, _masked(url)) from e
     finally:
         engine.dispose()
 
@@ -87,7 +130,7 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
             conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(dbname),
                                                                               sql.Identifier(name)))
     except OperationalError as e:
-        raise DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: {e.orig}") from e
+        raise connection_error(e, _masked(url or settings.database_url_value)) from e
     except ProgrammingError as e:  # e.g. no CREATEROLE privilege
         raise DatabaseError(f"cannot create the reader role {name}: {e.orig}") from e
     finally:

@@ -4,7 +4,12 @@
     ├── ConfigError              settings that cannot work (bad value, missing file)
     ├── ServiceError             local stack: Java/Maven missing, port busy, start failed
     ├── KafkaError               a librdkafka error, translated at the boundary
-    │   └── DeliveryError        a produced record was not acknowledged
+    │   ├── DeliveryError        a produced record was not acknowledged
+    │   ├── KafkaUnavailable     no broker answers: unknown host, refused, nothing within the timeout
+    │   └── KafkaAuthError       the broker refused us: SASL credentials, TLS handshake
+    ├── DatabaseError            a PostgreSQL failure, translated at the boundary
+    │   ├── DatabaseUnavailable  the server cannot be reached: unknown host, refused, timeout
+    │   └── DatabaseAuthError    the server refused the credentials
     ├── TopicConfigError         an existing topic differs from the configured one
     ├── DecodeError              bytes that are not a record we know (see backbone.codec)
     ├── SchemaCompatibilityError a schema version breaks readers of older data
@@ -12,7 +17,9 @@
     │   └── InvalidOrderTransition   an event the order state machine refuses (backbone.domain)
     └── InvariantViolation       a bug: an internal invariant does not hold
 
-Every message about a record names it as ``topic[partition]@offset`` where known.
+Every message about a record names it as ``topic[partition]@offset`` where known. The CLI
+maps the classes to exit codes (cli/common.py): ConfigError 2, the two *Unavailable 3, the
+two *AuthError 4, every other error 1.
 """
 
 from __future__ import annotations
@@ -38,6 +45,26 @@ class KafkaError(BackboneError):
 
 
 class DeliveryError(KafkaError):
+    pass
+
+
+class KafkaUnavailable(KafkaError):
+    pass
+
+
+class KafkaAuthError(KafkaError):
+    pass
+
+
+class DatabaseError(BackboneError):
+    pass
+
+
+class DatabaseUnavailable(DatabaseError):
+    pass
+
+
+class DatabaseAuthError(DatabaseError):
     pass
 
 

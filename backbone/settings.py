@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from backbone.errors import ConfigError
 
@@ -35,6 +36,26 @@ def local_database_url(postgres_port: int) -> str:
     return f"postgresql+psycopg://backbone:backbone@127.0.0.1:{postgres_port}/backbone"
 
 
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+
+def normalize_database_url(raw: str) -> str:
+    """A database URL with the psycopg driver named, as SQLAlchemy needs it. Raises ConfigError
+    with a message that never repeats the URL (it may hold a password)."""
+    try:
+        url = make_url(raw)
+        port = url.port  # a non-numeric port raises ValueError here, not at parse time
+    except (ArgumentError, ValueError):
+        raise ConfigError("BACKBONE_DATABASE_URL is not a URL of the form "
+                          "postgresql://user:password@host:port/database") from None
+    if url.drivername not in _POSTGRES_SCHEMES:
+        raise ConfigError(f"BACKBONE_DATABASE_URL: scheme {url.drivername}:// is not supported; use "
+                          "postgresql:// (or postgres://, postgresql+psycopg://)")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"BACKBONE_DATABASE_URL: port {port} is not between 1 and 65535")
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
 def _default_state_dir() -> Path:
     # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user,
     # which cannot enter /root: keep the state where that user can reach it.
@@ -46,8 +67,10 @@ def _default_state_dir() -> Path:
 class Settings(BaseSettings):
     """Everything configurable. Environment variable = `BACKBONE_` + field name in capitals."""
 
+    # hide_input_in_errors: a refused value may be a URL with its password in it
     model_config = SettingsConfigDict(
-        env_prefix="BACKBONE_", env_file=".env", env_file_encoding="utf-8", frozen=True, extra="ignore"
+        env_prefix="BACKBONE_", env_file=".env", env_file_encoding="utf-8", frozen=True, extra="ignore",
+        hide_input_in_errors=True,
     )
 
     # --- Kafka connection -------------------------------------------------------------------
@@ -62,6 +85,8 @@ class Settings(BaseSettings):
     kafka_ssl_key_location: Path | None = Field(None, description="client private key (PEM)")
     kafka_ssl_key_password: SecretStr | None = None
     kafka_client_id: str = "trading-backbone"
+    kafka_connect_timeout_s: float = Field(10.0, ge=1, le=3600, description="how long commands wait for a "
+                                           "broker to answer before they give up (backbone.kafka.health)")
 
     # --- Topics -----------------------------------------------------------------------------
     topic_orders: str = "trading.orders"
@@ -80,6 +105,8 @@ class Settings(BaseSettings):
     # --- Database ---------------------------------------------------------------------------
     # default: the local server at postgres_port (see _local_addresses)
     database_url: SecretStr = SecretStr("")
+    database_connect_timeout_s: int = Field(10, ge=2, le=3600, description="seconds a connection attempt to "
+                                            "PostgreSQL may take (libpq connect_timeout, 2 at least)")
     database_readonly_role: str = Field("backbone_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     # --- Projection snapshots (docs/replay.md) ------------------------------------------------
@@ -112,6 +139,14 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", SecretStr(local_database_url(self.postgres_port)))
         return self
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _psycopg_url(cls, value: SecretStr) -> SecretStr:
+        """postgres://, postgresql:// and postgresql+psycopg:// all mean the psycopg driver, the
+        one installed; anything else is refused here rather than by a traceback at first use."""
+        raw = value.get_secret_value()
+        return SecretStr(normalize_database_url(raw)) if raw else value
+
     @field_validator("state_dir", "cache_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -137,6 +172,8 @@ class Settings(BaseSettings):
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
             "client.id": self.kafka_client_id,
+            # one connection attempt (TCP, TLS, SASL); librdkafka goes on retrying after it
+            "socket.connection.setup.timeout.ms": round(self.kafka_connect_timeout_s * 1000),
         }
         if self.kafka_sasl_mechanism:
             conf["sasl.mechanism"] = self.kafka_sasl_mechanism

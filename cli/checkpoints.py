@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from backbone.errors import BackboneError
-from cli.common import canonical_value, console, load_settings, print_json, user_errors
+from cli.common import canonical_value, console, kafka_reachable, load_settings, print_json, user_errors
 from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, expired_line, folding
 from projections import replay as rp
 from projections import snapshots, store
@@ -85,6 +85,7 @@ def create_cmd(
     expired = None
     with user_errors():
         if as_of is None:
+            kafka_reachable(settings)
             with database(settings) as engine, rp.LogReader(settings) as reader:
                 taken = rp.snapshot_live(settings, engine, reader, projection=projection)
         else:

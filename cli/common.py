@@ -1,4 +1,9 @@
-"""What every command shares: settings from the environment, user-error handling, JSON output."""
+"""What every command shares: settings from the environment, user-error handling, JSON output.
+
+Exit codes (README, "Commands"): 0 success; 1 a failure; 2 bad configuration or usage (typer's
+own usage errors are 2 as well); 3 a service (Kafka, PostgreSQL) cannot be reached; 4 a service
+refused our credentials.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
 import typer
+from confluent_kafka import KafkaException
 from pydantic import ValidationError
 from rich.console import Console
 
-from backbone.errors import BackboneError
+from backbone import db
+from backbone.errors import (BackboneError, ConfigError, DatabaseAuthError, DatabaseUnavailable, KafkaAuthError,
+                             KafkaUnavailable)
+from backbone.kafka import health
 from backbone.settings import Settings
+
+EXIT_FAILURE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_AUTH = 1, 2, 3, 4
+_EXIT_CODES: tuple[tuple[tuple[type[BackboneError], ...], int], ...] = (
+    ((ConfigError,), EXIT_CONFIG),
+    ((KafkaUnavailable, DatabaseUnavailable), EXIT_UNAVAILABLE),
+    ((KafkaAuthError, DatabaseAuthError), EXIT_AUTH),
+)
 
 # Piped output is read by people too: never truncate table columns to 80 characters there.
 _WIDTH = None if sys.stdout.isatty() else 250
@@ -32,17 +50,38 @@ def load_settings() -> Settings:
         field = ".".join(str(p) for p in first["loc"]) or "settings"
         env = f"BACKBONE_{field.upper()}" if first["loc"] else "BACKBONE_*"
         err_console.print(f"error: invalid configuration {env}: {first['msg']}")
-        raise typer.Exit(code=2) from e
+        raise typer.Exit(code=EXIT_CONFIG) from e
+    except ConfigError as e:  # raised by a validator that names the variable itself
+        err_console.print(f"error: {e}", markup=False)
+        raise typer.Exit(code=EXIT_CONFIG) from e
+
+
+def exit_code(error: BackboneError) -> int:
+    return next((code for kinds, code in _EXIT_CODES if isinstance(error, kinds)), EXIT_FAILURE)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Expected failures end with a one-line message and exit code 1."""
+    """Expected failures end with a one-line message and their exit code. Driver errors that
+    reach this far (the connection lost mid-command) are translated here, so they end the same
+    way instead of with a traceback."""
     try:
-        yield
+        try:
+            yield
+        except KafkaException as e:
+            raise health.translate(e, "Kafka") from e
+        except (sa.exc.OperationalError, psycopg.OperationalError) as e:
+            raise db.connection_error(e) from e
     except BackboneError as e:
         err_console.print(f"error: {e}", markup=False)
-        raise typer.Exit(code=1) from e
+        raise typer.Exit(code=exit_code(e)) from e
+
+
+def kafka_reachable(settings: Settings) -> None:
+    """Before a command's work: end it in one line if no broker answers within
+    BACKBONE_KAFKA_CONNECT_TIMEOUT_S, or at once if the broker refuses us."""
+    with user_errors():
+        health.check_reachable(settings)
 
 
 def print_json(data: Any) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from backbone import db
 from backbone.kafka import topics
 from cli import produce, project, views
-from cli.common import console, load_settings, user_errors
+from cli.common import console, kafka_reachable, load_settings, user_errors
 from producers.simulator import session_start
 
 READER, READER_PASSWORD = "backbone_analyst", "analyst"
@@ -37,6 +37,7 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
     start = session_start(datetime.now(tz=UTC), events)
     seed = int(start.strftime("%Y%m%d")) if seed is None else seed
     settings = load_settings()
+    kafka_reachable(settings)
     with user_errors():
         console.rule("topics")
         for report in topics.create_topics(settings):

@@ -16,7 +16,7 @@ from rich.table import Table
 from backbone.codec.avro import AvroCodec
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
-from cli.common import console, err_console, load_settings, print_json, user_errors
+from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from producers.publisher import EventPublisher, FileImport, RefusedLine, record_limit
 from producers.simulator import SimulationConfig, session_start, simulate
 from projections.replay import parse_time
@@ -70,6 +70,7 @@ def simulate_cmd(
     with user_errors():
         start_utc = simulation_start(start, events, datetime.now(tz=UTC))
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
+    kafka_reachable(settings)
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
@@ -116,6 +117,7 @@ def publish_cmd(
     was refused.
     """
     settings = load_settings()
+    kafka_reachable(settings)
     # the validator's order book keeps what it allocates (backbone.gc_policy)
     with user_errors(), fewer_collections():
         limit = record_limit(settings)

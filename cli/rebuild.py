@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import console, err_console, load_settings, print_json, user_errors
+from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from projections import rebuild as procedure
 
 
@@ -105,6 +105,7 @@ def rebuild(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    kafka_reachable(settings)
     stop = {"requested": False}
 
     def handler(signum: int, _frame: object) -> None:

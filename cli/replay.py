@@ -17,7 +17,8 @@ from rich.table import Table
 from backbone import db
 from backbone.gc_policy import fewer_collections
 from backbone.settings import Settings
-from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
+from cli.common import (canonical_value, console, err_console, kafka_reachable, load_settings, print_json,
+                        user_errors)
 from projections import ddl
 from projections import replay as rp
 from projections.parallel import Folded, PartitionWorkers
@@ -36,8 +37,7 @@ def database_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except (sa.exc.OperationalError, psycopg.OperationalError) as e:
-        raise db.DatabaseError(f"cannot reach the database at {settings.database_url_safe()}: "
-                               f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}") from e
+        raise db.connection_error(e, settings.database_url_safe()) from e
     except (sa.exc.ProgrammingError, psycopg.ProgrammingError) as e:
         raise db.DatabaseError(f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}; "
                                "has `backbone db upgrade` run?") from e
@@ -56,6 +56,7 @@ def database(settings: Settings) -> Iterator[sa.Engine]:
 
 @contextmanager
 def replayer(settings: Settings, projection: str) -> Iterator[rp.Replayer]:
+    kafka_reachable(settings)  # after `folding` forked its helpers: no Kafka client before that
     with database(settings) as engine, rp.Replayer(settings, engine, projection=projection) as r:
         yield r
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backbone.kafka import topics
-from cli.common import console, err_console, load_settings, print_json, user_errors
+from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 
 app = typer.Typer(help="Create and inspect the Kafka topics.", no_args_is_help=True)
 
@@ -22,6 +22,7 @@ def create(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     reported and the command exits 1: it is never silently accepted.
     """
     settings = load_settings()
+    kafka_reachable(settings)
     with user_errors():
         reports = topics.create_topics(settings)
     if json_out:
@@ -39,6 +40,7 @@ def create(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 def describe(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show partitions, leaders, replicas, ISR, configs and low/high offsets of each topic."""
     settings = load_settings()
+    kafka_reachable(settings)
     with user_errors():
         described = topics.describe_topics(settings)
     if json_out:

@@ -26,9 +26,9 @@ def _query(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
             with engine.connect() as conn:
                 return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
         except sa.exc.OperationalError as e:
-            raise db.DatabaseError(f"cannot query {settings.database_url_safe()}: {e.orig}") from e
+            raise db.connection_error(e, settings.database_url_safe()) from e
         except sa.exc.ProgrammingError as e:
-            raise db.DatabaseError(f"{e.orig}; has `backbone db upgrade` run?") from e
+            raise db.DatabaseError(f"{db.first_line(e)}; has `backbone db upgrade` run?") from e
         finally:
             engine.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backbone.kafka.health import FoldingLog, client_config
 from backbone.settings import Settings
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -31,6 +32,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """`settings.kafka_config()` with `CONSUMER_DEFAULTS`; `overrides` win."""
-    return settings.kafka_config(**{**CONSUMER_DEFAULTS, **overrides})
+def consumer_config(settings: Settings, log: FoldingLog | None = None, **overrides: Any) -> dict[str, Any]:
+    """`settings.kafka_config()` with `CONSUMER_DEFAULTS` and a FoldingLog (`log`, else a new
+    one) as logger and error_cb; `overrides` win."""
+    return client_config(settings, log, **{**CONSUMER_DEFAULTS, **overrides})

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
 from backbone.errors import DeliveryError, KafkaError
+from backbone.kafka.health import FoldingLog, client_config
 from backbone.settings import Settings
 
 Headers = Sequence[tuple[str, bytes | str]]
@@ -47,9 +48,11 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 class KafkaProducer:
     """Produce records; raise every delivery failure on the next call. Use as a context manager."""
 
-    def __init__(self, settings: Settings, *, max_block_s: float = 60.0, **overrides: Any) -> None:
+    def __init__(self, settings: Settings, *, max_block_s: float = 60.0, log: FoldingLog | None = None,
+                 **overrides: Any) -> None:
         self._errors: list[str] = []
-        config = settings.kafka_config(**{**PRODUCER_DEFAULTS, **overrides})
+        self.log = log or FoldingLog()
+        config = client_config(settings, self.log, **{**PRODUCER_DEFAULTS, **overrides})
         config["on_delivery"] = self._on_delivery
         self._producer = Producer(config)
         self._max_block_s = max_block_s
@@ -130,7 +133,10 @@ class KafkaProducer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.flush()
-        else:  # leave the original error visible; still try to deliver what was accepted
-            self._producer.flush(10)
+        try:
+            if exc_type is None:
+                self.flush()
+            else:  # leave the original error visible; still try to deliver what was accepted
+                self._producer.flush(10)
+        finally:
+            self.log.flush()

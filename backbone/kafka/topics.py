@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as KafkaErrorCode
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType, TopicMetadata
 
 from backbone.errors import KafkaError
+from backbone.kafka.health import admin_client, client_config, translate
 from backbone.settings import Settings
 
 TIMEOUT_S = 30.0
@@ -77,22 +78,18 @@ def specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_config())
-
-
-def _raise(what: str, exc: KafkaException) -> KafkaError:
-    err = exc.args[0] if exc.args else None
-    code = err.code() if hasattr(err, "code") else None
-    retriable = err.retriable() if hasattr(err, "retriable") else False
-    return KafkaError(f"{what}: {err.str() if hasattr(err, 'str') else exc}", code=code, retriable=retriable)
+def _list_topics(admin: AdminClient) -> dict[str, TopicMetadata]:
+    try:
+        return admin.list_topics(timeout=TIMEOUT_S).topics
+    except KafkaException as e:
+        raise translate(e, "reading the cluster's topics") from e
 
 
 def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[TopicReport]:
     """Create missing topics; check existing ones against the spec. Idempotent."""
     admin = admin or admin_client(settings)
     wanted = specs(settings)
-    existing = admin.list_topics(timeout=TIMEOUT_S).topics
+    existing = _list_topics(admin)
     reports: dict[str, TopicReport] = {}
     to_create = [s for s in wanted if s.name not in existing]
     if to_create:
@@ -105,7 +102,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
                 reports[name] = TopicReport(name, "created")
             except KafkaException as e:
                 if e.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent creator won the race
-                    raise _raise(f"creating topic {name}", e) from e
+                    raise translate(e, f"creating topic {name}") from e
         _await_metadata(admin, [s.name for s in to_create])
     described = {d.name: d for d in describe_topics(settings, [s.name for s in wanted], admin=admin)}
     for s in wanted:
@@ -124,7 +121,7 @@ def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float = TIM
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        known = admin.list_topics(timeout=TIMEOUT_S).topics
+        known = _list_topics(admin)
         missing = [n for n in names if n not in known or known[n].error is not None]
         if not missing:
             return
@@ -155,7 +152,7 @@ def watermarks(consumer: Consumer, tp: TopicPartition, *, attempts: int = 60) ->
             return consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
         except KafkaException as e:
             if not (e.args[0].retriable() or e.args[0].code() in _ELECTION_CODES) or attempt == attempts - 1:
-                raise _raise(f"watermarks of {tp.topic}[{tp.partition}]", e) from e
+                raise translate(e, f"watermarks of {tp.topic}[{tp.partition}]") from e
             time.sleep(0.5)
     raise AssertionError("unreachable")
 
@@ -163,8 +160,8 @@ def watermarks(consumer: Consumer, tp: TopicPartition, *, attempts: int = 60) ->
 def topic_configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
     """Every config of each topic as the broker reports it (its defaults included); a missing
     topic is a KafkaError naming it."""
-    metadata = admin.list_topics(timeout=TIMEOUT_S)
-    missing = [n for n in names if n not in metadata.topics]
+    metadata = _list_topics(admin)
+    missing = [n for n in names if n not in metadata]
     if missing:
         raise KafkaError(f"topic(s) {', '.join(missing)} do not exist; run `backbone topics create`")
     resources = [ConfigResource(ResourceType.TOPIC, n) for n in names]
@@ -173,7 +170,7 @@ def topic_configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str, s
         try:
             entries = future.result()
         except KafkaException as e:
-            raise _raise(f"describing configs of {resource.name}", e) from e
+            raise translate(e, f"describing configs of {resource.name}") from e
         configs[resource.name] = {k: v.value for k, v in entries.items() if v.value is not None}
     return configs
 
@@ -183,14 +180,14 @@ def describe_topics(settings: Settings, names: list[str] | None = None,
     admin = admin or admin_client(settings)
     names = names or settings.topic_names()
     configs = topic_configs(admin, names)
-    metadata = admin.list_topics(timeout=TIMEOUT_S)
-    consumer = Consumer(settings.kafka_config(**{"group.id": "backbone-topics-describe",
-                                                 "enable.auto.commit": False}))
+    metadata = _list_topics(admin)
+    consumer = Consumer(client_config(settings, **{"group.id": "backbone-topics-describe",
+                                                   "enable.auto.commit": False}))
     try:
         out = []
         for name in names:
             parts = []
-            for pid, pmeta in sorted(metadata.topics[name].partitions.items()):
+            for pid, pmeta in sorted(metadata[name].partitions.items()):
                 low, high = watermarks(consumer, TopicPartition(name, pid))
                 parts.append(PartitionInfo(pid, pmeta.leader, list(pmeta.replicas), list(pmeta.isrs), low, high))
             out.append(TopicDescription(name, parts, configs[name]))

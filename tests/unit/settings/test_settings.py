@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from backbone.errors import ConfigError
 from backbone.settings import Settings
 from cli.main import app
 
@@ -83,3 +84,35 @@ def test_unset_addresses_follow_the_local_stack_ports(monkeypatch: pytest.Monkey
     monkeypatch.setenv("BACKBONE_DATABASE_URL", "postgresql+psycopg://u:p@db:5432/x")
     kept = Settings(_env_file=None)
     assert (kept.kafka_bootstrap_servers, kept.database_url_value) == ("b1:9093", "postgresql+psycopg://u:p@db:5432/x")
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
+def test_every_postgres_url_scheme_means_the_psycopg_driver(scheme: str) -> None:
+    settings = Settings(database_url=f"{scheme}://app:pw@db:5432/x")
+    assert settings.database_url_value == "postgresql+psycopg://app:pw@db:5432/x"
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://app:topsecret@db:port/x", "is not a URL"),
+    ("topsecret", "is not a URL"),
+    ("postgresql://app:topsecret@db:70000/x", "port 70000"),
+    ("mysql://app:topsecret@db/x", "scheme mysql:// is not supported"),
+    ("postgresql+psycopg2://app:topsecret@db/x", r"scheme postgresql\+psycopg2:// is not supported"),
+])
+def test_a_database_url_that_cannot_work_is_one_line_and_exit_2(url: str, says: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=says) as refused:
+        Settings(database_url=url)
+    assert "topsecret" not in str(refused.value)
+    monkeypatch.setenv("BACKBONE_DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {refused.value}"]
+    assert "topsecret" not in result.output
+
+
+def test_a_refused_value_is_not_repeated_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKBONE_KAFKA_CONNECT_TIMEOUT_S", "topsecret")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "topsecret" not in str(refused.value)
