@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from backbone import db
-from cli.common import console, err_console, load_settings, print_json, user_errors
+from backbone.errors import DatabaseError
+from backbone.settings import Settings
+from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from consumers.runtime import LoopConfig, ProjectionLoop, RunStats, default_group_id
 from projections.trading import NAME, TradingProjection
 
@@ -36,9 +38,18 @@ class StopFlag:
 
 
 def _status_line(stats: RunStats) -> None:
+    waiting = f"  waiting for {stats.waiting_for}" if stats.waiting_for else ""
     console.print(f"events {stats.events:,}  {stats.rate():,.0f} ev/s  lag {stats.lag if stats.lag is not None else '?'}"
                   f"  dead letters {stats.dead_letters}  resent skipped {stats.duplicates}  batches {stats.batches}"
-                  f"  db retries {stats.db_retries}")
+                  f"  db retries {stats.db_retries}{waiting}")
+
+
+def _check_schema(settings: Settings) -> None:
+    """Reachable and migrated, or a one-line error now (exit 3 or 4 unreachable or refused)."""
+    current, head = db.current(settings), db.head_revision()
+    if current != head:
+        raise DatabaseError(f"the database schema is at revision {current or 'none'}, the projector needs {head}: "
+                            "run `backbone db upgrade`")
 
 
 @app.command()
@@ -71,9 +82,11 @@ def run(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    kafka_reachable(settings)
     stop = StopFlag()
     stop.install()
     with user_errors():
+        _check_schema(settings)
         engine = db.make_engine(settings)
         projection = TradingProjection(settings)
         try:

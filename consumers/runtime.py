@@ -53,10 +53,12 @@ from sqlalchemy.exc import OperationalError
 
 from backbone import deadletters
 from backbone.deadletters import DeadLetter
-from backbone.errors import BackboneError, KafkaError
+from backbone.db import first_line
+from backbone.errors import BackboneError, DatabaseUnavailable, KafkaError, KafkaUnavailable
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.consumer import consumer_config
+from backbone.kafka.health import FoldingLog
 from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.settings import Settings
 from consumers.deadletter_relay import DeadLetterRelay
@@ -133,7 +135,8 @@ class RunStats:
     partitions_kept: int = 0  # given back by a rebalance unchanged: their state stayed in memory
     overlapped: int = 0  # batches folded while the one before was still in flight
     started: float = field(default_factory=time.monotonic)
-    lag: int | None = None
+    lag: int | None = None  # None: not known (nothing assigned yet, or the broker did not answer)
+    waiting_for: str | None = None  # what the loop is waiting for, when it is (an outage, the group)
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -219,9 +222,13 @@ class ProjectionLoop:
         self._db_used_at = 0.0
         self._inflight: _InFlight | None = None  # sent, not yet committed (at most one)
         self._heap: FrozenHeap | None = None  # while run() runs, with freeze_heap
+        self._deadline: float | None = None  # of run(max_seconds): every wait gives up then
+        self._db_down: str | None = None  # why the database is being waited for (None: it is not)
+        self._status_at = time.monotonic()
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
+        self._kafka_log = FoldingLog()  # librdkafka's lines said once; what failed, for the status
         # auto.offset.reset=error (CONSUMER_DEFAULTS): an offset that left the log is _out_of_range
-        self._consumer = Consumer(consumer_config(settings, **PROJECTOR_FETCH, **extra, **{
+        self._consumer = Consumer(consumer_config(settings, self._kafka_log, **PROJECTOR_FETCH, **extra, **{
             "group.id": config.group_id,
             "session.timeout.ms": config.session_timeout_ms,
             "partition.assignment.strategy": "range",  # co-partitioned topics: same p on one consumer
@@ -362,8 +369,8 @@ class ProjectionLoop:
         # the fold keeps what it allocates: fewer collections, and none that rescans the state
         heap = self._heap = FrozenHeap() if self.config.freeze_heap else None
         with fewer_collections(), heap or nullcontext():  # backbone.gc_policy
-            deadline = None if max_seconds is None else time.monotonic() + max_seconds
-            last_status = time.monotonic()
+            deadline = self._deadline = None if max_seconds is None else time.monotonic() + max_seconds
+            self._status_at = time.monotonic()
             try:
                 while not self.stop_requested():
                     # With a batch in flight only what is fetched already is taken: none means
@@ -379,15 +386,17 @@ class ProjectionLoop:
                     now = time.monotonic()
                     if now - self._mirrored_at >= self.config.mirror_interval_s:
                         self._mirror(self.assigned, asynchronous=True)  # also when idle
-                    if self.on_status and now - last_status >= self.config.status_interval_s:
-                        self.stats.lag = self.lag()
-                        self.on_status(self.stats)
-                        last_status = now
+                    if now - self._status_at >= self.config.status_interval_s:
+                        self._status()
                     if until_caught_up and self._caught_up():
                         self._settle()  # a fenced last batch is read again: not caught up after all
                         if self._caught_up():
                             break
                     if deadline is not None and now >= deadline:
+                        if self.stats.rebalances == 0:  # never got a partition: nothing was done
+                            raise KafkaUnavailable(f"no partition was assigned within --max-seconds "
+                                                   f"({max_seconds:g} s): {self._kafka_log.last or 'no answer'} "
+                                                   "(is the group coordinator reachable?)")
                         break
                 self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
             finally:
@@ -526,6 +535,7 @@ class ProjectionLoop:
                 assert check is not None and batch.transaction is not None
                 written = check()
                 batch.transaction.commit()  # Step 4: rows, dead letters and offsets visible together
+                self._db_down = None
                 return written
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
                 self._db_failed(e)
@@ -541,12 +551,40 @@ class ProjectionLoop:
         log.warning("database unavailable or conflict (%s); the batch is sent again", str(e).splitlines()[0])
 
     def _pause(self, e: Exception, delay: float) -> float:
-        """Wait `delay` before retrying after a database error (unless stopping); the next delay."""
+        """Wait `delay` before retrying after a database error (unless stopping, or past the
+        deadline); the next delay."""
+        self._db_down = first_line(e)
         if self.stop_requested():
             raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
+        now = time.monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            raise DatabaseUnavailable(f"--max-seconds passed while waiting for the database ({self._db_down}); "
+                                      "the batch in flight was not committed") from e
+        if now - self._status_at >= self.config.status_interval_s:
+            self._status()
         log.warning("retrying in %.1fs, offsets not advanced", delay)
-        time.sleep(delay)
+        time.sleep(delay if self._deadline is None else max(min(delay, self._deadline - now), 0))
         return min(delay * 2, self.config.max_db_backoff_s)
+
+    def _status(self) -> None:
+        """Refresh the lag and what the loop waits for; report them. A failure of Kafka that
+        waiting cannot cure (credentials refused) ends the run."""
+        self._status_at = time.monotonic()
+        failure = self._kafka_log.verdict(self.settings)
+        if failure is not None:
+            raise failure
+        self.stats.lag = None if self._db_down else self.lag(fresh=True)
+        if self._db_down:
+            self.stats.waiting_for = f"the database ({self._db_down})"
+        elif not self.assigned:
+            self.stats.waiting_for = "partitions from the group coordinator" + (
+                f" (Kafka: {self._kafka_log.last})" if self._kafka_log.last else "")
+        elif self.stats.lag is None:
+            self.stats.waiting_for = f"Kafka ({self._kafka_log.last or 'no answer'})"
+        else:
+            self.stats.waiting_for = None
+        if self.on_status:
+            self.on_status(self.stats)
 
     def _mirror(self, tps: Iterable[TP], *, asynchronous: bool) -> None:
         """Commit to the group in Kafka the committed offsets of `tps` it does not have yet."""
@@ -585,7 +623,9 @@ class ProjectionLoop:
                 with self.engine.connect() as sa_conn:
                     sa_conn.execution_options(isolation_level=isolation_level)
                     with sa_conn.begin():
-                        return work(sa_conn.connection.driver_connection)
+                        done = work(sa_conn.connection.driver_connection)
+                self._db_down = None
+                return done
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
                 self.stats.db_retries += 1
                 log.warning("database unavailable or conflict (%s) loading partitions", str(e).splitlines()[0])
@@ -614,17 +654,25 @@ class ProjectionLoop:
             self._relay_delay = min(max(self._relay_delay * 2, 0.5), self.config.max_db_backoff_s)
             self._relay_at = time.monotonic() + self._relay_delay
 
-    def lag(self) -> int:
-        """Messages behind the high watermarks of the assigned partitions (cached watermarks)."""
+    def lag(self, *, fresh: bool = False) -> int | None:
+        """Records behind the high watermarks of the assigned partitions: the watermarks last
+        fetched, or (`fresh`) asked of the broker. None when not known: nothing assigned, or a
+        watermark the broker did not give."""
+        if not self.assigned:
+            return None
         total = 0
-        for t, p in self.assigned:
+        for tp in sorted(self.assigned):
             try:
-                _low, high = self._consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+                if fresh:
+                    _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), timeout=2, cached=False)
+                else:
+                    _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
-                continue
-            nxt = self.positions.get((t, p)) or 0
-            if high >= 0:
-                total += max(high - nxt, 0)
+                return None
+            if high < 0:
+                return None
+            nxt = self.positions.get(tp)
+            total += max(high - (self._fetch_from.get(tp, 0) if nxt is None else nxt), 0)
         return total
 
     def _drop_db(self) -> None:
@@ -643,7 +691,8 @@ class ProjectionLoop:
             self._settle(reload=False)
         finally:
             self._drop_db()
-        self._relay.close()
-        if self.assigned:
-            self._mirror(self.assigned, asynchronous=False)
-        self._consumer.close()
+            self._relay.close()
+            if self.assigned:
+                self._mirror(self.assigned, asynchronous=False)
+            self._consumer.close()
+            self._kafka_log.flush()

@@ -35,6 +35,8 @@ KAFKA_COMMANDS = {
     "topics describe": ["topics", "describe"],
     "topics create": ["topics", "create"],
     "simulate": ["simulate", "-n", "100", "-q"],
+    "project run --until-caught-up": ["project", "run", "--until-caught-up"],
+    "project run --max-seconds": ["project", "run", "--max-seconds", "20"],
 }
 
 
@@ -162,7 +164,7 @@ def test_postgres_and_postgresql_urls_both_reach_the_database(scheme: str, db_en
 
 
 DB_COMMANDS = [["db", "current"], ["db", "upgrade"], ["positions"], ["checkpoints", "list"], ["checkpoints", "create"],
-               ["state", "--as-of", "2026-01-01T00:00:00", "-q"]]
+               ["state", "--as-of", "2026-01-01T00:00:00", "-q"], ["project", "run", "--max-seconds", "20"]]
 
 
 @pytest.mark.parametrize("command", DB_COMMANDS, ids=" ".join)

@@ -141,3 +141,45 @@ def test_a_connection_killed_during_a_quiet_spell_is_replaced_without_a_retry(
     assert stats.events == 600 and stats.batches >= 2
     assert stats.db_retries == retries
     assert checkpoint_total(settings) == 600
+
+
+def test_an_outage_past_max_seconds_ends_the_run_and_the_status_says_what_it_waits_for(
+        created_topics: Settings, names) -> None:
+    """--max-seconds holds while the database is away: the run ends then, in error (nothing of
+    the batch in flight committed); meanwhile the status names the database and shows no lag."""
+    from backbone.errors import DatabaseUnavailable
+
+    settings = created_topics
+    publish(settings, list(simulate(SimulationConfig(events=3_000, seed=78))))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    real = make_url(settings.database_url_value)
+    via_proxy = settings.with_overrides(database_url=real.set(port=port).render_as_string(hide_password=False),
+                                        database_connect_timeout_s=2)
+    proxy = start_proxy(port, real.port)
+    statuses: list[tuple[int | None, str | None]] = []
+
+    def cut_the_database(records: list, committed_at: float) -> None:
+        if proxy.poll() is None:
+            proxy.kill()
+            proxy.wait()
+
+    engine = db.make_engine(via_proxy)
+    try:
+        loop = ProjectionLoop(via_proxy, TradingProjection(via_proxy), engine,
+                              LoopConfig(group_id=names.group(), batch_size=100, status_interval_s=0.5,
+                                         max_db_backoff_s=1),
+                              on_status=lambda st: statuses.append((st.lag, st.waiting_for)),
+                              on_commit=cut_the_database)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="--max-seconds passed while waiting for the database"):
+            loop.run(max_seconds=8)
+        assert time.monotonic() - started < 8 + 15  # the deadline, a connect timeout, the close
+    finally:
+        engine.dispose()
+        if proxy.poll() is None:
+            proxy.kill()
+    waiting = [(lag, what) for lag, what in statuses if what and what.startswith("the database")]
+    assert waiting and all(lag is None for lag, _ in waiting), statuses
+    assert checkpoint_total(settings) == 100  # the first batch only: nothing after the outage
