@@ -88,13 +88,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn_projector(settings: Settings, group: str, *extra: str):
-    """`backbone project run --until-caught-up` as a separate process (killable)."""
+def spawn_projector(settings: Settings, group: str, *extra: str, until_caught_up: bool = True):
+    """`backbone project run [--until-caught-up] --json` as a separate process (killable)."""
     import subprocess
     import sys
 
+    caught_up = ["--until-caught-up"] if until_caught_up else []
     return subprocess.Popen([sys.executable, "-m", "cli.main", "project", "run", "--group", group,
-                             "--until-caught-up", "--json", *extra], env=settings_env(settings),
+                             *caught_up, "--json", *extra], env=settings_env(settings),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -11,10 +11,11 @@ from benchmarks.common import CpuMeter, children, cpu_seconds
 
 
 def test_a_busy_process_counts_and_a_sleeping_one_does_not() -> None:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(30)"],
+                               stdout=subprocess.PIPE, text=True)
     try:
         meter = CpuMeter({"busy": lambda: {os.getpid()}, "sleeping": lambda: {sleeper.pid}, "none": set})
-        time.sleep(0.3)  # the sleeper's start-up (imports) happens before the window
+        assert sleeper.stdout.readline() == "ready\n"  # its start-up (imports) happens before the window
         meter.start()
         assert meter.started
         deadline = time.monotonic() + 0.5
