@@ -33,6 +33,7 @@ from confluent_kafka import Consumer
 
 from backbone import db
 from backbone.codec.avro import AvroCodec
+from backbone.kafka.batches import partitions_of
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.producer import PRODUCER_DEFAULTS, KafkaProducer
 from backbone.settings import Settings
@@ -41,8 +42,8 @@ from benchmarks.common import (CpuMeter, bench_settings, create_topics, delete_t
 from consumers.runtime import LoopConfig, ProjectionLoop
 from producers.publisher import EventPublisher
 from producers.simulator import SimulationConfig, simulate
-from projections import store
 from projections.trading import TradingProjection
+from consumers.checkpoints import advance_checkpoints
 
 
 def publish(settings: Settings, events: int) -> None:
@@ -116,6 +117,7 @@ def naive(settings: Settings, limit: int) -> float:
         consumer = Consumer(consumer_config(dbs, **{"group.id": f"naive-{time.time_ns()}",
                                                     "auto.offset.reset": "earliest"}))
         consumer.subscribe([dbs.topic_orders, dbs.topic_marketdata])
+        projection.place({t: len(partitions_of(consumer, t)) for t in projection.topics()})
         done, t0, positions = 0, None, {}
         while done < limit:
             msg = consumer.poll(1.0)
@@ -128,7 +130,7 @@ def naive(settings: Settings, limit: int) -> float:
             with engine.begin() as sa_conn:
                 conn = sa_conn.connection.driver_connection
                 batch = projection.write(conn)
-                store.advance_checkpoints(conn, "naive", {tp: (positions.get(tp), msg.offset() + 1)})
+                advance_checkpoints(conn, "naive", {tp: (positions.get(tp), msg.offset() + 1)})
             projection.committed(batch)
             positions[tp] = msg.offset() + 1
             done += 1
