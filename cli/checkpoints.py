@@ -9,11 +9,14 @@ import typer
 from rich.table import Table
 
 from backbone.errors import BackboneError
+from backbone.kafka.reader import LogReader
 from cli.common import canonical_value, console, kafka_reachable, load_settings, print_json, user_errors
-from cli.replay import JsonOpt, ProgressBar, QuietOpt, database, expired_line, folding
+from cli.replaying import JsonOpt, ProgressBar, QuietOpt, database, expired_line, folding
 from projections import replay as rp
-from projections import snapshots, store
+from projections import snapshots
+from projections.parallel import snapshot_as_of
 from projections.trading import NAME
+from consumers.checkpoints import read_checkpoints
 
 app = typer.Typer(help="Projection snapshots (checkpoints of state) for point-in-time queries and replay.",
                   no_args_is_help=True)
@@ -46,7 +49,7 @@ def list_cmd(
         with database(settings) as engine, engine.connect() as sa_conn:
             conn = sa_conn.connection.driver_connection
             found = snapshots.list_snapshots(conn, projection, _topic(settings, topic), partition)
-            checkpoints = {name: store.read_checkpoints(conn, name) for name in {s.projection for s in found}}
+            checkpoints = {name: read_checkpoints(conn, name) for name in {s.projection for s in found}}
     rows = [_meta_json(s, checkpoints[s.projection].get((s.topic, s.partition))) for s in found]
     if json_out:
         print_json(rows)
@@ -86,14 +89,14 @@ def create_cmd(
     with user_errors():
         if as_of is None:
             kafka_reachable(settings)
-            with database(settings) as engine, rp.LogReader(settings) as reader:
+            with database(settings) as engine, LogReader(settings) as reader:
                 taken = rp.snapshot_live(settings, engine, reader, projection=projection)
         else:
             when = rp.parse_time(as_of)
             with folding(settings, projection, processes) as (workers, r):
                 plans = r.plan_as_of(when)
                 with ProgressBar("snapshot", sum(p.to_read for p in plans), quiet or json_out) as bar:
-                    taken, result = rp.snapshot_as_of(r, when, plans=plans, progress=bar,
+                    taken, result = snapshot_as_of(r, when, plans=plans, progress=bar,
                                                       fold=workers.fold if workers.processes > 1 else None)
                 expired = expired_line(result.reports[p.tp] for p in plans)
         if not taken:

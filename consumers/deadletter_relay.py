@@ -36,7 +36,7 @@ from backbone.errors import KafkaError
 from backbone.kafka.batches import partitions_of
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.producer import KafkaProducer
-from backbone.kafka.scan import read_range
+from backbone.kafka.reader import read_range
 from backbone.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ Commit protocol, per batch (mirrored by `# Step n` comments in `_process`, `_sen
    as a compare-and-set from the offset and the generation this owner loaded: if another
    consumer moved it, or a rebuild swapped the tables (new generation), the whole transaction
    is abandoned (`FencedError`) and the partitions are reloaded. Steps 2 and 3 are sent without
-   waiting, in one round trip (store.send_rows).
+   waiting, in one round trip (the projection's `send`).
 4. Wait for every result (rows refused, offsets not moved: `FencedError`) and commit the
    Postgres transaction: rows, dead letters and offsets become visible together.
 5. Relay the batch's dead letters to `trading.deadletter` (consumers.deadletter_relay: the
@@ -43,11 +43,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from confluent_kafka import KafkaError as RdKafkaError
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import OperationalError
 
@@ -58,59 +57,17 @@ from backbone.errors import BackboneError, DatabaseUnavailable, KafkaError, Kafk
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.consumer import consumer_config
+from backbone.kafka import reader
 from backbone.kafka.health import FoldingLog
 from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.settings import Settings
 from consumers.deadletter_relay import DeadLetterRelay
-from projections import store
+from consumers.checkpoints import FencedError, read_checkpoints, read_generation, send_checkpoint_moves
+from consumers.projection import Projection
 
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-
-
-class Projection(Protocol):
-    """What the loop needs from a projection; state transitions stay inside it."""
-
-    name: str
-    duplicates: int  # resent records recognised and skipped, in committed batches
-
-    def topics(self) -> list[str]: ...
-
-    def expiring(self, topic: str) -> bool:
-        """True if retention may delete records of `topic` before they are projected and the
-        projection tolerates it (latest-value data); otherwise a gap is refused."""
-        ...
-
-    def load(self, conn: psycopg.Connection, assigned: list[TP]) -> None: ...
-
-    def drop(self, revoked: list[TP]) -> None: ...
-
-    def place(self, counts: dict[str, int]) -> None:
-        """The partition count of each topic, as the broker reports it (where records belong)."""
-        ...
-
-    def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
-        """Apply one record whose coordinates the caller has read already."""
-        ...
-
-    def prepare(self) -> Any:
-        """Capture the rows the records applied since the last `prepare` changed (and whatever
-        else the batch writes); the next records may be applied before this batch commits."""
-        ...
-
-    def send(self, conn: psycopg.Connection, batch: Any, tail: store.Tail | None = None) -> Callable[[], int]:
-        """Send `batch` in the caller's transaction, `tail` (the caller's statements) after its
-        rows, without waiting for the server; the returned check waits for every result, raises
-        `store.FencedError` if the batch must be abandoned, and returns the rows written."""
-        ...
-
-    def committed(self, batch: Any) -> None: ...
-
-    def abandon(self) -> None:
-        """Forget every batch not committed (in flight, or applied since): its partitions are
-        reloaded next."""
-        ...
 
 
 def default_group_id(projection: str, topics: list[str]) -> str:
@@ -204,6 +161,7 @@ class ProjectionLoop:
         self._fetch_from: dict[TP, int] = {}  # where fetching (re)started: the checkpoint, or past expired records
         self.generation = 0  # of the checkpoints the state was loaded under (a rebuild's swap bumps it)
         self.at_end: set[TP] = set()
+        self._eof: dict[TP, int] = {}  # the end offset each partition was last seen at
         self._relay = DeadLetterRelay(settings, projection.name, self._transaction)
         self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
         self._relay_at = 0.0  # monotonic time of the next relay round while some are due
@@ -283,12 +241,13 @@ class ProjectionLoop:
                   else "restore them to the topic (nothing at or after that offset was projected)")
         raise KafkaError(log_bounds.refusal(bounds, verdict, remedy))
 
-    def _out_of_range(self, msg: Message) -> None:
+    def _out_of_range(self, tp: TP, offset: int) -> None:
         """The broker refused a fetch: the partition's next offset left the log while this owner
         held it (retention or `delete_records` caught up with it, or the topic was recreated).
         The same decision as at assignment."""
-        tp = (msg.topic(), msg.partition())
-        start = msg.offset() if msg.offset() >= 0 else self._next_to_fetch(tp)
+        if tp not in self.assigned:
+            return
+        start = offset if offset >= 0 else self._next_to_fetch(tp)
         self._fetch_from[tp] = self._within_log(self._consumer, tp, start)
         refetch(self._consumer, tp, self._fetch_from[tp], self._next_to_fetch)
 
@@ -302,8 +261,8 @@ class ProjectionLoop:
         # generation as of one moment. Under READ COMMITTED, another owner's batch (or a swap)
         # committing between the statements left rows older than the checkpoint loaded with them,
         # and the compare-and-set could not tell: later events were folded onto stale orders.
-        generation = store.read_generation(conn, self.projection.name)
-        stored = store.read_checkpoints(conn, self.projection.name)
+        generation = read_generation(conn, self.projection.name)
+        stored = read_checkpoints(conn, self.projection.name)
         # Held state is current where the checkpoint is still the one this owner committed: any
         # other owner's commit would have moved it (compare-and-set), a swap the generation. A
         # retried transaction finds nothing held and loads everything.
@@ -344,6 +303,7 @@ class ProjectionLoop:
             self._fetch_from.pop(tp, None)
             self._committed.pop(tp, None)
             self._mirrored.pop(tp, None)
+            self._eof.pop(tp, None)
             self.at_end.discard(tp)
         self.stats.rebalances += 1
 
@@ -407,31 +367,25 @@ class ProjectionLoop:
         return bool(self.assigned) and self.assigned <= self.at_end
 
     def _sort(self, messages: list[Message]) -> list[Message]:
+        """The records to apply: those of partitions this owner holds, from where it expects."""
         records = []
-        for msg in messages:
+        for msg in reader.sort(messages, on_eof=self._at_end, on_out_of_range=self._out_of_range):
             tp = (msg.topic(), msg.partition())
-            err = msg.error()
-            if err is not None:
-                if err.code() == RdKafkaError._PARTITION_EOF:
-                    if tp in self.assigned:
-                        self.at_end.add(tp)
-                    continue
-                if err.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
-                    if tp in self.assigned:
-                        self._out_of_range(msg)
-                    continue
-                if err.fatal():
-                    raise KafkaError(f"fatal consumer error: {err.str()}", code=err.code())
-                log.warning("consumer error on %s[%s]: %s", tp[0], tp[1], err.str())
-                continue
             if tp not in self.assigned:
                 continue  # fetched before a revoke; its new owner will process it
+            offset = msg.offset()
             expected = self.positions.get(tp)
-            if expected is not None and msg.offset() < expected:
+            if expected is not None and offset < expected:
                 continue  # prefetched before a seek to the stored offset: already applied
-            self.at_end.discard(tp)
+            if offset >= self._eof.get(tp, offset + 1):
+                self.at_end.discard(tp)  # a record past the end seen: not at the end any more
             records.append(msg)
         return records
+
+    def _at_end(self, tp: TP, end: int) -> None:
+        if tp in self.assigned:
+            self.at_end.add(tp)
+            self._eof[tp] = end
 
     def _process(self, records: list[Message]) -> None:
         # Step 1: apply the batch in memory; refused records become dead letters. The batch
@@ -470,7 +424,7 @@ class ProjectionLoop:
 
     def _send(self, batch: _InFlight) -> None:
         """Steps 2 and 3: begin the batch's transaction on the held connection and send its rows,
-        then its dead letters and checkpoint moves, in one round trip (store.send_rows); nothing
+        then its dead letters and checkpoint moves, in one round trip (the projection's `send`); nothing
         waits for the server here."""
         if self._db is not None and time.monotonic() - self._db_used_at > HELD_DB_IDLE_S:
             self._drop_db()  # a quiet hour (a closed market): check out a pinged one instead
@@ -484,7 +438,7 @@ class ProjectionLoop:
             deadletters.insert(conn, [d for _m, d in batch.letters])
             # Step 3: the next offsets, compare-and-set against what this owner loaded; checked
             # (FencedError) once the results are in, before anything commits.
-            return store.send_checkpoint_moves(conn, self.projection.name, batch.moves, self.generation)
+            return send_checkpoint_moves(conn, self.projection.name, batch.moves, self.generation)
 
         batch.check = self.projection.send(self._db.connection.driver_connection, batch.prepared, tail)
 
@@ -498,7 +452,7 @@ class ProjectionLoop:
             return True
         try:
             written = self._commit(batch)
-        except store.FencedError as e:
+        except FencedError as e:
             self.stats.fenced += 1
             log.warning("abandoning batch: %s; reloading my partitions from Postgres", e)
             self.projection.abandon()
@@ -540,7 +494,7 @@ class ProjectionLoop:
             except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
                 self._db_failed(e)
                 delay = self._pause(e, delay)
-            except store.FencedError:
+            except FencedError:
                 self._drop_db()  # rolls the transaction back
                 raise
 

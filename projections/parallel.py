@@ -29,16 +29,19 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
 from backbone import db
 from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, InvariantViolation
+from backbone.gc_policy import fewer_collections
 from backbone.settings import Settings
 from projections.replay import (TP, PartitionPlan, PartitionReport, PositionSummary, Replayer, ReplayResult,
-                                ReportTotals, open_order_rows, pnl_rows, position_rows_of, snapshot_payloads,
-                                sort_open_orders)
+                                ReportTotals, Taken, open_order_rows, pnl_rows, position_rows_of,
+                                snapshot_payloads, snapshot_rows, sort_open_orders)
+from projections import snapshots
 from projections.snapshots import Kind
 from projections.state import mark_recency
 
@@ -336,3 +339,27 @@ class PartitionWorkers:
                 raise value
             parts.append(value)
         return merge(parts, account=account, symbol=symbol, include_flat=include_flat)
+
+
+def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionPlan] | None = None,
+                   progress: Callable[[int], None] | None = None,
+                   fold: Callable[..., Folded] | None = None) -> tuple[list[Taken], ReportTotals]:
+    """Snapshot every partition at the as-of cut of `when`, built from snapshots and the log
+    (the live tables are not read): for pre-computing points that will be asked for often.
+    `plans`: `replayer.plan_as_of(when)` if the caller has it already (it costs lookups).
+    `fold(replayer, plans, progress=…, snapshots=True)`: folds the plans elsewhere and answers
+    with their totals and the payloads (`PartitionWorkers.fold`); by default this process folds
+    them. Every snapshot is inserted in one transaction."""
+    with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
+        plans = replayer.plan_as_of(when) if plans is None else plans
+        done: ReportTotals
+        if fold is not None:
+            folded = fold(replayer, plans, progress=progress, snapshots=True)
+            done, payloads = folded, folded.payloads
+        else:
+            done = result = replayer.run(plans, progress=progress)
+            payloads = snapshot_payloads(replayer, plans, result)
+        out, rows = snapshot_rows(replayer, plans, done, payloads)
+        with replayer.engine.begin() as sa_conn:
+            snapshots.insert(sa_conn.connection.driver_connection, rows)
+        return out, done

@@ -55,7 +55,6 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka import KafkaError as RdKafkaError
 from psycopg import errors as pg_errors
 from psycopg import sql
 from sqlalchemy.engine import make_url
@@ -64,7 +63,7 @@ from backbone import deadletters
 from backbone.deadletters import DeadLetter
 from backbone.errors import BackboneError, KafkaError
 from backbone.gc_policy import fewer_collections
-from backbone.kafka import log_bounds
+from backbone.kafka import log_bounds, reader
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.settings import Settings
@@ -73,6 +72,7 @@ from projections import ddl, snapshots, store
 from projections.state import Changes
 from projections.trading import NAME as TRADING
 from projections.trading import TradingProjection
+from consumers.checkpoints import advance_checkpoints, read_checkpoints, read_generation
 
 log = logging.getLogger(__name__)
 
@@ -283,26 +283,22 @@ class _Shadow:
             return 0
         self.consumer.assign([TopicPartition(t, p, self._start((t, p))) for t, p in sorted(need)])
         pending, applied, last_progress = set(need), 0, time.monotonic()
+
+        def gone(tp: TP, offset: int) -> None:
+            if tp in pending:
+                self._out_of_range(tp, offset)
+
         try:
             while pending:
                 if self.stop_requested():
                     raise _Interrupted("interrupted")
                 expected = dict(self.pos)
                 batch: list[Message] = []
-                for msg in next_batch(self.consumer, self.batch_size, 0.5):
+                ended: list[TP] = []  # done once this batch's records (all before the end) are taken
+                records = reader.sort(next_batch(self.consumer, self.batch_size, 0.5),
+                                      on_eof=lambda tp, _end: ended.append(tp), on_out_of_range=gone)
+                for msg in records:
                     tp = (msg.topic(), msg.partition())
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == RdKafkaError._PARTITION_EOF:
-                            pending.discard(tp)
-                        elif err.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
-                            if tp in pending:
-                                self._out_of_range(tp, msg.offset())
-                        elif err.fatal():
-                            raise KafkaError(f"fatal consumer error: {err.str()}", code=err.code())
-                        else:
-                            log.warning("consumer error on %s[%s]: %s", tp[0], tp[1], err.str())
-                        continue
                     if tp not in pending:
                         continue
                     offset, nxt = msg.offset(), expected[tp]
@@ -315,6 +311,7 @@ class _Shadow:
                     expected[tp] = offset + 1
                     if offset + 1 >= need[tp]:
                         pending.discard(tp)
+                pending.difference_update(ended)
                 if batch:
                     self._write(conn, batch)
                     applied += len(batch)
@@ -354,11 +351,11 @@ class _Shadow:
             if letter is not None:
                 letters.append((msg, letter))
             moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], offset + 1)
-        with conn.transaction(), conn.cursor() as cur:
+        with conn.transaction():
             captured = self.projection.write(conn)
             deadletters.insert(conn, [replace(d, projection=TRADING) for _m, d in letters],
                                table=sql.Identifier(self.schema, "dead_letters").as_string(conn))
-            store.advance_checkpoints(conn, self.name, moves)
+            advance_checkpoints(conn, self.name, moves)
         self.projection.committed(captured)
         for tp, (_old, nxt) in moves.items():
             self.pos[tp] = nxt
@@ -400,7 +397,7 @@ class _Shadow:
             snapshots.insert(conn, [snapshots.NewSnapshot(self.name, m.topic, m.partition, m.next_offset,
                                                           m.max_timestamp, m.events_covered, payload)
                                     for m, payload in chosen.values()])
-            store.advance_checkpoints(conn, self.name, {tp: (None, m.next_offset) for tp, (m, _) in chosen.items()})
+            advance_checkpoints(conn, self.name, {tp: (None, m.next_offset) for tp, (m, _) in chosen.items()})
             for (t, p), (m, _) in chosen.items():
                 conn.execute(sql.SQL("insert into {}.dead_letters (projection, " + _LETTER_COLS + ", created_at) "
                                      "select projection, " + _LETTER_COLS + ", created_at from public.dead_letters "
@@ -415,7 +412,7 @@ class _Shadow:
 
     def resync(self, conn: psycopg.Connection) -> None:
         """After a rolled-back swap attempt: forget what it applied, reload from the shadow tables."""
-        stored = store.read_checkpoints(conn, self.name)
+        stored = read_checkpoints(conn, self.name)
         self.pos = {tp: stored.get(tp) for tp in self.tps}
         self.projection.load(conn, self.tps)
         self.projection.abandon()  # what the rolled-back attempt folded is gone with the reload
@@ -634,7 +631,7 @@ class _Rebuild:
 
     def _seed(self) -> None:
         assert self.shadow is not None
-        seeded = self.shadow.seed(self.work, store.read_checkpoints(self.admin, TRADING), self.shadow.watermarks())
+        seeded = self.shadow.seed(self.work, read_checkpoints(self.admin, TRADING), self.shadow.watermarks())
         self.result.seeded_offsets = seeded
         self.emit("seeded", {"partitions": len(seeded), "records": sum(seeded.values()),
                              "of": len(self.shadow.tps)})
@@ -666,7 +663,7 @@ class _Rebuild:
         assert self.shadow is not None
         for _ in range(max_passes):
             wm = self.shadow.watermarks()
-            targets = self._targets(store.read_checkpoints(self.admin, TRADING), wm)
+            targets = self._targets(read_checkpoints(self.admin, TRADING), wm)
             behind = self.shadow.behind(targets)
             if behind <= self.options.batch_size and self.result.passes > 0:
                 return
@@ -747,7 +744,7 @@ class _Rebuild:
             raise _Retry("the live projection's writes could not be paused: " + _first_line(e)) from e
         frozen = time.monotonic()
         self.emit("frozen", {})
-        live = store.read_checkpoints(w, TRADING)
+        live = read_checkpoints(w, TRADING)
         wm = shadow.watermarks()
         # b. The shadow exactly at the live offsets; compare like for like.
         shadow.advance(w, {tp: min(o, wm[tp][1]) for tp, o in live.items() if tp in wm})
@@ -763,7 +760,7 @@ class _Rebuild:
         # c. On to the end of the log.
         shadow.advance(w, {tp: high for tp, (_low, high) in wm.items()})
         final = dict(shadow.pos)
-        generation = store.read_generation(w, TRADING) + 1
+        generation = read_generation(w, TRADING) + 1
         # d. Lock out readers, briefly, without ever becoming a deadlock victim's cause.
         views = self._dependent_views()
         self.emit("locking", {})

@@ -26,11 +26,14 @@ from backbone.domain.order_fields import ZERO
 from backbone.domain.positions import PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, InvariantViolation, coordinates
 from backbone.kafka.partitioner import partition_for
+from backbone.kafka.reader import LogReader
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from backbone.deadletters import DeadLetter
 from projections import snapshots, store
 from projections.state import TradingState
+from consumers.checkpoints import read_checkpoints
+from consumers.projection import Tail
 
 NAME = "trading"
 log = logging.getLogger(__name__)
@@ -143,7 +146,7 @@ class TradingProjection:
             log.warning("table projection_snapshots is missing (run `backbone db upgrade`): no snapshots taken")
             self.snapshots = False
             return
-        checkpoints = store.read_checkpoints(conn, self.name)
+        checkpoints = read_checkpoints(conn, self.name)
         now = self.clock()
         for tp in assigned:
             self._trackers.pop(tp, None)
@@ -274,7 +277,7 @@ class TradingProjection:
         self._batch_duplicates = 0
         return batch
 
-    def send(self, conn: psycopg.Connection, batch: Batch, tail: store.Tail | None = None) -> Callable[[], int]:
+    def send(self, conn: psycopg.Connection, batch: Batch, tail: Tail | None = None) -> Callable[[], int]:
         """Send `batch` in the caller's transaction without waiting for the upserts (see
         `store.send_rows`); the returned check waits for them, raises if the batch must be
         abandoned, and returns the rows written."""
@@ -295,7 +298,7 @@ class TradingProjection:
 
         return settle
 
-    def write(self, conn: psycopg.Connection, tail: store.Tail | None = None) -> Batch:
+    def write(self, conn: psycopg.Connection, tail: Tail | None = None) -> Batch:
         """`prepare`, `send` and wait, for callers that commit or abandon right after (the
         rebuild's shadow); returns the batch, for `committed`. The change set is gone with it
         either way: after a failed write the state is reloaded, not written again."""
@@ -336,8 +339,6 @@ class TradingProjection:
         (a bisection over `offsets_for_times`, about 40 lookups for all partitions together)."""
         if not tps:
             return
-        from projections.replay import LogReader  # replay imports this module
-
         try:
             with LogReader(self.settings) as reader:
                 found = reader.max_timestamps_below({tp: (self._trackers[tp].next_offset,

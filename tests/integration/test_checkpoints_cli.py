@@ -21,7 +21,8 @@ from cli.main import app
 from producers.simulator import SimulationConfig, simulate
 from projections import snapshots
 from projections.rebuild import psycopg_url
-from projections.replay import LogReader, parse_time, snapshot_live
+from backbone.kafka.reader import LogReader
+from projections.replay import parse_time, snapshot_live
 from projections.state import TradingState
 from support import checkpoints, project, publish, settings_env
 

@@ -18,7 +18,7 @@ from backbone.kafka import topics
 from backbone.local import kafka as local_kafka
 from backbone.local import process, stack
 from backbone.settings import Settings
-from projections import store
+from consumers.checkpoints import FencedError, advance_checkpoints, read_checkpoints
 from cli.main import app
 
 pytestmark = pytest.mark.integration
@@ -192,24 +192,24 @@ def test_checkpoints_move_all_or_nothing_and_a_stale_owner_is_fenced(base_settin
     try:
         def read() -> dict[tuple[str, int], int]:
             with engine.connect() as c:
-                return store.read_checkpoints(c.connection.driver_connection, "p")
+                return read_checkpoints(c.connection.driver_connection, "p")
 
         with engine.begin() as c:  # first checkpoints of 30 partitions: one statement
-            store.advance_checkpoints(c.connection.driver_connection, "p",
+            advance_checkpoints(c.connection.driver_connection, "p",
                                       {("t", i): (None, 10 + i) for i in range(30)})
         assert read() == {("t", i): 10 + i for i in range(30)}
         with engine.begin() as c:  # every partition moves from where this owner left it
-            store.advance_checkpoints(c.connection.driver_connection, "p",
+            advance_checkpoints(c.connection.driver_connection, "p",
                                       {("t", i): (10 + i, 20 + i) for i in range(30)} | {("u", 0): (None, 1)})
         assert read() == {("t", i): 20 + i for i in range(30)} | {("u", 0): 1}
         # another owner moved partition 17: the stale owner's whole batch is refused
         with engine.begin() as c:
             c.exec_driver_sql("update projection_checkpoints set next_offset = 99 where partition = 17 and topic = 't'")
-        with pytest.raises(store.FencedError, match=r"t\[17\] is no longer at 37"), engine.begin() as c:
-            store.advance_checkpoints(c.connection.driver_connection, "p",
+        with pytest.raises(FencedError, match=r"t\[17\] is no longer at 37"), engine.begin() as c:
+            advance_checkpoints(c.connection.driver_connection, "p",
                                       {("t", i): (20 + i, 30 + i) for i in range(30)})
-        with pytest.raises(store.FencedError, match=r"u\[0\] is no longer at None"), engine.begin() as c:
-            store.advance_checkpoints(c.connection.driver_connection, "p", {("u", 0): (None, 5)})
+        with pytest.raises(FencedError, match=r"u\[0\] is no longer at None"), engine.begin() as c:
+            advance_checkpoints(c.connection.driver_connection, "p", {("u", 0): (None, 5)})
         # fenced on the updates, the inserts' results unread: every cursor is closed all the same
         opened: list[psycopg.Cursor] = []
 
@@ -218,11 +218,11 @@ def test_checkpoints_move_all_or_nothing_and_a_stale_owner_is_fenced(base_settin
                 super().__init__(*args, **kwargs)  # type: ignore[arg-type]
                 opened.append(self)
 
-        with pytest.raises(store.FencedError, match=r"t\[17\]"), engine.begin() as c:
+        with pytest.raises(FencedError, match=r"t\[17\]"), engine.begin() as c:
             conn = c.connection.driver_connection
             conn.cursor_factory = Recording
             try:
-                store.advance_checkpoints(conn, "p", {("t", 17): (37, 40), ("w", 0): (None, 1)})
+                advance_checkpoints(conn, "p", {("t", 17): (37, 40), ("w", 0): (None, 1)})
             finally:
                 conn.cursor_factory = psycopg.Cursor
         assert len(opened) == 2 and all(cur.closed for cur in opened)
@@ -232,10 +232,10 @@ def test_checkpoints_move_all_or_nothing_and_a_stale_owner_is_fenced(base_settin
         # the old generation and fence every later owner
         with engine.begin() as c:
             c.exec_driver_sql("update projection_checkpoints set generation = 1 where projection = 'p'")
-        with pytest.raises(store.FencedError, match=r"v\[0\] is no longer at None"), engine.begin() as c:
-            store.advance_checkpoints(c.connection.driver_connection, "p", {("v", 0): (None, 5)}, generation=0)
+        with pytest.raises(FencedError, match=r"v\[0\] is no longer at None"), engine.begin() as c:
+            advance_checkpoints(c.connection.driver_connection, "p", {("v", 0): (None, 5)}, generation=0)
         with engine.begin() as c:
-            store.advance_checkpoints(c.connection.driver_connection, "p", {("v", 0): (None, 5)}, generation=1)
+            advance_checkpoints(c.connection.driver_connection, "p", {("v", 0): (None, 5)}, generation=1)
         assert read()[("v", 0)] == 5
     finally:
         engine.dispose()

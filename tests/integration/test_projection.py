@@ -21,11 +21,13 @@ from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from conftest import TEST_PARTITIONS, scratch_database
+from consumers import runtime
 from consumers.runtime import LoopConfig, ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections import store
 from projections.rebuild import psycopg_url
 from projections.trading import TradingProjection
+from consumers.checkpoints import send_checkpoint_moves
 from support import checkpoints, project, publish, rows, table_dump
 from tape import Tape
 
@@ -327,7 +329,7 @@ def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(cre
     publish(settings, list(simulate(SimulationConfig(events=600, seed=12, symbols=4, accounts=2))))
     opened: list[int] = []
     during_moves: list[str] = []
-    pipeline, send_moves = psycopg.Connection.pipeline, store.send_checkpoint_moves
+    pipeline, send_moves = psycopg.Connection.pipeline, send_checkpoint_moves
 
     def counting_pipeline(self: psycopg.Connection):  # type: ignore[no-untyped-def]
         opened.append(1)
@@ -338,7 +340,7 @@ def test_a_small_batch_sends_its_rows_and_checkpoint_moves_in_one_round_trip(cre
         return send_moves(conn, *args, **kwargs)
 
     monkeypatch.setattr(psycopg.Connection, "pipeline", counting_pipeline)
-    monkeypatch.setattr(store, "send_checkpoint_moves", recording_moves)
+    monkeypatch.setattr(runtime, "send_checkpoint_moves", recording_moves)
     stats = project(settings, names.group(), batch_size=50)
     assert stats.events == 600 and stats.batches >= 12
     assert during_moves == ["ON"] * stats.batches

@@ -12,14 +12,13 @@ from hypothesis import strategies as st
 
 from backbone.domain.events import Side
 from backbone.kafka.log_bounds import Bounds
+from backbone.kafka.reader import max_timestamps_below, offset_at
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from projections.replay import (
     PartitionReport,
     ReplayRefused,
     check_offset,
     choose_snapshot,
-    max_timestamps_below,
-    offset_at,
     open_order_rows,
     parse_offsets,
     parse_time,

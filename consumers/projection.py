@@ -1,0 +1,64 @@
+"""What the consumer loop needs from a projection (`Projection`); state transitions stay inside
+the projection. A projection's `send` writes its rows in the caller's transaction and runs the
+caller's statements (`Tail`: the dead letters and the checkpoint compare-and-set) in the same
+pipeline, so a batch costs one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psycopg
+from confluent_kafka import Message
+
+from backbone.deadletters import DeadLetter
+
+TP = tuple[str, int]
+
+#: Statements of the caller's sent in the pipeline after the projection's rows; returns what
+#: checks their results once they are in (it raises to abandon the transaction).
+Tail = Callable[[psycopg.Connection], Callable[[], None]]
+
+
+class Projection(Protocol):
+    """What the loop needs from a projection; state transitions stay inside it."""
+
+    name: str
+    duplicates: int  # resent records recognised and skipped, in committed batches
+
+    def topics(self) -> list[str]: ...
+
+    def expiring(self, topic: str) -> bool:
+        """True if retention may delete records of `topic` before they are projected and the
+        projection tolerates it (latest-value data); otherwise a gap is refused."""
+        ...
+
+    def load(self, conn: psycopg.Connection, assigned: list[TP]) -> None: ...
+
+    def drop(self, revoked: list[TP]) -> None: ...
+
+    def place(self, counts: dict[str, int]) -> None:
+        """The partition count of each topic, as the broker reports it (where records belong)."""
+        ...
+
+    def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
+        """Apply one record whose coordinates the caller has read already."""
+        ...
+
+    def prepare(self) -> Any:
+        """Capture the rows the records applied since the last `prepare` changed (and whatever
+        else the batch writes); the next records may be applied before this batch commits."""
+        ...
+
+    def send(self, conn: psycopg.Connection, batch: Any, tail: Tail | None = None) -> Callable[[], int]:
+        """Send `batch` in the caller's transaction, `tail` (the caller's statements) after its
+        rows, without waiting for the server; the returned check waits for every result, raises
+        `FencedError` if the batch must be abandoned, and returns the rows written."""
+        ...
+
+    def committed(self, batch: Any) -> None: ...
+
+    def abandon(self) -> None:
+        """Forget every batch not committed (in flight, or applied since): its partitions are
+        reloaded next."""
+        ...
