@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -14,7 +15,6 @@ from sqlalchemy.engine import make_url
 
 from backbone import db
 from backbone.kafka import topics
-from cli import produce, project, views
 from cli.common import console, kafka_reachable, load_settings, user_errors
 from producers.simulator import session_start
 
@@ -48,17 +48,24 @@ def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000
         console.print(f"revision {db.upgrade(settings)}")
         db.create_reader(settings, READER, READER_PASSWORD)
     console.rule(f"simulate {events:,} events (seed {seed}, from {start:%Y-%m-%d %H:%M} UTC)")
-    produce.simulate_cmd(events=events, rate=0.0, seed=seed, symbols=20, accounts=10, start=start.isoformat(),
-                         json_out=False, quiet=False)
+    _backbone("simulate", "-n", str(events), "--seed", str(seed), "--symbols", "20", "--accounts", "10",
+              "--start", start.isoformat())
     console.rule("project until caught up")
-    project.run(group=None, instance_id=None, until_caught_up=True, batch_size=5000, status_interval=5.0,
-                max_seconds=None, json_out=False, verbose=False)
+    _backbone("project", "run", "--until-caught-up", "--status-interval", "5")
     console.rule("positions (first 15)")
-    views.positions(account=None, symbol=None, json_out=False, flat=False, limit=15)
+    _backbone("positions", "--limit", "15")
     console.rule("P&L by account")
-    views.pnl(account=None, json_out=False)
+    _backbone("pnl")
     console.rule(f"psql as read-only role {READER}")
     _psql(settings, DEMO_SQL)
+
+
+def _backbone(*args: str) -> None:
+    """Run a `backbone` command as a user would (same environment, same output); its failure
+    ends the demo with its exit code."""
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], check=False)
+    if done.returncode != 0:
+        raise typer.Exit(code=done.returncode)
 
 
 def _psql(settings: object, query: str) -> None:

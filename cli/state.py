@@ -11,7 +11,7 @@ from backbone.gc_policy import fewer_collections
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replay import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, expired_line,
+from cli.replaying import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, expired_line,
                         folding, plan_json, write_schema)
 from projections import replay as rp
 from projections.parallel import Folded
