@@ -1,7 +1,8 @@
 """Serialization of the event model.
 
 * `backbone.codec.avro`: `AvroCodec`, the Kafka wire format (Avro single-object encoding,
-  versioned schemas from ``schemas/``), `EncodeError`.
+  versioned schemas from ``schemas/``), `EncodeError`; its parts (`schemas`, `checks`,
+  `fields`, `wire`, `generated`, `native`) are listed in its docstring.
 * `backbone.codec.json_form`: the canonical JSON form (``backbone publish`` input, ``--json``
   output), `JsonFormError`.
 * `backbone.codec.compatibility`: `check_schemas`, the schema-evolution check behind

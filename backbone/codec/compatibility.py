@@ -36,14 +36,8 @@ from avro.compatibility import (
     lookup_writer_field,
 )
 
-from backbone.codec.avro import (
-    SchemaFile,
-    bad_defaults,
-    default_schemas_dir,
-    logical_type_changes,
-    model_mismatches,
-    read_schemas_dir,
-)
+from backbone.codec.checks import bad_defaults, logical_type_changes, model_mismatches
+from backbone.codec.schemas import SchemaFile, default_schemas_dir, read_schemas_dir
 from backbone.errors import SchemaCompatibilityError
 
 __all__ = ["CompatibilityProblem", "check_schemas", "format_problem", "ensure_compatible"]

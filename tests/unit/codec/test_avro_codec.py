@@ -16,15 +16,10 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backbone.codec.avro import (
-    HEADER_SIZE,
-    MAGIC,
-    AvroCodec,
-    EncodeError,
-    _strip_converted_logical_types,
-    canonical_fingerprint,
-    read_schemas_dir,
-)
+from backbone.codec.avro import AvroCodec, EncodeError
+from backbone.codec.fields import strip_converted_logical_types
+from backbone.codec.schemas import canonical_fingerprint, read_schemas_dir
+from backbone.codec.wire import HEADER_SIZE, MAGIC
 from backbone.domain.events import (
     Alert,
     AlertKind,
@@ -249,7 +244,7 @@ def test_fingerprints_and_canonical_forms_agree_with_apache_avro() -> None:
     assert set(records) == {"order_event", "market_mark", "alert"}
     for files in records.values():
         for f in files:
-            reference = avro.schema.parse(json.dumps(_strip_converted_logical_types(f.schema)))
+            reference = avro.schema.parse(json.dumps(strip_converted_logical_types(f.schema)))
             assert f.canonical_form == reference.canonical_form
             assert f.fingerprint == reference.fingerprint("CRC-64-AVRO")
             assert '"logicalType"' not in f.canonical_form and '{"type":"long"}' not in f.canonical_form
@@ -599,7 +594,7 @@ def _write_with_fastavro(schema: dict, event: OrderEvent) -> bytes:
     out = io.BytesIO()
     out.write(
         MAGIC
-        + canonical_fingerprint(avro.schema.parse(json.dumps(_strip_converted_logical_types(schema))).canonical_form)
+        + canonical_fingerprint(avro.schema.parse(json.dumps(strip_converted_logical_types(schema))).canonical_form)
     )
     datum = {f["name"]: getattr(event, f["name"]) for f in schema["fields"]}
     schemaless_writer(out, parse_schema(schema), {k: (v.value if hasattr(v, "value") else v) for k, v in datum.items()})

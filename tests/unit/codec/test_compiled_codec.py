@@ -18,8 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backbone.codec import avro
-from backbone.codec.avro import HEADER_SIZE, AvroCodec, EncodeError, _decimal_layout_probed
+from backbone.codec import native
+from backbone.codec.avro import AvroCodec, EncodeError
+from backbone.codec.native import decimal_layout_probed
+from backbone.codec.wire import HEADER_SIZE
 from backbone.domain.events import MarketMark, OrderEvent, Side
 from backbone.errors import DecodeError
 from tests.unit.codec.test_avro_codec import FAST, T0, order, records
@@ -54,7 +56,7 @@ def test_every_record_type_runs_compiled_where_a_c_compiler_exists() -> None:
     ]
     assert PYTHON.compiled_paths() == []
     # CPython's C decimal: the encoder reads Decimal objects directly (layout probed at import)
-    assert _decimal_layout_probed()
+    assert decimal_layout_probed()
 
 
 @needs_compiled
@@ -165,7 +167,7 @@ def test_value_tables_with_one_slot_give_every_value_right_and_share_equal_strin
         monkeypatch: pytest.MonkeyPatch) -> None:
     # One slot per field: every string and decimal replaces the one before it, and every
     # lookup compares a key of a different length or bytes (the hash decides nothing here).
-    monkeypatch.setattr(avro, "_DECODE_CACHE_SLOTS", 1)
+    monkeypatch.setattr(native, "DECODE_CACHE_SLOTS", 1)
     one_slot = AvroCodec()
     values = ["A", "ACCT-1", "ACCT-10", "", "\u00e9t\u00e9", "x" * 24, "y" * 25]
     for i in range(200):
