@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-# the C source too: pip install compiles it into backbone/_speedups*.so (see README)
+# the C source too: pip install compiles it into backbone/_speedups*.so (docs/architecture.md)
 $(VENV)/.installed: pyproject.toml backbone/_speedups.c
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

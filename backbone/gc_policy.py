@@ -23,9 +23,10 @@ cursors) are freed instead of frozen; that costs what the batch allocated, not w
 holds. Cycles among objects frozen while alive that become garbage later stay until the heap is
 unfrozen: a full collection at the end of 8 s and of 30 s runs at 5 000 events/s found the same
 1 450 objects (one-off structures: codec plans, SQLAlchemy metadata), so nothing piles up batch
-by batch. Earlier the heap was unfrozen and collected in full whenever it had grown by a quarter
-(at least a million objects): a 0.37-0.46 s pause about every 35 s at 5 000 events/s, growing
-with the state (~1 µs an object held), and the p99 latency of the run it fell in.
+by batch. Unfreezing the heap and collecting it in full whenever it has grown by a quarter
+(at least a million objects) instead paused the projector 0.37-0.46 s about every 35 s at
+5 000 events/s (2026-12-03, dc08574), growing with the state (~1 µs an object held), and set the
+p99 latency of the run it fell in.
 
 An in-memory replay (projections.replay) freezes every 1 000 records for the same reason, but
 never collects in between (`collect_batches=False`): its input is bounded, a full collection

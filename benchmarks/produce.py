@@ -6,7 +6,7 @@ Side by side in one run, on throwaway topics of the configured cluster:
   (a) avro: encode each simulated OrderEvent/MarketMark with the codec and produce it
       (key = symbol, timestamp = event time) — the production path of EventPublisher;
   (b) raw:  produce the same number of pre-serialized bytes (the same payloads, encoded
-      beforehand) with the same producer settings — the client's limit on this machine.
+      beforehand) with the same producer settings — the client's limit on the host that runs it.
 Each run ends with flush() (every record acknowledged). Prints medians and the ratio.
 """
 

@@ -1,6 +1,6 @@
 """What every command shares: settings from the environment, user-error handling, JSON output.
 
-Exit codes (README, "Commands"): 0 success; 1 a failure; 2 bad configuration or usage (typer's
+Exit codes (README, "Exit codes"): 0 success; 1 a failure; 2 bad configuration or usage (typer's
 own usage errors are 2 as well); 3 a service (Kafka, PostgreSQL) cannot be reached; 4 a service
 refused our credentials.
 """

@@ -1,4 +1,4 @@
-"""`backbone local …`: a real Kafka broker and PostgreSQL server on this machine."""
+"""`backbone local …`: a real Kafka broker and PostgreSQL server on the local host."""
 
 from __future__ import annotations
 

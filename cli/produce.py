@@ -102,7 +102,7 @@ def publish_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON, every refused line "
                                                           "with its number, reason and detail")] = False,
 ) -> None:
-    """Publish events from a JSON Lines file (the canonical JSON form, see README).
+    """Publish events from a JSON Lines file (the canonical JSON form, see docs/events.md).
 
     Each line is checked on its own: JSON and fields (decimals are strings, never JSON numbers;
     ids, symbols and accounts not blank), what the Avro schema carries, and the size of one

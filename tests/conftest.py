@@ -65,8 +65,8 @@ def services() -> Iterator[Services]:
     from backbone.local import stack
 
     # The local stack's own addresses, never BACKBONE_KAFKA_BOOTSTRAP_SERVERS / BACKBONE_DATABASE_URL
-    # from the environment: those may name a real cluster (README, "Against a real cluster"), where
-    # the tests would create and delete topics and databases.
+    # from the environment: those may name a real cluster (docs/operations.md, "Against a real
+    # cluster"), where the tests would create and delete topics and databases.
     configured = Settings()
     settings = configured.with_overrides(kafka_bootstrap_servers=local_bootstrap(configured.kafka_port),
                                          database_url=local_database_url(configured.postgres_port))

@@ -1,6 +1,6 @@
 """`backbone local up|down|status|logs`: the whole local stack, Kafka and PostgreSQL.
 
-Native mode (the default) runs the real servers as processes of this machine; docker mode
+Native mode (the default) runs the real servers as local processes; docker mode
 runs `docker-compose.yml` when a Docker engine answers. Both expose the same addresses.
 """
 

@@ -1,8 +1,9 @@
 """The dead-letter topic is an outbox relay of `dead_letters`: each row says where it went.
 
-A projector used to produce a batch's dead letters to the topic before its transaction
-committed, so every failed attempt of a batch produced them again (44 topic records for 5 rows
-after a batch that failed on every restart). Rows are now relayed after their batch commits;
+Producing a batch's dead letters to the topic before its transaction commits produces them
+again on every failed attempt of the batch (44 topic records for 5 rows after a batch that
+failed on every restart, before this revision). From this revision on, rows are relayed after
+their batch commits;
 `relay_partition` and `relay_from` (the dead-letter topic's partition and its end offset,
 recorded before the row is produced) bound where a relay that crashed may have left a row,
 `relayed_offset` says where it is (NULL: not yet). `source_time` keeps the record's timestamp,

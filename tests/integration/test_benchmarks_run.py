@@ -2,7 +2,7 @@
 
 The benchmarks are scripts, not tests: their speed is never asserted. But a script broken by a
 change elsewhere (the naive projector of benchmarks/project.py called `committed()` without the
-batch it now takes, and nothing ran it until the next benchmark session) is a defect found late,
+batch it takes, and nothing ran it until the next benchmark run) is a defect found late,
 so each one runs here once, on a few hundred records, and must print every figure it promises."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's example queries run, as the read-only role, on a projected database."""
+"""The example queries of docs/sql.md run, as the read-only role, on a projected database."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from producers.simulator import SimulationConfig, simulate
 from support import project, publish
 
 pytestmark = pytest.mark.integration
-README = Path(__file__).resolve().parents[2] / "README.md"
+SQL_DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 
 
 def readme_queries() -> list[str]:
-    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no ```sql block"
+    blocks = re.findall(r"```sql\n(.*?)```", SQL_DOC.read_text(), flags=re.S)
+    assert blocks, "docs/sql.md has no ```sql block"
     statements = [s.strip() for block in blocks for s in block.split(";")]
     return [s for s in statements if s and not all(line.startswith("--") for line in s.splitlines())]
 
@@ -40,4 +40,4 @@ def test_readme_sql_examples_run_as_the_read_only_role(created_topics: Settings,
                          password="readme-pw") as conn:
         for query in queries:
             rows = conn.execute(query).fetchall()
-            assert rows, f"no rows for README query: {query}"
+            assert rows, f"no rows for docs/sql.md query: {query}"

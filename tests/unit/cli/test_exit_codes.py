@@ -1,4 +1,4 @@
-"""Each kind of failure ends a command with its documented exit code (README, "Commands")."""
+"""Each kind of failure ends a command with its documented exit code (README, "Exit codes")."""
 
 from __future__ import annotations
 
