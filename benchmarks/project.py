@@ -39,7 +39,8 @@ from backbone.kafka.producer import PRODUCER_DEFAULTS, KafkaProducer
 from backbone.settings import Settings
 from benchmarks.common import (CpuMeter, bench_settings, create_topics, delete_topics, fresh_database,
                                local_service_pids, percentile)
-from consumers.runtime import LoopConfig, ProjectionLoop
+from consumers.config import LoopConfig
+from consumers.runtime import ProjectionLoop
 from producers.publisher import EventPublisher
 from producers.simulator import SimulationConfig, simulate
 from projections.trading import TradingProjection

@@ -13,7 +13,8 @@ from backbone import db
 from backbone.errors import DatabaseError
 from backbone.settings import Settings
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
-from consumers.runtime import LoopConfig, ProjectionLoop, RunStats, default_group_id
+from consumers.config import LoopConfig, RunStats, default_group_id
+from consumers.runtime import ProjectionLoop
 from projections.trading import NAME, TradingProjection
 
 app = typer.Typer(help="Run projections from Kafka into Postgres.", no_args_is_help=True)

@@ -40,20 +40,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from sqlalchemy import Connection, Engine, RootTransaction
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, RootTransaction
 
 from backbone import deadletters
 from backbone.deadletters import DeadLetter
-from backbone.db import first_line
-from backbone.errors import BackboneError, DatabaseUnavailable, KafkaError, KafkaUnavailable
+from backbone.errors import KafkaError, KafkaUnavailable
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.consumer import consumer_config
@@ -61,6 +59,8 @@ from backbone.kafka import reader
 from backbone.kafka.health import FoldingLog
 from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.settings import Settings
+from consumers.config import PROJECTOR_FETCH, LoopConfig, RunStats
+from consumers.database import RETRIABLE, Database
 from consumers.deadletter_relay import DeadLetterRelay
 from consumers.checkpoints import FencedError, read_checkpoints, read_generation, send_checkpoint_moves
 from consumers.projection import Projection
@@ -68,68 +68,6 @@ from consumers.projection import Projection
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-
-
-def default_group_id(projection: str, topics: list[str]) -> str:
-    """The consumer group of a projection when none is named: derived from the projection and
-    its topics, so deployments with other topic names on one cluster never share a group."""
-    return f"backbone-{projection}-{'+'.join(topics)}"
-
-
-@dataclass
-class RunStats:
-    batches: int = 0
-    events: int = 0
-    dead_letters: int = 0
-    dead_letters_relayed: int = 0  # to the dead-letter topic (consumers.deadletter_relay)
-    duplicates: int = 0  # resent records (a producer retry) recognised and skipped
-    rows_written: int = 0
-    db_retries: int = 0
-    fenced: int = 0
-    rebalances: int = 0
-    expired_skipped: int = 0  # records of expiring topics deleted by retention before they were read
-    partitions_loaded: int = 0  # from Postgres, on assignments and reloads
-    partitions_kept: int = 0  # given back by a rebalance unchanged: their state stayed in memory
-    overlapped: int = 0  # batches folded while the one before was still in flight
-    started: float = field(default_factory=time.monotonic)
-    lag: int | None = None  # None: not known (nothing assigned yet, or the broker did not answer)
-    waiting_for: str | None = None  # what the loop is waiting for, when it is (an outage, the group)
-
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.events / elapsed if elapsed > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    group_id: str
-    instance_id: str | None = None  # static membership: a restarted instance takes its place at once
-    session_timeout_ms: int = 10_000
-    batch_size: int = 5000
-    poll_timeout_s: float = 0.5
-    status_interval_s: float = 10.0
-    max_db_backoff_s: float = 30.0
-    freeze_heap: bool = True  # backbone.gc_policy.FrozenHeap after every batch (off: thresholds only)
-    # Mirroring every batch was an OffsetCommit a batch, ~100/s at 5k events/s; with this and
-    # PROJECTOR_FETCH the broker used 0.31-0.37 of a core instead of 0.47-0.50 (2026-12-02; the
-    # two were not measured apart). The mirror only serves lag tools.
-    mirror_interval_s: float = 1.0
-    # Fold the next batch while Postgres runs the last one's statements (its commit waits until
-    # then, or until the poll finds nothing fetched); off: each batch commits before the next poll.
-    overlap: bool = True
-
-
-#: The projector's fetch, on top of CONSUMER_DEFAULTS. With the broker's default (answer as soon
-#: as one byte is there), a projector at 5 000 events/s got a fetch response per few records:
-#: ~0.5 of a core of the 2-core machine's broker vs ~0.35 with these (2026-12-02, same load;
-#: with the offset mirror above). A response waits for 16 KB or 5 ms, whichever comes first (10 ms:
-#: the same broker CPU, p50 22.6 / 26.7 ms vs 17.6 / 17.6 ms with 5, alternating).
-PROJECTOR_FETCH: dict[str, Any] = {"fetch.min.bytes": 16 * 1024, "fetch.wait.max.ms": 5}
-
-#: A connection held idle longer than this goes back to the pool before the next batch, which
-#: checks out one the pool pings first: a connection dropped by the server or a firewall during a
-#: quiet spell is then replaced silently instead of failing a batch (a retry and a warning).
-HELD_DB_IDLE_S = 30.0
 
 
 @dataclass
@@ -162,7 +100,7 @@ class ProjectionLoop:
         self.generation = 0  # of the checkpoints the state was loaded under (a rebuild's swap bumps it)
         self.at_end: set[TP] = set()
         self._eof: dict[TP, int] = {}  # the end offset each partition was last seen at
-        self._relay = DeadLetterRelay(settings, projection.name, self._transaction)
+        self._relay = DeadLetterRelay(settings, projection.name, self.db.transaction)
         self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
         self._relay_at = 0.0  # monotonic time of the next relay round while some are due
         self._relay_delay = 0.0
@@ -174,14 +112,12 @@ class ProjectionLoop:
         # the next assignment gives them back unchanged (`_load`), dropped otherwise
         self._held: dict[TP, int | None] = {}
         self._mirrored_at = time.monotonic()
-        # held from batch to batch (a checkout from the pool pinged the server every batch); any
-        # database error gives it back to the pool, and the retry checks one out (and pings it)
-        self._db: Connection | None = None
-        self._db_used_at = 0.0
+        # a connection held from batch to batch (a checkout from the pool pinged the server every
+        # batch), and the retries of every database wait
+        self.db = Database(engine, max_backoff_s=config.max_db_backoff_s, stop_requested=stop_requested,
+                           while_waiting=self._status_if_due)
         self._inflight: _InFlight | None = None  # sent, not yet committed (at most one)
         self._heap: FrozenHeap | None = None  # while run() runs, with freeze_heap
-        self._deadline: float | None = None  # of run(max_seconds): every wait gives up then
-        self._db_down: str | None = None  # why the database is being waited for (None: it is not)
         self._status_at = time.monotonic()
         extra = {"group.instance.id": config.instance_id} if config.instance_id else {}
         self._kafka_log = FoldingLog()  # librdkafka's lines said once; what failed, for the status
@@ -200,7 +136,7 @@ class ProjectionLoop:
         self.projection.place({t: len(partitions_of(consumer, t)) for t in self.projection.topics()})
         # One generation for all the state held: the eager ("range") assignment revokes every
         # partition before assigning, and `_load` keeps no state loaded under an older generation.
-        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
+        checkpoints = self.db.load(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
         # Every partition checked before any is taken: a refusal leaves nothing half-assigned.
         resume = {tp: self._within_log(consumer, tp, checkpoints.get(tp, 0)) for tp in tps}
         for tp in partitions:
@@ -329,7 +265,7 @@ class ProjectionLoop:
         # the fold keeps what it allocates: fewer collections, and none that rescans the state
         heap = self._heap = FrozenHeap() if self.config.freeze_heap else None
         with fewer_collections(), heap or nullcontext():  # backbone.gc_policy
-            deadline = self._deadline = None if max_seconds is None else time.monotonic() + max_seconds
+            deadline = self.db.deadline = None if max_seconds is None else time.monotonic() + max_seconds
             self._status_at = time.monotonic()
             try:
                 while not self.stop_requested():
@@ -346,8 +282,7 @@ class ProjectionLoop:
                     now = time.monotonic()
                     if now - self._mirrored_at >= self.config.mirror_interval_s:
                         self._mirror(self.assigned, asynchronous=True)  # also when idle
-                    if now - self._status_at >= self.config.status_interval_s:
-                        self._status()
+                    self._status_if_due()
                     if until_caught_up and self._caught_up():
                         self._settle()  # a fenced last batch is read again: not caught up after all
                         if self._caught_up():
@@ -360,7 +295,10 @@ class ProjectionLoop:
                         break
                 self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
             finally:
-                self.close()
+                try:
+                    self.close()
+                finally:
+                    self.stats.db_retries = self.db.retries
         return self.stats
 
     def _caught_up(self) -> bool:
@@ -416,8 +354,8 @@ class ProjectionLoop:
             self.positions[tp] = nxt
         try:
             self._send(batch)
-        except (OperationalError, psycopg.OperationalError) as e:
-            self._db_failed(e)  # _settle sends it again
+        except RETRIABLE as e:
+            self.db.failed(e)  # _settle sends it again
         self._inflight = batch  # not on any other error: close() must not send it again
         if not self.config.overlap:
             self._settle()
@@ -426,12 +364,7 @@ class ProjectionLoop:
         """Steps 2 and 3: begin the batch's transaction on the held connection and send its rows,
         then its dead letters and checkpoint moves, in one round trip (the projection's `send`); nothing
         waits for the server here."""
-        if self._db is not None and time.monotonic() - self._db_used_at > HELD_DB_IDLE_S:
-            self._drop_db()  # a quiet hour (a closed market): check out a pinged one instead
-        if self._db is None:
-            self._db = self.engine.connect()
-        self._db_used_at = time.monotonic()
-        batch.transaction = self._db.begin()
+        batch.transaction, conn = self.db.begin()
 
         def tail(conn: psycopg.Connection) -> Callable[[], None]:
             # Step 2 (table part): the dead letters.
@@ -440,7 +373,7 @@ class ProjectionLoop:
             # (FencedError) once the results are in, before anything commits.
             return send_checkpoint_moves(conn, self.projection.name, batch.moves, self.generation)
 
-        batch.check = self.projection.send(self._db.connection.driver_connection, batch.prepared, tail)
+        batch.check = self.projection.send(conn, batch.prepared, tail)
 
     def _settle(self, *, reload: bool = True) -> bool:
         """Finish the batch in flight, if any: wait for its results, check them, commit (step 4),
@@ -489,47 +422,30 @@ class ProjectionLoop:
                 assert check is not None and batch.transaction is not None
                 written = check()
                 batch.transaction.commit()  # Step 4: rows, dead letters and offsets visible together
-                self._db_down = None
+                self.db.down = None
                 return written
-            except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
-                self._db_failed(e)
-                delay = self._pause(e, delay)
+            except RETRIABLE as e:
+                self.db.failed(e)
+                delay = self.db.pause(e, delay)
             except FencedError:
-                self._drop_db()  # rolls the transaction back
+                self.db.drop()  # rolls the transaction back
                 raise
 
-    def _db_failed(self, e: Exception) -> None:
-        """A batch's transaction failed on a connection error: give the connection back, count it."""
-        self._drop_db()
-        self.stats.db_retries += 1
-        log.warning("database unavailable or conflict (%s); the batch is sent again", str(e).splitlines()[0])
-
-    def _pause(self, e: Exception, delay: float) -> float:
-        """Wait `delay` before retrying after a database error (unless stopping, or past the
-        deadline); the next delay."""
-        self._db_down = first_line(e)
-        if self.stop_requested():
-            raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
-        now = time.monotonic()
-        if self._deadline is not None and now >= self._deadline:
-            raise DatabaseUnavailable(f"--max-seconds passed while waiting for the database ({self._db_down}); "
-                                      "the batch in flight was not committed") from e
-        if now - self._status_at >= self.config.status_interval_s:
+    def _status_if_due(self) -> None:
+        if time.monotonic() - self._status_at >= self.config.status_interval_s:
             self._status()
-        log.warning("retrying in %.1fs, offsets not advanced", delay)
-        time.sleep(delay if self._deadline is None else max(min(delay, self._deadline - now), 0))
-        return min(delay * 2, self.config.max_db_backoff_s)
 
     def _status(self) -> None:
         """Refresh the lag and what the loop waits for; report them. A failure of Kafka that
         waiting cannot cure (credentials refused) ends the run."""
         self._status_at = time.monotonic()
+        self.stats.db_retries = self.db.retries
         failure = self._kafka_log.verdict(self.settings)
         if failure is not None:
             raise failure
-        self.stats.lag = None if self._db_down else self.lag(fresh=True)
-        if self._db_down:
-            self.stats.waiting_for = f"the database ({self._db_down})"
+        self.stats.lag = None if self.db.down else self.lag(fresh=True)
+        if self.db.down:
+            self.stats.waiting_for = f"the database ({self.db.down})"
         elif not self.assigned:
             self.stats.waiting_for = "partitions from the group coordinator" + (
                 f" (Kafka: {self._kafka_log.last})" if self._kafka_log.last else "")
@@ -557,7 +473,7 @@ class ProjectionLoop:
 
     def _reload_assigned(self) -> None:
         tps = sorted(self.assigned)
-        checkpoints = self._with_db_retry(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
+        checkpoints = self.db.load(lambda conn: self._load(conn, tps), isolation_level="REPEATABLE READ")
         for t, p in tps:
             offset = checkpoints.get((t, p))
             self.positions[(t, p)] = offset
@@ -567,30 +483,6 @@ class ProjectionLoop:
                 self._committed[(t, p)] = offset
             self._consumer.seek(TopicPartition(t, p, self._fetch_from[(t, p)]))
             self.at_end.discard((t, p))  # read again from its checkpoint: not at the end until seen there
-
-    def _with_db_retry(self, work: Callable[[psycopg.Connection], Any], *, isolation_level: str) -> Any:
-        """Run `work` (a load) in one transaction at `isolation_level`, on a connection of its own
-        from the pool; retry on connection loss or serialization failure."""
-        delay = 0.2
-        while True:
-            try:
-                with self.engine.connect() as sa_conn:
-                    sa_conn.execution_options(isolation_level=isolation_level)
-                    with sa_conn.begin():
-                        done = work(sa_conn.connection.driver_connection)
-                self._db_down = None
-                return done
-            except (OperationalError, psycopg.OperationalError) as e:  # incl. serialization failures
-                self.stats.db_retries += 1
-                log.warning("database unavailable or conflict (%s) loading partitions", str(e).splitlines()[0])
-                delay = self._pause(e, delay)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection]:
-        """A connection of the pool in a transaction of its own (not the held one: a batch may be in
-        flight on it)."""
-        with self.engine.connect() as sa_conn, sa_conn.begin():
-            yield sa_conn.connection.driver_connection
 
     def _relay_letters(self) -> None:
         """A relay round for the assigned partitions that have dead letters to relay, if one is
@@ -629,22 +521,13 @@ class ProjectionLoop:
             total += max(high - (self._fetch_from.get(tp, 0) if nxt is None else nxt), 0)
         return total
 
-    def _drop_db(self) -> None:
-        """Give the held connection back (the pool discards it if it was found broken)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            try:
-                db.close()
-            except (OperationalError, psycopg.OperationalError) as e:
-                log.warning("closing a failed database connection: %s", str(e).splitlines()[0])
-
     def close(self) -> None:
         """Settle the batch in flight (commit it, or abandon it if fenced), then let go of
         everything; offsets committed are mirrored synchronously."""
         try:
             self._settle(reload=False)
         finally:
-            self._drop_db()
+            self.db.drop()
             self._relay.close()
             if self.assigned:
                 self._mirror(self.assigned, asynchronous=False)

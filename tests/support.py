@@ -15,7 +15,8 @@ from backbone.domain.events import MarketMark, OrderEvent
 from backbone.kafka import topics
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
-from consumers.runtime import LoopConfig, ProjectionLoop, RunStats
+from consumers.config import LoopConfig, RunStats
+from consumers.runtime import ProjectionLoop
 from producers.publisher import EventPublisher
 from projections.trading import TradingProjection
 

@@ -22,7 +22,8 @@ from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from conftest import TEST_PARTITIONS, scratch_database
 from consumers import runtime
-from consumers.runtime import LoopConfig, ProjectionLoop
+from consumers.config import LoopConfig
+from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections import store
 from projections.rebuild import psycopg_url
@@ -607,7 +608,7 @@ def test_kafka_offsets_follow_postgres_while_idle_for_every_partition(created_to
 
 
 def test_the_default_group_is_the_projection_and_its_topics() -> None:
-    from consumers.runtime import default_group_id
+    from consumers.config import default_group_id
 
     a = default_group_id("trading", ["trading.orders", "trading.marketdata"])
     assert a == "backbone-trading-trading.orders+trading.marketdata"

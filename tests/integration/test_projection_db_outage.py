@@ -18,7 +18,9 @@ from sqlalchemy.engine import make_url
 from backbone import db
 from backbone.settings import Settings
 from conftest import scratch_database
-from consumers.runtime import HELD_DB_IDLE_S, LoopConfig, ProjectionLoop
+from consumers.database import HELD_DB_IDLE_S
+from consumers.config import LoopConfig
+from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections.rebuild import psycopg_url
 from projections.trading import TradingProjection
@@ -146,12 +148,12 @@ def test_a_connection_killed_during_a_quiet_spell_is_replaced_without_a_retry(
     def kill_the_held_connection(records: list, committed_at: float) -> None:
         loop = holder["loop"]
         if loop.stats.batches == 1:
-            held = loop._db  # noqa: SLF001
+            held = loop.db.held
             assert held is not None
             with psycopg.connect(psycopg_url(settings), autocommit=True) as admin:
                 admin.execute("select pg_terminate_backend(%s)", (held.connection.driver_connection.info.backend_pid,))
             if quiet_spell:
-                loop._db_used_at -= HELD_DB_IDLE_S + 1  # noqa: SLF001
+                loop.db.used_at -= HELD_DB_IDLE_S + 1
 
     try:
         loop = holder["loop"] = ProjectionLoop(settings, TradingProjection(settings), engine,

@@ -15,7 +15,8 @@ from backbone import db
 from backbone.kafka.consumer import consumer_config
 from backbone.settings import Settings
 from conftest import TEST_PARTITIONS, scratch_database
-from consumers.runtime import LoopConfig, ProjectionLoop
+from consumers.config import LoopConfig
+from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections.trading import TradingProjection
 from support import checkpoint_total, checkpoints, project, publish, spawn_projector, table_dump
@@ -217,8 +218,8 @@ def test_partitions_a_rebalance_gives_back_unchanged_keep_their_state(created_to
     def give_back(held: dict[tuple[str, int], int | None]) -> list[tuple[str, int]]:
         loop._held = held  # noqa: SLF001 - as a revoke of everything leaves it
         loads.clear()
-        loop._with_db_retry(lambda conn: loop._load(conn, everything),  # noqa: SLF001
-                            isolation_level="REPEATABLE READ")
+        loop.db.load(lambda conn: loop._load(conn, everything),  # noqa: SLF001
+                     isolation_level="REPEATABLE READ")
         return loads[0] if loads else []
 
     assert give_back({tp: stored.get(tp) for tp in everything}) == []

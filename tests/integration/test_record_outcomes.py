@@ -17,7 +17,8 @@ from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
 from cli.main import app
 from conftest import TEST_PARTITIONS
-from consumers.runtime import LoopConfig, ProjectionLoop
+from consumers.config import LoopConfig
+from consumers.runtime import ProjectionLoop
 from projections.trading import TradingProjection
 from support import TABLE_KEYS, project, publish, rows, settings_env, spawn_projector, table_dump
 from tape import Tape
