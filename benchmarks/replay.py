@@ -43,7 +43,8 @@ from producers.simulator import SimulationConfig, simulate
 from backbone.gc_policy import fewer_collections
 from projections import snapshots
 from projections.parallel import PartitionWorkers
-from projections.replay import Replayer, open_order_rows, pnl_rows, position_rows, snapshot_as_of
+from projections.read_model import open_order_rows, pnl_rows, position_rows
+from projections.replay import Replayer, snapshot_as_of
 from projections.state import TradingState
 
 

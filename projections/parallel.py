@@ -36,9 +36,9 @@ from backbone import db
 from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, InvariantViolation
 from backbone.settings import Settings
-from projections.replay import (TP, PartitionPlan, PartitionReport, PositionSummary, Replayer, ReplayResult,
-                                ReportTotals, open_order_rows, pnl_rows, position_rows_of, snapshot_payloads,
-                                sort_open_orders)
+from projections.read_model import PositionSummary, open_order_rows, pnl_rows, position_rows_of, sort_open_orders
+from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals,
+                                snapshot_payloads)
 from projections.snapshots import Kind
 from projections.state import mark_recency
 
