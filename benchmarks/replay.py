@@ -43,7 +43,8 @@ from producers.simulator import SimulationConfig, simulate
 from backbone.gc_policy import fewer_collections
 from projections import snapshots
 from projections.parallel import PartitionWorkers, snapshot_as_of
-from projections.replay import Replayer, open_order_rows, pnl_rows, position_rows
+from projections.read_model import open_order_rows, pnl_rows, position_rows
+from projections.replay import Replayer
 from projections.state import TradingState
 
 

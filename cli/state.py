@@ -13,6 +13,7 @@ from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
 from cli.replaying import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, expired_line,
                         folding, plan_json, write_schema)
+from projections import read_model
 from projections import replay as rp
 from projections.parallel import Folded
 from projections.trading import NAME
@@ -95,9 +96,9 @@ def state_cmd(
                 console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
             return
         if result is not None:  # --verify: the whole state is here
-            positions = rp.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
-            pnl = rp.pnl_rows(rp.position_rows(result.state, account=account, symbol=symbol))
-            orders = rp.open_order_rows(result.state, account=account, symbol=symbol)
+            positions = read_model.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
+            pnl = read_model.pnl_rows(read_model.position_rows(result.state, account=account, symbol=symbol))
+            orders = read_model.open_order_rows(result.state, account=account, symbol=symbol)
         else:
             assert rows is not None
             positions, pnl, orders = rows.positions, rows.pnl, rows.open_orders

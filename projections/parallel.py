@@ -38,10 +38,10 @@ from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, InvariantViolation
 from backbone.gc_policy import fewer_collections
 from backbone.settings import Settings
-from projections.replay import (TP, PartitionPlan, PartitionReport, PositionSummary, Replayer, ReplayResult,
-                                ReportTotals, Taken, open_order_rows, pnl_rows, position_rows_of,
-                                snapshot_payloads, snapshot_rows, sort_open_orders)
 from projections import snapshots
+from projections.read_model import PositionSummary, open_order_rows, pnl_rows, position_rows_of, sort_open_orders
+from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals, Taken,
+                                snapshot_payloads, snapshot_rows)
 from projections.snapshots import Kind
 from projections.state import mark_recency
 

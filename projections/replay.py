@@ -19,20 +19,18 @@ counted per partition (`PartitionReport.expired_ranges`), a gap in orders is ref
 
 Layout: pure planning first (cuts, snapshot choice, offset validation, the max-timestamp
 search), then the Kafka reader, then `Replayer`, which ties planning, snapshots and reading
-together, then the row builders that mirror the SQL views for printing.
+together (the rows printed from a state are projections.read_model's).
 """
 
 from __future__ import annotations
 
-import decimal
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -40,8 +38,6 @@ from confluent_kafka import Message
 from sqlalchemy import Engine
 
 from backbone.codec.avro import AvroCodec
-from backbone.domain import positions as pos
-from backbone.domain.events import MarketMark
 from backbone.errors import BackboneError, coordinates
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
@@ -57,7 +53,6 @@ from consumers.checkpoints import read_checkpoints
 
 
 TP = tuple[str, int]
-OPEN_STATUSES = ("PENDING_NEW", "NEW", "PARTIALLY_FILLED", "PENDING_CANCEL", "PENDING_REPLACE")
 PROJECTIONS = (NAME,)
 
 
@@ -523,104 +518,6 @@ def write_into(conn: psycopg.Connection, state: TradingState, schema: str, *, re
         raise ReplayRefused(f"schema {schema} already exists: --into wants a fresh schema "
                             f"(drop it with `drop schema {schema} cascade`)") from e
     return store.write_changes(conn, state, full_changes(state), schema=schema)
-
-
-_EXACT = decimal.Context(prec=pos.ARITHMETIC_PRECISION, traps=[decimal.Inexact, decimal.InvalidOperation])
-
-
-def position_rows(state: TradingState, *, account: str | None = None, symbol: str | None = None,
-                  include_flat: bool = True) -> list[dict[str, Any]]:
-    """The rows of view positions_pnl, computed from a state (same columns, same arithmetic)."""
-    return position_rows_of(state.positions, {sym: m.mark for sym, m in state.marks.items()}, account=account,
-                            symbol=symbol, include_flat=include_flat)
-
-
-@dataclass(frozen=True, slots=True)
-class PositionSummary:
-    """A position's figures without its fill history: what a positions_pnl row needs, and what a
-    helper process hands back of a position (projections.parallel)."""
-
-    qty: Decimal
-    avg_px: Decimal
-    realized_pnl: Decimal
-    realized_commission: Decimal
-    open_commission: Decimal
-    commission: Decimal
-    fill_count: int
-    last_fill_time: datetime | None
-
-    @classmethod
-    def of(cls, p: pos.Position) -> PositionSummary:
-        return cls(p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission, p.commission,
-                   p.fill_count, p.last_fill_time)
-
-
-def position_rows_of(positions: Mapping[tuple[str, str], pos.Position | PositionSummary],
-                     marks: Mapping[str, MarketMark], *,
-                     account: str | None = None, symbol: str | None = None,
-                     include_flat: bool = True) -> list[dict[str, Any]]:
-    """The rows of view positions_pnl of these positions, valued at these marks (by symbol)."""
-    out = []
-    with decimal.localcontext(_EXACT):
-        for (acc, sym), p in sorted(positions.items()):
-            if (account and acc != account) or (symbol and sym != symbol) or (not include_flat and p.qty == 0):
-                continue
-            mark = marks.get(sym)
-            mark_price = mark.mark_price if mark else None
-            unrealized = None if mark_price is None else (mark_price - p.avg_px) * p.qty
-            out.append({
-                "account": acc, "symbol": sym, "qty": p.qty, "avg_px": p.avg_px, "realized_pnl": p.realized_pnl,
-                "realized_commission": p.realized_commission, "open_commission": p.open_commission,
-                "commission": p.commission, "net_realized_pnl": p.realized_pnl - p.realized_commission,
-                "mark_price": mark_price, "mark_time": mark.event_time if mark else None,
-                "unrealized_pnl": unrealized,
-                "total_pnl": p.realized_pnl + (unrealized or 0) - p.commission,
-                "fill_count": p.fill_count, "last_fill_time": p.last_fill_time,
-            })
-    return out
-
-
-def pnl_rows(position_table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of view pnl_by_account over the given positions_pnl rows."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for row in position_table:
-        by.setdefault(row["account"], []).append(row)
-    out = []
-    with decimal.localcontext(_EXACT):
-        for acc in sorted(by):
-            rows = by[acc]
-            unreal = [r["unrealized_pnl"] for r in rows if r["unrealized_pnl"] is not None]
-            out.append({
-                "account": acc, "open_positions": sum(1 for r in rows if r["qty"] != 0),
-                "realized_pnl": sum((r["realized_pnl"] for r in rows), Decimal(0)),
-                "unrealized_pnl": sum(unreal, Decimal(0)) if unreal else None,
-                "commission": sum((r["commission"] for r in rows), Decimal(0)),
-                "total_pnl": sum((r["total_pnl"] for r in rows), Decimal(0)),
-                "missing_marks": any(r["qty"] != 0 and r["mark_price"] is None for r in rows),
-            })
-    return out
-
-
-def open_order_rows(state: TradingState, *, account: str | None = None,
-                    symbol: str | None = None) -> list[dict[str, Any]]:
-    """The rows of view open_orders, newest first."""
-    out = []
-    for o in state.orders.values():
-        if o.status.value not in OPEN_STATUSES or (account and o.account != account) or (
-                symbol and o.symbol != symbol):
-            continue
-        out.append({"order_id": o.order_id, "account": o.account, "symbol": o.symbol, "side": o.side.value,
-                    "order_type": o.order_type.value, "time_in_force": o.time_in_force.value,
-                    "status": o.status.value, "order_qty": o.order_qty, "price": o.price, "cum_qty": o.cum_qty,
-                    "leaves_qty": o.leaves_qty, "avg_px": o.avg_px, "first_event_time": o.first_event_time,
-                    "last_event_time": o.last_event_time})
-    sort_open_orders(out)
-    return out
-
-
-def sort_open_orders(rows: list[dict[str, Any]]) -> None:
-    """open_orders rows newest first (last event time, then order id, descending)."""
-    rows.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
 
 
 # == taking snapshots outside the projector (`backbone checkpoints create`) ===========================

@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
-from typing import TypeVar, overload
+from typing import Protocol, TypeVar, overload
 
 from backbone.compiled import compiled
 from backbone.domain.events import Side
@@ -96,6 +96,7 @@ __all__ = [
     "History",
     "Position",
     "PositionError",
+    "Valued",
     "apply_fill",
     "apply_fills",
     "bust",
@@ -353,7 +354,25 @@ def empty_position(account: str, symbol: str) -> Position:
     )
 
 
-def unrealized_pnl(position: Position, mark_price: Decimal) -> Decimal:
+class Valued(Protocol):
+    """What valuing a position at a mark reads: a `Position`, or a summary of one without its
+    fills (the read model's as-of rows)."""
+
+    @property
+    def account(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def qty(self) -> Decimal: ...
+    @property
+    def avg_px(self) -> Decimal: ...
+    @property
+    def realized_pnl(self) -> Decimal: ...
+    @property
+    def commission(self) -> Decimal: ...
+
+
+def unrealized_pnl(position: Valued, mark_price: Decimal) -> Decimal:
     """Gross unrealized P&L at `mark_price`: (mark − avg_px) × qty; 0 when flat. Exact."""
     if not (isinstance(mark_price, Decimal) and mark_price.is_finite()):
         raise PositionError(
@@ -366,7 +385,7 @@ def unrealized_pnl(position: Position, mark_price: Decimal) -> Decimal:
         raise _arithmetic_error(position, exc) from exc
 
 
-def total_pnl(position: Position, mark_price: Decimal) -> Decimal:
+def total_pnl(position: Valued, mark_price: Decimal) -> Decimal:
     """realized_pnl + unrealized_pnl(mark_price) − commission (all commission paid). Exact."""
     unrealized = unrealized_pnl(position, mark_price)
     try:
@@ -608,7 +627,7 @@ def _invalid(position: Position, fill: Fill, detail: str) -> PositionError:
     )
 
 
-def _arithmetic_error(position: Position, exc: decimal.DecimalException) -> PositionError:
+def _arithmetic_error(position: Valued, exc: decimal.DecimalException) -> PositionError:
     return PositionError(
         position.account,
         position.symbol,

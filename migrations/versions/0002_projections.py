@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql as pg
 
+from projections import read_model
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -22,8 +24,6 @@ depends_on = None
 
 NUM = sa.Numeric()  # unconstrained NUMERIC: exact, any scale
 TS = sa.DateTime(timezone=True)
-
-OPEN_STATUSES = "('PENDING_NEW','NEW','PARTIALLY_FILLED','PENDING_CANCEL','PENDING_REPLACE')"
 
 
 def _reader_role() -> str:
@@ -56,7 +56,8 @@ def upgrade() -> None:
     op.create_index("orders_account_idx", "orders", ["account", "symbol"])
     op.create_index("orders_symbol_idx", "orders", ["symbol"])
     op.create_index("orders_partition_idx", "orders", ["kafka_partition"])
-    op.create_index("orders_open_idx", "orders", ["account"], postgresql_where=sa.text(f"status in {OPEN_STATUSES}"))
+    op.create_index("orders_open_idx", "orders", ["account"],
+                    postgresql_where=sa.text(f"status in {read_model.OPEN_STATUSES_SQL}"))
 
     op.create_table(
         "executions",
@@ -133,47 +134,8 @@ def upgrade() -> None:
     )
     op.create_index("dead_letters_reason_idx", "dead_letters", ["reason"])
 
-    op.execute("""
-        create view positions_pnl as
-        select p.account, p.symbol, p.qty, p.avg_px,
-               p.realized_pnl, p.realized_commission, p.open_commission, p.commission,
-               p.realized_pnl - p.realized_commission as net_realized_pnl,
-               m.mark_price, m.event_time as mark_time,
-               case when m.mark_price is null then null else (m.mark_price - p.avg_px) * p.qty end
-                   as unrealized_pnl,
-               p.realized_pnl + coalesce((m.mark_price - p.avg_px) * p.qty, 0) - p.commission as total_pnl,
-               p.fill_count, p.last_fill_time
-        from positions p left join marks m on m.symbol = p.symbol
-    """)
-    op.execute("""
-        create view pnl_by_account as
-        select account,
-               count(*) filter (where qty <> 0) as open_positions,
-               sum(realized_pnl) as realized_pnl,
-               sum(unrealized_pnl) as unrealized_pnl,
-               sum(commission) as commission,
-               sum(total_pnl) as total_pnl,
-               bool_or(qty <> 0 and mark_price is null) as missing_marks
-        from positions_pnl group by account
-    """)
-    op.execute(f"""
-        create view open_orders as
-        select order_id, account, symbol, side, order_type, time_in_force, status, order_qty, price,
-               cum_qty, leaves_qty, avg_px, first_event_time, last_event_time
-        from orders where status in {OPEN_STATUSES}
-    """)
-    op.execute("""
-        create view exposure_by_symbol as
-        select symbol,
-               sum(qty) as net_qty,
-               sum(qty) filter (where qty > 0) as long_qty,
-               -sum(qty) filter (where qty < 0) as short_qty,
-               max(mark_price) as mark_price,
-               sum(qty * mark_price) as net_notional,
-               sum(abs(qty) * mark_price) as gross_notional,
-               count(*) filter (where qty <> 0) as accounts
-        from positions_pnl group by symbol
-    """)
+    for statement in read_model.view_statements():
+        op.execute(statement)
 
     role = _reader_role()
     op.execute(f"""
@@ -193,7 +155,7 @@ def downgrade() -> None:
     op.execute(f"alter default privileges in schema public revoke select on tables from {role}")
     op.execute(f"revoke select on all tables in schema public from {role}")
     op.execute(f"revoke usage on schema public from {role}")
-    for view in ("exposure_by_symbol", "open_orders", "pnl_by_account", "positions_pnl"):
+    for view in reversed(read_model.VIEWS):
         op.execute(f"drop view if exists {view}")
     for table in ("dead_letters", "marks", "positions", "executions", "orders"):
         op.drop_table(table)

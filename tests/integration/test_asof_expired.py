@@ -29,6 +29,7 @@ from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
 from projections import parallel
+from projections import read_model
 from projections import replay as rp
 from projections.replay import Replayer
 from projections.state import TradingState
@@ -89,7 +90,7 @@ def expected_state(log: list[Logged], when: datetime) -> TradingState:
 
 
 def comparable(state: TradingState) -> tuple:
-    shown = (rp.position_rows(state), rp.open_order_rows(state))
+    shown = (read_model.position_rows(state), read_model.open_order_rows(state))
     state.thaw_all()
     return shown, (state.orders, state.executions, state.positions, state.marks)
 

@@ -30,7 +30,7 @@ from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
-from projections import replay as rp
+from projections import read_model
 from projections import snapshots
 from projections.replay import Replayer
 from projections.state import TradingState
@@ -91,7 +91,7 @@ def expected_state(log: list[Logged], when: datetime) -> TradingState:
 
 def comparable(state: TradingState) -> tuple:
     """What `state --as-of` prints (read first: a replayed state is restored lazily), then every row."""
-    shown = (rp.position_rows(state), rp.open_order_rows(state))
+    shown = (read_model.position_rows(state), read_model.open_order_rows(state))
     state.thaw_all()
     return shown, (state.orders, state.order_partition, state.executions, state.positions, state.position_partition,
                    state.marks)

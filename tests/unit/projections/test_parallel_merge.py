@@ -18,8 +18,8 @@ from backbone.errors import InvalidOrderTransition, InvariantViolation
 from backbone.kafka.partitioner import symbol_partition
 from producers.simulator import SimulationConfig, simulate
 from projections.parallel import merge, split_plans, summarize
-from projections.replay import (PartitionPlan, PartitionReport, ReplayResult, open_order_rows, plan_partition,
-                                pnl_rows, position_rows)
+from projections.read_model import open_order_rows, pnl_rows, position_rows
+from projections.replay import PartitionPlan, PartitionReport, ReplayResult, plan_partition
 from projections.state import TradingState
 
 ORDERS, MARKS = "trading.orders", "trading.marketdata"

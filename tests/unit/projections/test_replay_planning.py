@@ -1,5 +1,5 @@
 """Replay planning as pure functions: times, cuts, offsets, snapshot choice, the max-timestamp
-search, and the rows `state --as-of` prints (no services)."""
+search (no services)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbone.domain.events import Side
 from backbone.kafka.log_bounds import Bounds
 from backbone.kafka.reader import max_timestamps_below, offset_at
 from backbone.record_time import from_timestamp_ms, timestamp_ms
@@ -19,17 +18,12 @@ from projections.replay import (
     ReplayRefused,
     check_offset,
     choose_snapshot,
-    open_order_rows,
     parse_offsets,
     parse_time,
     past_expired,
     plan_partition,
-    pnl_rows,
-    position_rows,
 )
 from projections.snapshots import SnapshotMeta
-from projections.state import TradingState
-from tape import Tape
 
 TP = ("trading.orders", 3)
 MARKS = ("trading.marketdata", 3)
@@ -233,54 +227,3 @@ def test_max_timestamp_search_runs_partitions_in_step_and_handles_future_stamps(
                                ceiling_ms=1_000)
     assert got == {("a", 0): 9, ("a", 1): 10**13, ("a", 2): None}
     assert max(calls) == 2  # one lookup serves every partition still searching
-
-
-# -- the rows printed by `state --as-of` ---------------------------------------------------------------
-
-def golden_state() -> TradingState:
-    t = Tape()
-    t.order("O1", "ACC1", "GOLD", Side.BUY, 100, price=10)
-    t.fill("O1", 100, 10, commission="1")
-    t.order("O2", "ACC1", "GOLD", Side.SELL, 60, price=12)
-    t.fill("O2", 60, 12, commission="0.6")
-    t.order("O3", "ACC2", "GOLD", Side.SELL_SHORT, 30, price=30)
-    t.fill("O3", 10, 30)
-    t.order("O4", "ACC2", "SILV", Side.BUY, 5, price=3)
-    t.mark("GOLD", 25)
-    state = TradingState()
-    for offset, r in enumerate(t.records):
-        if r.__class__.__name__ == "MarketMark":
-            state.apply_mark(r, 0)
-        else:
-            state.apply_order_event(r, 0, offset)
-    return state
-
-
-def test_position_and_pnl_rows_follow_the_views() -> None:
-    state = golden_state()
-    positions = {(r["account"], r["symbol"]): r for r in position_rows(state)}
-    acc1 = positions[("ACC1", "GOLD")]
-    assert (acc1["qty"], acc1["avg_px"], acc1["realized_pnl"]) == (D(40), D(10), D(120))
-    assert (acc1["mark_price"], acc1["unrealized_pnl"]) == (D(25), D(600))
-    assert acc1["net_realized_pnl"] == D(120) - acc1["realized_commission"]
-    assert acc1["total_pnl"] == D(120) + D(600) - D("1.6")
-    acc2 = positions[("ACC2", "GOLD")]
-    assert (acc2["qty"], acc2["unrealized_pnl"], acc2["total_pnl"]) == (D(-10), D(50), D(50))
-    pnl = {r["account"]: r for r in pnl_rows(position_rows(state))}
-    assert pnl["ACC1"]["total_pnl"] == acc1["total_pnl"] and pnl["ACC1"]["open_positions"] == 1
-    assert pnl["ACC2"]["missing_marks"] is False
-    assert [r["symbol"] for r in position_rows(state, account="ACC2")] == ["GOLD"]
-    assert position_rows(state, symbol="NONE") == []
-
-
-def test_missing_marks_and_open_orders() -> None:
-    state = golden_state()
-    state.marks.clear()
-    (row,) = position_rows(state, account="ACC1")
-    assert row["unrealized_pnl"] is None and row["total_pnl"] == row["realized_pnl"] - row["commission"]
-    (acc1,) = pnl_rows([row])
-    assert acc1["unrealized_pnl"] is None and acc1["missing_marks"] is True
-    orders = open_order_rows(state)
-    assert {o["order_id"] for o in orders} == {"O3", "O4"}
-    assert orders[0]["order_id"] == "O4"  # newest first
-    assert [o["order_id"] for o in open_order_rows(state, symbol="GOLD", account="ACC2")] == ["O3"]

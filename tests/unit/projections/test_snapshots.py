@@ -24,7 +24,7 @@ from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
 from producers.publisher import timestamp_ms
 from producers.simulator import SimulationConfig, simulate
-from projections import replay as rp
+from projections import read_model
 from projections import snapshots, store
 from projections.snapshots import SnapshotMeta
 from projections.state import Execution, TradingState
@@ -220,7 +220,7 @@ def test_format_1_payloads_are_still_read() -> None:
 
 
 def _open_orders(state: TradingState) -> dict:
-    return {k: v for k, v in state.orders.items() if v.status.value in rp.OPEN_STATUSES}
+    return {k: v for k, v in state.orders.items() if v.status.value in read_model.OPEN_STATUSES}
 
 
 @pytest.mark.parametrize("cut", [300, 900, 1500, 2100, 2450])
@@ -254,8 +254,8 @@ def test_a_lazy_restore_plus_a_tail_equals_the_eager_fold(cut: int) -> None:
             lazy.apply_mark(r, p)
     lazy.take_changes()
     eager = fold(STREAM[:cut + 150])
-    assert rp.position_rows(lazy) == rp.position_rows(eager)
-    assert rp.open_order_rows(lazy) == rp.open_order_rows(eager)
+    assert read_model.position_rows(lazy) == read_model.position_rows(eager)
+    assert read_model.open_order_rows(lazy) == read_model.open_order_rows(eager)
     assert lazy.cold_orders or lazy.cold_execs, "a 150-record tail should leave some of the snapshot undecoded"
     lazy.thaw_all()
     assert not lazy.cold_orders and not lazy.cold_execs

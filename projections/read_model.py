@@ -1,0 +1,209 @@
+"""The read model: the documented views over the projection tables, the statuses that make an
+order open, and the same rows computed in Python from an in-memory state (docs/pnl.md).
+
+This module is the one definition every user of the views derives from:
+
+- migration 0002 creates the views in `public` from `view_statements()`, and its partial index
+  of open orders from `OPEN_STATUSES_SQL`;
+- `projections.ddl` creates the same views in scratch and shadow schemas (`state --as-of
+  --into`, `replay --into`, the rebuild's shadow);
+- `state --as-of` prints `position_rows`, `pnl_rows` and `open_order_rows`, which value a
+  position with `backbone.domain.positions.unrealized_pnl` / `total_pnl`, the Python form of the
+  arithmetic of view positions_pnl.
+
+`tests/integration/test_read_model.py` runs generated positions, marks and orders through the
+views on PostgreSQL and through the Python rows and requires equal values, exactly.
+
+An open order is one in a status that is not terminal (`order_state.TERMINAL_STATUSES`): it may
+still execute.
+
+Changing a view: databases have applied migration 0002, so the SQL it runs must stay what it was
+(`tests/unit/projections/test_read_model.py` pins it byte for byte). Write 0002's statements
+into it as literal text first, then change this module and add a migration that recreates the
+views from it.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from backbone.domain import positions as pos
+from backbone.domain.events import MarketMark, OrderStatus
+from backbone.domain.order_state import TERMINAL_STATUSES
+from projections.state import TradingState
+
+#: Statuses of the orders in view open_orders, in the enum's order.
+OPEN_STATUSES: tuple[str, ...] = tuple(s.value for s in OrderStatus if s not in TERMINAL_STATUSES)
+#: The same as an SQL list: `status in <this>`.
+OPEN_STATUSES_SQL = "(" + ",".join(f"'{s}'" for s in OPEN_STATUSES) + ")"
+
+# `{s}` is the schema qualifier: empty (the search path: `public`, as in the migration) or a
+# quoted schema name and a dot. The layout, whitespace included, is the text migration 0002 ran.
+_VIEWS = {
+    "positions_pnl": """
+        create view {s}positions_pnl as
+        select p.account, p.symbol, p.qty, p.avg_px,
+               p.realized_pnl, p.realized_commission, p.open_commission, p.commission,
+               p.realized_pnl - p.realized_commission as net_realized_pnl,
+               m.mark_price, m.event_time as mark_time,
+               case when m.mark_price is null then null else (m.mark_price - p.avg_px) * p.qty end
+                   as unrealized_pnl,
+               p.realized_pnl + coalesce((m.mark_price - p.avg_px) * p.qty, 0) - p.commission as total_pnl,
+               p.fill_count, p.last_fill_time
+        from {s}positions p left join {s}marks m on m.symbol = p.symbol
+    """,
+    "pnl_by_account": """
+        create view {s}pnl_by_account as
+        select account,
+               count(*) filter (where qty <> 0) as open_positions,
+               sum(realized_pnl) as realized_pnl,
+               sum(unrealized_pnl) as unrealized_pnl,
+               sum(commission) as commission,
+               sum(total_pnl) as total_pnl,
+               bool_or(qty <> 0 and mark_price is null) as missing_marks
+        from {s}positions_pnl group by account
+    """,
+    "open_orders": """
+        create view {s}open_orders as
+        select order_id, account, symbol, side, order_type, time_in_force, status, order_qty, price,
+               cum_qty, leaves_qty, avg_px, first_event_time, last_event_time
+        from {s}orders where status in """ + OPEN_STATUSES_SQL + """
+    """,
+    "exposure_by_symbol": """
+        create view {s}exposure_by_symbol as
+        select symbol,
+               sum(qty) as net_qty,
+               sum(qty) filter (where qty > 0) as long_qty,
+               -sum(qty) filter (where qty < 0) as short_qty,
+               max(mark_price) as mark_price,
+               sum(qty * mark_price) as net_notional,
+               sum(abs(qty) * mark_price) as gross_notional,
+               count(*) filter (where qty <> 0) as accounts
+        from {s}positions_pnl group by symbol
+    """,
+}
+#: The documented views, in dependency order (positions_pnl before the views built on it).
+VIEWS: tuple[str, ...] = tuple(_VIEWS)
+
+
+def view_statements(schema: str | None = None) -> list[str]:
+    """The `create view` statements of the documented views, in dependency order: unqualified
+    (bound through the search path, as the migration runs them) or in and on `schema`."""
+    prefix = "" if schema is None else '"' + schema.replace('"', '""') + '".'
+    return [_VIEWS[name].format(s=prefix) for name in VIEWS]
+
+
+# == the rows of the views, from an in-memory state (`state --as-of`) ===============================
+
+@dataclass(frozen=True, slots=True)
+class PositionSummary:
+    """A position's figures without its fill history: what a positions_pnl row needs, and what a
+    helper process hands back of a position (projections.parallel)."""
+
+    account: str
+    symbol: str
+    qty: Decimal
+    avg_px: Decimal
+    realized_pnl: Decimal
+    realized_commission: Decimal
+    open_commission: Decimal
+    commission: Decimal
+    fill_count: int
+    last_fill_time: datetime | None
+
+    @classmethod
+    def of(cls, p: pos.Position) -> PositionSummary:
+        return cls(p.account, p.symbol, p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.open_commission,
+                   p.commission, p.fill_count, p.last_fill_time)
+
+
+_EXACT = decimal.Context(prec=pos.ARITHMETIC_PRECISION, traps=[decimal.Inexact, decimal.InvalidOperation])
+
+
+def valuation(p: pos.Valued, mark_price: Decimal | None) -> tuple[Decimal | None, Decimal]:
+    """`unrealized_pnl` and `total_pnl` of p's positions_pnl row. Without a mark the unrealized
+    P&L is unknown (NULL) and the total counts it as 0, as the view's `coalesce(…, 0)`: the
+    position valued at its own average price."""
+    if mark_price is None:
+        return None, pos.total_pnl(p, p.avg_px)
+    return pos.unrealized_pnl(p, mark_price), pos.total_pnl(p, mark_price)
+
+
+def position_rows(state: TradingState, *, account: str | None = None, symbol: str | None = None,
+                  include_flat: bool = True) -> list[dict[str, Any]]:
+    """The rows of view positions_pnl, computed from a state."""
+    return position_rows_of(state.positions, {sym: m.mark for sym, m in state.marks.items()}, account=account,
+                            symbol=symbol, include_flat=include_flat)
+
+
+def position_rows_of(positions: Mapping[tuple[str, str], pos.Position | PositionSummary],
+                     marks: Mapping[str, MarketMark], *,
+                     account: str | None = None, symbol: str | None = None,
+                     include_flat: bool = True) -> list[dict[str, Any]]:
+    """The rows of view positions_pnl of these positions, valued at these marks (by symbol)."""
+    out = []
+    with decimal.localcontext(_EXACT):
+        for (acc, sym), p in sorted(positions.items()):
+            if (account and acc != account) or (symbol and sym != symbol) or (not include_flat and p.qty == 0):
+                continue
+            mark = marks.get(sym)
+            mark_price = mark.mark_price if mark else None
+            unrealized, total = valuation(p, mark_price)
+            out.append({
+                "account": acc, "symbol": sym, "qty": p.qty, "avg_px": p.avg_px, "realized_pnl": p.realized_pnl,
+                "realized_commission": p.realized_commission, "open_commission": p.open_commission,
+                "commission": p.commission, "net_realized_pnl": p.realized_pnl - p.realized_commission,
+                "mark_price": mark_price, "mark_time": mark.event_time if mark else None,
+                "unrealized_pnl": unrealized, "total_pnl": total,
+                "fill_count": p.fill_count, "last_fill_time": p.last_fill_time,
+            })
+    return out
+
+
+def pnl_rows(position_table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of view pnl_by_account over the given positions_pnl rows."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for row in position_table:
+        by.setdefault(row["account"], []).append(row)
+    out = []
+    with decimal.localcontext(_EXACT):
+        for acc in sorted(by):
+            rows = by[acc]
+            # SQL's sum() skips NULLs and is NULL when every value is.
+            unreal = [r["unrealized_pnl"] for r in rows if r["unrealized_pnl"] is not None]
+            out.append({
+                "account": acc, "open_positions": sum(1 for r in rows if r["qty"] != 0),
+                "realized_pnl": sum((r["realized_pnl"] for r in rows), Decimal(0)),
+                "unrealized_pnl": sum(unreal, Decimal(0)) if unreal else None,
+                "commission": sum((r["commission"] for r in rows), Decimal(0)),
+                "total_pnl": sum((r["total_pnl"] for r in rows), Decimal(0)),
+                "missing_marks": any(r["qty"] != 0 and r["mark_price"] is None for r in rows),
+            })
+    return out
+
+
+def open_order_rows(state: TradingState, *, account: str | None = None,
+                    symbol: str | None = None) -> list[dict[str, Any]]:
+    """The rows of view open_orders, newest first."""
+    out = []
+    for o in state.orders.values():
+        if o.status.value not in OPEN_STATUSES or (account and o.account != account) or (
+                symbol and o.symbol != symbol):
+            continue
+        out.append({"order_id": o.order_id, "account": o.account, "symbol": o.symbol, "side": o.side.value,
+                    "order_type": o.order_type.value, "time_in_force": o.time_in_force.value,
+                    "status": o.status.value, "order_qty": o.order_qty, "price": o.price, "cum_qty": o.cum_qty,
+                    "leaves_qty": o.leaves_qty, "avg_px": o.avg_px, "first_event_time": o.first_event_time,
+                    "last_event_time": o.last_event_time})
+    sort_open_orders(out)
+    return out
+
+
+def sort_open_orders(rows: list[dict[str, Any]]) -> None:
+    """open_orders rows newest first (last event time, then order id, descending)."""
+    rows.sort(key=lambda r: (r["last_event_time"], r["order_id"]), reverse=True)
