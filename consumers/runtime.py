@@ -100,6 +100,10 @@ class ProjectionLoop:
         self.generation = 0  # of the checkpoints the state was loaded under (a rebuild's swap bumps it)
         self.at_end: set[TP] = set()
         self._eof: dict[TP, int] = {}  # the end offset each partition was last seen at
+        # a connection held from batch to batch (a checkout from the pool pinged the server every
+        # batch), and the retries of every database wait
+        self.db = Database(engine, max_backoff_s=config.max_db_backoff_s, stop_requested=stop_requested,
+                           while_waiting=self._status_if_due)
         self._relay = DeadLetterRelay(settings, projection.name, self.db.transaction)
         self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
         self._relay_at = 0.0  # monotonic time of the next relay round while some are due
@@ -112,10 +116,6 @@ class ProjectionLoop:
         # the next assignment gives them back unchanged (`_load`), dropped otherwise
         self._held: dict[TP, int | None] = {}
         self._mirrored_at = time.monotonic()
-        # a connection held from batch to batch (a checkout from the pool pinged the server every
-        # batch), and the retries of every database wait
-        self.db = Database(engine, max_backoff_s=config.max_db_backoff_s, stop_requested=stop_requested,
-                           while_waiting=self._status_if_due)
         self._inflight: _InFlight | None = None  # sent, not yet committed (at most one)
         self._heap: FrozenHeap | None = None  # while run() runs, with freeze_heap
         self._status_at = time.monotonic()
