@@ -13,25 +13,26 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from sqlalchemy.engine import make_url
 from alembic import command
+from confluent_kafka import Consumer, TopicPartition
+from conftest import TEST_PARTITIONS, scratch_database
+from sqlalchemy.engine import make_url
+from support import checkpoint_total, project, publish, rows, settings_env, table_dump
 from typer.testing import CliRunner
 
 from backbone import db
 from backbone.domain.events import MarketMark
 from backbone.kafka import topics
-from backbone.kafka.producer import KafkaProducer
 from backbone.kafka.partitioner import partition_for
+from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from cli.main import app
-from conftest import TEST_PARTITIONS, scratch_database
 from producers.simulator import SimulationConfig, simulate
 from projections import ddl, snapshots, store
-from projections.rebuild import RebuildError, RebuildOptions, _Rebuild, psycopg_url, rebuild
+from projections.rebuild import RebuildError, RebuildOptions, psycopg_url, rebuild
+from projections.rebuild.procedure import Procedure
 from projections.state import TradingState
 from projections.trading import NAME as TRADING
-from support import checkpoint_total, project, publish, rows, settings_env, table_dump
 
 pytestmark = pytest.mark.integration
 
@@ -549,15 +550,15 @@ def test_records_deleted_while_the_rebuild_reads_are_never_skipped_silently(
                 key=lambda q: consumer.get_watermark_offsets(TopicPartition(topic, q), timeout=10)[1])
     finally:
         consumer.close()
-    original = _Rebuild._check_log_start
+    original = Procedure._check_log_start
 
-    def delete_after_the_check(self: _Rebuild) -> None:
+    def delete_after_the_check(self: Procedure) -> None:
         original(self)
         admin = topics.admin_client(settings)
         for future in admin.delete_records([TopicPartition(topic, p, 2)], request_timeout=30).values():
             future.result()
 
-    monkeypatch.setattr(_Rebuild, "_check_log_start", delete_after_the_check)
+    monkeypatch.setattr(Procedure, "_check_log_start", delete_after_the_check)
     if topic_attr == "topic_orders":
         with pytest.raises(RebuildError, match=rf"{topic}\[{p}\]: the next offset to project is 0 but the log starts "
                                                r"at 2: records 0..1 were deleted .*nothing was swapped"):
