@@ -15,6 +15,7 @@ from cli.replaying import JsonOpt, ProgressBar, QuietOpt, database, expired_line
 from projections import replay as rp
 from projections import snapshots
 from projections.parallel import snapshot_as_of
+from projections.snapshot_jobs import snapshot_live
 from projections.trading import NAME
 from consumers.checkpoints import read_checkpoints
 
@@ -90,7 +91,7 @@ def create_cmd(
         if as_of is None:
             kafka_reachable(settings)
             with database(settings) as engine, LogReader(settings) as reader:
-                taken = rp.snapshot_live(settings, engine, reader, projection=projection)
+                taken = snapshot_live(settings, engine, reader, projection=projection)
         else:
             when = rp.parse_time(as_of)
             with folding(settings, projection, processes) as (workers, r):

@@ -40,8 +40,8 @@ from backbone.gc_policy import fewer_collections
 from backbone.settings import Settings
 from projections import snapshots
 from projections.read_model import PositionSummary, open_order_rows, pnl_rows, position_rows_of, sort_open_orders
-from projections.replay import (TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals, Taken,
-                                snapshot_payloads, snapshot_rows)
+from projections.replay import TP, PartitionPlan, PartitionReport, Replayer, ReplayResult, ReportTotals
+from projections.snapshot_jobs import Taken, snapshot_payloads, snapshot_rows
 from projections.snapshots import Kind
 from projections.state import mark_recency
 

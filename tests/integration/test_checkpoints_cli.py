@@ -22,7 +22,8 @@ from producers.simulator import SimulationConfig, simulate
 from projections import snapshots
 from projections.rebuild import psycopg_url
 from backbone.kafka.reader import LogReader
-from projections.replay import parse_time, snapshot_live
+from projections.replay import parse_time
+from projections.snapshot_jobs import snapshot_live
 from projections.state import TradingState
 from support import checkpoints, project, publish, settings_env
 

@@ -1,0 +1,126 @@
+"""Snapshots taken outside the projector (`backbone checkpoints create`): of the live tables at
+their checkpoints, or of the state at an as-of cut, built from snapshots and the log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from backbone.gc_policy import fewer_collections
+from backbone.kafka.reader import LogReader
+from backbone.record_time import from_timestamp_ms, timestamp_ms
+from backbone.settings import Settings
+from consumers.checkpoints import read_checkpoints
+from projections import snapshots, store
+from projections.replay import (
+    PartitionPlan,
+    Replayer,
+    ReplayResult,
+    ReportTotals,
+    check_projection,
+)
+from projections.snapshots import Kind
+from projections.state import TradingState
+from projections.trading import NAME
+
+
+@dataclass(frozen=True)
+class Taken:
+    """One partition's outcome of a snapshot request."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    action: str  # "created" | "exists" | "empty"
+    max_timestamp: datetime | None = None
+    events_covered: int = 0
+    size: int = 0
+    expired: int = 0  # records below the cut deleted before they were read (an expiring topic): not in it
+
+
+def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, projection: str = NAME) -> list[Taken]:
+    """Snapshot every partition of the live projection at its checkpoint, from the live tables.
+
+    Rows and checkpoints commit together, so one REPEATABLE READ transaction sees the state at
+    exactly the checkpoint offsets; the snapshots are inserted in that same transaction."""
+    with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
+        check_projection(projection)
+        out: list[Taken] = []
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
+            conn = sa_conn.connection.driver_connection
+            # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
+            # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
+            # would be read, then the swapped-in tables with that older snapshot (a state that never
+            # existed, labelled with the old offsets).
+            conn.execute("lock table orders, executions, positions, marks in access share mode")
+            checkpoints = {tp: o for tp, o in read_checkpoints(conn, projection).items()
+                           if tp[0] in (settings.topic_orders, settings.topic_marketdata)}
+            bases = {tp: snapshots.newest_at_or_before(conn, projection, tp[0], tp[1], nxt)
+                     for tp, nxt in checkpoints.items()}
+            todo = {}
+            for tp, nxt in sorted(checkpoints.items()):
+                base = bases[tp]
+                if nxt == 0:
+                    out.append(Taken(tp[0], tp[1], nxt, "empty"))
+                elif base is not None and base.next_offset == nxt:
+                    out.append(Taken(tp[0], tp[1], nxt, "exists", base.max_timestamp, base.events_covered, base.size))
+                else:
+                    todo[tp] = nxt
+            if not todo:
+                return out
+            state = TradingState()
+            store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
+                                  [p for t, p in todo if t == settings.topic_marketdata])
+            known = {tp: (nxt, None if bases[tp] is None or bases[tp].max_timestamp is None
+                          else timestamp_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
+            max_ts = reader.max_timestamps_below(known)
+            kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
+            payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
+            rows = []
+            for tp, nxt in sorted(todo.items()):
+                base = bases[tp]
+                covered = snapshots.events_covered_at(base, nxt)
+                when = None if max_ts[tp] is None else from_timestamp_ms(max_ts[tp])
+                data = payloads[(kind[tp], tp[1])]
+                rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
+                out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))
+            snapshots.insert(conn, rows)
+        return sorted(out, key=lambda t: (t.topic, t.partition))
+
+
+def _to_snapshot(plans: Sequence[PartitionPlan], totals: ReportTotals) -> list[PartitionPlan]:
+    """The plans whose cut holds records and is not already a snapshot's offset."""
+    cut = {p.tp: totals.reports[p.tp].end for p in plans}
+    return [p for p in plans if cut[p.tp] > 0 and not (p.snapshot and p.snapshot.next_offset == cut[p.tp])]
+
+
+def snapshot_payloads(replayer: Replayer, plans: Sequence[PartitionPlan],
+                      result: ReplayResult) -> dict[tuple[Kind, int], bytes]:
+    """The payloads of the snapshots `plans` need at their cuts, serialized from `result`'s state."""
+    return snapshots.serialize_many(result.state, [(replayer.kind(p.topic), p.partition)
+                                                   for p in _to_snapshot(plans, result)])
+
+
+def snapshot_rows(replayer: Replayer, plans: Sequence[PartitionPlan], totals: ReportTotals,
+                  payloads: dict[tuple[Kind, int], bytes]) -> tuple[list[Taken], list[snapshots.NewSnapshot]]:
+    """What happened to each partition (in plan order), and the snapshot rows to insert."""
+    out, rows = [], []
+    wanted = {p.tp for p in _to_snapshot(plans, totals)}
+    for p in plans:
+        end = totals.reports[p.tp].end
+        if end == 0:
+            out.append(Taken(p.topic, p.partition, 0, "empty"))
+        elif p.tp not in wanted:
+            assert p.snapshot is not None
+            s = p.snapshot
+            out.append(Taken(p.topic, p.partition, end, "exists", s.max_timestamp, s.events_covered, s.size))
+        else:
+            data = payloads[(replayer.kind(p.topic), p.partition)]
+            rows.append(snapshots.NewSnapshot(replayer.projection, p.topic, p.partition, end,
+                                              totals.max_timestamp(p.tp), totals.events_covered(p.tp), data))
+            out.append(Taken(p.topic, p.partition, end, "created", totals.max_timestamp(p.tp),
+                             totals.events_covered(p.tp), len(data), totals.reports[p.tp].expired))
+    return out, rows
