@@ -116,7 +116,8 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
             conn = sa_conn.connection.driver_connection
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()
             reader = conn.execute(
-                "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member "
+                "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid "
+                "join pg_roles r on r.oid = m.member "
                 "where g.rolname = %s and r.rolname = %s", (settings.database_readonly_role, name)).fetchone()
             if exists and (not reader or name == conn.info.user):
                 raise DatabaseError(f"role {name} exists and is not a reader created by this command: refusing to "

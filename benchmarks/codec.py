@@ -26,7 +26,7 @@ import random
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from backbone.codec.avro import AvroCodec
@@ -130,7 +130,7 @@ def realistic_events(count: int, seed: int = 7) -> list[OrderEvent]:
     rng = random.Random(seed)
     symbols = [f"SYM{i:03d}" for i in range(200)]
     px = {s: Decimal(rng.randrange(500, 50000)) / 100 for s in symbols}
-    t0 = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 22, 14, 30, tzinfo=UTC)
     events: list[OrderEvent] = []
     order_no = 0
     while len(events) < count:
@@ -236,7 +236,8 @@ def main() -> None:
         print(json.dumps({**results, "python_loop_ns": loop_ns}))
         return
     print(
-        f"Avro codec, OrderEvent, median of {args.runs} runs of {args.records} records (Python {sys.version.split()[0]})"
+        f"Avro codec, OrderEvent, median of {args.runs} runs of {args.records} records "
+        f"(Python {sys.version.split()[0]})"
     )
     print(f"  box speed: {loop_ns} ns per iteration of `for i in range(n): x += i` (best of 5)")
     for name, r in results.items():

@@ -15,8 +15,8 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from backbone import db
-from backbone.local.process import stat_fields
 from backbone.kafka import topics
+from backbone.local.process import stat_fields
 from backbone.settings import Settings
 
 

@@ -37,14 +37,21 @@ from backbone.kafka.batches import partitions_of
 from backbone.kafka.consumer import consumer_config
 from backbone.kafka.producer import PRODUCER_DEFAULTS, KafkaProducer
 from backbone.settings import Settings
-from benchmarks.common import (CpuMeter, bench_settings, create_topics, delete_topics, fresh_database,
-                               local_service_pids, percentile)
+from benchmarks.common import (
+    CpuMeter,
+    bench_settings,
+    create_topics,
+    delete_topics,
+    fresh_database,
+    local_service_pids,
+    percentile,
+)
+from consumers.checkpoints import advance_checkpoints
 from consumers.config import LoopConfig
 from consumers.runtime import ProjectionLoop
 from producers.publisher import EventPublisher
 from producers.simulator import SimulationConfig, simulate
 from projections.trading import TradingProjection
-from consumers.checkpoints import advance_checkpoints
 
 
 def publish(settings: Settings, events: int) -> None:

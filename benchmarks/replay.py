@@ -35,12 +35,12 @@ from datetime import datetime
 
 from backbone import db
 from backbone.codec.avro import AvroCodec
+from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from benchmarks.common import bench_settings, create_topics, delete_topics, fresh_database
 from producers.publisher import EventPublisher
 from producers.simulator import SimulationConfig, simulate
-from backbone.gc_policy import fewer_collections
 from projections import snapshots
 from projections.parallel import PartitionWorkers, snapshot_as_of
 from projections.read_model import open_order_rows, pnl_rows, position_rows

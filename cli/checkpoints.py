@@ -12,12 +12,12 @@ from backbone.errors import BackboneError
 from backbone.kafka.reader import LogReader
 from cli.common import canonical_value, console, kafka_reachable, load_settings, print_json, user_errors
 from cli.replaying import JsonOpt, ProgressBar, QuietOpt, database, expired_line, folding
+from consumers.checkpoints import read_checkpoints
 from projections import replay as rp
 from projections import snapshots
 from projections.parallel import snapshot_as_of
 from projections.snapshot_jobs import snapshot_live
 from projections.trading import NAME
-from consumers.checkpoints import read_checkpoints
 
 app = typer.Typer(help="Projection snapshots (checkpoints of state) for point-in-time queries and replay.",
                   no_args_is_help=True)

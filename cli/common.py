@@ -21,8 +21,14 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from backbone import db
-from backbone.errors import (BackboneError, ConfigError, DatabaseAuthError, DatabaseUnavailable, KafkaAuthError,
-                             KafkaUnavailable)
+from backbone.errors import (
+    BackboneError,
+    ConfigError,
+    DatabaseAuthError,
+    DatabaseUnavailable,
+    KafkaAuthError,
+    KafkaUnavailable,
+)
 from backbone.kafka import health
 from backbone.settings import Settings
 

@@ -40,7 +40,8 @@ class StopFlag:
 
 def _status_line(stats: RunStats) -> None:
     waiting = f"  waiting for {stats.waiting_for}" if stats.waiting_for else ""
-    console.print(f"events {stats.events:,}  {stats.rate():,.0f} ev/s  lag {stats.lag if stats.lag is not None else '?'}"
+    lag = "?" if stats.lag is None else stats.lag
+    console.print(f"events {stats.events:,}  {stats.rate():,.0f} ev/s  lag {lag}"
                   f"  dead letters {stats.dead_letters}  resent skipped {stats.duplicates}  batches {stats.batches}"
                   f"  db retries {stats.db_retries}{waiting}")
 
@@ -91,10 +92,10 @@ def run(
         engine = db.make_engine(settings)
         projection = TradingProjection(settings)
         try:
-            loop = ProjectionLoop(settings, projection, engine,
-                                  LoopConfig(group_id=group or default_group_id(NAME, projection.topics()), instance_id=instance_id, batch_size=batch_size,
-                                             status_interval_s=status_interval, mirror_interval_s=mirror_interval,
-                                             overlap=overlap),
+            config = LoopConfig(group_id=group or default_group_id(NAME, projection.topics()),
+                                instance_id=instance_id, batch_size=batch_size, status_interval_s=status_interval,
+                                mirror_interval_s=mirror_interval, overlap=overlap)
+            loop = ProjectionLoop(settings, projection, engine, config,
                                   stop_requested=stop, on_status=None if json_out else _status_line)
             stats = loop.run(until_caught_up=until_caught_up, max_seconds=max_seconds)
         finally:

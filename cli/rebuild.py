@@ -12,6 +12,7 @@ from rich.text import Text
 
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from projections import rebuild as procedure
+from projections.rebuild.model import tp_names
 
 
 def _progress(kind: str, info: dict[str, Any]) -> None:
@@ -62,7 +63,7 @@ def _report(result: procedure.RebuildResult) -> None:
         if result.identical is True:
             console.print("the rebuilt state is identical to the old one")
         elif result.identical is False:
-            console.print(f"the rebuilt state differs in {procedure.tp_names(result.differing_partitions)}")
+            console.print(f"the rebuilt state differs in {tp_names(result.differing_partitions)}")
     if result.newly_refused or result.no_longer_refused:
         console.print(f"dead letters: {result.newly_refused} newly refused (sent to the dead-letter topic), "
                       f"{result.no_longer_refused} no longer refused")

@@ -9,9 +9,18 @@ import typer
 from rich.table import Table
 
 from backbone.gc_policy import fewer_collections
-from cli.common import (console, load_settings, print_json,
-                        user_errors)
-from cli.replaying import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, check_into, expired_line, folding, plan_json, write_schema)
+from cli.common import console, load_settings, print_json, user_errors
+from cli.replaying import (
+    JsonOpt,
+    ProgressBar,
+    ProjectionOpt,
+    QuietOpt,
+    check_into,
+    expired_line,
+    folding,
+    plan_json,
+    write_schema,
+)
 from projections import replay as rp
 from projections.parallel import Folded
 from projections.trading import NAME

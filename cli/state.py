@@ -11,8 +11,18 @@ from backbone.gc_policy import fewer_collections
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
-from cli.replaying import (JsonOpt, ProgressBar, ProjectionOpt, QuietOpt, canonical_rows, check_into, expired_line,
-                        folding, plan_json, write_schema)
+from cli.replaying import (
+    JsonOpt,
+    ProgressBar,
+    ProjectionOpt,
+    QuietOpt,
+    canonical_rows,
+    check_into,
+    expired_line,
+    folding,
+    plan_json,
+    write_schema,
+)
 from projections import read_model
 from projections import replay as rp
 from projections.parallel import Folded
@@ -96,7 +106,8 @@ def state_cmd(
                 console.print(f"wrote {written:,} rows into schema {into}: e.g. select * from {into}.positions_pnl")
             return
         if result is not None:  # --verify: the whole state is here
-            positions = read_model.position_rows(result.state, account=account, symbol=symbol, include_flat=include_flat)
+            positions = read_model.position_rows(result.state, account=account, symbol=symbol,
+                                                 include_flat=include_flat)
             pnl = read_model.pnl_rows(read_model.position_rows(result.state, account=account, symbol=symbol))
             orders = read_model.open_order_rows(result.state, account=account, symbol=symbol)
         else:

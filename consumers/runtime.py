@@ -53,16 +53,15 @@ from backbone import deadletters
 from backbone.deadletters import DeadLetter
 from backbone.errors import KafkaError, KafkaUnavailable
 from backbone.gc_policy import FrozenHeap, fewer_collections
-from backbone.kafka import log_bounds
-from backbone.kafka.consumer import consumer_config
-from backbone.kafka import reader
-from backbone.kafka.health import FoldingLog
+from backbone.kafka import log_bounds, reader
 from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
+from backbone.kafka.consumer import consumer_config
+from backbone.kafka.health import FoldingLog
 from backbone.settings import Settings
+from consumers.checkpoints import FencedError, read_checkpoints, read_generation, send_checkpoint_moves
 from consumers.config import PROJECTOR_FETCH, LoopConfig, RunStats
 from consumers.database import RETRIABLE, Database
 from consumers.deadletter_relay import DeadLetterRelay
-from consumers.checkpoints import FencedError, read_checkpoints, read_generation, send_checkpoint_moves
 from consumers.projection import Projection
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,10 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
+from backbone import deadletters
 from backbone.codec import json_form
 from backbone.codec.avro import AvroCodec, EncodeError
+from backbone.deadletters import DeadLetter
 from backbone.domain import order_state
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_state import OrderState
@@ -30,8 +32,6 @@ from backbone.kafka.partitioner import symbol_partition
 from backbone.kafka.producer import PRODUCER_DEFAULTS, KafkaProducer
 from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
-from backbone import deadletters
-from backbone.deadletters import DeadLetter
 
 #: librdkafka's own default of `message.max.bytes`, which PRODUCER_DEFAULTS leaves alone.
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000

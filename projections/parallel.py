@@ -45,7 +45,6 @@ from projections.snapshot_jobs import Taken, snapshot_payloads, snapshot_rows
 from projections.snapshots import Kind
 from projections.state import mark_recency
 
-
 # Below this many records to read, this process folds them alone: a helper's round trip (its
 # own fetch, the answer's pickling) costs about what it saves. Medians, 2 processes against 1
 # (benchmarks.replay, 2026-12-02): 200k-record log, tails of 2,000 records 0.15-0.18 vs

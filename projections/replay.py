@@ -50,7 +50,6 @@ from projections.snapshots import Kind, SnapshotMeta
 from projections.state import Changes, TradingState
 from projections.trading import NAME, TradingProjection
 
-
 TP = tuple[str, int]
 PROJECTIONS = (NAME,)
 
@@ -489,7 +488,8 @@ class Replayer:
             for tp, report in reports.items():
                 report.end = ended[tp]
                 if report.begin < 0:  # no record in the range proper
-                    report.begin = report.end if report.plan.begin_ms is not None else min(report.plan.begin, report.end)
+                    plan = report.plan
+                    report.begin = report.end if plan.begin_ms is not None else min(plan.begin, report.end)
             state.take_changes()
             if progress is not None:
                 progress(count)

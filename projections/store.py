@@ -28,8 +28,7 @@ from backbone.domain.positions import Position
 from backbone.errors import InvariantViolation
 from consumers.checkpoints import FencedError
 from consumers.projection import Tail
-from projections.state import (Changes, Execution, MarkRow, TradingState, new_execution,
-                               positions_from_executions)
+from projections.state import Changes, Execution, MarkRow, TradingState, new_execution, positions_from_executions
 
 ORDER_COLS = ("order_id", "kafka_partition", "account", "symbol", "side", "order_type", "time_in_force",
               "cl_ord_id", "status", "order_qty", "price", "stop_price", "cum_qty", "leaves_qty", "avg_px",
@@ -370,6 +369,7 @@ class ForeignKeysError(FencedError):
 
     def __init__(self, keys: dict[str, dict[str, tuple[int, int]]]) -> None:
         self.keys = keys
-        named = "; ".join(f"{table} {', '.join(f'{k} (partition {theirs}, not {ours})' for k, (ours, theirs) in ids.items())}"
-                          for table, ids in keys.items())
+        named = "; ".join(
+            f"{table} " + ", ".join(f"{k} (partition {theirs}, not {ours})" for k, (ours, theirs) in ids.items())
+            for table, ids in keys.items())
         super().__init__(f"ids that belong to another partition: {named}")

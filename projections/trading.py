@@ -21,6 +21,7 @@ from confluent_kafka import Message
 
 from backbone.codec.avro import AvroCodec
 from backbone.compiled import compiled
+from backbone.deadletters import DeadLetter
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_fields import ZERO
 from backbone.domain.positions import PositionError
@@ -29,11 +30,10 @@ from backbone.kafka.partitioner import partition_for
 from backbone.kafka.reader import LogReader
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
-from backbone.deadletters import DeadLetter
-from projections import snapshots, store
-from projections.state import TradingState
 from consumers.checkpoints import read_checkpoints
 from consumers.projection import Tail
+from projections import snapshots, store
+from projections.state import TradingState
 
 NAME = "trading"
 log = logging.getLogger(__name__)

@@ -367,7 +367,8 @@ class AvroCodec:
             if isinstance(error, DecodeError):
                 return error
             where = f" in field {field!r}" if field else ""
-            if isinstance(error, (IndexError, struct.error)) or (isinstance(error, Invalid) and str(error) == "truncated"):
+            truncated = isinstance(error, Invalid) and str(error) == "truncated"
+            if isinstance(error, (IndexError, struct.error)) or truncated:
                 reason = "truncated: the data ends early" + where
             elif isinstance(error, UnicodeDecodeError):
                 reason = f"invalid UTF-8{where}"

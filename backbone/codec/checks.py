@@ -133,7 +133,8 @@ def logical_type_changes(writer: SchemaFile, reader: SchemaFile) -> list[tuple[s
             out.append(
                 (
                     f.name,
-                    f"field {f.name} changes from {_describe_type(wk)} to {_describe_type(rk)}: old data would be misread",
+                    f"field {f.name} changes from {_describe_type(wk)} to {_describe_type(rk)}: "
+                    "old data would be misread",
                 )
             )
     return out

@@ -74,7 +74,8 @@ class Kind:
             "double": "float",
             "float": "float",
             "bytes": "bytes",
-            "decimal": f"Decimal with at most {self.scale} fractional digits and {self.precision - self.scale} integer digits",
+            "decimal": f"Decimal with at most {self.scale} fractional digits and "
+                       f"{self.precision - self.scale} integer digits",
             "timestamp-micros": "timezone-aware datetime",
             "enum": f"one of {', '.join(self.symbols)}",
         }.get(self.tag, "a value of the schema's type")

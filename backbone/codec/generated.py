@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -109,7 +109,7 @@ class FastCodecBuilder:
             "_MICRO": MICROSECOND,
             "_timedelta": timedelta,
             "_fromtimestamp": datetime.fromtimestamp,
-            "_UTC": timezone.utc,
+            "_UTC": UTC,
             "_read_long": read_long,
             "_read_count": read_count,
             "_read_int": read_int,
@@ -219,7 +219,8 @@ class FastCodecBuilder:
                 "z = (v - _EPOCH) // _MICRO",
                 "if 0x20000000000 <= z < 0x80000000000000:",
                 "    z <<= 1",
-                f"    {p} = {u}_CONT14[z & 0x3FFF] + _CONT14[z >> 14 & 0x3FFF] + _CONT14[z >> 28 & 0x3FFF] + _LAST14[z >> 42]",
+                f"    {p} = {u}_CONT14[z & 0x3FFF] + _CONT14[z >> 14 & 0x3FFF] + _CONT14[z >> 28 & 0x3FFF]"
+                " + _LAST14[z >> 42]",
                 "else:",
                 f"    {p} = {u}_timestamp_varint(z)",
             ], [p]
@@ -275,7 +276,8 @@ class FastCodecBuilder:
         if track:
             body.append("_f = None")
         body.append(
-            "if pos != size: raise _Invalid(f'{size - pos} trailing bytes after the record' if pos < size else 'truncated')"
+            "if pos != size: "
+            "raise _Invalid(f'{size - pos} trailing bytes after the record' if pos < size else 'truncated')"
         )
         values: dict[str, str] = {}
         written = {f.name: i for i, f in enumerate(writer_fields)}
@@ -364,7 +366,8 @@ class FastCodecBuilder:
             lines = ["n = buf[pos]", "if n < 0x80:", "    n = (n >> 1) ^ -(n & 1)", "    pos += 1"]
             if tag == "timestamp-micros":  # 8-byte varints (1978..2541) as four 14-bit groups
                 lines += [
-                    "elif (len(buf) - pos >= 8 and (c := _unpack_4u16(buf, pos)) and (c[0] & c[1] & c[2] & 0x8080) == 0x8080"
+                    "elif (len(buf) - pos >= 8 and (c := _unpack_4u16(buf, pos))"
+                    " and (c[0] & c[1] & c[2] & 0x8080) == 0x8080"
                     " and (c[3] & 0x8080) == 0x80):",
                     "    n = ((c[0] & 0x7F | c[0] >> 1 & 0x3F80) | (c[1] & 0x7F | c[1] >> 1 & 0x3F80) << 14"
                     " | (c[2] & 0x7F | c[2] >> 1 & 0x3F80) << 28 | (c[3] & 0x7F | c[3] >> 1 & 0x3F80) << 42)",
@@ -378,7 +381,8 @@ class FastCodecBuilder:
             # under 0.48 us and fromtimestamp rounds half-even to the microsecond (tested).
             return [
                 *lines,
-                f"{v} = _fromtimestamp(n / 1e6, _UTC) if 0 <= n < {(1 << 32) * 10**6} else _EPOCH + _timedelta(0, 0, n)",
+                f"{v} = _fromtimestamp(n / 1e6, _UTC) if 0 <= n < {(1 << 32) * 10**6}"
+                " else _EPOCH + _timedelta(0, 0, n)",
             ]
         if tag == "int":
             return [f"{v}, pos = _read_int(buf, pos)"]

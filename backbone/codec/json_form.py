@@ -64,7 +64,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
@@ -154,7 +154,7 @@ def format_datetime(value: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC; naive datetimes raise ValueError."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: need a timezone-aware (UTC) datetime")
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def to_json_dict(record: Record) -> dict[str, Any]:
@@ -249,7 +249,8 @@ def _parse_decimal(spec: _Spec, value: Any) -> Decimal:
         raise _fail(
             spec,
             value,
-            f"bad decimal: more than {SCALE} fractional digits (decimal({PRECISION}, {SCALE}); the form does not round)",
+            f"bad decimal: more than {SCALE} fractional digits (decimal({PRECISION}, {SCALE}); "
+            "the form does not round)",
         )
     return d
 
@@ -266,7 +267,7 @@ def _parse_datetime(spec: _Spec, value: Any) -> datetime:
     except ValueError as e:
         raise _fail(spec, value, f"bad time: {e}") from None
     try:
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except OverflowError:
         raise _fail(spec, value, "bad time: out of range after conversion to UTC") from None
 

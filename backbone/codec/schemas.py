@@ -118,7 +118,8 @@ def read_schemas_dir(schemas_dir: Path) -> tuple[dict[str, list[SchemaFile]], li
                     record_dir.name,
                     missing[0],
                     "VERSION_GAP",
-                    f"{record_dir}: versions must be v1..vN without gaps; missing {', '.join(f'v{v}.avsc' for v in missing)}",
+                    f"{record_dir}: versions must be v1..vN without gaps; "
+                    f"missing {', '.join(f'v{v}.avsc' for v in missing)}",
                 )
             )
             ok = False
@@ -140,7 +141,8 @@ def read_schemas_dir(schemas_dir: Path) -> tuple[dict[str, list[SchemaFile]], li
                         record_dir.name,
                         f.version,
                         "NAME_MISMATCH",
-                        f"{f.path}: record {f.name} belongs in directory {_snake_case(f.name)}/, not {record_dir.name}/",
+                        f"{f.path}: record {f.name} belongs in directory {_snake_case(f.name)}/, "
+                        f"not {record_dir.name}/",
                     )
                 )
                 ok = False

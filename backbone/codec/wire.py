@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 
 #: The two marker bytes that start every single-object-encoded record.
@@ -21,7 +21,7 @@ MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 MIN_LONG, MAX_LONG = -(1 << 63), (1 << 63) - 1
 MIN_INT, MAX_INT = -(1 << 31), (1 << 31) - 1
@@ -70,8 +70,8 @@ LEN_U = tuple(b"\x02" + uvarint(2 * n) for n in range(64))
 
 
 #: The instants a datetime can hold in UTC, in microseconds since the epoch.
-MIN_MICROS = (datetime.min.replace(tzinfo=timezone.utc) - EPOCH) // MICROSECOND
-MAX_MICROS = (datetime.max.replace(tzinfo=timezone.utc) - EPOCH) // MICROSECOND
+MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
 
 
 def timestamp_micros(value: datetime) -> int:
@@ -106,7 +106,8 @@ def make_unscaled(scale: int, precision: int) -> Callable[[Decimal], int]:
         n = int(q)
         if n != q:
             raise Invalid(
-                f"{value} has more than {scale} fractional digits; the codec does not round (decimal({precision}, {scale}))"
+                f"{value} has more than {scale} fractional digits; "
+                f"the codec does not round (decimal({precision}, {scale}))"
             )
         return n
 

@@ -236,6 +236,8 @@ class LogReader:
             del pending[tp]
             self.consumer.pause([TopicPartition(*tp)])
 
+        ends: list[tuple[TP, int]] = []  # of the batch at hand
+        gone: list[tuple[TP, int]] = []
         try:
             while pending:
                 # consume() waits until it has `batch` records or the timeout passed: keep the
@@ -246,8 +248,8 @@ class LogReader:
                     raise KafkaError(f"replay stalled: no record for {self.idle_timeout_s:.0f} s before the end of "
                                      f"{stuck}")
                 # the end of a partition and a refused offset come after the records before them
-                ends: list[tuple[TP, int]] = []
-                gone: list[tuple[TP, int]] = []
+                ends.clear()
+                gone.clear()
                 delivered = False
                 for msg in sort(messages, on_eof=lambda tp, at: ends.append((tp, at)),
                                 on_out_of_range=lambda tp, at: gone.append((tp, at))):

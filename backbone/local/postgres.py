@@ -175,5 +175,6 @@ def stop(settings: Settings) -> bool:
     paths = PostgresPaths.of(settings)
     if running(settings) is None:
         return False
-    _run([str(bin_dir(paths.data) / "pg_ctl"), "stop", "-D", str(paths.data), "-m", "fast", "-w", "-t", "60"], "pg_ctl stop")
+    _run([str(bin_dir(paths.data) / "pg_ctl"), "stop", "-D", str(paths.data), "-m", "fast", "-w", "-t", "60"],
+         "pg_ctl stop")
     return True

@@ -61,7 +61,7 @@ from projections.rebuild.model import (
 from projections.rebuild.procedure import Procedure
 from projections.trading import NAME as TRADING
 
-__all__ = ["RebuildError", "RebuildOptions", "RebuildResult", "psycopg_url", "rebuild"]
+__all__ = ["PROJECTIONS", "RebuildError", "RebuildOptions", "RebuildResult", "psycopg_url", "rebuild"]
 
 
 def rebuild(settings: Settings, name: str = TRADING, options: RebuildOptions | None = None, *,

@@ -69,7 +69,7 @@ def take_over_identity(conn: psycopg.Connection, old_schema: str, table: str) ->
     if old_options:
         conn.execute(sql.SQL("alter table {} set ({})").format(new_t, sql.SQL(", ").join(map(sql.SQL, old_options))))
     old_acl, new_acl = _acl(conn, old_t), _acl(conn, f"public.{table}")
-    for grantee, privilege, grantable in sorted(new_acl - old_acl):
+    for grantee, privilege, _grantable in sorted(new_acl - old_acl):
         conn.execute(sql.SQL("revoke {} on table {} from {}").format(sql.SQL(privilege), new_t, sql.SQL(grantee)))
     for grantee, privilege, grantable in sorted(old_acl - new_acl):
         conn.execute(sql.SQL("grant {} on table {} to {}{}").format(

@@ -16,10 +16,10 @@ from backbone.kafka import log_bounds
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints, read_generation
 from projections import ddl, snapshots
-from projections.rebuild.letters import relay as relay_letters
-from projections.rebuild.letters import swap as swap_letters
 from projections.rebuild.catalog import View, table_shape, take_over_identity
 from projections.rebuild.checksums import partition_sums, table_checksum
+from projections.rebuild.letters import relay as relay_letters
+from projections.rebuild.letters import swap as swap_letters
 from projections.rebuild.model import (
     APPLICATION_NAME,
     SHADOW_PATTERN,

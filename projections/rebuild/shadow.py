@@ -20,20 +20,12 @@ from backbone.kafka.consumer import consumer_config
 from backbone.settings import Settings
 from consumers.checkpoints import advance_checkpoints, read_checkpoints
 from projections import snapshots, store
+from projections.rebuild.model import LETTER_COLS, NO_PROGRESS_S, TP, Interrupted, RebuildError
 from projections.state import Changes
 from projections.trading import NAME as TRADING
 from projections.trading import TradingProjection
 
 log = logging.getLogger(__name__)
-
-
-from projections.rebuild.model import (
-    LETTER_COLS,
-    NO_PROGRESS_S,
-    TP,
-    Interrupted,
-    RebuildError,
-)
 
 
 class Shadow:
@@ -88,6 +80,8 @@ class Shadow:
         self.consumer.assign([TopicPartition(t, p, self._start((t, p))) for t, p in sorted(need)])
         pending, applied, last_progress = set(need), 0, time.monotonic()
 
+        ended: list[TP] = []  # of the batch at hand: done once its records (all before the end) are taken
+
         def gone(tp: TP, offset: int) -> None:
             if tp in pending:
                 self._out_of_range(tp, offset)
@@ -98,7 +92,7 @@ class Shadow:
                     raise Interrupted("interrupted")
                 expected = dict(self.pos)
                 batch: list[Message] = []
-                ended: list[TP] = []  # done once this batch's records (all before the end) are taken
+                ended.clear()
                 records = reader.sort(next_batch(self.consumer, self.batch_size, 0.5),
                                       on_eof=lambda tp, _end: ended.append(tp), on_out_of_range=gone)
                 for msg in records:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from confluent_kafka import TopicPartition
+from support import checkpoints, project, publish, schema_dump, settings_env
 from typer.testing import CliRunner
 
 from backbone import db
@@ -28,12 +29,10 @@ from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
-from projections import parallel
-from projections import read_model
+from projections import parallel, read_model
 from projections import replay as rp
 from projections.replay import Replayer
 from projections.state import TradingState
-from support import checkpoints, project, publish, schema_dump, settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from support import TABLE_KEYS, project, publish, rows, schema_dump, settings_env, table_dump
 from typer.testing import CliRunner
 
 from backbone import db
@@ -30,11 +31,9 @@ from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
-from projections import read_model
-from projections import snapshots
+from projections import read_model, snapshots
 from projections.replay import Replayer
 from projections.state import TradingState
-from support import TABLE_KEYS, project, publish, rows, schema_dump, settings_env, table_dump
 
 pytestmark = pytest.mark.integration
 
@@ -392,7 +391,7 @@ def test_transaction_markers_and_aborted_records_leave_gaps_replay_handles(cli_e
     # Markers are stamped with the broker's clock (now), records with their (simulated, earlier)
     # event time: offsets_for_times stops at a marker, the exact cut is found by reading on.
     logged = [Logged(settings.topic_orders, p, o, timestamp_ms(r.event_time), r)
-              for o, r in zip(_visible_offsets(len(a), len(b)), visible)]
+              for o, r in zip(_visible_offsets(len(a), len(b)), visible, strict=True)]
     for when in (b[40].event_time, b[100].event_time, c[10].event_time, c[-1].event_time):
         state, reports = in_memory(settings, when, use_snapshots=True)
         assert comparable(state) == comparable(expected_state(logged, when)), when

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import settings_env
 
 from backbone.settings import Settings
-from support import settings_env
 
 pytestmark = pytest.mark.integration
 

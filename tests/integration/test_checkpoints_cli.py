@@ -10,22 +10,22 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from support import checkpoints, project, publish, settings_env
 from typer.testing import CliRunner
 
 from backbone import db
 from backbone.domain.events import OrderEvent
 from backbone.kafka.partitioner import symbol_partition
+from backbone.kafka.reader import LogReader
 from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
 from projections import snapshots
 from projections.rebuild import psycopg_url
-from backbone.kafka.reader import LogReader
 from projections.replay import parse_time
 from projections.snapshot_jobs import snapshot_live
 from projections.state import TradingState
-from support import checkpoints, project, publish, settings_env
 
 pytestmark = pytest.mark.integration
 

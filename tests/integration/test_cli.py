@@ -8,6 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import publish, rows, settings_env
+from tape import Tape
 from typer.testing import CliRunner
 
 from backbone.codec import json_form
@@ -16,8 +18,6 @@ from backbone.settings import Settings
 from cli.main import app
 from producers.simulator import SimulationConfig, simulate
 from projections.rebuild import psycopg_url
-from support import publish, rows, settings_env
-from tape import Tape
 
 pytestmark = pytest.mark.integration
 

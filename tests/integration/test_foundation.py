@@ -18,8 +18,8 @@ from backbone.kafka import topics
 from backbone.local import kafka as local_kafka
 from backbone.local import process, stack
 from backbone.settings import Settings
-from consumers.checkpoints import FencedError, advance_checkpoints, read_checkpoints
 from cli.main import app
+from consumers.checkpoints import FencedError, advance_checkpoints, read_checkpoints
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from collections import Counter
 
 import psycopg
 import pytest
+from support import project, publish, settings_env
 from typer.testing import CliRunner
 
 from backbone import db
@@ -27,7 +28,6 @@ from producers.simulator import SimulationConfig, simulate
 from projections import parallel
 from projections.parallel import HelperFailed, PartitionWorkers, split_plans
 from projections.replay import Replayer
-from support import project, publish, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,8 @@ def test_an_error_in_the_helper_is_the_command_error(cli_env: Settings, names) -
     victim = next(p for p in groups[1] if p.snapshot is not None)  # a partition the helper folds
     url = settings.database_url_value.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn:
-        conn.execute("update projection_snapshots set state = %s where id = %s", (b"not a snapshot", victim.snapshot.id))
+        conn.execute("update projection_snapshots set state = %s where id = %s",
+                     (b"not a snapshot", victim.snapshot.id))
 
     for processes in ("1", "2"):
         out = invoke("state", "--as-of", when.isoformat(), "--processes", processes)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Message
+from support import read_topic, rows, set_topic_config, settings_env
+from tape import Tape
 from typer.testing import CliRunner
 
 from backbone.codec import json_form
@@ -19,8 +21,6 @@ from backbone.codec.avro import AvroCodec
 from backbone.domain.events import Side
 from backbone.settings import Settings
 from cli.main import app
-from support import read_topic, rows, set_topic_config, settings_env
-from tape import Tape
 
 pytestmark = pytest.mark.integration
 

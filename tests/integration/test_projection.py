@@ -8,9 +8,12 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from psycopg import sql
 from confluent_kafka import Consumer, TopicPartition
+from conftest import TEST_PARTITIONS, scratch_database
+from psycopg import sql
 from sqlalchemy.engine import make_url
+from support import checkpoints, project, publish, rows, table_dump
+from tape import Tape
 
 from backbone import db
 from backbone.codec.avro import AvroCodec
@@ -20,17 +23,14 @@ from backbone.kafka import topics
 from backbone.kafka.partitioner import partition_for
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
-from conftest import TEST_PARTITIONS, scratch_database
 from consumers import runtime
+from consumers.checkpoints import send_checkpoint_moves
 from consumers.config import LoopConfig
 from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections import store
 from projections.rebuild import psycopg_url
 from projections.trading import TradingProjection
-from consumers.checkpoints import send_checkpoint_moves
-from support import checkpoints, project, publish, rows, table_dump
-from tape import Tape
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -180,7 +180,8 @@ def test_every_bad_input_kind_is_dead_lettered_with_its_reason(created_topics: S
     reasons = sorted(dict(m.headers())["reason"].decode() for m in letters)
     assert reasons == expected
     headers = dict(letters[0].headers())
-    assert {"reason", "detail", "source", "source_topic", "source_partition", "source_offset", "projection"} <= set(headers)
+    assert {"reason", "detail", "source", "source_topic", "source_partition", "source_offset",
+            "projection"} <= set(headers)
 
 
 def test_read_only_role_can_select_and_cannot_write(created_topics: Settings, names) -> None:
@@ -507,7 +508,8 @@ def test_offsets_are_mirrored_to_kafka_and_a_reload_checks_positions(created_top
         project(settings, group)
 
 
-def checkpoints_and_mirror(settings: Settings, group: str) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+def checkpoints_and_mirror(settings: Settings,
+                           group: str) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
     """The next offsets in projection_checkpoints, and the group's committed offsets in Kafka
     for the same partitions."""
     stored = checkpoints(settings)

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import scratch_database
 from sqlalchemy.engine import make_url
+from support import checkpoint_total, project, publish, spawn_projector, table_dump
 
 from backbone import db
 from backbone.settings import Settings
-from conftest import scratch_database
-from consumers.database import HELD_DB_IDLE_S
 from consumers.config import LoopConfig
+from consumers.database import HELD_DB_IDLE_S
 from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections.rebuild import psycopg_url
 from projections.trading import TradingProjection
-from support import checkpoint_total, project, publish, spawn_projector, table_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROXY = Path(__file__).parent / "tcp_proxy.py"

@@ -10,16 +10,16 @@ import time
 
 import pytest
 from confluent_kafka import Consumer
+from conftest import TEST_PARTITIONS, scratch_database
+from support import checkpoint_total, checkpoints, project, publish, spawn_projector, table_dump
 
 from backbone import db
 from backbone.kafka.consumer import consumer_config
 from backbone.settings import Settings
-from conftest import TEST_PARTITIONS, scratch_database
 from consumers.config import LoopConfig
 from consumers.runtime import ProjectionLoop
 from producers.simulator import SimulationConfig, simulate
 from projections.trading import TradingProjection
-from support import checkpoint_total, checkpoints, project, publish, spawn_projector, table_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS = 50_000

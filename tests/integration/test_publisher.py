@@ -6,6 +6,8 @@ import base64
 import random
 
 import pytest
+from support import read_topic, set_topic_config
+from tape import Tape
 
 from backbone.codec import json_form
 from backbone.codec.avro import AvroCodec
@@ -13,8 +15,6 @@ from backbone.errors import KafkaError
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers.publisher import FileImport, RefusedLine, record_limit
-from support import read_topic, set_topic_config
-from tape import Tape
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
+from tape import Tape
 
 from backbone.domain.events import MarketMark, OrderStatus, Side
 from backbone.domain.positions import Position
@@ -24,7 +25,6 @@ from backbone.settings import Settings
 from projections import ddl, read_model, store
 from projections.replay import full_changes
 from projections.state import MarkRow, TradingState
-from tape import Tape
 
 pytestmark = pytest.mark.integration
 SCRATCH = "read_model_pin"

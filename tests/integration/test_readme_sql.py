@@ -8,12 +8,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from support import project, publish
 
 from backbone import db
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers.simulator import SimulationConfig, simulate
-from support import project, publish
 
 pytestmark = pytest.mark.integration
 SQL_DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"

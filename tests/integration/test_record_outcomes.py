@@ -8,6 +8,9 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from conftest import TEST_PARTITIONS
+from support import TABLE_KEYS, project, publish, rows, settings_env, spawn_projector, table_dump
+from tape import Tape
 from typer.testing import CliRunner
 
 from backbone import db, deadletters
@@ -16,12 +19,9 @@ from backbone.domain.events import Side
 from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
 from cli.main import app
-from conftest import TEST_PARTITIONS
 from consumers.config import LoopConfig
 from consumers.runtime import ProjectionLoop
 from projections.trading import TradingProjection
-from support import TABLE_KEYS, project, publish, rows, settings_env, spawn_projector, table_dump
-from tape import Tape
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +200,7 @@ def test_sigkill_at_any_moment_relays_each_dead_letter_once(limited: Settings, n
     group = names.group("killed")
     for kill in range(6):
         proc = spawn_projector(settings, group, "--batch-size", "3")
-        _wait_until(lambda: _relayed(settings) > kill * 10 or proc.poll() is not None)
+        _wait_until(lambda kill=kill, proc=proc: _relayed(settings) > kill * 10 or proc.poll() is not None)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     final = spawn_projector(settings, group, "--batch-size", "500")

@@ -8,8 +8,16 @@ import typer
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 
-from backbone.errors import (BackboneError, ConfigError, DatabaseAuthError, DatabaseError, DatabaseUnavailable,
-                             KafkaAuthError, KafkaError, KafkaUnavailable)
+from backbone.errors import (
+    BackboneError,
+    ConfigError,
+    DatabaseAuthError,
+    DatabaseError,
+    DatabaseUnavailable,
+    KafkaAuthError,
+    KafkaError,
+    KafkaUnavailable,
+)
 from cli.common import user_errors
 
 

@@ -6,7 +6,7 @@ import decimal
 import io
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from backbone.domain.events import (
 from backbone.errors import ConfigError, DecodeError
 from schemas import SCHEMAS_DIR
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 22, 14, 30, 0, 123456, tzinfo=UTC)
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 

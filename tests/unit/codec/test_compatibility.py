@@ -7,7 +7,7 @@ the shipped schemas when those change.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from backbone.domain.events import Alert, AlertKind, AlertSeverity, MarketMark
 from backbone.errors import SchemaCompatibilityError
 from schemas import SCHEMAS_DIR
 
-T0 = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 14, 30, tzinfo=UTC)
 
 
 def shipped(directory: str) -> dict:

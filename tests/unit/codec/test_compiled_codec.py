@@ -104,8 +104,8 @@ class Name(str):
     {"event_time": datetime(2026, 11, 22, 14, 30)},  # naive: refused
     {"event_time": datetime(2026, 11, 22, 20, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))},
     {"event_time": datetime(2026, 11, 22, 9, 30, tzinfo=ZoneInfo("America/New_York"))},
-    {"event_time": datetime(1, 1, 1, tzinfo=timezone.utc)},
-    {"event_time": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)},
+    {"event_time": datetime(1, 1, 1, tzinfo=UTC)},
+    {"event_time": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)},
     {"price": Price("101.25")},
     {"price": 101},  # not a Decimal
     {"price": Decimal("101.123456789")},  # more places than the scale: refused, never rounded
@@ -231,7 +231,7 @@ def test_any_unscaled_value_converts_like_the_python_paths(unscaled: int, places
 
 @needs_compiled
 @FAST
-@given(st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5)), ZoneInfo("Asia/Tokyo")])))
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), ZoneInfo("Asia/Tokyo")])))
 def test_record_timestamps_are_the_floored_milliseconds(when: datetime) -> None:
     from backbone.record_time import EPOCH, timestamp_ms
 

@@ -39,7 +39,7 @@ def plan(topic: str, partition: int, to_read: int) -> PartitionPlan:
 def test_split_places_every_plan_once_a_partition_number_whole_and_balances(reads, ways) -> None:
     plans = [plan(ORDERS, p, o) for p, (o, _m) in reads.items()] + [plan(MARKS, p, m) for p, (_o, m) in reads.items()]
     groups = split_plans(plans, ways)
-    assert sorted((p.tp for g in groups for p in g)) == sorted(p.tp for p in plans)
+    assert sorted(p.tp for g in groups for p in g) == sorted(p.tp for p in plans)
     assert all(groups) and len(groups) <= ways
     owner = {p.tp: i for i, g in enumerate(groups) for p in g}
     for p in reads:

@@ -12,6 +12,7 @@ import pytest
 from alembic import command
 from alembic.ddl.impl import DefaultImpl
 from sqlalchemy import TextClause
+from tape import Tape
 
 from backbone.db import alembic_config
 from backbone.domain.events import OrderStatus, Side
@@ -19,7 +20,6 @@ from backbone.domain.order_state import TERMINAL_STATUSES
 from projections import read_model
 from projections.read_model import open_order_rows, pnl_rows, position_rows
 from projections.state import TradingState
-from tape import Tape
 
 D = Decimal
 

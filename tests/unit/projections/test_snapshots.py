@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -11,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka import Message
+from tape import Tape
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain import positions
@@ -24,12 +24,10 @@ from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
 from producers.publisher import timestamp_ms
 from producers.simulator import SimulationConfig, simulate
-from projections import read_model
-from projections import snapshots, store
+from projections import read_model, snapshots, store
 from projections.snapshots import SnapshotMeta
 from projections.state import Execution, TradingState
 from projections.trading import TradingProjection
-from tape import Tape
 
 PARTITIONS = 4
 STREAM = list(simulate(SimulationConfig(events=2500, seed=5, symbols=9, accounts=4)))

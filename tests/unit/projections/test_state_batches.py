@@ -126,7 +126,8 @@ def test_resent_events_are_counted_once_their_batch_commits() -> None:
     codec = AvroCodec()
     orders = [r for r in STREAM if isinstance(r, OrderEvent)][:40]
     resent = [*orders, orders[3], orders[10]]
-    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r), key=r.symbol.encode()) for i, r in enumerate(resent)]
+    messages = [Message(topic="o", partition=0, offset=i, value=codec.encode(r), key=r.symbol.encode())
+                for i, r in enumerate(resent)]
     projection = TradingProjection(Settings().with_overrides(topic_orders="o", topic_marketdata="m"), codec,
                                    snapshots=False)
     projection.place({"o": 1, "m": 1})  # one partition each: every symbol lives on 0
