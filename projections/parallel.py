@@ -360,5 +360,5 @@ def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionP
             payloads = snapshot_payloads(replayer, plans, result)
         out, rows = snapshot_rows(replayer, plans, done, payloads)
         with replayer.engine.begin() as sa_conn:
-            snapshots.insert(sa_conn.connection.driver_connection, rows)
+            snapshots.insert(db.psycopg_connection(sa_conn), rows)
         return out, done

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from backbone.db import psycopg_connection
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.reader import LogReader
 from backbone.record_time import from_timestamp_ms, timestamp_ms
@@ -50,7 +51,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
         check_projection(projection)
         out: list[Taken] = []
         with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
-            conn = sa_conn.connection.driver_connection
+            conn = psycopg_connection(sa_conn)
             # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
             # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
             # would be read, then the swapped-in tables with that older snapshot (a state that never
