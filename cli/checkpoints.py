@@ -111,8 +111,8 @@ def create_cmd(
         print_json(rows)
         return
     table = Table("topic", "partition", "next_offset", "action", "max_timestamp", "events_covered", "bytes", "expired")
-    for r in rows:
-        table.add_row(*("" if r[c] is None else str(r[c]) for c in r))
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in row))
     console.print(table)
     if expired:
         console.print(expired)
