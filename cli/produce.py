@@ -28,7 +28,7 @@ def _progress(disable: bool) -> Progress:
                     disable=disable, transient=False)
 
 
-def _summary(publisher: EventPublisher, extra: dict[str, int], as_json: bool,
+def _summary(publisher: EventPublisher, extra: dict[str, int | float], as_json: bool,
              json_only: dict[str, object] | None = None) -> None:
     data = {**extra, **(json_only or {}), "by_type": dict(sorted(publisher.by_type.items())),
             "by_partition": {str(k): v for k, v in sorted(publisher.by_partition.items())}}
