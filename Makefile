@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv deps up down unit clean
+.PHONY: demo test lint venv deps up down unit clean
 
 venv: $(VENV)/.installed
 
@@ -45,7 +45,12 @@ down: venv
 demo: up
 	$(BIN)/backbone demo
 
-test: venv deps
+# ruff and mypy as configured in pyproject.toml
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv

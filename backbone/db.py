@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from importlib import resources
+from typing import TypeVar
 
 import psycopg
 from alembic import command
@@ -11,11 +12,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from backbone.errors import DatabaseAuthError, DatabaseError, DatabaseUnavailable
+from backbone.errors import DatabaseAuthError, DatabaseError, DatabaseUnavailable, InvariantViolation
 from backbone.settings import Settings, normalize_database_url
 
 # libpq says why a connection failed only in words (no SQLSTATE before the session exists)
@@ -46,6 +47,27 @@ def connection_error(e: BaseException, where: str | None = None) -> DatabaseErro
     if any(marker in lowered for marker in _UNREACHABLE):
         return DatabaseUnavailable(f"cannot reach the database{at}: {first}")
     return DatabaseError(f"cannot use the database{at}: {first}")
+
+
+def psycopg_connection(sa_conn: Connection) -> psycopg.Connection:
+    """The psycopg connection under an open SQLAlchemy connection (SQLAlchemy types it as optional:
+    it is gone only once the SQLAlchemy connection was closed or invalidated)."""
+    raw = sa_conn.connection.driver_connection
+    if raw is None:
+        raise DatabaseError("the database connection was closed or invalidated")
+    return raw
+
+
+R = TypeVar("R")
+
+
+def one_row(cursor: psycopg.Cursor[R]) -> R:
+    """The row of a statement that always returns exactly one (an aggregate, a function call);
+    psycopg types fetchone() as optional since other statements may return none."""
+    row = cursor.fetchone()
+    if row is None:
+        raise InvariantViolation("a statement that returns one row returned none")
+    return row
 
 
 def _with_connect_timeout(settings: Settings, url: str) -> str:
@@ -113,7 +135,7 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
     engine = make_engine(settings, url)
     try:
         with engine.begin() as sa_conn:
-            conn = sa_conn.connection.driver_connection
+            conn = psycopg_connection(sa_conn)
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()
             reader = conn.execute(
                 "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid "
@@ -127,7 +149,7 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
                                                                              sql.Literal(password)))
             conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(settings.database_readonly_role),
                                                           sql.Identifier(name)))
-            dbname = conn.execute("select current_database()").fetchone()[0]
+            dbname = one_row(conn.execute("select current_database()"))[0]
             conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(dbname),
                                                                               sql.Identifier(name)))
     except OperationalError as e:

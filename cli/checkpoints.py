@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from backbone.db import psycopg_connection
 from backbone.errors import BackboneError
 from backbone.kafka.reader import LogReader
 from cli.common import canonical_value, console, kafka_reachable, load_settings, print_json, user_errors
@@ -48,7 +49,7 @@ def list_cmd(
     settings = load_settings()
     with user_errors():
         with database(settings) as engine, engine.connect() as sa_conn:
-            conn = sa_conn.connection.driver_connection
+            conn = psycopg_connection(sa_conn)
             found = snapshots.list_snapshots(conn, projection, _topic(settings, topic), partition)
             checkpoints = {name: read_checkpoints(conn, name) for name in {s.projection for s in found}}
     rows = [_meta_json(s, checkpoints[s.projection].get((s.topic, s.partition))) for s in found]
@@ -110,8 +111,8 @@ def create_cmd(
         print_json(rows)
         return
     table = Table("topic", "partition", "next_offset", "action", "max_timestamp", "events_covered", "bytes", "expired")
-    for r in rows:
-        table.add_row(*("" if r[c] is None else str(r[c]) for c in r))
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in row))
     console.print(table)
     if expired:
         console.print(expired)
@@ -136,7 +137,7 @@ def prune_cmd(
     with user_errors():
         cutoff = None if before is None else rp.parse_time(before)
         with database(settings) as engine, engine.begin() as sa_conn:
-            conn = sa_conn.connection.driver_connection
+            conn = psycopg_connection(sa_conn)
             doomed = snapshots.prune_candidates(snapshots.list_snapshots(conn, projection), keep=keep,
                                                 before=cutoff)
             deleted = 0 if dry_run else snapshots.delete(conn, [s.id for s in doomed])

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from backbone import db
 from backbone.kafka import topics
+from backbone.settings import Settings
 from cli.common import console, kafka_reachable, load_settings, user_errors
 from producers.simulator import session_start
 
@@ -68,9 +69,9 @@ def _backbone(*args: str) -> None:
         raise typer.Exit(code=done.returncode)
 
 
-def _psql(settings: object, query: str) -> None:
+def _psql(settings: Settings, query: str) -> None:
     psql = shutil.which("psql")
-    url = make_url(settings.database_url_value)  # type: ignore[attr-defined]
+    url = make_url(settings.database_url_value)
     if psql is None:
         console.print("psql not installed (Debian: apt-get install postgresql-client); query was:\n" + query)
         return

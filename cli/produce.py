@@ -7,7 +7,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,7 +28,7 @@ def _progress(disable: bool) -> Progress:
                     disable=disable, transient=False)
 
 
-def _summary(publisher: EventPublisher, extra: dict[str, int], as_json: bool,
+def _summary(publisher: EventPublisher, extra: dict[str, int | float], as_json: bool,
              json_only: dict[str, object] | None = None) -> None:
     data = {**extra, **(json_only or {}), "by_type": dict(sorted(publisher.by_type.items())),
             "by_partition": {str(k): v for k, v in sorted(publisher.by_partition.items())}}
@@ -121,7 +121,8 @@ def publish_cmd(
     # the validator's order book keeps what it allocates (backbone.gc_policy)
     with user_errors(), fewer_collections():
         limit = record_limit(settings)
-        with KafkaProducer(settings, **{"message.max.bytes": limit}) as producer:
+        fits: dict[str, Any] = {"message.max.bytes": limit}
+        with KafkaProducer(settings, **fits) as producer:
             job = FileImport(settings, producer, AvroCodec(), file.name, limit)
             with file.open("rb") as fh:
                 for lineno, raw in enumerate(fh, start=1):

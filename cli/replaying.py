@@ -121,7 +121,7 @@ def expired_line(reports: Iterable[rp.PartitionReport]) -> str | None:
 
 def write_schema(settings: Settings, engine: sa.Engine, result: rp.ReplayResult, schema: str) -> int:
     with engine.begin() as sa_conn:
-        return rp.write_into(sa_conn.connection.driver_connection, result.state, schema,
+        return rp.write_into(db.psycopg_connection(sa_conn), result.state, schema,
                              reader_role=settings.database_readonly_role)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from backbone.db import one_row
+
 TP = tuple[str, int]
 
 
@@ -25,7 +27,7 @@ def read_generation(conn: psycopg.Connection, projection: str) -> int:
     with conn.cursor() as cur:
         cur.execute("select coalesce(max(generation), 0) from projection_checkpoints where projection = %s",
                     (projection,))
-        return int(cur.fetchone()[0])
+        return int(one_row(cur)[0])
 
 
 class FencedError(Exception):

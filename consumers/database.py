@@ -15,7 +15,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import OperationalError
 
-from backbone.db import first_line
+from backbone.db import first_line, psycopg_connection
 from backbone.errors import BackboneError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Database:
         if self.held is None:
             self.held = self.engine.connect()
         self.used_at = time.monotonic()
-        return self.held.begin(), self.held.connection.driver_connection
+        return self.held.begin(), psycopg_connection(self.held)
 
     def failed(self, e: Exception) -> None:
         """A batch's transaction failed on a connection error: give the connection back, count it."""
@@ -83,7 +83,7 @@ class Database:
                 with self.engine.connect() as sa_conn:
                     sa_conn.execution_options(isolation_level=isolation_level)
                     with sa_conn.begin():
-                        done = work(sa_conn.connection.driver_connection)
+                        done = work(psycopg_connection(sa_conn))
                 self.down = None
                 return done
             except RETRIABLE as e:
@@ -96,7 +96,7 @@ class Database:
         """A connection of the pool in a transaction of its own (not the held one: a batch may be in
         flight on it), committed at the block's end."""
         with self.engine.connect() as sa_conn, sa_conn.begin():
-            yield sa_conn.connection.driver_connection
+            yield psycopg_connection(sa_conn)
 
     def drop(self) -> None:
         """Give the held connection back (the pool discards it if it was found broken)."""

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 T = TypeVar("T")
+
+#: Every delivery reports back: its offset is what the row records.
+_EVERY_DELIVERY_REPORTS: dict[str, Any] = {"delivery.report.only.error": False}
 
 
 @dataclass
@@ -126,8 +129,7 @@ class DeadLetterRelay:
 
     def _producer_(self) -> KafkaProducer:
         if self._producer is None:
-            # every delivery reports back: its offset is what the row records
-            self._producer = KafkaProducer(self.settings, **{"delivery.report.only.error": False})
+            self._producer = KafkaProducer(self.settings, **_EVERY_DELIVERY_REPORTS)
         return self._producer
 
     def _consumer_(self) -> Consumer:
@@ -147,7 +149,8 @@ class DeadLetterRelay:
 
 def _placer(placed: dict[int, int], row: int) -> Callable[[object, Message], bool]:
     def on_delivery(err: object, msg: Message) -> bool:
-        if err is None:
-            placed[row] = msg.offset()
+        offset = msg.offset()
+        if err is None and offset is not None:  # a delivered record has its offset
+            placed[row] = offset
         return False  # a failure is raised by the flush: the round stops, the row stays unrelayed
     return on_delivery

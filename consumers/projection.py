@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import psycopg
-from confluent_kafka import Message
 
 from backbone.deadletters import DeadLetter
+from backbone.kafka.reader import Record
 
 TP = tuple[str, int]
 
@@ -41,7 +41,7 @@ class Projection(Protocol):
         """The partition count of each topic, as the broker reports it (where records belong)."""
         ...
 
-    def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
+    def apply_at(self, msg: Record, topic: str, partition: int, offset: int) -> DeadLetter | None:
         """Apply one record whose coordinates the caller has read already."""
         ...
 

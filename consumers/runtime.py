@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -73,9 +73,9 @@ TP = tuple[str, int]
 class _InFlight:
     """A batch whose statements were sent and whose transaction is still open."""
 
-    records: list[Message]
+    records: list[reader.Record]
     moves: dict[TP, tuple[int | None, int]]  # partition: (offset expected, next offset)
-    letters: list[tuple[Message, DeadLetter]]
+    letters: list[tuple[reader.Record, DeadLetter]]
     prepared: Any  # the projection's capture (`Projection.prepare`): what a retry sends again
     transaction: RootTransaction | None = None
     check: Callable[[], int] | None = None  # None: to be sent (again)
@@ -87,7 +87,7 @@ class ProjectionLoop:
     def __init__(self, settings: Settings, projection: Projection, engine: Engine, config: LoopConfig,
                  *, stop_requested: Callable[[], bool] = lambda: False,
                  on_status: Callable[[RunStats], None] | None = None,
-                 on_commit: Callable[[list[Message], float], None] | None = None) -> None:
+                 on_commit: Callable[[list[reader.Record], float], None] | None = None) -> None:
         self.settings, self.projection, self.engine, self.config = settings, projection, engine, config
         self.stop_requested = stop_requested
         self.on_status = on_status
@@ -303,7 +303,7 @@ class ProjectionLoop:
     def _caught_up(self) -> bool:
         return bool(self.assigned) and self.assigned <= self.at_end
 
-    def _sort(self, messages: list[Message]) -> list[Message]:
+    def _sort(self, messages: list[Message]) -> list[reader.Record]:
         """The records to apply: those of partitions this owner holds, from where it expects."""
         records = []
         for msg in reader.sort(messages, on_eof=self._at_end, on_out_of_range=self._out_of_range):
@@ -324,10 +324,10 @@ class ProjectionLoop:
             self.at_end.add(tp)
             self._eof[tp] = end
 
-    def _process(self, records: list[Message]) -> None:
+    def _process(self, records: list[reader.Record]) -> None:
         # Step 1: apply the batch in memory; refused records become dead letters. The batch
         # before may still be in flight: its server work overlaps this fold.
-        letters: list[tuple[Message, DeadLetter]] = []
+        letters: list[tuple[reader.Record, DeadLetter]] = []
         moves: dict[TP, tuple[int | None, int]] = {}
         for msg in records:
             tp = (msg.topic(), msg.partition())
@@ -455,8 +455,9 @@ class ProjectionLoop:
         if self.on_status:
             self.on_status(self.stats)
 
-    def _mirror(self, tps: Iterable[TP], *, asynchronous: bool) -> None:
+    def _mirror(self, tps: Iterable[TP], *, asynchronous: Literal[True, False]) -> None:
         """Commit to the group in Kafka the committed offsets of `tps` it does not have yet."""
+        # Literal, not bool: confluent-kafka types commit() by each value of `asynchronous`
         self._mirrored_at = time.monotonic()
         offsets = {tp: self._committed[tp] for tp in tps
                    if tp in self._committed and self._mirrored.get(tp) != self._committed[tp]}

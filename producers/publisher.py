@@ -78,6 +78,7 @@ class EventPublisher:
         """Produce `record`. One too large for Kafka raises InvalidRecord("oversize") when the
         client refuses it; given `on_refused`, one the broker refuses later is handed to it
         (and uncounted) instead of failing the next produce or flush."""
+        kind: str
         if isinstance(record, OrderEvent):
             topic, kind = self._orders_topic, record.event_type
         else:
@@ -188,7 +189,7 @@ class ValidatingPublisher:
         # order's later events then (sequence_gap).
         self.publisher.publish(record, on_refused)
         if after is not None:
-            self.orders[record.order_id] = after
+            self.orders[after.order_id] = after
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,8 @@ class PartitionWorkers:
         self._helpers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         if self.processes == 1:
             return
-        ctx = multiprocessing.get_context("fork" if _single_threaded() else "spawn")
+        # one literal per call: typeshed types the context (and its Process) by the method's name
+        ctx = multiprocessing.get_context("fork") if _single_threaded() else multiprocessing.get_context("spawn")
         self.start_method = ctx.get_start_method()
         try:
             for _ in range(self.processes - 1):
@@ -360,5 +361,5 @@ def snapshot_as_of(replayer: Replayer, when: datetime, *, plans: list[PartitionP
             payloads = snapshot_payloads(replayer, plans, result)
         out, rows = snapshot_rows(replayer, plans, done, payloads)
         with replayer.engine.begin() as sa_conn:
-            snapshots.insert(sa_conn.connection.driver_connection, rows)
+            snapshots.insert(db.psycopg_connection(sa_conn), rows)
         return out, done

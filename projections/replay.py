@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import Message
 from sqlalchemy import Engine
 
 from backbone.codec.avro import AvroCodec
@@ -42,7 +41,7 @@ from backbone.errors import BackboneError, coordinates
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.partitioner import symbol_partition
-from backbone.kafka.reader import LogReader, ReadRange, offset_at
+from backbone.kafka.reader import LogReader, ReadRange, Record, offset_at
 from backbone.record_time import EPOCH, from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from projections import ddl, snapshots, store
@@ -438,7 +437,7 @@ class Replayer:
             letters: list[tuple[str, str, str]] = []
             count = 0
 
-            def on_message(msg: Message, tp: TP, offset: int) -> None:
+            def on_message(msg: Record, tp: TP, offset: int) -> None:
                 nonlocal count
                 report = reports[tp]
                 ts = msg.timestamp()[1]

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from backbone.db import psycopg_connection
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.reader import LogReader
 from backbone.record_time import from_timestamp_ms, timestamp_ms
@@ -50,7 +51,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
         check_projection(projection)
         out: list[Taken] = []
         with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
-            conn = sa_conn.connection.driver_connection
+            conn = psycopg_connection(sa_conn)
             # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
             # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
             # would be read, then the swapped-in tables with that older snapshot (a state that never
@@ -74,8 +75,8 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
             state = TradingState()
             store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
                                   [p for t, p in todo if t == settings.topic_marketdata])
-            known = {tp: (nxt, None if bases[tp] is None or bases[tp].max_timestamp is None
-                          else timestamp_ms(bases[tp].max_timestamp)) for tp, nxt in todo.items()}
+            known = {tp: (nxt, None if (b := bases[tp]) is None or b.max_timestamp is None
+                          else timestamp_ms(b.max_timestamp)) for tp, nxt in todo.items()}
             max_ts = reader.max_timestamps_below(known)
             kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
             payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
@@ -83,7 +84,7 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
             for tp, nxt in sorted(todo.items()):
                 base = bases[tp]
                 covered = snapshots.events_covered_at(base, nxt)
-                when = None if max_ts[tp] is None else from_timestamp_ms(max_ts[tp])
+                when = None if (ms := max_ts[tp]) is None else from_timestamp_ms(ms)
                 data = payloads[(kind[tp], tp[1])]
                 rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
                 out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))

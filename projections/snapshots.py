@@ -44,6 +44,7 @@ from typing import Any, Literal
 import orjson
 import psycopg
 
+from backbone.db import one_row
 from backbone.domain import positions
 from backbone.domain.events import MarketMark
 from backbone.domain.order_state import TERMINAL_STATUSES, OrderState
@@ -425,7 +426,7 @@ def delete(conn: psycopg.Connection, ids: Sequence[int]) -> int:
 
 def table_exists(conn: psycopg.Connection) -> bool:
     """False on a database migrated only to before 0003 (snapshots are then not taken)."""
-    return conn.execute("select to_regclass('projection_snapshots')").fetchone()[0] is not None
+    return one_row(conn.execute("select to_regclass('projection_snapshots')"))[0] is not None
 
 
 def events_covered_at(base: SnapshotMeta | None, next_offset: int) -> int:

@@ -66,8 +66,8 @@ class Execution:
 
 
 # Execution(...) and Fill(...) with every field, without a frozen __init__'s per-field setattr
-new_execution = builder(Execution)
-_new_fill = builder(Fill)
+new_execution: Callable[..., Execution] = builder(Execution)
+_new_fill: Callable[..., Fill] = builder(Fill)
 _FILLED, _BUSTED, _CORRECTED = EventType.FILLED, EventType.TRADE_CANCELED, EventType.TRADE_CORRECTED
 
 
@@ -103,7 +103,7 @@ class MarkRow:
 
 
 # MarkRow(...) without a frozen __init__: one a mark, a sixth of the records of a session
-new_mark_row = builder(MarkRow)
+new_mark_row: Callable[..., MarkRow] = builder(MarkRow)
 
 
 @dataclass(eq=False)
@@ -282,9 +282,9 @@ class TradingState:
             for p in orders:
                 for group in self.cold_groups.pop(p, ()):
                     for cold, ids in ((self.cold_orders, group.order_ids), (self.cold_execs, group.exec_ids)):
-                        for key in ids:
-                            if cold.get(key) is group:
-                                del cold[key]
+                        for ident in ids:
+                            if cold.get(ident) is group:
+                                del cold[ident]
         if marks:
             for symbol in [s for s, m in self.marks.items() if m.kafka_partition in marks]:
                 del self.marks[symbol]

@@ -99,7 +99,7 @@ def _order(order_id: str, account: str, symbol: str, side: str, order_type: str,
     (not a positive exponent or a negative zero, which the order machine never produces from
     Avro decimals of fixed scale); times come back in UTC, as the decoder gives them."""
     if "order_id" in state:  # written before migration 0006 (which rewrites them): the whole state
-        return _order_from_plain(state)  # type: ignore[no-any-return]
+        return _order_from_plain(state)
     return _new_order(order_id, account, symbol, _side(side), _order_type(order_type),
                       _time_in_force(time_in_force), cl_ord_id, _status(status), order_qty, price,
                       stop_price, cum_qty, leaves_qty, avg_px, seq, first_event_time.astimezone(UTC),
@@ -285,10 +285,12 @@ def _rows_text_python(rows: list[tuple[Any, ...]]) -> str | None:
 # The compiled twin (backbone/_speedups.c) writes the same text for the plain values and hands
 # anything else to the Python path; psycopg's per-row dumping was ~4 µs an orders row, ~3 an
 # executions row.
+def _through(twin: Callable[..., str | None]) -> Callable[[list[tuple[Any, ...]]], str | None]:
+    return lambda rows: twin(rows, Decimal, _rows_text_python)
+
+
 _compiled_rows_text = compiled("rows_text")
-_rows_text: Callable[[list[tuple[Any, ...]]], str | None] = (
-    _rows_text_python if _compiled_rows_text is None
-    else lambda rows: _compiled_rows_text(rows, Decimal, _rows_text_python))  # type: ignore[misc]
+_rows_text = _rows_text_python if _compiled_rows_text is None else _through(_compiled_rows_text)
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
@@ -304,8 +306,8 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
             set_json_loads(orjson.loads, cur)
             cur.execute(f"select {', '.join(c for c in ORDER_COLS if c != 'kafka_partition')}, kafka_partition "
                         f"from {prefix}orders where kafka_partition = any(%s)", (op,))
-            for *row, partition in cur:
-                order = _order(*row)
+            for *cols, partition in cur:
+                order = _order(*cols)
                 state.orders[order.order_id] = order
                 state.order_partition[order.order_id] = partition
             cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where kafka_partition = any(%s)",

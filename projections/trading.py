@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
-from confluent_kafka import Message
 
 from backbone.codec.avro import AvroCodec
 from backbone.compiled import compiled
@@ -27,7 +26,7 @@ from backbone.domain.order_fields import ZERO
 from backbone.domain.positions import PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, InvariantViolation, coordinates
 from backbone.kafka.partitioner import partition_for
-from backbone.kafka.reader import LogReader
+from backbone.kafka.reader import LogReader, Record
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints
@@ -166,10 +165,10 @@ class TradingProjection:
             self._trackers.pop(tp, None)
         self.state.drop_partitions(*self._split(revoked))
 
-    def apply(self, msg: Message) -> DeadLetter | None:
+    def apply(self, msg: Record) -> DeadLetter | None:
         return self.apply_at(msg, msg.topic(), msg.partition(), msg.offset())
 
-    def apply_at(self, msg: Message, topic: str, partition: int, offset: int) -> DeadLetter | None:
+    def apply_at(self, msg: Record, topic: str, partition: int, offset: int) -> DeadLetter | None:
         """`apply(msg)` with the record's coordinates already read (the projector, a rebuild's
         shadow and a replay read them first)."""
         if self.snapshots:
@@ -196,7 +195,7 @@ class TradingProjection:
         if letter is not None:
             return letter
         try:
-            if orders:
+            if isinstance(record, OrderEvent):  # = `orders` after the check above, and narrows the type
                 if _order_has_nul(record):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
                 if self._foreign_orders or self._foreign_execs:
@@ -217,7 +216,7 @@ class TradingProjection:
             return self._letter(msg, "position", str(e))
         return None
 
-    def _misplaced(self, msg: Message, topic: str, partition: int, symbol: str) -> DeadLetter | None:
+    def _misplaced(self, msg: Record, topic: str, partition: int, symbol: str) -> DeadLetter | None:
         """A dead letter if the record's key is not its symbol or the symbol lives on another
         partition: applied, it would split the symbol's book between two partitions, and the
         as-of state (which reads the symbol's own partition) would disagree with the live one."""
@@ -236,7 +235,7 @@ class TradingProjection:
                                 "producer does not use the murmur2_random partitioner")
         return None
 
-    def _foreign_letter(self, msg: Message, record: OrderEvent, partition: int) -> DeadLetter | None:
+    def _foreign_letter(self, msg: Record, record: OrderEvent, partition: int) -> DeadLetter | None:
         owner = self._foreign_orders.get(record.order_id, partition)
         if owner != partition:
             return self._letter(msg, "order_id_in_other_partition",
@@ -247,7 +246,7 @@ class TradingProjection:
                                 f"execution {record.exec_id} belongs to partition {owner} (another symbol's)")
         return None
 
-    def _track(self, msg: Message, topic: str, partition: int, offset: int) -> None:
+    def _track(self, msg: Record, topic: str, partition: int, offset: int) -> None:
         tracker = self._trackers.get((topic, partition))
         if tracker is None:
             tracker = self._trackers[(topic, partition)] = _Tracker(0, 0, 0, -1, True, self.clock())
@@ -258,7 +257,7 @@ class TradingProjection:
         if ts > tracker.max_ts:
             tracker.max_ts = ts
 
-    def _letter(self, msg: Message, reason: str, detail: str, *, payload: bytes | None = None) -> DeadLetter:
+    def _letter(self, msg: Record, reason: str, detail: str, *, payload: bytes | None = None) -> DeadLetter:
         detail = detail.replace("\x00", "\\x00")  # quotes record values; Postgres text cannot hold NUL
         where = coordinates(msg.topic(), msg.partition(), msg.offset())
         return DeadLetter(reason=reason, detail=f"{where}: {detail}", source=where, stage="project",

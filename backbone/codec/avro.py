@@ -82,7 +82,7 @@ from backbone.codec.native import AVAILABLE, compiled_decoder, compiled_encoder,
 from backbone.codec.schemas import SchemaFile, default_schemas_dir, read_schemas_dir
 from backbone.codec.wire import HEADER_SIZE, MAGIC, Invalid
 from backbone.domain.events import OrderEvent
-from backbone.errors import BackboneError, ConfigError, DecodeError
+from backbone.errors import BackboneError, ConfigError, DecodeError, InvariantViolation
 
 __all__ = ["AvroCodec", "EncodeError", "Record"]
 
@@ -111,6 +111,17 @@ class _Writer:
     reference_encode: Callable[[Any], bytes]  # the fastavro path
 
 
+def _not_built(data: bytes) -> Any:
+    raise InvariantViolation("a reader's decoder was used before it was built")
+
+
+def _stripped(schema: dict[str, Any]) -> dict[str, Any]:
+    """fastavro's parsed form of a record's schema, without the converted logical types."""
+    parsed = parse_schema(strip_converted_logical_types(schema))
+    assert isinstance(parsed, dict)  # as a record's schema is
+    return parsed
+
+
 @dataclass(slots=True)
 class _Reader:
     """How to decode records written with one schema version."""
@@ -121,9 +132,10 @@ class _Reader:
     writer_stripped: dict[str, Any]
     reader_stripped: dict[str, Any] | None  # None when writer == reader
     reader_fields: list[SchemaField]
-    decode: Callable[[bytes], Any]
     fast: bool
-    reference_decode: Callable[[bytes], Any] | None = None  # the fastavro path
+    # built once the reader exists: they report failures through it
+    decode: Callable[[bytes], Any] = _not_built
+    reference_decode: Callable[[bytes], Any] = _not_built  # the fastavro path
 
 
 class AvroCodec:
@@ -163,7 +175,7 @@ class AvroCodec:
             )
         cls = RECORD_TYPES[newest.fullname]
         reader_fields = fields_of(newest.schema)
-        reader_stripped = parse_schema(strip_converted_logical_types(newest.schema))
+        reader_stripped = _stripped(newest.schema)
         header = MAGIC + newest.fingerprint
         builder = FastCodecBuilder(cls, f"{newest.name} v{newest.version}")
         reference_encode = self._reference_encoder(cls, header, reader_fields, reader_stripped)
@@ -187,11 +199,9 @@ class AvroCodec:
                 )
             writer_fields = fields_of(wf.schema)
             same = wf is newest
-            writer_stripped = reader_stripped if same else parse_schema(strip_converted_logical_types(wf.schema))
+            writer_stripped = reader_stripped if same else _stripped(wf.schema)
             fast = FastCodecBuilder.supported(writer_fields) and self._fast_readable(writer_fields, reader_fields)
-            reader = _Reader(
-                wf, newest, cls, writer_stripped, None if same else reader_stripped, reader_fields, None, fast
-            )  # type: ignore[arg-type]
+            reader = _Reader(wf, newest, cls, writer_stripped, None if same else reader_stripped, reader_fields, fast)
             reader.reference_decode = self._reference_decoder(reader)
             if fast:
                 name = f"{wf.name} v{wf.version}->v{newest.version}"
@@ -324,9 +334,10 @@ class AvroCodec:
         with `to_wire` (which says precisely why a value is refused)."""
         if isinstance(error, EncodeError):
             return error
-        name = type(record).__name__
-        writer = self._writers[type(record)]
-        py_fields = dataclass_fields(type(record))
+        cls: type = type(record)  # not type[Any], which mypy does not see as hashable (mypy#11470)
+        name = cls.__name__
+        writer = self._writers[cls]
+        py_fields = dataclass_fields(cls)
         schema_fields = {f.name: f for f in writer.fields}
         candidates = [field] if field is not None else list(py_fields)
         for fname in candidates:
@@ -440,6 +451,7 @@ class AvroCodec:
                 body = io.BytesIO(data)
                 body.seek(HEADER_SIZE)
                 datum = schemaless_reader(body, reader.writer_stripped, reader.reader_stripped)
+                assert isinstance(datum, dict)  # as a record is
                 if body.tell() != len(data):
                     raise Invalid(f"{len(data) - body.tell()} trailing bytes after the record")
                 kwargs = {
@@ -461,4 +473,4 @@ class AvroCodec:
     def _decode_via_fastavro(self, data: bytes) -> Record:
         """Reference decoding through fastavro with schema resolution (slow; for tests)."""
         reader = self._reader_for(data)
-        return reader.reference_decode(bytes(data))  # type: ignore[misc]
+        return reader.reference_decode(bytes(data))

@@ -157,9 +157,9 @@ def _check_record(directory: str, files: list[SchemaFile]) -> list[Compatibility
                     )
                 )
     newest = files[-1]
-    for field, message in model_mismatches(newest):
+    for field_name, message in model_mismatches(newest):
         problems.append(
-            CompatibilityProblem(directory, "MODEL_MISMATCH", message, reader_version=newest.version, field=field)
+            CompatibilityProblem(directory, "MODEL_MISMATCH", message, reader_version=newest.version, field=field_name)
         )
     return problems
 

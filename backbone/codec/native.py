@@ -19,9 +19,9 @@ from backbone.codec.generated import DECIMAL_CACHE_SIZE, FastCodecBuilder, slots
 from backbone.codec.wire import HEADER_SIZE, make_decimal_field, make_decimal_from, uvarint
 
 try:  # the compiled fast paths (backbone/_speedups.c); optional, see pyproject.toml
-    from backbone import _speedups
+    import backbone._speedups as _speedups
 except ImportError:  # pragma: no cover - built on every supported install with a C compiler
-    _speedups = None  # type: ignore[assignment]
+    _speedups = None
 
 #: Whether the extension is built (else the generated Python paths run alone).
 AVAILABLE = _speedups is not None
@@ -77,7 +77,7 @@ def compiled_encoder(
     to `fallback` (that function) for anything but the plain case; None when not available."""
     if _speedups is None:
         return None
-    plan = []
+    plan: list[tuple[str | None, int, bool, Any, Any, Any, int, int]] = []
     for field in fields:
         if field.name not in builder.py_fields:
             plan.append((None, _speedups.K_NULL, False, None, None, None, 0, 0))

@@ -156,6 +156,7 @@ def _parse_schema_file(directory: str, version: int, path: Path) -> SchemaFile:
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise ValueError("top-level schema must be an Avro record")
     parsed = parse_schema(schema, _write_hint=False)  # validates; raises on bad schemas
+    assert isinstance(parsed, dict)  # as a record's schema is
     canonical = to_parsing_canonical_form(parsed)
     return SchemaFile(
         directory=directory,

@@ -32,7 +32,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def consumer_config(settings: Settings, log: FoldingLog | None = None, **overrides: Any) -> dict[str, Any]:
+def consumer_config(settings: Settings, log: FoldingLog | None = None, /, **overrides: Any) -> dict[str, Any]:
     """`settings.kafka_config()` with `CONSUMER_DEFAULTS` and a FoldingLog (`log`, else a new
     one) as logger and error_cb; `overrides` win."""
     return client_config(settings, log, **{**CONSUMER_DEFAULTS, **overrides})

@@ -220,7 +220,7 @@ def _auth_settings(text: str) -> str:
     return f"BACKBONE_KAFKA_SECURITY_PROTOCOL and BACKBONE_KAFKA_{'SSL' if 'SSL' in text else 'SASL'}_*"
 
 
-def client_config(settings: Settings, log: FoldingLog | None = None, **overrides: Any) -> dict[str, Any]:
+def client_config(settings: Settings, log: FoldingLog | None = None, /, **overrides: Any) -> dict[str, Any]:
     """`settings.kafka_config(**overrides)` with a FoldingLog (a new one unless given) as
     `logger` and `error_cb`, unless `overrides` name their own."""
     return {**(log or FoldingLog()).callbacks(), **settings.kafka_config(**overrides)}

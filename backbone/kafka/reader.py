@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol, cast
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
@@ -28,14 +29,33 @@ TP = tuple[str, int]
 _OUT_OF_RANGE = (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE)
 
 
+class Record(Protocol):
+    """A message `sort` passed on: it carries a record, not an error, so its coordinates are set
+    (confluent-kafka types them as optional for the error case)."""
+
+    def topic(self) -> str: ...
+
+    def partition(self) -> int: ...
+
+    def offset(self) -> int: ...
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+
 def sort(messages: Iterable[Message], *, on_eof: Callable[[TP, int], None],
-         on_out_of_range: Callable[[TP, int], None]) -> list[Message]:
+         on_out_of_range: Callable[[TP, int], None]) -> list[Record]:
     """The records among `messages`, in order; the events go to the caller: a partition's end
     (`on_eof(tp, end offset)`), an offset the broker refused because it left the log
     (`on_out_of_range(tp, offset)`: retention or a recreated topic; the consumers run with
     auto.offset.reset=error, so it is never a silent jump). A fatal client error raises; any
     other error librdkafka retries by itself, and it is logged."""
-    records = []
+    records: list[Message] = []
     for msg in messages:
         err = msg.error()
         if err is None:
@@ -44,14 +64,23 @@ def sort(messages: Iterable[Message], *, on_eof: Callable[[TP, int], None],
         tp = (msg.topic(), msg.partition())
         code = err.code()
         if code == RdKafkaError._PARTITION_EOF:
-            on_eof(tp, msg.offset())
+            on_eof(*_partition_event(msg))
         elif code in _OUT_OF_RANGE:
-            on_out_of_range(tp, msg.offset())
+            on_out_of_range(*_partition_event(msg))
         elif err.fatal():
             raise KafkaError(f"fatal consumer error on {tp[0]}[{tp[1]}]: {err.str()}", code=code)
         else:
             log.warning("consumer error on %s[%s]: %s", tp[0], tp[1], err.str())
-    return records
+    return cast("list[Record]", records)  # without an error, a message names its record
+
+
+def _partition_event(msg: Message) -> tuple[TP, int]:
+    """The partition and offset of a partition's end or of a refused offset (these events name
+    both; other errors may name neither)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise KafkaError(f"consumer event without its partition and offset: {msg.error()}")
+    return (topic, partition), offset
 
 
 def offset_at(found: int, high: int) -> int:
@@ -155,8 +184,9 @@ class LogReader:
 
     def _kafka(self, what: str, e: KafkaException) -> KafkaError:
         err = e.args[0] if e.args else None
-        return KafkaError(f"{what}: {err.str() if hasattr(err, 'str') else e}",
-                          code=err.code() if hasattr(err, "code") else None)
+        if isinstance(err, RdKafkaError):
+            return KafkaError(f"{what}: {err.str()}", code=err.code())
+        return KafkaError(f"{what}: {e}", code=None)
 
     def partitions(self, topic: str) -> list[int]:
         """The topic's partition numbers (asked once per reader: a metadata round trip can take
@@ -210,7 +240,7 @@ class LogReader:
         ceiling = timestamp_ms(datetime.now(tz=UTC)) + 86_400_000
         return max_timestamps_below(targets, lambda pts: self.first_offsets_after(pts, highs), ceiling_ms=ceiling)
 
-    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Message, TP, int], None],
+    def read(self, ranges: dict[TP, ReadRange], on_message: Callable[[Record, TP, int], None],
              on_gone: Callable[[TP, int, int], int]) -> dict[TP, int]:
         """Deliver every record in [start, end) of each partition, in offset order per
         partition, to `on_message(msg, (topic, partition), offset)`, and return where each
@@ -298,7 +328,7 @@ class LogReader:
 
 
 def read_range(settings: Settings, topic: str, partition: int, start: int, end: int, *,
-               timeout_s: float = 30.0) -> Iterator[Message]:
+               timeout_s: float = 30.0) -> Iterator[Record]:
     """The records of `topic[partition]` at offsets `start` <= offset < `end`, in order, with a
     throwaway consumer (for small look-ups such as where a relay left its records). Raises
     KafkaError if they are not all read within `timeout_s`, or the range left the log."""

@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -150,7 +151,8 @@ def running(settings: Settings) -> int | None:
 
 
 def is_ready(settings: Settings) -> bool:
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{settings.kafka_port}", "logger": _quiet_logger()})
+    conf: dict[str, Any] = {"bootstrap.servers": f"127.0.0.1:{settings.kafka_port}", "logger": _quiet_logger()}
+    admin = AdminClient(conf)  # a logger is a valid setting, which confluent-kafka's stubs do not list
     try:
         metadata = admin.list_topics(timeout=2)
     except Exception:  # noqa: BLE001 - any failure here means "not ready yet"; the caller retries

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from backbone.db import one_row
 from projections.rebuild.model import RebuildError
 
 
@@ -40,11 +41,11 @@ def _indexes(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str
 
 def table_shape(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, list[str]]:
     """Columns (name, type, nullability, default, in order) and index definitions of a table."""
-    columns = conn.execute(
+    columns = one_row(conn.execute(
         "select string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' ' "
         "|| coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ', ' order by a.attnum) from pg_attribute a "
         "left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum "
-        "where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped", (f"{schema}.{table}",)).fetchone()[0]
+        "where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped", (f"{schema}.{table}",)))[0]
     return columns, sorted(_indexes(conn, schema, table))
 
 
@@ -60,10 +61,10 @@ def take_over_identity(conn: psycopg.Connection, old_schema: str, table: str) ->
         conn.execute(sql.SQL("alter index public.{} rename to {}").format(
             sql.Identifier(f"rebuild_tmp_{i}"), sql.Identifier(target)))
     new_t, old_t = sql.Identifier("public", table), f"{old_schema}.{table}"
-    old_owner, old_options = conn.execute("select relowner::regrole::text, reloptions from pg_class "
-                                          "where oid = %s::regclass", (old_t,)).fetchone()
-    new_owner = conn.execute("select relowner::regrole::text from pg_class where oid = %s::regclass",
-                             (f"public.{table}",)).fetchone()[0]
+    old_owner, old_options = one_row(conn.execute("select relowner::regrole::text, reloptions from pg_class "
+                                                  "where oid = %s::regclass", (old_t,)))
+    new_owner = one_row(conn.execute("select relowner::regrole::text from pg_class where oid = %s::regclass",
+                                     (f"public.{table}",)))[0]
     if new_owner != old_owner:
         conn.execute(sql.SQL("alter table {} owner to {}").format(new_t, sql.SQL(old_owner)))
     if old_options:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
+from backbone.db import one_row
 from backbone.settings import Settings
 from consumers.deadletter_relay import DeadLetterRelay
 from projections.rebuild.model import APPLICATION_NAME, LETTER_COLS, TP, psycopg_url
@@ -27,9 +28,9 @@ def swap(w: psycopg.Connection, old_schema: str, shadow_schema: str) -> tuple[li
     newly = w.execute(sql.SQL("select n.source_topic, n.source_partition, n.source_offset from {}.dead_letters n "
                               "where not exists (select 1 from {}.dead_letters o where {}) order by 1, 2, 3")
                       .format(shadow, old, same)).fetchall()
-    no_longer = w.execute(sql.SQL(
+    no_longer = one_row(w.execute(sql.SQL(
         "select count(*) from {}.dead_letters o where not exists (select 1 from {}.dead_letters n where {})")
-        .format(old, shadow, same)).fetchone()[0]
+        .format(old, shadow, same)))[0]
     w.execute("delete from public.dead_letters where projection = %s", (TRADING,))
     w.execute(sql.SQL("insert into public.dead_letters (projection, {cols}, created_at, source_time, "
                       "relay_partition, relay_from, relayed_offset) "

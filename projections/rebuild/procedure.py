@@ -12,6 +12,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from backbone.db import one_row
 from backbone.kafka import log_bounds
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints, read_generation
@@ -70,8 +71,8 @@ class Procedure:
         started = time.monotonic()
         self.admin = self._connect()
         try:
-            locked = self.admin.execute("select pg_try_advisory_lock(hashtext(%s))",
-                                        (f"backbone rebuild {TRADING}",)).fetchone()[0]
+            locked = one_row(self.admin.execute("select pg_try_advisory_lock(hashtext(%s))",
+                                                (f"backbone rebuild {TRADING}",)))[0]
             if not locked:
                 raise RebuildError(f"another rebuild of {TRADING} is running on this database")
             self._preflight()
@@ -129,12 +130,12 @@ class Procedure:
             self._applied_since_event, self._last_batch_event = 0, time.monotonic()
 
     def _table_oids(self, conn: psycopg.Connection, schema: str) -> list[int]:
-        return [conn.execute("select %s::regclass::oid", (f"{schema}.{t}",)).fetchone()[0] for t in TABLES]
+        return [one_row(conn.execute("select %s::regclass::oid", (f"{schema}.{t}",)))[0] for t in TABLES]
 
     def _preflight(self) -> None:
         """Refuse what a schema swap would silently break, before any work is done."""
         a = self.admin
-        missing = [t for t in TABLES if a.execute("select to_regclass(%s)", (f"public.{t}",)).fetchone()[0] is None]
+        missing = [t for t in TABLES if one_row(a.execute("select to_regclass(%s)", (f"public.{t}",)))[0] is None]
         if missing:
             raise RebuildError(f"table(s) {', '.join(missing)} missing in public: run `backbone db upgrade`")
         oids = self._table_oids(a, "public")
@@ -398,8 +399,8 @@ class Procedure:
 
     def _lock_for_swap(self, views: list[View], deadline: float) -> None:
         w = self.work
-        deadlock_s = float(w.execute(
-            "select extract(epoch from current_setting('deadlock_timeout')::interval)").fetchone()[0])
+        deadlock_s = float(one_row(w.execute(
+            "select extract(epoch from current_setting('deadlock_timeout')::interval)"))[0])
         per_attempt = min(self.options.lock_timeout_s, deadlock_s / 2)
         shadow_views = [r[0] for r in w.execute(
             "select relname from pg_class where relnamespace = %s::regnamespace and relkind = 'v' order by oid",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import psycopg
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from backbone import deadletters
@@ -91,7 +91,7 @@ class Shadow:
                 if self.stop_requested():
                     raise Interrupted("interrupted")
                 expected = dict(self.pos)
-                batch: list[Message] = []
+                batch: list[reader.Record] = []
                 ended.clear()
                 records = reader.sort(next_batch(self.consumer, self.batch_size, 0.5),
                                       on_eof=lambda tp, _end: ended.append(tp), on_out_of_range=gone)
@@ -139,8 +139,8 @@ class Shadow:
                       "marks older than that are not in the rebuilt state")
         refetch(self.consumer, tp, low if verdict == "expired" else start, self._start)
 
-    def _write(self, conn: psycopg.Connection, batch: list[Message]) -> None:
-        letters: list[tuple[Message, DeadLetter]] = []
+    def _write(self, conn: psycopg.Connection, batch: list[reader.Record]) -> None:
+        letters: list[tuple[reader.Record, DeadLetter]] = []
         moves: dict[TP, tuple[int | None, int]] = {}
         for msg in batch:
             tp = (msg.topic(), msg.partition())

@@ -391,7 +391,7 @@ def test_transaction_markers_and_aborted_records_leave_gaps_replay_handles(cli_e
     # Markers are stamped with the broker's clock (now), records with their (simulated, earlier)
     # event time: offsets_for_times stops at a marker, the exact cut is found by reading on.
     logged = [Logged(settings.topic_orders, p, o, timestamp_ms(r.event_time), r)
-              for o, r in zip(_visible_offsets(len(a), len(b)), visible, strict=True)]
+              for o, r in zip(_visible_offsets(len(a), len(b)), visible, strict=False)]  # offsets run on past c
     for when in (b[40].event_time, b[100].event_time, c[10].event_time, c[-1].event_time):
         state, reports = in_memory(settings, when, use_snapshots=True)
         assert comparable(state) == comparable(expected_state(logged, when)), when

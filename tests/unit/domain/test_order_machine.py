@@ -17,13 +17,13 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tape import Tape
 
 from backbone.domain import order_state as o
 from backbone.domain.events import EventType, OrderEvent, Side, TimeInForce
 from backbone.domain.plain import to_plain
 from backbone.errors import InvalidOrderTransition
 from producers.simulator import SimulationConfig, simulate
-from tape import Tape
 
 COMPILED = o._compiled_next()
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="the compiled machine is not built here")

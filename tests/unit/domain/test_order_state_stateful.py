@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from backbone.domain import order_state
 from backbone.domain.events import EventType as E
 from backbone.domain.events import OrderEvent, TimeInForce
 from backbone.domain.events import OrderStatus as S
-from backbone.domain import order_state
 from backbone.domain.order_state import (
     PENDING_STATUSES,
     TERMINAL_STATUSES,
@@ -36,7 +36,6 @@ from backbone.domain.order_state import (
     complete,
 )
 from backbone.errors import InvalidOrderTransition
-
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 ORDER_ID = "ORD-PROP"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -27,7 +27,7 @@ from backbone.errors import BackboneError, InvalidRecord
 
 ACCOUNT = "ACC-1"
 SYMBOL = "XYZ"
-T0 = datetime(2024, 3, 1, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 BUY, SELL, SHORT = Side.BUY, Side.SELL, Side.SELL_SHORT
 
 

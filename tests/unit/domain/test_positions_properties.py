@@ -8,10 +8,11 @@ with the module under test, only the documented quantization rules.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -34,7 +35,7 @@ from backbone.domain.positions import (
 
 ACCOUNT = "ACC-P"
 SYMBOL = "PROP"
-T0 = datetime(2024, 1, 2, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
 # No example database: the tests do no I/O and leave nothing in the tree.
 PROPS = settings(
@@ -170,7 +171,7 @@ def test_fold_one_by_one_equals_any_batch_split(fills: list[Fill], cuts: list[in
     one_by_one = fold(fills)
     bounds = sorted({0, len(fills), *(min(c, len(fills)) for c in cuts)})
     chunked = empty_position(ACCOUNT, SYMBOL)
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         chunked = apply_fills(chunked, fills[start:end])
     assert chunked == one_by_one
     # and a refold of the live fills from empty gives the very same position
@@ -182,7 +183,7 @@ def test_fold_one_by_one_equals_any_batch_split(fills: list[Fill], cuts: list[in
 def test_position_matches_the_reference_model(fills: list[Fill]) -> None:
     position = empty_position(ACCOUNT, SYMBOL)
     ref = Ref()
-    for f, ref in zip(fills, reference_states(fills)):
+    for f, ref in zip(fills, reference_states(fills), strict=True):
         position = apply_fill(position, f)
         assert Fraction(position.qty) == ref.qty
         assert Fraction(position.avg_px) == ref.avg
