@@ -57,7 +57,6 @@ import io
 import json
 import re
 import struct
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -884,29 +883,6 @@ def _is_compiled(fn: Callable[..., Any]) -> bool:
     return _speedups is not None and isinstance(fn, (_speedups.Encoder, _speedups.Decoder))
 
 
-@functools.cache
-def _decimal_layout_probed() -> bool:
-    """Whether the compiled encoder may read Decimal objects directly: CPython's C decimal type,
-    whose private layout `_speedups.decimal_parts` reads the same as `as_tuple()` says, for probes
-    covering signs, zeros, exponents and both coefficient words. Otherwise: through str()."""
-    import decimal
-
-    c_decimal = sys.modules.get("_decimal")
-    if _speedups is None or c_decimal is None or decimal.Decimal is not getattr(c_decimal, "Decimal", None):
-        return False
-    wide = Context(prec=100)
-    probes = [Decimal(0), Decimal("-0"), Decimal("-0.00000000"), Decimal("0E+7"), Decimal("123.45678901"),
-              Decimal("-98765.4321"), Decimal("1E+30"), Decimal("9999999999999999999"),
-              Decimal("10000000000000000000"), Decimal(10**37 + 12345), Decimal(-(10**38 - 1)).scaleb(-8, wide),
-              Decimal("-1E-8")]
-    for probe in probes:
-        t = probe.as_tuple()
-        coefficient = int("".join(map(str, t.digits)))
-        if _speedups.decimal_parts(probe, Decimal) != (bool(t.sign), coefficient, t.exponent, len(t.digits)):
-            return False
-    return all(_speedups.decimal_parts(Decimal(s), Decimal) is None for s in ("NaN", "-Infinity", "sNaN"))
-
-
 def _compiled_kind(tag: str) -> int | None:
     """The compiled codec's code for a field kind (None: not compiled, e.g. float)."""
     if _speedups is None:
@@ -1116,8 +1092,7 @@ class _FastCodecBuilder:
         schema_names = {f.name for f in fields}
         required = tuple((name, dc_field.default) for name, (_, _, dc_field) in self.py_fields.items()
                          if name not in schema_names)
-        return _speedups.Encoder(self.cls, header, tuple(plan), required, fallback, Decimal,
-                                 _decimal_layout_probed(), _DECIMAL_CACHE_SIZE)
+        return _speedups.Encoder(self.cls, header, tuple(plan), required, fallback, Decimal, _DECIMAL_CACHE_SIZE)
 
     def build_compiled_decoder(
         self, writer_fields: list[_Field], reader_fields: list[_Field], fallback: Callable[[bytes], Any]
