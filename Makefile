@@ -10,8 +10,8 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-# the C source too: pip install compiles it into backbone/_speedups*.so (docs/architecture.md)
-$(VENV)/.installed: pyproject.toml backbone/_speedups.c
+# the compiled modules' sources too: pip install builds them (setup.py; see README)
+$(VENV)/.installed: pyproject.toml setup.py backbone/_speedups.c $(wildcard backbone/domain/*.py)
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing: python3-venv python3-dev"; apt-get update -qq && \
@@ -50,11 +50,15 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The suite on the compiled build, then the unit tests on the same source interpreted (what an
+# install without a C compiler runs; backbone.compiled).
 test: venv deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	BACKBONE_INTERPRETED=1 $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	BACKBONE_INTERPRETED=1 $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build backbone/_speedups*.so
+	rm -rf $(VENV) .pytest_cache .hypothesis build backbone/_speedups*.so backbone/domain/*.so

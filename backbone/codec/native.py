@@ -8,10 +8,8 @@ the extension is not built, every builder here returns None and the Python paths
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
 from backbone.codec.fields import SchemaField, default_value
@@ -34,29 +32,6 @@ DECODE_CACHE_SLOTS = 1 << 10
 
 def is_compiled(fn: Callable[..., Any]) -> bool:
     return _speedups is not None and isinstance(fn, (_speedups.Encoder, _speedups.Decoder))
-
-
-@functools.cache
-def decimal_layout_probed() -> bool:
-    """Whether the compiled encoder may read Decimal objects directly: CPython's C decimal type,
-    whose private layout `_speedups.decimal_parts` reads the same as `as_tuple()` says, for probes
-    covering signs, zeros, exponents and both coefficient words. Otherwise: through str()."""
-    import decimal
-
-    c_decimal = sys.modules.get("_decimal")
-    if _speedups is None or c_decimal is None or decimal.Decimal is not getattr(c_decimal, "Decimal", None):
-        return False
-    wide = Context(prec=100)
-    probes = [Decimal(0), Decimal("-0"), Decimal("-0.00000000"), Decimal("0E+7"), Decimal("123.45678901"),
-              Decimal("-98765.4321"), Decimal("1E+30"), Decimal("9999999999999999999"),
-              Decimal("10000000000000000000"), Decimal(10**37 + 12345), Decimal(-(10**38 - 1)).scaleb(-8, wide),
-              Decimal("-1E-8")]
-    for probe in probes:
-        t = probe.as_tuple()
-        coefficient = int("".join(map(str, t.digits)))
-        if _speedups.decimal_parts(probe, Decimal) != (bool(t.sign), coefficient, t.exponent, len(t.digits)):
-            return False
-    return all(_speedups.decimal_parts(Decimal(s), Decimal) is None for s in ("NaN", "-Infinity", "sNaN"))
 
 
 def compiled_kind(tag: str) -> int | None:
@@ -98,8 +73,7 @@ def compiled_encoder(
     schema_names = {f.name for f in fields}
     required = tuple((name, dc_field.default) for name, (_, _, dc_field) in builder.py_fields.items()
                      if name not in schema_names)
-    return _speedups.Encoder(builder.cls, header, tuple(plan), required, fallback, Decimal,
-                             decimal_layout_probed(), DECIMAL_CACHE_SIZE)
+    return _speedups.Encoder(builder.cls, header, tuple(plan), required, fallback, Decimal, DECIMAL_CACHE_SIZE)
 
 
 def compiled_decoder(

@@ -3,10 +3,11 @@
 Kept apart from `backbone.domain.order_state` so the state machine itself reads as the
 transition table plus the few rules that move quantities. Everything here is pure.
 
-Arithmetic. Every decimal operation of the state machine runs in `exact_context()`: a private
-context wide enough for the product of two wire decimals (2 × PRECISION digits plus headroom)
-that *traps* `decimal.Inexact`, so no sum, difference or product is ever rounded implicitly; an
-operation that would lose a digit raises `InvalidOrderTransition` (rule ``arithmetic``) instead.
+Arithmetic. Every decimal operation of the state machine runs on `EXACT_CTX` (its methods, or
+inside `exact_context()`): a private context wide enough for the product of two wire decimals
+(2 × PRECISION digits plus headroom) that *traps* `decimal.Inexact`, so no sum, difference or
+product is ever rounded implicitly; an operation that would lose a digit raises
+`InvalidOrderTransition` (rule ``arithmetic``, `arithmetic_refusal`) instead.
 The one deliberate rounding, the average price, is a correctly rounded quotient (exact integer
 quotient and remainder, then half-even to SCALE places), never a rounded quotient rounded again.
 """
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import decimal
 from decimal import Decimal
+from types import TracebackType
 
 from backbone.domain.events import PRECISION, QUANTUM, SCALE, OrderEvent
 from backbone.errors import InvalidOrderTransition
 
 ZERO = Decimal(0)
 _EXACT_PREC = 2 * PRECISION + 10
-_EXACT_CTX = decimal.Context(prec=_EXACT_PREC, rounding=decimal.ROUND_HALF_EVEN,
-                             traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow,
-                                    decimal.Inexact, decimal.Rounded])
+EXACT_CTX = decimal.Context(prec=_EXACT_PREC, rounding=decimal.ROUND_HALF_EVEN,
+                            traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow,
+                                   decimal.Inexact, decimal.Rounded])
 # Wide enough for the exact quotient of two exact products (see `round_half_even`).
 _QUOTIENT_CTX = decimal.Context(prec=2 * _EXACT_PREC, rounding=decimal.ROUND_HALF_EVEN,
                                 traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow,
@@ -31,28 +33,32 @@ _QUOTIENT_CTX = decimal.Context(prec=2 * _EXACT_PREC, rounding=decimal.ROUND_HAL
 _ZERO_AT_SCALE = ZERO.scaleb(-SCALE)
 
 
-class exact_context:  # noqa: N801 - used like the function it replaced: `with exact_context(order_id):`
-    """Run decimal arithmetic that must not round; an implicit rounding is a refusal.
+class exact_context:  # noqa: N801 - used like a function: `with exact_context(order_id):`
+    """Run decimal arithmetic written with operators exactly: an implicit rounding is a refusal.
 
-    A class rather than a @contextmanager generator: it is entered once per event on the hot
-    path, and the generator protocol costs several microseconds more."""
+    `EXACT_CTX` itself becomes the current context (localcontext would copy it): only its flags
+    change and nothing reads them, since every condition that matters traps. The state machine
+    itself calls the context's methods instead (order_state)."""
 
-    __slots__ = ("order_id", "_local")
+    __slots__ = ("order_id", "_outer")
 
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id
 
     def __enter__(self) -> None:
-        self._local = decimal.localcontext(_EXACT_CTX)
-        self._local.__enter__()
+        self._outer = decimal.getcontext()
+        decimal.setcontext(EXACT_CTX)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        self._local.__exit__(exc_type, exc, tb)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        decimal.setcontext(self._outer)
         if exc_type is not None and issubclass(exc_type, (decimal.Inexact, decimal.Rounded)):
-            raise InvalidOrderTransition(
-                self.order_id, "arithmetic", f"an exact decimal operation would round ({exc!r})"
-            ) from exc
-        return False
+            raise arithmetic_refusal(self.order_id, exc) from exc
+
+
+def arithmetic_refusal(order_id: str, exc: BaseException | None) -> InvalidOrderTransition:
+    """The refusal of an event whose exact arithmetic would have had to round."""
+    return InvalidOrderTransition(order_id, "arithmetic", f"an exact decimal operation would round ({exc!r})")
 
 
 def round_half_even(numerator: Decimal, denominator: Decimal) -> Decimal:
@@ -69,7 +75,7 @@ def round_half_even(numerator: Decimal, denominator: Decimal) -> Decimal:
         twice = c.add(rest, rest)
         if twice < 0:
             twice = c.minus(twice)
-        if twice > unit or (twice == unit and whole % 2):
+        if twice > unit or (twice == unit and c.remainder(whole, 2)):
             whole = c.add(whole, 1) if rest > 0 else c.subtract(whole, 1)
     if not whole:
         return _ZERO_AT_SCALE  # never -0

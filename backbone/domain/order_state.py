@@ -39,14 +39,9 @@ Edges beyond the happy path (FIX 4.4 Vol. 4 Appendix D):
 * REJECTED only from PENDING_NEW; SUBMITTED (or ACCEPTED, for venues that skip pending-new)
   only as the first event of an order.
 
-Speed: where the C extension is built, `_next` is `backbone._speedups.OrderMachine`, which
-computes the plain transitions (creation, fills of non-FOK orders, every event type that leaves
-the fills alone) with the same decimal contexts, resolvers and order of operations, and hands
-everything else (REPLACED, busts, corrections, FOK fills, anything refused or unusual) to
-`_next_python`, the reference. Likewise `_reported_as_computed` (does the event report exactly
-what was computed?) is `backbone._speedups.SlotsMatch` over the same fields, in the same order,
-with the same comparisons. tests/unit/domain/test_order_machine.py compares each pair on
-simulated sessions and on random events; the order-state tests run against both.
+Speed: this module is the one implementation of these rules. Where a compiler is available the
+install also compiles it, unchanged, into an extension module (see setup.py and
+backbone.compiled); a build without one runs the same source interpreted.
 
 Sequencing and resends: an order's events carry seq 1, 2, 3, ... without gaps. A resend of an
 event already applied (same event_id, seq ≤ state.seq) is recognised by `classify` as
@@ -87,19 +82,19 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
-from backbone.compiled import compiled
 from backbone.domain.events import EventType, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from backbone.domain.order_fields import (
+    EXACT_CTX,
     ZERO,
+    arithmetic_refusal,
     check_reported,
-    exact_context,
     finite_price,
     optional_price,
     positive_quantity,
     required,
     round_half_even,
 )
-from backbone.domain.plain import builder
+from backbone.domain.plain import builder, replacer
 from backbone.domain.plain import fast_replace as replace
 from backbone.errors import InvalidOrderTransition
 
@@ -171,8 +166,6 @@ class OrderState:
 Resolver: TypeAlias = Callable[[OrderState, Decimal, Decimal], OrderStatus]
 
 
-# by_quantity and by_fill have twins in the compiled machine (backbone/_speedups.c, resolve):
-# a change here is a change there (tests/unit/domain/test_order_machine.py compares the two).
 def by_quantity(state: OrderState, cum: Decimal, order_qty: Decimal) -> OrderStatus:
     """The working status the quantities imply: NEW, PARTIALLY_FILLED or FILLED."""
     if cum == 0:
@@ -239,6 +232,9 @@ TRANSITIONS: Mapping[tuple[OrderStatus, EventType], OrderStatus | Resolver] = Ma
 
 
 _new_live_fill = builder(LiveFill)  # LiveFill(...) with every field given, built faster
+_replace_state = replacer(OrderState)  # replace(state, ...) without the per-call class lookup
+_new_state = builder(OrderState)
+_NO_IDS: frozenset[str] = frozenset()
 
 
 # -- effects: what an event type does to fills and terms (the status comes from TRANSITIONS) --
@@ -301,14 +297,27 @@ _FILL_EFFECTS: Mapping[EventType, _FillEffect] = MappingProxyType({
 _NEEDS_EXEC_ID = frozenset({E.FILLED, E.TRADE_CANCELED, E.TRADE_CORRECTED})
 
 
+# The arithmetic runs on the exact context's own methods (order_fields), whatever the thread's
+# current context: a rounding raises decimal.Inexact or Rounded, which `_next` refuses.
+_add, _multiply, _subtract = EXACT_CTX.add, EXACT_CTX.multiply, EXACT_CTX.subtract
+
+
 def _cum(fills: tuple[LiveFill, ...]) -> Decimal:
-    return sum((x.qty for x in fills if not x.busted), ZERO)
+    cum = ZERO
+    for x in fills:
+        if not x.busted:
+            cum = _add(cum, x.qty)
+    return cum
 
 
 def _avg_px(fills: tuple[LiveFill, ...], cum: Decimal) -> Decimal:
     if cum == 0:
         return ZERO
-    return round_half_even(sum((x.qty * x.px for x in fills if not x.busted), ZERO), cum)
+    notional = ZERO
+    for x in fills:
+        if not x.busted:
+            notional = _add(notional, _multiply(x.qty, x.px))
+    return round_half_even(notional, cum)
 
 
 def _settle(moved: OrderState, status: OrderStatus, event: OrderEvent, fills: tuple[LiveFill, ...],
@@ -319,14 +328,14 @@ def _settle(moved: OrderState, status: OrderStatus, event: OrderEvent, fills: tu
         raise InvalidOrderTransition(moved.order_id, "overfill",
                                      f"{event.event_type} seq {event.seq} makes cum_qty {cum} "
                                      f"exceed order_qty {moved.order_qty}")
-    return replace(
+    return _replace_state(
         moved, fills=fills, status=status, cum_qty=cum, avg_px=avg_px,
-        leaves_qty=ZERO if status in TERMINAL_STATUSES else moved.order_qty - cum,
+        leaves_qty=ZERO if status in TERMINAL_STATUSES else _subtract(moved.order_qty, cum),
         prior_status=(by_quantity(moved, cum, moved.order_qty)
                       if status in PENDING_STATUSES else None),
         seq=event.seq, last_event_time=event.event_time,
         event_ids=moved.event_ids | {event.event_id},
-        exec_ids=moved.exec_ids | ({event.exec_id} if event.exec_id is not None else set()),
+        exec_ids=moved.exec_ids if event.exec_id is None else moved.exec_ids | {event.exec_id},
     )
 
 
@@ -340,13 +349,10 @@ def _create(event: OrderEvent) -> OrderState:
         raise InvalidOrderTransition(event.order_id, rule,
                                      f"the first event of an order has seq 1, got {event.seq}")
     qty = positive_quantity(event, "order_qty")
-    blank = OrderState(
-        order_id=event.order_id, account=event.account, symbol=event.symbol, side=event.side,
-        order_type=event.order_type, time_in_force=event.time_in_force,
-        cl_ord_id=event.cl_ord_id, status=status, order_qty=qty,
-        price=optional_price(event, "price"), stop_price=optional_price(event, "stop_price"),
-        cum_qty=ZERO, leaves_qty=qty, avg_px=ZERO, seq=0,
-        first_event_time=event.event_time, last_event_time=event.event_time)
+    blank = _new_state(  # OrderState(...) field by field, in field order
+        event.order_id, event.account, event.symbol, event.side, event.order_type, event.time_in_force,
+        event.cl_ord_id, status, qty, optional_price(event, "price"), optional_price(event, "stop_price"),
+        ZERO, qty, ZERO, 0, event.event_time, event.event_time, (), None, _NO_IDS, _NO_IDS)
     return _settle(blank, status, event, (), ZERO, ZERO)
 
 
@@ -388,41 +394,13 @@ def _advance(state: OrderState, event: OrderEvent) -> OrderState:
     return _settle(moved, status, event, fills, cum, avg_px)
 
 
-def _next_python(state: OrderState | None, event: OrderEvent) -> OrderState:
-    """The state after `event`, computed from its inputs; reported fields are not read."""
-    with exact_context(event.order_id):
+def _next(state: OrderState | None, event: OrderEvent) -> OrderState:
+    """The state after `event` (None: a new order), computed from its inputs; reported fields
+    are not read."""
+    try:
         return _create(event) if state is None else _advance(state, event)
-
-
-def _compiled_next(fallback: Callable[[OrderState | None, OrderEvent], OrderState] | None = None,
-                   ) -> Callable[[OrderState | None, OrderEvent], OrderState] | None:
-    """`_next_python` with its plain transitions compiled (backbone/_speedups.c, OrderMachine),
-    which hands everything else to `fallback` (`_next_python`); None when the extension is not built."""
-    machine = compiled("OrderMachine")
-    if machine is None:
-        return None
-    from backbone.domain import order_fields
-    from backbone.domain.events import QUANTUM
-
-    return machine(  # type: ignore[no-any-return]
-        OrderState, _MACHINE_STATE_FIELDS, LiveFill, ("exec_id", "qty", "px", "busted", "restated_by"),
-        OrderEvent, _MACHINE_EVENT_FIELDS, E, S, Decimal, fallback or _next_python, ZERO, QUANTUM,
-        order_fields._ZERO_AT_SCALE, order_fields._EXACT_CTX, order_fields._QUOTIENT_CTX,  # noqa: SLF001
-        dict(TRANSITIONS), dict(CREATING_EVENTS), TERMINAL_STATUSES, PENDING_STATUSES, _NEEDS_EXEC_ID,
-        frozenset(_FILL_EFFECTS) - {E.FILLED}, E.FILLED, TimeInForce.FOK, by_quantity, E.REPLACED, by_fill)
-
-
-# The order of the C code's field tables (enum OS_* and EV_* in backbone/_speedups.c).
-_MACHINE_STATE_FIELDS = (
-    "order_id", "account", "symbol", "side", "order_type", "time_in_force", "cl_ord_id", "status", "order_qty",
-    "price", "stop_price", "cum_qty", "leaves_qty", "avg_px", "seq", "first_event_time", "last_event_time",
-    "fills", "prior_status", "event_ids", "exec_ids")
-_MACHINE_EVENT_FIELDS = (
-    "event_id", "event_type", "event_time", "seq", "account", "symbol", "side", "order_type", "time_in_force",
-    "order_id", "cl_ord_id", "order_qty", "exec_id", "price", "stop_price", "last_qty", "last_px")
-
-#: The state after `event` (None: a new order); the compiled machine when built.
-_next: Callable[[OrderState | None, OrderEvent], OrderState] = _compiled_next() or _next_python
+    except (decimal.Inexact, decimal.Rounded) as exc:
+        raise arithmetic_refusal(event.order_id, exc) from exc
 
 
 def _reported(state: OrderState) -> dict[str, object]:
@@ -455,7 +433,8 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
     return after
 
 
-def _reported_as_computed_python(event: OrderEvent, after: OrderState) -> bool:
+def _reported_as_computed(event: OrderEvent, after: OrderState) -> bool:
+    """Whether the event reports exactly the computed state (the fast path of `apply`)."""
     return (event.order_status is after.status and event.cum_qty == after.cum_qty
             and event.leaves_qty == after.leaves_qty and event.avg_px == after.avg_px
             and event.order_qty == after.order_qty and event.price == after.price
@@ -465,26 +444,6 @@ def _reported_as_computed_python(event: OrderEvent, after: OrderState) -> bool:
             # equal to the computed (finite) Decimals, and Decimals themselves (0 == Decimal(0))
             and isinstance(event.cum_qty, Decimal) and isinstance(event.leaves_qty, Decimal)
             and isinstance(event.avg_px, Decimal) and isinstance(event.order_qty, Decimal))
-
-
-def _compiled_reported_check() -> Callable[[OrderEvent, OrderState], bool] | None:
-    """`_reported_as_computed_python` compiled (backbone/_speedups.c, SlotsMatch: the same
-    comparisons in the same order); None when the extension is not built."""
-    match = compiled("SlotsMatch")
-    if match is None:
-        return None
-    pairs = (("order_status", "status", True), ("cum_qty", "cum_qty", False), ("leaves_qty", "leaves_qty", False),
-             ("avg_px", "avg_px", False), ("order_qty", "order_qty", False), ("price", "price", False),
-             ("stop_price", "stop_price", False), ("order_type", "order_type", True),
-             ("time_in_force", "time_in_force", True), ("account", "account", False), ("symbol", "symbol", False),
-             ("side", "side", True))
-    typed = tuple((name, Decimal) for name in ("cum_qty", "leaves_qty", "avg_px", "order_qty"))
-    return match(OrderEvent, OrderState, pairs, typed, _reported_as_computed_python)  # type: ignore[no-any-return]
-
-
-#: Whether the event reports exactly the computed state (the fast path of `apply`); compiled when built.
-_reported_as_computed: Callable[[OrderEvent, OrderState], bool] = (
-    _compiled_reported_check() or _reported_as_computed_python)
 
 
 def classify(state: OrderState | None, event: OrderEvent) -> Literal["apply", "duplicate"]:

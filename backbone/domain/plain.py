@@ -13,20 +13,17 @@ import enum
 import functools
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any, TypeVar
 
-try:  # compiled slot copies (backbone/_speedups.c); optional, the generated Python below otherwise
-    from backbone import _speedups
-except ImportError:  # pragma: no cover - built on every supported install with a C compiler
-    _speedups = None  # type: ignore[assignment]
+from backbone.compiled import compiled
 
 T = TypeVar("T")
 
-#: datetime.isoformat, formatted in C for UTC datetimes where the module is built (~10x faster)
-_isoformat: Callable[[datetime], str] = datetime.isoformat if _speedups is None else _speedups.isoformat
+#: datetime.isoformat, formatted in C for UTC datetimes where the extension is built (~10x faster)
+_isoformat: Callable[[datetime], str] = compiled("isoformat") or datetime.isoformat
 
 
 def to_plain(value: Any) -> Any:
@@ -152,38 +149,65 @@ def _slots(cls: type) -> tuple[str, ...]:
 _MISSING = object()
 
 
-def _compiled_replacer(cls: type) -> Any:
-    """The compiled `Slots` copier of a frozen, slotted dataclass whose __init__ only assigns its
-    fields; None when not built or not such a class. (Builders: `slots_builder`.)"""
-    if (_speedups is None or "__slots__" not in cls.__dict__ or cls.__bases__ != (object,)
-            or hasattr(cls, "__post_init__") or not all(f.init for f in dataclasses.fields(cls))):
-        return None
-    try:
-        return _speedups.Slots(cls, _slots(cls), _speedups.SLOTS_REPLACE)
-    except (TypeError, ValueError):  # a field that is not a plain slot: the Python path
-        return None
-
-
 @functools.cache
-def _replacer(cls: type) -> Any:
-    """A `replace` specialised for one class: compiled, or straight-line slot copies."""
-    compiled = _compiled_replacer(cls)
-    if compiled is not None:
-        return compiled
+def replacer(cls: type[T]) -> Callable[..., T]:
+    """`fast_replace` specialised for one class (hot paths bind it once): straight-line slot
+    copies into a new object (see `_generated`)."""
     names = _slots(cls)
     params = ", ".join(f"{n}=_M" for n in names)
-    body = "".join(f"    _set(new, {n!r}, o.{n} if {n} is _M else {n})\n" for n in names)
-    source = f"def replace(o, *, {params}):\n    new = _new(_cls)\n{body}    return new\n"
-    namespace: dict[str, Any] = {"_M": _MISSING, "_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
-    exec(compile(source, f"<replace {cls.__name__}>", "exec"), namespace)  # noqa: S102 - generated from field names
-    return namespace["replace"]
+    values = [f"o.{n} if {n} is _M else {n}" for n in names]
+    return _generated(cls, f"def replace(o, *, {params}):", names, values, f"<replace {cls.__name__}>",
+                      {"_M": _MISSING})
+
+
+def _twin(cls: type) -> type | None:
+    """A class with exactly `cls`'s own slots and no behaviour, whose objects may become `cls`
+    objects by `__class__` assignment (which Python allows between classes of the same slot
+    layout); None for a class without such a layout."""
+    slots = cls.__dict__.get("__slots__")
+    if slots is None or cls.__bases__ != (object,) or isinstance(slots, str):
+        return None
+    twin = type(f"{cls.__name__}Fields", (), {"__slots__": tuple(slots), "__module__": cls.__module__})
+    try:
+        object.__new__(twin).__class__ = cls
+    except TypeError:  # not the same layout after all
+        return None
+    return twin
+
+
+def _generated(cls: type, head: str, names: tuple[str, ...], values: list[str], filename: str,
+               namespace: dict[str, Any]) -> Any:
+    """A function `head` that returns a new `cls` whose fields `names` hold `values` (source
+    expressions), without calling `__init__`.
+
+    A frozen dataclass refuses attribute stores (its __setattr__ raises), and object.__setattr__
+    for each field costs a call with an argument tuple: a 21-field order state took ~3x as long to
+    build that way (and the tuples made the young collections more frequent). So its fields are
+    stored into an object of its `_twin`, which then becomes a `cls`: plain attribute stores and
+    one `__class__` assignment, all through Python's own rules. A class that takes attribute
+    stores is filled directly; anything else field by field through object.__setattr__."""
+    namespace.update({"_new": object.__new__, "_cls": cls, "_set": object.__setattr__})
+    twin = None if cls.__setattr__ is object.__setattr__ else _twin(cls)  # type: ignore[comparison-overlap]
+    lines = [head]
+    if twin is not None or cls.__setattr__ is object.__setattr__:  # type: ignore[comparison-overlap]
+        namespace["_twin"] = twin or cls
+        lines.append("    new = _new(_twin)")
+        lines += [f"    new.{n} = {v}" for n, v in zip(names, values, strict=True)]
+        if twin is not None:
+            lines.append("    new.__class__ = _cls")
+    else:
+        lines.append("    new = _new(_cls)")
+        lines += [f"    _set(new, {n!r}, {v})" for n, v in zip(names, values, strict=True)]
+    lines += ["    return new", ""]
+    exec(compile("\n".join(lines), filename, "exec"), namespace)  # noqa: S102 - generated from field names
+    return namespace[head[4:head.index("(")]]
 
 
 def fast_replace(obj: T, /, **changes: Any) -> T:
     """`dataclasses.replace` for the frozen, slotted domain dataclasses (none has __post_init__),
     several times faster: it copies the slots instead of calling the generated __init__, which
     matters on the projector's per-event path. An unknown field name raises TypeError."""
-    return _replacer(type(obj))(obj, **changes)
+    return replacer(type(obj))(obj, **changes)
 
 
 @functools.cache
@@ -199,25 +223,9 @@ def builder(cls: type[T]) -> Callable[..., T]:
 
 def slots_builder(cls: type[T], names: tuple[str, ...]) -> Callable[..., T]:
     """``slots_builder(cls, names)(*values)``: a new `cls` (any class with `__slots__` and no
-    `__dict__`) whose slots `names` hold `values`, set directly without calling `__init__`;
-    compiled where built."""
-    if _speedups is not None:
-        try:
-            return _speedups.Slots(cls, names, _speedups.SLOTS_BUILD)  # type: ignore[no-any-return]
-        except (TypeError, ValueError):  # not plain slots: the Python path
-            pass
-    return _python_builder(cls, names)
-
-
-def _python_builder(cls: type[T], names: tuple[str, ...]) -> Callable[..., T]:
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    lines = [f"def build({', '.join(names)}):", "    o = _new(_cls)"]
-    for i, name in enumerate(names):
-        namespace[f"_s{i}"] = getattr(cls, name).__set__  # the slot's descriptor
-        lines.append(f"    _s{i}(o, {name})")
-    lines += ["    return o", ""]
-    exec(compile("\n".join(lines), f"<build {cls.__name__}>", "exec"), namespace)  # noqa: S102
-    return namespace["build"]  # type: ignore[no-any-return]
+    `__dict__`) whose slots `names` hold `values`, set without calling `__init__` (`_generated`)."""
+    return _generated(cls, f"def build({', '.join(names)}):", names, list(names),  # type: ignore[no-any-return]
+                      f"<build {cls.__name__}>", {})
 
 
 # -- compiled per type ----------------------------------------------------------------------------

@@ -80,7 +80,6 @@ from decimal import Decimal
 from itertools import islice
 from typing import Protocol, TypeVar, overload
 
-from backbone.compiled import compiled
 from backbone.domain.events import Side
 from backbone.domain.plain import builder, slots_builder
 from backbone.errors import InvalidRecord, InvariantViolation
@@ -176,6 +175,10 @@ class History(Sequence[T]):
     def appended(self, item: T) -> History[T]:
         return _appended(self, item)  # type: ignore[return-value]
 
+    def prefix(self, n: int) -> History[T]:
+        """The first n (<= len) items, a view."""
+        return History(self._items, n)
+
     def __len__(self) -> int:
         return self._n
 
@@ -189,7 +192,7 @@ class History(Sequence[T]):
         if isinstance(index, slice):
             start, stop, step = index.indices(self._n)
             if start == 0 and step == 1:
-                return History(self._items, stop)
+                return self.prefix(stop)
             return tuple(self._items[: self._n][index])
         if not -self._n <= index < self._n:
             raise IndexError("history index out of range")
@@ -204,7 +207,7 @@ class History(Sequence[T]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (History, tuple)):
-            return len(other) == self._n and all(a == b for a, b in zip(self, other))
+            return len(other) == self._n and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -274,7 +277,7 @@ class Deferred(Sequence[T]):
                 if start >= base:
                     return self._hot[start - base : max(stop, start) - base]
                 if start == 0 and stop >= base:
-                    return Deferred(self._load, base, self._hot[: stop - base])
+                    return Deferred(self._load, base, self._hot.prefix(stop - base))
             return self.loaded()[index]
         n = len(self)
         if not -n <= index < n:
@@ -399,13 +402,8 @@ def apply_fill(position: Position, fill: Fill, *, exec_id_is_new: bool = False) 
     """The position after `fill`. Raises `PositionError` if the fill is refused.
 
     `exec_id_is_new`: the caller guarantees `fill.exec_id` is not among the live fills (skips
-    the O(n) duplicate scan; and runs compiled where built, `_step`)."""
-    if exec_id_is_new and _step is not None:
-        return _step(position, fill)  # type: ignore[no-any-return]
-    return _apply_fill_python(position, fill, not exec_id_is_new)
-
-
-def _apply_fill_python(position: Position, fill: Fill, check_duplicate: bool = False) -> Position:
+    the O(n) duplicate scan)."""
+    check_duplicate = not exec_id_is_new
     # _CTX itself becomes the current context: localcontext(_CTX) would copy it, ~0.4-0.8 µs
     # of a ~5 µs fill. Only its flags change and nothing reads them (every condition that
     # matters traps), as on the contexts whose methods order_fields calls directly.
@@ -442,7 +440,8 @@ def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
                            exec_ids_are_new=True)
     qty, avg, realized, realized_c, open_c, last = position.prior_states[index]
     before = _new_position(position.account, position.symbol, qty, avg, realized, realized_c, open_c,
-                           _CTX.add(realized_c, open_c), last, index, position.fills[:index], position.prior_states[:index])
+                           _CTX.add(realized_c, open_c), last, index, position.fills[:index],
+                           position.prior_states[:index])
     return apply_fills(before, fills, exec_ids_are_new=True)
 
 
@@ -478,7 +477,7 @@ def correct(
         old.commission if commission is None else commission,
         old.time,
     )
-    return _refold(position, index, (new,) + fills[index + 1 :])
+    return _refold(position, index, (new, *fills[index + 1 :]))
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -582,8 +581,8 @@ def _apply(p: Position, fill: Fill, check_duplicate: bool) -> Position:
     )
 
 
-# A frozen dataclass's __init__ sets each field through object.__setattr__; `builder` fills the
-# slots directly (compiled where built): the same object, Position(...) with the same positional
+# A frozen dataclass's __init__ sets each field through object.__setattr__; `builder` sets the
+# slots through their descriptors: the same object, Position(...) with the same positional
 # arguments, for a fraction of the cost. `test_new_position_sets_every_field` checks it.
 _new_position = builder(Position)
 
@@ -634,26 +633,3 @@ def _arithmetic_error(position: Valued, exc: decimal.DecimalException) -> Positi
         "arithmetic",
         f"{type(exc).__name__}: a result does not fit {ARITHMETIC_PRECISION} exact digits",
     )
-
-
-def _compiled_step(fallback: Callable[[Position, Fill], Position] = _apply_fill_python,
-                   ) -> Callable[[Position, Fill], Position] | None:
-    """`_apply_fill_python` (no duplicate scan) with the plain case compiled
-    (backbone/_speedups.c, PositionStep): the same decimal operations in the same order and
-    context; anything else, and any decimal signal, goes to `fallback`. None when not built."""
-    step = compiled("PositionStep")
-    if step is None:
-        return None
-    return step(  # type: ignore[no-any-return]
-        Position, _STEP_POSITION_FIELDS, Fill, _STEP_FILL_FIELDS, History, ("_items", "_n"), Decimal, fallback,
-        _CTX, _ROUNDING_CTX, decimal.setcontext, decimal.getcontext, _ZERO, _FLAT_AVG_PX, _AVG_QUANTUM,
-        _COMMISSION_QUANTUM, decimal.ROUND_HALF_EVEN, Side.BUY, Side.SELL, Side.SELL_SHORT)
-
-
-# The order of the C code's field tables (enum PS_* and FL_* in backbone/_speedups.c).
-_STEP_POSITION_FIELDS = ("account", "symbol", "qty", "avg_px", "realized_pnl", "realized_commission",
-                         "open_commission", "commission", "last_fill_time", "fill_count", "fills", "prior_states")
-_STEP_FILL_FIELDS = ("exec_id", "account", "symbol", "side", "qty", "price", "commission", "time")
-
-#: One netting step, compiled where built (`apply_fill` with `exec_id_is_new`).
-_step = _compiled_step()

@@ -30,8 +30,6 @@ from backbone.domain.events import OrderEvent, TimeInForce
 from backbone.domain.events import OrderStatus as S
 from backbone.domain.order_state import OrderState, apply, complete
 
-pytestmark = pytest.mark.usefixtures("both_machines")  # compiled and Python state machines
-
 _DECIMAL_KEYS = ("last_qty", "last_px", "price", "requested")
 
 

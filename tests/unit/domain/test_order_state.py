@@ -21,8 +21,6 @@ from backbone.domain.order_state import (
 from backbone.domain.plain import to_plain
 from backbone.errors import InvalidOrderTransition
 
-pytestmark = pytest.mark.usefixtures("both_machines")  # compiled and Python state machines
-
 D = Decimal
 
 

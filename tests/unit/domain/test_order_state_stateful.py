@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from backbone.domain import order_state
 from backbone.domain.events import EventType as E
 from backbone.domain.events import OrderEvent, TimeInForce
 from backbone.domain.events import OrderStatus as S
@@ -232,25 +231,7 @@ class OrderMachine(RuleBasedStateMachine):
 OrderMachine.TestCase.settings = settings(
     max_examples=80, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
-TestOrderMachine = OrderMachine.TestCase  # the compiled state machine where it is built
-
-
-class PythonOrderMachine(OrderMachine):
-    """The same rules against the Python state machine."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._compiled = order_state._next, order_state._reported_as_computed
-        order_state._next = order_state._next_python
-        order_state._reported_as_computed = order_state._reported_as_computed_python
-
-    def teardown(self) -> None:
-        order_state._next, order_state._reported_as_computed = self._compiled
-        super().teardown()
-
-
-PythonOrderMachine.TestCase.settings = OrderMachine.TestCase.settings
-TestPythonOrderMachine = PythonOrderMachine.TestCase
+TestOrderMachine = OrderMachine.TestCase
 
 
 @st.composite
@@ -271,7 +252,6 @@ def flows(draw: Draw, max_events: int = 25) -> list[OrderEvent]:
 PROPERTY = settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.mark.usefixtures("both_machines")
 @PROPERTY
 @given(flows())
 def test_replaying_the_same_events_gives_the_same_state(events: list[OrderEvent]) -> None:
@@ -280,7 +260,6 @@ def test_replaying_the_same_events_gives_the_same_state(events: list[OrderEvent]
     check_invariants(first, events)
 
 
-@pytest.mark.usefixtures("both_machines")
 @PROPERTY
 @given(flows(), st.data())
 def test_resends_in_the_stream_are_skipped(events: list[OrderEvent], data: st.DataObject) -> None:
