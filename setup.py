@@ -17,6 +17,7 @@ from setuptools import Extension, setup
 
 #: The modules compiled from their own Python source (backbone.compiled.RULE_MODULES lists the same).
 RULE_SOURCES = [
+    "backbone/domain/history.py",
     "backbone/domain/order_fields.py",
     "backbone/domain/order_state.py",
     "backbone/domain/plain.py",

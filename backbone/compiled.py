@@ -28,8 +28,8 @@ from typing import Any
 SWITCH = "BACKBONE_INTERPRETED"
 
 #: The modules compiled from their Python source where built (setup.py, RULE_SOURCES).
-RULE_MODULES = ("backbone.domain.order_fields", "backbone.domain.order_state", "backbone.domain.plain",
-                "backbone.domain.positions")
+RULE_MODULES = ("backbone.domain.history", "backbone.domain.order_fields", "backbone.domain.order_state",
+                "backbone.domain.plain", "backbone.domain.positions")
 
 
 def interpreted() -> bool:

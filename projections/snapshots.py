@@ -20,7 +20,7 @@ a section holds that (account, symbol)'s terminal orders and all its executions.
 lazily (`restore(..., lazy=True)`) decodes the header only: sections are decoded when the fold
 first names one of their ids (`TradingState.cold_orders` / `cold_execs`), and a position's fills
 are refolded, and checked against its summary, when a restatement first reads them
-(`positions.Deferred`). Restoring eagerly decodes and checks everything at once. Format 1 (one
+(`history.Deferred`). Restoring eagerly decodes and checks everything at once. Format 1 (one
 zlib-compressed JSON body ``{"v": 1, ...}`` with every row) is still read, eagerly.
 
 JSON is lossless here: decimals as strings with their exponent, times ISO-8601 with offset
@@ -45,7 +45,7 @@ import orjson
 import psycopg
 
 from backbone.db import one_row
-from backbone.domain import positions
+from backbone.domain import history, positions
 from backbone.domain.events import MarketMark
 from backbone.domain.order_state import TERMINAL_STATUSES, OrderState
 from backbone.domain.plain import decoder_for, encoder_for, to_plain
@@ -294,8 +294,8 @@ class _Section:
         """The stored summary, with fills and prior states refolded (and checked) on first read."""
         values = {f: _decode_field(f, stored[f]) for f in POSITION_FIELDS}
         n = values["fill_count"]
-        fills: Sequence[positions.Fill] = positions.Deferred(lambda: self.position(stored).fills, n)
-        priors: Sequence[Any] = positions.Deferred(lambda: self.position(stored).prior_states, n)
+        fills: Sequence[positions.Fill] = history.Deferred(lambda: self.position(stored).fills, n)
+        priors: Sequence[Any] = history.Deferred(lambda: self.position(stored).prior_states, n)
         return positions.Position(self.key[0], self.key[1], values["qty"], values["avg_px"], values["realized_pnl"],
                                   values["realized_commission"], values["open_commission"], values["commission"],
                                   values["last_fill_time"], n, fills, priors)

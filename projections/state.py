@@ -26,7 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from backbone.domain import order_state, positions
+from backbone.domain import history, order_state, positions
 from backbone.domain.events import EventType, Liquidity, MarketMark, OrderEvent, Side
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import builder
@@ -261,9 +261,9 @@ class TradingState:
         for group in [g for groups in self.cold_groups.values() for g in groups]:
             self.thaw(group)
         for position in self.positions.values():
-            for history in (position.fills, position.prior_states):
-                if type(history) is positions.Deferred:
-                    history.loaded()
+            for items in (position.fills, position.prior_states):
+                if type(items) is history.Deferred:
+                    items.loaded()
 
     def take_changes(self) -> Changes:
         changes, self.changes = self.changes, Changes()

@@ -1,5 +1,5 @@
-"""positions.History: the shared append-only fill history of successive position versions, and
-positions.Deferred: one still in a snapshot."""
+"""history.History: the shared append-only fill history of successive position versions, and
+history.Deferred: one still in a snapshot."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbone.domain.positions import Deferred, History, _appended
+from backbone.domain.history import Deferred, History
+from backbone.domain.history import appended as _appended
 from backbone.errors import InvariantViolation
 
 
@@ -115,7 +116,7 @@ def test_a_deferred_history_of_the_wrong_length_is_refused() -> None:
 
 def test_slots_builder_makes_the_object_init_would() -> None:
     """`_new_history`, the generated builder, sets both slots, as History()."""
-    from backbone.domain.positions import _new_history
+    from backbone.domain.history import _new_history
 
     built = _new_history([1, 2, 3], 2)
     assert type(built) is History

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backbone.domain.events import Side
+from backbone.domain.history import Deferred
 from backbone.domain.positions import (
-    Deferred,
     Fill,
     Position,
     apply_fill,

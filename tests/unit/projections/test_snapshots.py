@@ -13,7 +13,7 @@ from confluent_kafka import Message
 from tape import Tape
 
 from backbone.codec.avro import AvroCodec
-from backbone.domain import positions
+from backbone.domain import history
 from backbone.domain.events import MarketMark, OrderEvent, Side
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import decoder_for as _decoder
@@ -278,7 +278,7 @@ def test_a_restatement_of_a_cold_fill_loads_it_and_restates_exactly() -> None:
         state.apply_order_event(r, 0, offset)
     snapshots.restore(lazy, "orders", 0, snapshots.serialize(state, "orders", 0), lazy=True)
     (key,) = lazy.positions
-    assert isinstance(lazy.positions[key].fills, positions.Deferred)
+    assert isinstance(lazy.positions[key].fills, history.Deferred)
     assert not lazy.positions[key].fills.is_loaded and lazy.cold_execs
     for offset, r in enumerate(t.records[at:], at):
         assert state.apply_order_event(r, 0, offset) == lazy.apply_order_event(r, 0, offset) == "applied"
