@@ -74,7 +74,8 @@ def _dataclass_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
         items.append(f"{f.name!r}: {expr}")
     source = "def plain(v):\n    return {" + ", ".join(items) + "}\n"
     exec(compile(source, f"<plain encoder {cls.__name__}>", "exec"), namespace)  # noqa: S102 - from field names
-    return namespace["plain"]  # type: ignore[no-any-return]
+    plain: Callable[[Any], dict[str, Any]] = namespace["plain"]
+    return plain
 
 
 _BY_BASE: tuple[tuple[type | types.UnionType, Any], ...] = (
@@ -102,10 +103,9 @@ def from_plain(tp: Any, data: Any) -> Any:
     """Rebuild a value of type `tp` (a dataclass or any annotation used in one) from plain data."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
         if data is None:
             return None
-        return from_plain(args[0], data)
+        return from_plain([a for a in typing.get_args(tp) if a is not type(None)][0], data)
     if tp is Any:
         return data
     if origin is tuple:
@@ -149,10 +149,18 @@ def _slots(cls: type) -> tuple[str, ...]:
 _MISSING = object()
 
 
-@functools.cache
 def replacer(cls: type[T]) -> Callable[..., T]:
     """`fast_replace` specialised for one class (hot paths bind it once): straight-line slot
     copies into a new object (see `_generated`)."""
+    klass: type = cls  # type[T] is hashable, but typeshed does not say so (mypy#11470)
+    made: Callable[..., T] = _replacer(klass)
+    return made
+
+
+# The generated functions are cached per class untyped (mypy cannot type a functools.cache of a
+# generic function); the typed wrappers above and below give them back their class.
+@functools.cache
+def _replacer(cls: type) -> Callable[..., Any]:
     names = _slots(cls)
     params = ", ".join(f"{n}=_M" for n in names)
     values = [f"o.{n} if {n} is _M else {n}" for n in names]
@@ -168,15 +176,16 @@ def _twin(cls: type) -> type | None:
     if slots is None or cls.__bases__ != (object,) or isinstance(slots, str):
         return None
     twin = type(f"{cls.__name__}Fields", (), {"__slots__": tuple(slots), "__module__": cls.__module__})
+    probe: Any = object.__new__(twin)
     try:
-        object.__new__(twin).__class__ = cls
+        probe.__class__ = cls
     except TypeError:  # not the same layout after all
         return None
     return twin
 
 
 def _generated(cls: type, head: str, names: tuple[str, ...], values: list[str], filename: str,
-               namespace: dict[str, Any]) -> Any:
+               namespace: dict[str, Any]) -> Callable[..., Any]:
     """A function `head` that returns a new `cls` whose fields `names` hold `values` (source
     expressions), without calling `__init__`.
 
@@ -200,21 +209,30 @@ def _generated(cls: type, head: str, names: tuple[str, ...], values: list[str], 
         lines += [f"    _set(new, {n!r}, {v})" for n, v in zip(names, values, strict=True)]
     lines += ["    return new", ""]
     exec(compile("\n".join(lines), filename, "exec"), namespace)  # noqa: S102 - generated from field names
-    return namespace[head[4:head.index("(")]]
+    made: Callable[..., Any] = namespace[head[4:head.index("(")]]
+    return made
 
 
 def fast_replace(obj: T, /, **changes: Any) -> T:
     """`dataclasses.replace` for the frozen, slotted domain dataclasses (none has __post_init__),
     several times faster: it copies the slots instead of calling the generated __init__, which
     matters on the projector's per-event path. An unknown field name raises TypeError."""
-    return replacer(type(obj))(obj, **changes)
+    klass: type = type(obj)
+    replaced: T = _replacer(klass)(obj, **changes)
+    return replaced
 
 
-@functools.cache
 def builder(cls: type[T]) -> Callable[..., T]:
     """``builder(cls)(*values)`` is ``cls(*values)`` (every field, in field order) for the
     frozen, slotted domain dataclasses, without the per-field object.__setattr__ of a frozen
     __init__ (hot paths: a position or an execution per fill). Any other class: cls itself."""
+    klass: type = cls
+    made: Callable[..., T] = _builder(klass)
+    return made
+
+
+@functools.cache
+def _builder(cls: type) -> Callable[..., Any]:
     if ("__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__")
             or not all(f.init for f in dataclasses.fields(cls))):
         return cls
@@ -224,7 +242,7 @@ def builder(cls: type[T]) -> Callable[..., T]:
 def slots_builder(cls: type[T], names: tuple[str, ...]) -> Callable[..., T]:
     """``slots_builder(cls, names)(*values)``: a new `cls` (any class with `__slots__` and no
     `__dict__`) whose slots `names` hold `values`, set without calling `__init__` (`_generated`)."""
-    return _generated(cls, f"def build({', '.join(names)}):", names, list(names),  # type: ignore[no-any-return]
+    return _generated(cls, f"def build({', '.join(names)}):", names, list(names),
                       f"<build {cls.__name__}>", {})
 
 
@@ -313,7 +331,8 @@ def _dataclass_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
     lines = ["def build(v):", "    try:", f"        return _build({', '.join(values)})",
              "    except KeyError:", "        return _general(v)", ""]
     exec(compile("\n".join(lines), f"<plain decoder {cls.__name__}>", "exec"), namespace)  # noqa: S102
-    return namespace["build"]
+    build: Callable[[dict[str, Any]], Any] = namespace["build"]
+    return build
 
 
 @functools.cache

@@ -32,11 +32,11 @@ SAMPLES = {
 @pytest.fixture
 def paths() -> Iterator[str]:
     """Fresh generated builders and replacers for each test."""
-    plain.builder.cache_clear()
-    plain.replacer.cache_clear()
+    plain._builder.cache_clear()
+    plain._replacer.cache_clear()
     yield "generated"
-    plain.builder.cache_clear()
-    plain.replacer.cache_clear()
+    plain._builder.cache_clear()
+    plain._replacer.cache_clear()
 
 
 @pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
