@@ -41,10 +41,10 @@ _EXIT_CODES: tuple[tuple[tuple[type[BackboneError], ...], int], ...] = (
 
 # Piped output is read by people too: never truncate table columns to 80 characters there.
 _WIDTH = None if sys.stdout.isatty() else 250
-# No markup: printed values come from records and users ("ACC[/]" crashed the table, "[red]X"
-# lost its brackets); styles are given as rich.text.Text where wanted.
-console = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False)
+# Plain text: printed values come from records and users ("ACC[/]" crashed the table, "[red]X"
+# lost its brackets, "file:100:" printed as an emoji); styles are given as rich.text.Text where wanted.
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
 
 
 def load_settings() -> Settings:

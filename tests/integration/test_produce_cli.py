@@ -203,3 +203,24 @@ def test_json_lists_every_refused_line_with_reason_and_detail(
     published = read_topic(settings, settings.topic_orders) + read_topic(settings, settings.topic_marketdata)
     assert sorted(m.key() for m in published) == [b"LIST"] * 4
     assert set(dead_letters(settings)) == {f"events.jsonl:{line}" for line in refused}
+
+
+def test_refusals_echo_line_numbers_and_input_as_plain_text(
+        created_topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`file:line: reason: detail` stays plain text: rich read `:100:` and `:1234:` as emoji codes,
+    and input like `[bold]` as markup."""
+    use(created_topics, monkeypatch)
+    tape = Tape()
+    for i in range(1233):
+        tape.mark(f"EMO{i % 7}", 10 + i % 5)
+    lines = [json_form.dumps(r) for r in tape.records]
+    lines[99] = "{:thumbs_up: [bold]not json"
+    lines.append(json.dumps(json.loads(lines[0]) | {"symbol": " "}))
+    path = write_lines(tmp_path, lines)
+    result = CliRunner().invoke(app, ["publish", str(path)])
+    assert result.exit_code == 1, result.output
+    said = [line for line in result.stderr.splitlines() if line.startswith("events.jsonl:")]
+    assert [line.split(":")[1:3] for line in said] == [["100", " invalid_json"], ["1234", " invalid_field"]]
+    assert said[0].startswith("events.jsonl:100: invalid_json: ") and said[1].startswith(
+        "events.jsonl:1234: invalid_field:symbol: ")
+    assert not any(ord(ch) > 0x2000 for ch in result.stderr), result.stderr
