@@ -5,7 +5,7 @@ pipeline, so a batch costs one round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import psycopg
@@ -18,6 +18,11 @@ TP = tuple[str, int]
 #: Statements of the caller's sent in the pipeline after the projection's rows; returns what
 #: checks their results once they are in (it raises to abandon the transaction).
 Tail = Callable[[psycopg.Connection], Callable[[], None]]
+#: Refused records of a batch, each with its dead letter.
+Letters = list[tuple[Record, DeadLetter]]
+#: Per partition, the batch's compare-and-set: from the offset its owner expected (None: nothing
+#: read yet) to the one after the batch's last record.
+Moves = dict[TP, tuple[int | None, int]]
 
 
 class Projection(Protocol):
@@ -62,3 +67,19 @@ class Projection(Protocol):
         """Forget every batch not committed (in flight, or applied since): its partitions are
         reloaded next."""
         ...
+
+
+def fold(projection: Projection, records: Iterable[Record], expected: Mapping[TP, int | None]) -> tuple[Letters, Moves]:
+    """Step 1 of a batch, for every loop that feeds a projection (the projector and the rebuild's
+    shadow): apply each record in memory; a refused one becomes a dead letter. Returns the
+    letters and each partition's move from `expected` to the offset after its last record."""
+    letters: Letters = []
+    moves: Moves = {}
+    for msg in records:
+        tp = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        letter = projection.apply_at(msg, tp[0], tp[1], offset)
+        if letter is not None:
+            letters.append((msg, letter))
+        moves[tp] = (expected.get(tp), offset + 1)
+    return letters, moves

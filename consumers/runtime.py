@@ -62,7 +62,7 @@ from consumers.checkpoints import FencedError, read_checkpoints, read_generation
 from consumers.config import PROJECTOR_FETCH, LoopConfig, RunStats
 from consumers.database import RETRIABLE, Database
 from consumers.deadletter_relay import DeadLetterRelay
-from consumers.projection import Projection
+from consumers.projection import Projection, fold
 
 log = logging.getLogger(__name__)
 
@@ -327,15 +327,7 @@ class ProjectionLoop:
     def _process(self, records: list[reader.Record]) -> None:
         # Step 1: apply the batch in memory; refused records become dead letters. The batch
         # before may still be in flight: its server work overlaps this fold.
-        letters: list[tuple[reader.Record, DeadLetter]] = []
-        moves: dict[TP, tuple[int | None, int]] = {}
-        for msg in records:
-            tp = (msg.topic(), msg.partition())
-            offset = msg.offset()
-            letter = self.projection.apply_at(msg, tp[0], tp[1], offset)
-            if letter is not None:
-                letters.append((msg, letter))
-            moves[tp] = (self.positions.get(tp), offset + 1)
+        letters, moves = fold(self.projection, records, self.positions)
         if self._inflight is not None:
             self.stats.overlapped += 1
         if not self._settle():

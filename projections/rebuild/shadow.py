@@ -12,13 +12,13 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from backbone import deadletters
-from backbone.deadletters import DeadLetter
 from backbone.errors import KafkaError
 from backbone.kafka import log_bounds, reader
 from backbone.kafka.batches import next_batch, partitions_of, refetch, watermarks
 from backbone.kafka.consumer import consumer_config
 from backbone.settings import Settings
 from consumers.checkpoints import advance_checkpoints, read_checkpoints
+from consumers.projection import fold
 from projections import snapshots, store
 from projections.rebuild.model import LETTER_COLS, NO_PROGRESS_S, TP, Interrupted, RebuildError
 from projections.state import Changes
@@ -140,15 +140,7 @@ class Shadow:
         refetch(self.consumer, tp, low if verdict == "expired" else start, self._start)
 
     def _write(self, conn: psycopg.Connection, batch: list[reader.Record]) -> None:
-        letters: list[tuple[reader.Record, DeadLetter]] = []
-        moves: dict[TP, tuple[int | None, int]] = {}
-        for msg in batch:
-            tp = (msg.topic(), msg.partition())
-            offset = msg.offset()
-            letter = self.projection.apply_at(msg, tp[0], tp[1], offset)
-            if letter is not None:
-                letters.append((msg, letter))
-            moves[tp] = (moves[tp][0] if tp in moves else self.pos[tp], offset + 1)
+        letters, moves = fold(self.projection, batch, self.pos)
         with conn.transaction():
             captured = self.projection.write(conn)
             deadletters.insert(conn, [replace(d, projection=TRADING) for _m, d in letters],
