@@ -61,7 +61,7 @@ class Execution:
     updated_at: datetime
 
     def as_fill(self) -> Fill:
-        return _new_fill(self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
+        return _new_fill(self.order_id, self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
                          self.commission, self.exec_time)
 
 
@@ -181,7 +181,7 @@ class TradingState:
             if event_type == _BUSTED:
                 execution = replace(current, busted=True, last_event_id=event.event_id,
                                     updated_at=event.event_time)
-                new_position = positions.bust(position, original)
+                new_position = positions.bust(position, current.order_id, original)
             else:
                 commission = current.commission if event.commission is None else Decimal(event.commission)
                 execution = replace(current, qty=Decimal(event.last_qty or 0), price=Decimal(event.last_px or 0),
@@ -189,7 +189,8 @@ class TradingState:
                                     original_qty=current.original_qty or current.qty,
                                     original_price=current.original_price or current.price,
                                     last_event_id=event.event_id, updated_at=event.event_time)
-                new_position = positions.correct(position, original, execution.qty, execution.price, commission)
+                new_position = positions.correct(position, current.order_id, original, execution.qty, execution.price,
+                                                 commission)
 
         # Everything computed without error: commit to the state.
         self.orders[event.order_id] = after
