@@ -15,13 +15,15 @@ Format 2 (written since 2026-12-03) lets `state --as-of` load only what its tail
 cost follows the tail and not the size of the state: ``b"TBS2"``, the length of the header (4
 bytes, big-endian), the zlib-compressed JSON header, then one zlib-compressed JSON section per
 (account, symbol). The header holds the open (non-terminal) orders, the position summaries,
-the marks, and per section its key, byte length and the ids of the orders and executions in it;
-a section holds that (account, symbol)'s terminal orders and all its executions. Restoring
-lazily (`restore(..., lazy=True)`) decodes the header only: sections are decoded when the fold
-first names one of their ids (`TradingState.cold_orders` / `cold_execs`), and a position's fills
-are refolded, and checked against its summary, when a restatement first reads them
-(`history.Deferred`). Restoring eagerly decodes and checks everything at once. Format 1 (one
-zlib-compressed JSON body ``{"v": 1, ...}`` with every row) is still read, eagerly.
+the marks, and per section its key, byte length and the ids of the orders and executions in it
+(an exec id is unique within its order only, so it may be listed twice); a section holds that
+(account, symbol)'s terminal orders and all its executions. Restoring lazily (`restore(...,
+lazy=True)`) decodes the header only: a section is decoded when the fold first names one of
+its orders (`TradingState.cold_orders`) or restates one of its executions (`cold_execs`, by
+account and symbol), and a position's fills are refolded, and checked against its summary, when
+a restatement first reads them (`history.Deferred`). Restoring eagerly decodes and checks
+everything at once. Format 1 (one zlib-compressed JSON body ``{"v": 1, ...}`` with every row)
+is still read, eagerly.
 
 JSON is lossless here: decimals as strings with their exponent, times ISO-8601 with offset
 (backbone.domain.plain).
@@ -51,7 +53,7 @@ from backbone.domain.order_state import TERMINAL_STATUSES, OrderState
 from backbone.domain.plain import decoder_for, encoder_for, to_plain
 from backbone.errors import InvariantViolation, coordinates
 from backbone.settings import Settings
-from projections.state import ColdGroup, Execution, MarkRow, TradingState, positions_from_executions
+from projections.state import ColdGroup, ExecKey, Execution, MarkRow, TradingState, positions_from_executions
 
 FORMAT = 2
 MAGIC = b"TBS2"  # a zlib stream (format 1) starts with 0x78, never with this
@@ -72,7 +74,7 @@ COMPRESSION_LEVEL = 3  # cheap on the projector path; JSON of repetitive rows st
 
 # -- pure: state -> payload -----------------------------------------------------------------------
 
-def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str], exec_ids: Iterable[str],
+def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str], exec_keys: Iterable[ExecKey],
                     position_keys: Iterable[Key]) -> bytes:
     order_plain, exec_plain = encoder_for(OrderState), encoder_for(Execution)
     open_orders = []
@@ -83,7 +85,7 @@ def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str
             sections.setdefault((order.account, order.symbol), ([], []))[0].append(order)
         else:
             open_orders.append(order_plain(order))
-    for x in sorted((state.executions[e] for e in exec_ids), key=lambda x: (x.source_offset, x.exec_id)):
+    for x in sorted((state.executions[e] for e in exec_keys), key=lambda x: (x.source_offset, x.exec_id)):
         sections.setdefault((x.account, x.symbol), ([], []))[1].append(x)
     index, blobs = [], []
     for (account, symbol), (orders, executions) in sorted(sections.items()):
@@ -124,16 +126,16 @@ def serialize_many(state: TradingState, wanted: Iterable[tuple[Kind, int]]) -> d
     order_parts = {p for k, p in wanted if k == "orders"}
     mark_parts = {p for k, p in wanted if k == "marks"}
     orders: dict[int, list[str]] = {p: [] for p in order_parts}
-    execs: dict[int, list[str]] = {p: [] for p in order_parts}
+    execs: dict[int, list[ExecKey]] = {p: [] for p in order_parts}
     pos: dict[int, list[Key]] = {p: [] for p in order_parts}
     marks: dict[int, list[str]] = {p: [] for p in mark_parts}
     if order_parts:
         for order_id, p in state.order_partition.items():
             if p in orders:
                 orders[p].append(order_id)
-        for exec_id, x in state.executions.items():
+        for exec_key, x in state.executions.items():
             if x.kafka_partition in execs:
-                execs[x.kafka_partition].append(exec_id)
+                execs[x.kafka_partition].append(exec_key)
         for key, p in state.position_partition.items():
             if p in pos:
                 pos[p].append(key)
@@ -207,7 +209,7 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         executions = list(map(decoder_for(Execution), body["executions"]))
         _check_partition(executions, partition, where)
         for x in executions:
-            state.executions[x.exec_id] = x
+            state.executions[(x.order_id, x.exec_id)] = x
             key = (x.account, x.symbol)
             if key not in by_key:
                 by_key[key] = _Section.decoded(partition, key, where)
@@ -219,7 +221,7 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         section = _Section(partition, key, sections[at:at + entry["bytes"]], entry, where)
         at += entry["bytes"]
         by_key[key] = section
-        group = ColdGroup(partition, entry["orders"], entry["executions"], section.rows)
+        group = ColdGroup(partition, key, entry["orders"], entry["executions"], section.rows)
         groups.append(group)
         state.add_cold(group)
     if at != len(sections):

@@ -10,12 +10,17 @@ partitions and `drop_partitions` forgets some of them.
 What changed since the last `take_changes()` is tracked as key sets, so the writer persists
 exactly the rows an applied batch touched.
 
+An execution is keyed by (order_id, exec_id), not by its exec id alone: FIX makes an ExecID
+unique per sell side, so orders routed to two venues may report the same one, and each is its
+own order's fill. A fill reusing an exec id its own order has seen is refused by the order
+state machine (`duplicate_exec_id`) before the state changes; any other is new.
+
 A state restored lazily from snapshots (`snapshots.restore(..., lazy=True)`, for `state
 --as-of`) keeps the terminal orders and the executions of each (account, symbol) in a
-`ColdGroup` until an event names one of them: `cold_orders` and `cold_execs` index them, and the
-three lookups that may need one (the order an event names, a new exec id's duplicate check, the
-execution a restatement names) thaw its group first, so the fold sees exactly the eager state.
-Whatever reads the whole state calls `thaw_all()` first.
+`ColdGroup` until an event names one of them: `cold_orders` indexes them by order id and
+`cold_execs` by (account, symbol), and the two lookups that may need one (the order an event
+names, the execution a restatement names) thaw its group first, so the fold sees exactly the
+eager state. Whatever reads the whole state calls `thaw_all()` first.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from backbone.domain.positions import Fill, Position
 from backbone.errors import InvalidOrderTransition
 
 Outcome = Literal["applied", "duplicate", "stale"]
+#: An execution's key: (order_id, exec_id).
+ExecKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +48,7 @@ class Execution:
     """One fill as executed and as restated since (busted, corrected)."""
 
     exec_id: str
-    order_id: str
+    order_id: str  # with exec_id, the key (an exec id is unique within its order only)
     kafka_partition: int
     source_offset: int
     account: str
@@ -61,7 +68,7 @@ class Execution:
     updated_at: datetime
 
     def as_fill(self) -> Fill:
-        return _new_fill(self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
+        return _new_fill(self.order_id, self.exec_id, self.account, self.symbol, self.side, self.qty, self.price,
                          self.commission, self.exec_time)
 
 
@@ -85,7 +92,7 @@ def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, st
     for x in sorted(executions, key=lambda e: (e.kafka_partition, e.source_offset)):
         if not x.busted:
             live.setdefault((x.account, x.symbol), []).append(x.as_fill())
-    # exec ids are distinct: `executions` comes from a table (or dict) keyed by exec_id
+    # distinct fills: `executions` comes from a table (or dict) keyed by (order_id, exec_id)
     return {key: positions.apply_fills(positions.empty_position(*key), fills, exec_ids_are_new=True)
             for key, fills in live.items()}
 
@@ -112,6 +119,7 @@ class ColdGroup:
     in their snapshot; `load()` decodes them (and checks them against these ids)."""
 
     partition: int
+    key: tuple[str, str]  # (account, symbol)
     order_ids: list[str]
     exec_ids: list[str]
     load: Callable[[], tuple[list[OrderState], list[Execution]]]
@@ -120,7 +128,7 @@ class ColdGroup:
 @dataclass
 class Changes:
     orders: set[str] = field(default_factory=set)
-    executions: set[str] = field(default_factory=set)
+    executions: set[ExecKey] = field(default_factory=set)
     positions: set[tuple[str, str]] = field(default_factory=set)
     marks: set[str] = field(default_factory=set)
 
@@ -134,13 +142,13 @@ class TradingState:
 
     orders: dict[str, OrderState] = field(default_factory=dict)
     order_partition: dict[str, int] = field(default_factory=dict)
-    executions: dict[str, Execution] = field(default_factory=dict)
+    executions: dict[ExecKey, Execution] = field(default_factory=dict)
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
     position_partition: dict[tuple[str, str], int] = field(default_factory=dict)
     marks: dict[str, MarkRow] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
     cold_orders: dict[str, ColdGroup] = field(default_factory=dict)
-    cold_execs: dict[str, ColdGroup] = field(default_factory=dict)
+    cold_execs: dict[tuple[str, str], ColdGroup] = field(default_factory=dict)  # by (account, symbol)
     cold_groups: dict[int, set[ColdGroup]] = field(default_factory=dict)  # by partition
 
     # -- order events -------------------------------------------------------------------------
@@ -160,28 +168,21 @@ class TradingState:
         new_position: Position | None = None
         event_type = event.event_type
         if event_type == _FILLED:
-            exec_id = str(event.exec_id)
-            if self.cold_execs and exec_id in self.cold_execs:
-                self.thaw(self.cold_execs[exec_id])
-            if exec_id in self.executions:
-                raise InvalidOrderTransition(event.order_id, "duplicate_exec_id",
-                                             f"execution {exec_id} already belongs to order "
-                                             f"{self.executions[exec_id].order_id}")
             execution = new_execution(
-                exec_id, event.order_id, partition, offset, event.account, event.symbol, event.side,
+                str(event.exec_id), event.order_id, partition, offset, event.account, event.symbol, event.side,
                 _decimal(event.last_qty), _decimal(event.last_px), _decimal(event.commission),
                 event.currency, event.liquidity, event.event_time, False, False, None, None,
                 event.event_id, event.event_time)
-            # exec_id is new: checked against every execution of the partition just above
+            # new: order_state.apply refuses an exec id the order has seen (duplicate_exec_id)
             new_position = positions.apply_fill(self._position(event), execution.as_fill(), exec_id_is_new=True)
         elif event_type == _BUSTED or event_type == _CORRECTED:
-            original = self._restated_exec_id(after, str(event.exec_ref_id))
+            original = self._restated(after, str(event.exec_ref_id))
             current = self.executions[original]
             position = self._position(event)
             if event_type == _BUSTED:
                 execution = replace(current, busted=True, last_event_id=event.event_id,
                                     updated_at=event.event_time)
-                new_position = positions.bust(position, original)
+                new_position = positions.bust(position, *original)
             else:
                 commission = current.commission if event.commission is None else Decimal(event.commission)
                 execution = replace(current, qty=Decimal(event.last_qty or 0), price=Decimal(event.last_px or 0),
@@ -189,15 +190,16 @@ class TradingState:
                                     original_qty=current.original_qty or current.qty,
                                     original_price=current.original_price or current.price,
                                     last_event_id=event.event_id, updated_at=event.event_time)
-                new_position = positions.correct(position, original, execution.qty, execution.price, commission)
+                new_position = positions.correct(position, *original, execution.qty, execution.price, commission)
 
         # Everything computed without error: commit to the state.
         self.orders[event.order_id] = after
         self.order_partition[event.order_id] = partition
         self.changes.orders.add(event.order_id)
         if execution is not None:
-            self.executions[execution.exec_id] = execution
-            self.changes.executions.add(execution.exec_id)
+            key = (execution.order_id, execution.exec_id)
+            self.executions[key] = execution
+            self.changes.executions.add(key)
         if new_position is not None:
             key = (event.account, event.symbol)
             self.positions[key] = new_position
@@ -209,16 +211,19 @@ class TradingState:
         return (self.positions.get((event.account, event.symbol))
                 or positions.empty_position(event.account, event.symbol))
 
-    def _restated_exec_id(self, order: OrderState, ref: str) -> str:
-        """The original exec_id of the fill a bust/correction names (ref may be a correction's id)."""
+    def _restated(self, order: OrderState, ref: str) -> ExecKey:
+        """The key of the execution a bust/correction names (ref may be a correction's id)."""
         for fill in order.fills:
             if fill.answers_to(ref):
-                if self.cold_execs and fill.exec_id in self.cold_execs:
-                    self.thaw(self.cold_execs[fill.exec_id])
-                if fill.exec_id not in self.executions:
+                key = (order.order_id, fill.exec_id)
+                if key not in self.executions and self.cold_execs:
+                    group = self.cold_execs.get((order.account, order.symbol))
+                    if group is not None:
+                        self.thaw(group)
+                if key not in self.executions:
                     raise InvalidOrderTransition(order.order_id, "unknown_exec_ref",
                                                  f"execution {fill.exec_id} is not in the projection")
-                return fill.exec_id
+                return key
         raise InvalidOrderTransition(order.order_id, "unknown_exec_ref", f"no execution answers to {ref}")
 
     # -- marks ----------------------------------------------------------------------------------
@@ -235,14 +240,22 @@ class TradingState:
     # -- bookkeeping ------------------------------------------------------------------------------
 
     def add_cold(self, group: ColdGroup) -> None:
-        """Index a group left in its snapshot (`snapshots.restore(..., lazy=True)`)."""
+        """Index a group left in its snapshot (`snapshots.restore(..., lazy=True)`). A group of
+        the same (account, symbol) from a snapshot restored before (only snapshots of two
+        processes can give one) is thawed first, so this one's rows win, as when restoring
+        eagerly."""
+        if group.exec_ids:
+            earlier = self.cold_execs.get(group.key)
+            if earlier is not None:
+                self.thaw(earlier)
+            self.cold_execs[group.key] = group
         self.cold_groups.setdefault(group.partition, set()).add(group)
         self.cold_orders.update(dict.fromkeys(group.order_ids, group))
-        self.cold_execs.update(dict.fromkeys(group.exec_ids, group))
 
     def thaw(self, group: ColdGroup) -> None:
-        """Move a cold group's rows into the state (decoding them). An id that a snapshot
-        restored later also holds is that snapshot's, as when restoring eagerly."""
+        """Move a cold group's rows into the state (decoding them). An order id that a snapshot
+        restored later also holds is that snapshot's, as when restoring eagerly (and so are the
+        executions of an (account, symbol): see `add_cold`)."""
         orders, executions = group.load()
         self.cold_groups[group.partition].remove(group)
         for order in orders:
@@ -250,10 +263,10 @@ class TradingState:
                 del self.cold_orders[order.order_id]
                 self.orders[order.order_id] = order
                 self.order_partition[order.order_id] = group.partition
+        if self.cold_execs.get(group.key) is group:
+            del self.cold_execs[group.key]
         for x in executions:
-            if self.cold_execs.get(x.exec_id) is group:
-                del self.cold_execs[x.exec_id]
-                self.executions[x.exec_id] = x
+            self.executions[(x.order_id, x.exec_id)] = x
 
     def thaw_all(self) -> None:
         """Load everything still cold: every group, and every position's deferred history (which
@@ -275,16 +288,17 @@ class TradingState:
         if orders:
             for order_id in [o for o, p in self.order_partition.items() if p in orders]:
                 del self.orders[order_id], self.order_partition[order_id]
-            for exec_id in [e for e, x in self.executions.items() if x.kafka_partition in orders]:
-                del self.executions[exec_id]
+            for key in [k for k, x in self.executions.items() if x.kafka_partition in orders]:
+                del self.executions[key]
             for key in [k for k, p in self.position_partition.items() if p in orders]:
                 del self.positions[key], self.position_partition[key]
             for p in orders:
                 for group in self.cold_groups.pop(p, ()):
-                    for cold, ids in ((self.cold_orders, group.order_ids), (self.cold_execs, group.exec_ids)):
-                        for ident in ids:
-                            if cold.get(ident) is group:
-                                del cold[ident]
+                    for order_id in group.order_ids:
+                        if self.cold_orders.get(order_id) is group:
+                            del self.cold_orders[order_id]
+                    if self.cold_execs.get(group.key) is group:
+                        del self.cold_execs[group.key]
         if marks:
             for symbol in [s for s, m in self.marks.items() if m.kafka_partition in marks]:
                 del self.marks[symbol]

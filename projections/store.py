@@ -53,18 +53,16 @@ def _target(table: str, schema: str | None) -> str:
     return f'"{schema}".{table}' if schema else table
 
 
-#: Tables keyed by an id the events carry (order_id, exec_id), not by the symbol: nothing stops a
-#: record on one partition from naming the id of a row another partition owns.
-_PARTITION_GUARDED = frozenset({"orders", "executions"})
-
-
 def _on_conflict(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None) -> str:
-    """The upsert's conflict clause. A row of a partition-guarded table is only ever updated from
-    its own partition: a row of another partition is left alone (and the writer is told, see
-    `ForeignKeysError`) instead of being overwritten, whoever owns that partition."""
+    """The upsert's conflict clause. `orders` is keyed by an id the events carry, not by the
+    symbol, so nothing stops a record on one partition from naming an order another partition
+    owns: an orders row is only ever updated from its own partition, a row of another partition
+    is left alone (and the writer is told, see `ForeignKeysError`) instead of being overwritten,
+    whoever owns that partition. `executions` needs no guard of its own: its key starts with the
+    order_id, and a batch that writes an execution writes its order too, so the order's refusal
+    abandons the batch."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
-    guard = (f" where {_target(table, schema)}.kafka_partition = excluded.kafka_partition"
-             if table in _PARTITION_GUARDED else "")
+    guard = f" where {_target(table, schema)}.kafka_partition = excluded.kafka_partition" if table == "orders" else ""
     return f"on conflict ({', '.join(keys)}) do update set {updates}{guard}"
 
 
@@ -136,7 +134,8 @@ def change_rows(state: TradingState, changes: Changes) -> list[TableRows]:
     tables: list[TableRows] = [
         ("orders", ORDER_COLS, ("order_id",),
          [_order_row(state.orders[o], state.order_partition[o]) for o in sorted(changes.orders)]),
-        ("executions", EXEC_COLS, ("exec_id",), [_exec_row(state.executions[e]) for e in sorted(changes.executions)]),
+        ("executions", EXEC_COLS, ("order_id", "exec_id"),
+         [_exec_row(state.executions[k]) for k in sorted(changes.executions)]),
         ("positions", POSITION_COLS, ("account", "symbol"),
          [_position_row(state.positions[k], state.position_partition[k]) for k in sorted(changes.positions)]),
         ("marks", MARK_COLS, ("symbol",), [_mark_row(state.marks[s]) for s in sorted(changes.marks)]),
@@ -196,12 +195,13 @@ def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | N
         finally:
             for _table, cur in cursors:
                 cur.close()
-        refused = {table: rows for table, _c, _k, rows in tables if written[table] < len(rows)}
+        refused = [table for table, _c, _k, rows in tables if written[table] < len(rows)]
         if refused:
-            foreign = _foreign_keys(conn, refused, schema)
-            if not any(foreign.values()):
-                raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no id "
-                                         "belongs to another partition")
+            orders = next((rows for table, _c, _k, rows in tables if table == "orders"), [])
+            foreign = _foreign_orders(conn, orders, schema) if refused == ["orders"] else {}
+            if not foreign:
+                raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no "
+                                         "order id belongs to another partition")
             raise ForeignKeysError(foreign)
         if check_tail is not None:
             check_tail()
@@ -210,19 +210,14 @@ def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | N
     return check
 
 
-def _foreign_keys(conn: psycopg.Connection, refused: dict[str, list[tuple[Any, ...]]],
-                  schema: str | None) -> dict[str, dict[str, tuple[int, int]]]:
-    """The refused rows: those whose id's row has another partition (the id is column 0 of an
-    orders or executions row, the partition column 1 of orders and 2 of executions)."""
-    out: dict[str, dict[str, tuple[int, int]]] = {}
-    for table, rows in refused.items():
-        key = "order_id" if table == "orders" else "exec_id"
-        part = 1 if table == "orders" else 2
-        ours = {row[0]: row[part] for row in rows}
-        found = conn.execute(f"select {key}, kafka_partition from {_target(table, schema)} where {key} = any(%s)",
-                             (list(ours),)).fetchall()
-        out[table] = {k: (ours[k], p) for k, p in found if p != ours[k]}
-    return out
+def _foreign_orders(conn: psycopg.Connection, rows: list[tuple[Any, ...]],
+                    schema: str | None) -> dict[str, tuple[int, int]]:
+    """The refused orders rows: those whose order_id's row has another partition (columns 0 and
+    1 of an orders row)."""
+    ours = {row[0]: row[1] for row in rows}
+    found = conn.execute(f"select order_id, kafka_partition from {_target('orders', schema)} "
+                         "where order_id = any(%s)", (list(ours),)).fetchall()
+    return {k: (ours[k], p) for k, p in found if p != ours[k]}
 
 
 #: Rows a statement at most: a rebuild's seed writes every row of the state.
@@ -314,7 +309,7 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
                         (op,))
             executions = [_execution(*row) for row in cur]
             for x in executions:
-                state.executions[x.exec_id] = x
+                state.executions[(x.order_id, x.exec_id)] = x
             refolded = positions_from_executions(executions)
             cur.execute(f"select {', '.join(POSITION_COLS)} from {prefix}positions where kafka_partition = any(%s)",
                         (op,))
@@ -363,15 +358,13 @@ def _check_reload(position: Position, stored: dict[str, Any]) -> None:
 # -- refusals ------------------------------------------------------------------------------------
 
 class ForeignKeysError(FencedError):
-    """Rows the batch would have written belong to another Kafka partition: an event reused the
-    order_id or exec_id of a row another partition owns. The transaction is abandoned; the
-    projection refuses those ids on this partition when it folds the records again.
+    """Orders rows the batch would have written belong to another Kafka partition: an event
+    reused the order_id of an order another partition owns. The transaction is abandoned; the
+    projection refuses those order ids on this partition when it folds the records again.
 
-    `keys`: table -> {id: (the partition that wrote the batch, the partition that owns the row)}."""
+    `order_ids`: {order_id: (the partition that wrote the batch, the partition that owns the row)}."""
 
-    def __init__(self, keys: dict[str, dict[str, tuple[int, int]]]) -> None:
-        self.keys = keys
-        named = "; ".join(
-            f"{table} " + ", ".join(f"{k} (partition {theirs}, not {ours})" for k, (ours, theirs) in ids.items())
-            for table, ids in keys.items())
-        super().__init__(f"ids that belong to another partition: {named}")
+    def __init__(self, order_ids: dict[str, tuple[int, int]]) -> None:
+        self.order_ids = order_ids
+        named = ", ".join(f"{k} (partition {theirs}, not {ours})" for k, (ours, theirs) in order_ids.items())
+        super().__init__(f"order ids that belong to another partition: {named}")

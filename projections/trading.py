@@ -99,10 +99,9 @@ class TradingProjection:
         # in committed batches; the open batch's are counted apart until it commits
         self.duplicates = 0
         self._batch_duplicates = 0
-        # ids whose rows another Kafka partition owns (found when the table refused a write), and
-        # that partition: a record naming one on any other partition is refused
+        # order ids whose rows another Kafka partition owns (found when the table refused a
+        # write), and that partition: a record naming one on any other partition is refused
         self._foreign_orders: dict[str, int] = {}
-        self._foreign_execs: dict[str, int] = {}
         # per topic: its partition count (`place`), and each symbol's key and partition under it
         self._partition_counts: dict[str, int] = {}
         self._homes: dict[str, dict[str, tuple[bytes, int]]] = {}
@@ -198,10 +197,12 @@ class TradingProjection:
             if isinstance(record, OrderEvent):  # = `orders` after the check above, and narrows the type
                 if _order_has_nul(record):
                     return self._letter(msg, "nul_character", _NUL_DETAIL)
-                if self._foreign_orders or self._foreign_execs:
-                    letter = self._foreign_letter(msg, record, partition)
-                    if letter is not None:
-                        return letter
+                if self._foreign_orders:
+                    owner = self._foreign_orders.get(record.order_id, partition)
+                    if owner != partition:
+                        return self._letter(msg, "order_id_in_other_partition",
+                                            f"order {record.order_id} belongs to partition {owner} (another "
+                                            "symbol's)")
                 if self.state.apply_order_event(record, partition, offset) == "duplicate":
                     self._batch_duplicates += 1
             else:
@@ -233,17 +234,6 @@ class TradingProjection:
             return self._letter(msg, "wrong_partition", f"symbol {symbol!r} belongs to partition {home[1]} of "
                                 f"{self._partition_counts[topic]} (murmur2 of the key), not {partition}: the "
                                 "producer does not use the murmur2_random partitioner")
-        return None
-
-    def _foreign_letter(self, msg: Record, record: OrderEvent, partition: int) -> DeadLetter | None:
-        owner = self._foreign_orders.get(record.order_id, partition)
-        if owner != partition:
-            return self._letter(msg, "order_id_in_other_partition",
-                                f"order {record.order_id} belongs to partition {owner} (another symbol's)")
-        owner = partition if record.exec_id is None else self._foreign_execs.get(record.exec_id, partition)
-        if owner != partition:
-            return self._letter(msg, "exec_id_in_other_partition",
-                                f"execution {record.exec_id} belongs to partition {owner} (another symbol's)")
         return None
 
     def _track(self, msg: Record, topic: str, partition: int, offset: int) -> None:
@@ -289,10 +279,9 @@ class TradingProjection:
                 return check()
             except store.ForeignKeysError as e:
                 # Remembered across the reload that follows (a FencedError): folded again, the
-                # records that reuse these ids are refused instead of overwriting the owner's rows.
-                for table, ids in e.keys.items():
-                    known = self._foreign_orders if table == "orders" else self._foreign_execs
-                    known.update({key: theirs for key, (_ours, theirs) in ids.items()})
+                # records that reuse these order ids are refused instead of overwriting the
+                # owner's rows.
+                self._foreign_orders.update({key: theirs for key, (_ours, theirs) in e.order_ids.items()})
                 raise
 
         return settle

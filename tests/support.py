@@ -22,7 +22,7 @@ from projections.trading import TradingProjection
 
 TABLE_KEYS = {
     "orders": "order_id",
-    "executions": "exec_id",
+    "executions": "order_id, exec_id",
     "positions": "account, symbol",
     "marks": "symbol",
 }

@@ -50,20 +50,24 @@ fill, the restated position equals, field by field, the position that would have
 the busted fill never happened or had the fill been right in the first place. A restatement
 costs the number of fills after the restated one, not the position's whole history.
 
+Identity. A fill is named by its order and its exec id, (order_id, exec_id), never by the exec
+id alone: FIX makes an ExecID unique per sell side, so two orders of one account and symbol
+sent to two venues may report the same exec id, and both fills count.
+
 Errors. Every refusal raises `PositionError`, an `InvalidRecord` (so a `BackboneError`) like
 `InvalidOrderTransition`, whose ``rule`` (also its ``reason``) names why: ``invalid_fill``
 (quantity not > 0, negative commission, a non-finite or non-Decimal number, unknown side, naive
-time), ``wrong_position`` (fill for another account or symbol), ``duplicate_exec_id`` (the exec
-id is already among the live fills), ``unknown_exec_id`` (bust or correct of a fill the
-position does not hold), ``invalid_mark`` (a mark price that is not a finite Decimal),
-``arithmetic`` (an exact operation would have had to round). `InvariantViolation` is not used:
+time), ``wrong_position`` (fill for another account or symbol), ``duplicate_exec_id`` (a fill
+of the same order with the same exec id is already live), ``unknown_exec_id`` (bust or correct
+of a fill the position does not hold), ``invalid_mark`` (a mark price that is not a finite
+Decimal), ``arithmetic`` (an exact operation would have had to round). `InvariantViolation` is not used:
 these are data errors, not bugs. The position passed in is never changed (it is immutable).
 
 Cost. `apply_fill` is constant work: `fills` and `prior_states` are `History` sequences, views
 of append-only lists that successive versions share, so a fill appends instead of copying the
-position's history. Only the duplicate exec-id scan is O(n) in the live fills (~25-30 ns each);
-a caller that already knows the exec id is new (the projection keeps every exec id it has seen
-in a dict) passes ``exec_id_is_new=True`` and skips it. `apply_fills` enters the decimal context
+position's history. Only the duplicate scan is O(n) in the live fills (~25-30 ns each); a
+caller that already knows the fill is new (the projection's order state machine refuses an exec
+id its order has seen) passes ``exec_id_is_new=True`` and skips it. `apply_fills` enters the decimal context
 once. A bust or correction costs the fills after the restated one (plus one copy of the history
 before it, since the restated versions fork from an earlier one). A position restored lazily
 from a snapshot holds `Deferred` histories: fills apply to its summary at once, and its old
@@ -141,8 +145,10 @@ class PositionError(InvalidRecord):
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """One execution as the position sees it. BUY adds +qty, SELL and SELL_SHORT add −qty."""
+    """One execution as the position sees it, named by (order_id, exec_id). BUY adds +qty, SELL
+    and SELL_SHORT add −qty."""
 
+    order_id: str
     exec_id: str
     account: str
     symbol: str
@@ -233,8 +239,8 @@ def total_pnl(position: Valued, mark_price: Decimal) -> Decimal:
 def apply_fill(position: Position, fill: Fill, *, exec_id_is_new: bool = False) -> Position:
     """The position after `fill`. Raises `PositionError` if the fill is refused.
 
-    `exec_id_is_new`: the caller guarantees `fill.exec_id` is not among the live fills (skips
-    the O(n) duplicate scan)."""
+    `exec_id_is_new`: the caller guarantees no live fill has the fill's (order_id, exec_id)
+    (skips the O(n) duplicate scan)."""
     check_duplicate = not exec_id_is_new
     # _CTX itself becomes the current context: localcontext(_CTX) would copy it, ~0.4-0.8 µs
     # of a ~5 µs fill. Only its flags change and nothing reads them (every condition that
@@ -252,8 +258,8 @@ def apply_fill(position: Position, fill: Fill, *, exec_id_is_new: bool = False) 
 def apply_fills(position: Position, fills: Iterable[Fill], *, exec_ids_are_new: bool = False) -> Position:
     """`apply_fill` folded over `fills`, in order (one decimal context for the whole batch).
 
-    `exec_ids_are_new`: the caller guarantees the exec ids are distinct and none is live in
-    `position` (skips the duplicate scan, which makes a long fold quadratic)."""
+    `exec_ids_are_new`: the caller guarantees the fills' (order_id, exec_id) are distinct and
+    none is live in `position` (skips the duplicate scan, which makes a long fold quadratic)."""
     check = not exec_ids_are_new
     try:
         with decimal.localcontext(_CTX):
@@ -266,7 +272,7 @@ def apply_fills(position: Position, fills: Iterable[Fill], *, exec_ids_are_new: 
 
 def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
     """The position before its fill `index`, then `fills` applied. The fills are the position's
-    own (or one corrected in place), whose exec ids are unique already: no duplicate scan."""
+    own (or one corrected in place), distinct already: no duplicate scan."""
     if len(position.prior_states) != len(position.fills):  # built by hand, not by `apply_fill`
         return apply_fills(empty_position(position.account, position.symbol), (*position.fills[:index], *fills),
                            exec_ids_are_new=True)
@@ -277,29 +283,32 @@ def _refold(position: Position, index: int, fills: Iterable[Fill]) -> Position:
     return apply_fills(before, fills, exec_ids_are_new=True)
 
 
-def bust(position: Position, exec_id: str) -> Position:
-    """The position as if the fill `exec_id` had never happened (refold of the other fills)."""
-    index = _index_of(position, exec_id)
+def bust(position: Position, order_id: str, exec_id: str) -> Position:
+    """The position as if the fill (order_id, exec_id) had never happened (refold of the other
+    fills)."""
+    index = _index_of(position, order_id, exec_id)
     return _refold(position, index, position.fills[index + 1 :])
 
 
 def correct(
     position: Position,
+    order_id: str,
     exec_id: str,
     qty: Decimal,
     price: Decimal,
     commission: Decimal | None = None,
 ) -> Position:
-    """The position as if the fill `exec_id` had had `qty`, `price` (and `commission`).
+    """The position as if the fill (order_id, exec_id) had had `qty`, `price` (and `commission`).
 
     ``commission=None`` keeps the fill's commission. The corrected fill keeps its place in the
     order of application, its side, time and ids; it and the later fills are refolded from the
     state before it.
     """
     fills = position.fills
-    index = _index_of(position, exec_id)
+    index = _index_of(position, order_id, exec_id)
     old = fills[index]
     new = Fill(
+        old.order_id,
         old.exec_id,
         old.account,
         old.symbol,
@@ -353,10 +362,14 @@ def _apply(p: Position, fill: Fill, check_duplicate: bool) -> Position:
     fills = p.fills
     if check_duplicate:
         exec_id = fill.exec_id
+        order_id = fill.order_id
         for live in fills:
-            if live.exec_id == exec_id:
+            if live.exec_id == exec_id and live.order_id == order_id:
                 raise PositionError(
-                    p.account, p.symbol, "duplicate_exec_id", f"exec id {exec_id!r} is already live"
+                    p.account,
+                    p.symbol,
+                    "duplicate_exec_id",
+                    f"exec id {exec_id!r} of order {order_id!r} is already live",
                 )
 
     q = p.qty
@@ -442,13 +455,17 @@ def _div_round(numerator: Decimal, denominator: Decimal, quantum: Decimal) -> De
     return whole * quantum
 
 
-def _index_of(position: Position, exec_id: str) -> int:
+def _index_of(position: Position, order_id: str, exec_id: str) -> int:
     fills = position.fills
     for index in range(len(fills) - 1, -1, -1):  # from the newest: busts are mostly of recent fills
-        if fills[index].exec_id == exec_id:
+        fill = fills[index]
+        if fill.exec_id == exec_id and fill.order_id == order_id:
             return index
     raise PositionError(
-        position.account, position.symbol, "unknown_exec_id", f"no live fill {exec_id!r}"
+        position.account,
+        position.symbol,
+        "unknown_exec_id",
+        f"no live fill {exec_id!r} of order {order_id!r}",
     )
 
 

@@ -454,10 +454,11 @@ def test_a_batch_committed_while_partitions_load_is_not_folded_onto_older_rows(c
 @pytest.mark.parametrize("path", ["default", "per-row"])
 def test_an_id_another_partition_owns_is_refused_not_overwritten(created_topics: Settings, names, monkeypatch,
                                                                  path: str) -> None:
-    """order_id and exec_id rows are keyed by the id, not the symbol: a record reusing the id of a
-    row another partition owns (here partition 99, as if another projector's) used to overwrite
-    that row. The table refuses the write, the batch is abandoned and folded again with those
-    records dead-lettered; the owner's rows stay as they were."""
+    """orders rows are keyed by the order_id, not the symbol: a record reusing the id of an order
+    another partition owns (here partition 99, as if another projector's) used to overwrite that
+    row. The table refuses the write, the batch is abandoned and folded again with those records
+    dead-lettered; the owner's rows stay as they were. An exec id is unique within its order only
+    (FIX: per sell side), so another order's fill reusing XM is that order's own execution."""
     settings = created_topics
     monkeypatch.setattr(store, "_rows_text", ROW_PATHS[path])
     first = Tape()
@@ -471,23 +472,26 @@ def test_an_id_another_partition_owns_is_refused_not_overwritten(created_topics:
         conn.execute("update executions set kafka_partition = 99 where exec_id = 'XM'")
         conn.execute("update positions set kafka_partition = 99 where symbol = 'GOLD'")
     owned = (rows(settings, "select * from orders where order_id = 'OF'"),
-             rows(settings, "select * from executions where exec_id = 'XM'"))
+             rows(settings, "select * from executions where order_id = 'OF'"))
 
     later = Tape(start=first.clock + timedelta(hours=1))
     later.order("OF", "ACC2", "SILVER", Side.SELL, 3, price=7)  # the id of GOLD's order
     later.order("ON", "ACC2", "SILVER", Side.BUY, 4, price=7)
-    later.fill("ON", 4, 7, exec_id="XM")                        # the id of GOLD's execution
+    later.fill("ON", 4, 7, exec_id="XM")                        # GOLD's exec id, ON's own fill
     later.order("OK", "ACC2", "SILVER", Side.BUY, 1, price=7)
     publish(settings, later.records)
     stats = project(settings, group)
-    assert stats.fenced == 1  # both refusals found in one batch, folded again once
+    assert stats.fenced == 1  # the refusal found in one batch, folded again once
     reasons = Counter(r["reason"] for r in rows(settings, "select reason from dead_letters"))
     intruders = sum(1 for r in later.records if r.order_id == "OF")
-    assert reasons == {"order_id_in_other_partition": intruders, "exec_id_in_other_partition": 1}
+    assert reasons == {"order_id_in_other_partition": intruders}
     assert (rows(settings, "select * from orders where order_id = 'OF'"),
-            rows(settings, "select * from executions where exec_id = 'XM'")) == owned
+            rows(settings, "select * from executions where order_id = 'OF'")) == owned
     status = {r["order_id"]: r["status"] for r in rows(settings, "select order_id, status from orders")}
-    assert status == {"OF": "FILLED", "ON": "NEW", "OK": "NEW"}
+    assert status == {"OF": "FILLED", "ON": "FILLED", "OK": "NEW"}
+    assert [(r["order_id"], r["symbol"]) for r in rows(settings, "select * from executions where exec_id = 'XM' "
+                                                                 "order by order_id")] == [("OF", "GOLD"),
+                                                                                           ("ON", "SILVER")]
 
 
 def test_offsets_are_mirrored_to_kafka_and_a_reload_checks_positions(created_topics: Settings, names) -> None:

@@ -55,8 +55,8 @@ def session_digest() -> str:
         digest.update(json.dumps(outcome, sort_keys=True).encode())
         if event.event_type.value == "FILLED" and event.last_qty is not None and event.last_px is not None:
             key = (event.account, event.symbol)
-            fill = positions.Fill(str(event.exec_id), event.account, event.symbol, event.side, event.last_qty,
-                                  event.last_px, Decimal("0.35"), event.event_time)
+            fill = positions.Fill(event.order_id, str(event.exec_id), event.account, event.symbol, event.side,
+                                  event.last_qty, event.last_px, Decimal("0.35"), event.event_time)
             try:
                 book = books[key] = positions.apply_fill(books.get(key) or positions.empty_position(*key), fill)
                 outcome = to_plain(book)

@@ -59,8 +59,8 @@ def test_a_position_with_its_history_round_trips_through_plain_data() -> None:
     from backbone.domain.positions import Fill, Position, apply_fills, empty_position
 
     t = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
-    fills = [Fill("E1", "A", "S", Side.BUY, Decimal("100"), Decimal("10.5"), Decimal("0.35"), t),
-             Fill("E2", "A", "S", Side.SELL, Decimal("40"), Decimal("11"), Decimal("0.14"), t)]
+    fills = [Fill("O1", "E1", "A", "S", Side.BUY, Decimal("100"), Decimal("10.5"), Decimal("0.35"), t),
+             Fill("O1", "E2", "A", "S", Side.SELL, Decimal("40"), Decimal("11"), Decimal("0.14"), t)]
     position = apply_fills(empty_position("A", "S"), fills)
     assert isinstance(position.fills, History)
     data = encoder_for(Position)(position)

@@ -21,7 +21,7 @@ from projections.state import Execution
 T0 = datetime(2026, 12, 1, 14, 30, tzinfo=UTC)
 SAMPLES = {
     LiveFill: ("E1", Decimal("100"), Decimal("10.5"), False, ("E1-C",)),
-    Fill: ("E1", "ACC-1", "AAPL", Side.BUY, Decimal("100"), Decimal("10.5"), Decimal("0.35"), T0),
+    Fill: ("O1", "E1", "ACC-1", "AAPL", Side.BUY, Decimal("100"), Decimal("10.5"), Decimal("0.35"), T0),
     Position: ("ACC-1", "AAPL", Decimal("100"), Decimal("10.5"), Decimal(0), Decimal(0), Decimal("0.35"),
                Decimal("0.35"), T0, 1, (), ()),
     Execution: ("E1", "O1", 3, 42, "ACC-1", "AAPL", Side.SELL, Decimal("5"), Decimal("9.99"), Decimal("0.01"), "USD",

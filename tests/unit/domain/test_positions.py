@@ -27,6 +27,7 @@ from backbone.errors import BackboneError, InvalidRecord
 
 ACCOUNT = "ACC-1"
 SYMBOL = "XYZ"
+ORDER = "O-1"
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 BUY, SELL, SHORT = Side.BUY, Side.SELL, Side.SELL_SHORT
 
@@ -44,9 +45,10 @@ def fill(
     seconds: int = 0,
     account: str = ACCOUNT,
     symbol: str = SYMBOL,
+    order_id: str = ORDER,
 ) -> Fill:
     return Fill(
-        exec_id, account, symbol, side, D(qty), D(price), D(commission),
+        order_id, exec_id, account, symbol, side, D(qty), D(price), D(commission),
         T0 + timedelta(seconds=seconds),
     )  # fmt: skip
 
@@ -291,7 +293,7 @@ C = fill("C", SELL, "60", "12", "0.6", seconds=3)
 
 def test_bust_restates_as_if_the_fill_never_happened() -> None:
     p = fold(A, B, C)
-    busted = bust(p, "B")
+    busted = bust(p, ORDER, "B")
     # A then C: (12 − 10) · 60 = 120; open share 1 · 60/100 = 0.6, + 0.6
     assert_state(
         busted, qty="40", avg_px="10", realized_pnl="120", realized_commission="1.2",
@@ -303,14 +305,14 @@ def test_bust_restates_as_if_the_fill_never_happened() -> None:
     # bust of the first fill: B then C, and C (60) now flips the 50 long: realize
     # (12 − 13) · 50 = −50, open 10 short at 12; commission 0.6 · 50/60 = 0.5 closing,
     # 0.1 opening; realized commission 0.5 (B's, all open) + 0.5
-    busted = bust(p, "A")
+    busted = bust(p, ORDER, "A")
     assert_state(
         busted, qty="-10", avg_px="12", realized_pnl="-50", realized_commission="1.0",
         open_commission="0.1",
     )  # fmt: skip
     assert busted == fold(B, C)
 
-    assert bust(bust(bust(p, "C"), "A"), "B") == empty_position(ACCOUNT, SYMBOL)
+    assert bust(bust(bust(p, ORDER, "C"), ORDER, "A"), ORDER, "B") == empty_position(ACCOUNT, SYMBOL)
 
 
 def test_bust_of_the_latest_fill_restores_last_fill_time() -> None:
@@ -318,18 +320,18 @@ def test_bust_of_the_latest_fill_restores_last_fill_time() -> None:
     early = fill("early", BUY, "1", "10", seconds=5)  # arrives after, but happened earlier
     p = fold(late, early)
     assert p.last_fill_time == late.time  # the latest time, not the last applied
-    assert bust(p, "late").last_fill_time == early.time
-    assert bust(bust(p, "late"), "early").last_fill_time is None
+    assert bust(p, ORDER, "late").last_fill_time == early.time
+    assert bust(bust(p, ORDER, "late"), ORDER, "early").last_fill_time is None
 
 
 def test_a_busted_exec_id_may_be_applied_again() -> None:
-    p = bust(fold(A, B), "B")
+    p = bust(fold(A, B), ORDER, "B")
     assert apply_fill(p, B) == fold(A, B)
 
 
 def test_correction_restates_as_if_the_fill_had_been_right() -> None:
     p = fold(A, B, C)
-    corrected = correct(p, "B", D("100"), D("16"), D("1"))
+    corrected = correct(p, ORDER, "B", D("100"), D("16"), D("1"))
     # A + B': (100·10 + 100·16) / 200 = 13, open 2; C: (12 − 13) · 60 = −60;
     # share 2 · 60/200 = 0.6, + 0.6
     assert_state(
@@ -342,7 +344,7 @@ def test_correction_restates_as_if_the_fill_had_been_right() -> None:
 
 
 def test_correction_keeps_the_commission_when_none_is_given() -> None:
-    corrected = correct(fold(A, B, C), "B", D("100"), D("16"))
+    corrected = correct(fold(A, B, C), ORDER, "B", D("100"), D("16"))
     # open 1 + 0.5 = 1.5; C: share 1.5 · 60/200 = 0.45, + 0.6
     assert_state(
         corrected, qty="140", avg_px="13", realized_pnl="-60", realized_commission="1.05",
@@ -352,7 +354,7 @@ def test_correction_keeps_the_commission_when_none_is_given() -> None:
 
 
 def test_correction_that_turns_a_reduce_into_a_flip() -> None:
-    corrected = correct(fold(A, B, C), "C", D("200"), D("12"))
+    corrected = correct(fold(A, B, C), ORDER, "C", D("200"), D("12"))
     # from 150 @ 11 (open 1.5): close 150: (12 − 11) · 150 = 150; commission 0.6 · 150/200 =
     # 0.45 closing, 0.15 opening; realized commission 1.5 + 0.45
     assert_state(
@@ -364,17 +366,17 @@ def test_correction_that_turns_a_reduce_into_a_flip() -> None:
 
 def test_unknown_exec_id_is_refused_by_bust_and_correct() -> None:
     p = fold(A, B)
-    for call in (lambda: bust(p, "nope"), lambda: correct(p, "nope", D("1"), D("1"))):
+    for call in (lambda: bust(p, ORDER, "nope"), lambda: correct(p, ORDER, "nope", D("1"), D("1"))):
         with pytest.raises(PositionError) as info:
             call()
         assert info.value.rule == "unknown_exec_id"
     with pytest.raises(PositionError):
-        bust(bust(p, "A"), "A")  # busted fills are no longer live
+        bust(bust(p, ORDER, "A"), ORDER, "A")  # busted fills are no longer live
 
 
 def test_a_correction_to_an_invalid_fill_is_refused() -> None:
     with pytest.raises(PositionError) as info:
-        correct(fold(A, B), "B", D("0"), D("13"))
+        correct(fold(A, B), ORDER, "B", D("0"), D("13"))
     assert info.value.rule == "invalid_fill"
 
 
@@ -391,6 +393,40 @@ def test_duplicate_exec_id_is_rejected() -> None:
     assert (info.value.account, info.value.symbol) == (ACCOUNT, SYMBOL)
     with pytest.raises(PositionError):
         apply_fills(empty_position(ACCOUNT, SYMBOL), [A, B, A])
+
+
+# --- a fill is named by (order_id, exec_id) ------------------------------------------------------
+
+
+def test_two_orders_sharing_an_exec_id_fold_into_one_position_and_bust_apart() -> None:
+    """FIX makes an ExecID unique per sell side: two orders of one account and symbol sent to
+    two venues may both report X-1. Both fills count, and a bust names one of them."""
+    first = fill("X-1", BUY, "100", "10", "1", seconds=1, order_id="O-A")
+    second = fill("X-1", BUY, "50", "13", "0.5", seconds=2, order_id="O-B")
+    both = apply_fill(apply_fill(empty_position(ACCOUNT, SYMBOL), first), second)
+    # (100·10 + 50·13) / 150 = 11
+    assert_state(
+        both, qty="150", avg_px="11", realized_pnl="0", realized_commission="0",
+        open_commission="1.5",
+    )  # fmt: skip
+    assert both.fills == (first, second) and both.fill_count == 2
+    assert apply_fills(empty_position(ACCOUNT, SYMBOL), [first, second]) == both
+
+    assert bust(both, "O-A", "X-1") == fold(second)
+    assert bust(both, "O-B", "X-1") == fold(first)
+    corrected = correct(both, "O-B", "X-1", D("50"), D("16"))
+    assert corrected == fold(first, fill("X-1", BUY, "50", "16", "0.5", seconds=2, order_id="O-B"))
+    with pytest.raises(PositionError) as info:
+        bust(both, "O-C", "X-1")
+    assert info.value.rule == "unknown_exec_id"
+
+
+def test_the_same_exec_id_twice_on_one_order_is_still_a_duplicate() -> None:
+    first = fill("X-1", BUY, "100", "10", order_id="O-A")
+    with pytest.raises(PositionError) as info:
+        apply_fill(fold(first), fill("X-1", BUY, "5", "11", order_id="O-A"))
+    assert info.value.rule == "duplicate_exec_id"
+    assert "of order 'O-A'" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -446,14 +482,15 @@ def test_a_position_built_by_hand_without_prior_states_is_restated_from_empty() 
                           if f.name != "prior_states"})
     assert by_hand.prior_states == ()
     for exec_id in ("E1", "E2", "E4"):
-        assert bust(by_hand, exec_id) == bust(built, exec_id) == fold(*(f for f in fills if f.exec_id != exec_id))
-    assert correct(by_hand, "E2", D("40"), D("12.5")) == correct(built, "E2", D("40"), D("12.5"))
+        expected = fold(*(f for f in fills if f.exec_id != exec_id))
+        assert bust(by_hand, ORDER, exec_id) == bust(built, ORDER, exec_id) == expected
+    assert correct(by_hand, ORDER, "E2", D("40"), D("12.5")) == correct(built, ORDER, "E2", D("40"), D("12.5"))
 
 
 def test_restating_a_restated_position_uses_its_refolded_prior_states() -> None:
     fills = [fill(f"E{i}", BUY if i % 3 else SELL, str(10 + i), str(100 + i), "0.25", i) for i in range(1, 9)]
     built = fold(*fills)
-    twice = bust(correct(built, "E3", D("7"), D("99.5")), "E6")
+    twice = bust(correct(built, ORDER, "E3", D("7"), D("99.5")), ORDER, "E6")
     corrected = [f if f.exec_id != "E3" else dataclasses.replace(f, qty=D("7"), price=D("99.5")) for f in fills]
     expected = fold(*(f for f in corrected if f.exec_id != "E6"))
     assert twice == expected

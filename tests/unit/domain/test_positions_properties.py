@@ -74,7 +74,8 @@ SIDE = st.sampled_from([Side.BUY, Side.SELL, Side.SELL_SHORT])
 
 @st.composite
 def fill_streams(draw: st.DrawFn, max_size: int = 25) -> list[Fill]:
-    """Random fills with unique exec ids; some exactly close or flip the running net quantity."""
+    """Random fills of two orders that reuse each other's exec ids (E0 of O0 and of O1, ...), each
+    (order_id, exec_id) once; some exactly close or flip the running net quantity."""
     n = draw(st.integers(0, max_size))
     # the running signed quantity: only a sum, no position math; at most 25 · 2e9 with 8 places,
     # so well inside the default 28 digits (exact)
@@ -89,7 +90,7 @@ def fill_streams(draw: st.DrawFn, max_size: int = 25) -> list[Fill]:
             side, qty = draw(SIDE), draw(QTY)
         seconds = draw(st.integers(0, 10_000))  # times need not be in application order
         fills.append(
-            Fill(f"E{i}", ACCOUNT, SYMBOL, side, qty, draw(PRICE), draw(COMMISSION),
+            Fill(f"O{i % 2}", f"E{i // 2}", ACCOUNT, SYMBOL, side, qty, draw(PRICE), draw(COMMISSION),
                  T0 + timedelta(seconds=seconds))
         )  # fmt: skip
         net += qty if side is Side.BUY else -qty
@@ -210,15 +211,15 @@ def test_bust_and_correct_equal_the_fold_without_or_with_the_corrected_fill(
     i = data.draw(st.integers(0, len(fills) - 1), label="index")
     target = fills[i]
 
-    assert bust(position, target.exec_id) == fold(fills[:i] + fills[i + 1 :])
+    assert bust(position, target.order_id, target.exec_id) == fold(fills[:i] + fills[i + 1 :])
 
     qty, price = data.draw(QTY, label="qty"), data.draw(PRICE, label="price")
     commission = data.draw(st.none() | COMMISSION, label="commission")
     fixed = Fill(
-        target.exec_id, target.account, target.symbol, target.side, qty, price,
+        target.order_id, target.exec_id, target.account, target.symbol, target.side, qty, price,
         target.commission if commission is None else commission, target.time,
     )  # fmt: skip
-    assert correct(position, target.exec_id, qty, price, commission) == fold(
+    assert correct(position, target.order_id, target.exec_id, qty, price, commission) == fold(
         fills[:i] + [fixed] + fills[i + 1 :]
     )
 
@@ -266,7 +267,7 @@ def test_realized_pnl_of_a_round_trip_is_the_cash_flow_up_to_avg_rounding(
     position = fold(fills)
     if position.qty != 0:
         last = fills[-1]
-        closing = Fill(f"close-{len(fills)}", last.account, last.symbol,
+        closing = Fill(last.order_id, f"close-{len(fills)}", last.account, last.symbol,
                        Side.SELL if position.qty > 0 else Side.BUY, abs(position.qty), last.price, Decimal(0),
                        last.time)
         fills = [*fills, closing]
@@ -302,10 +303,10 @@ def test_a_position_with_deferred_fills_restates_like_the_whole_fold(fills: list
     assert not loads
     i = data.draw(st.integers(0, len(fills) - 1), label="index")
     target = fills[i]
-    busted = bust(position, target.exec_id)
+    busted = bust(position, target.order_id, target.exec_id)
     assert summary(busted) == summary(fold(fills[:i] + fills[i + 1 :]))
     fixed = dataclasses.replace(target, price=data.draw(PRICE, label="price"))
-    corrected = correct(position, target.exec_id, fixed.qty, fixed.price)
+    corrected = correct(position, target.order_id, target.exec_id, fixed.qty, fixed.price)
     assert summary(corrected) == summary(fold(fills[:i] + [fixed] + fills[i + 1 :]))
     assert bool(loads) == (i < k)  # a fill applied since the restore restates without loading
     assert busted == fold(fills[:i] + fills[i + 1 :]) and position == fold(fills)

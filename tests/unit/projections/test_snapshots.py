@@ -233,7 +233,7 @@ def test_a_lazy_restore_plus_a_tail_equals_the_eager_fold(cut: int) -> None:
         snapshots.restore(lazy, kind, p, payload, lazy=True)
     assert lazy.orders == _open_orders(head)
     assert len(lazy.cold_orders) == len(head.orders) - len(lazy.orders) > 0
-    assert len(lazy.cold_execs) == len(head.executions) > 0
+    assert set(lazy.cold_execs) == {(x.account, x.symbol) for x in head.executions.values()} != set()
     offsets: dict[tuple[bool, int], int] = {}
     for r in STREAM[:cut]:
         key = (isinstance(r, OrderEvent), symbol_partition(r.symbol, PARTITIONS))
@@ -459,25 +459,39 @@ def test_snapshots_off_for_in_memory_replays(monkeypatch: pytest.MonkeyPatch) ->
     assert rec.inserted == []
 
 
-def test_a_new_fill_reusing_a_cold_exec_id_is_refused_as_eagerly() -> None:
+def test_an_exec_id_reused_by_another_order_applies_lazily_as_eagerly() -> None:
+    """An exec id is unique within its order: another order's fill reusing a cold one's id is its
+    own fill (no lookup in the snapshot needed), and a bust of the cold one thaws its section."""
     t = Tape()
-    t.order("O1", "ACC1", "GOLD", Side.BUY, 10, price=5)
+    t.order("O1", "ACC1", "GOLD", Side.BUY, 20, price=5)  # stays open: in the header, its execution cold
     taken = t.fill("O1", 10, 5)
     at = len(t.records)
-    t.order("O2", "ACC2", "SILVER", Side.SELL, 10, price=7)  # another section: only the exec-id index knows
+    t.order("O2", "ACC1", "GOLD", Side.SELL, 10, price=7)  # the same section
     t.fill("O2", 4, 7, exec_id=taken)
+    t.order("O3", "ACC2", "SILVER", Side.SELL, 10, price=7)  # another section
+    t.fill("O3", 4, 7, exec_id=taken)
+    resent = len(t.records)
+    t.fill("O3", 1, 7)
+    t.records[-1] = t.records[-1].replace(exec_id=taken)  # the same exec id on its own order: a duplicate
+    t.bust("O1", taken)
     state, lazy = TradingState(), TradingState()
     for offset, r in enumerate(t.records[:at]):
         state.apply_order_event(r, 0, offset)
     snapshots.restore(lazy, "orders", 0, snapshots.serialize(state, "orders", 0), lazy=True)
-    assert taken in lazy.cold_execs
-    for offset, r in enumerate(t.records[at:-1], at):
-        lazy.apply_order_event(r, 0, offset)
-        state.apply_order_event(r, 0, offset)
+    assert ("ACC1", "GOLD") in lazy.cold_execs and "O1" in lazy.orders
+    for offset, r in enumerate(t.records[at:resent], at):
+        assert lazy.apply_order_event(r, 0, offset) == state.apply_order_event(r, 0, offset) == "applied"
+    assert ("ACC1", "GOLD") in lazy.cold_execs  # no fill needed the snapshot's executions
     for s in (state, lazy):
-        with pytest.raises(InvalidOrderTransition, match="already belongs to order O1") as refused:
-            s.apply_order_event(t.records[-1], 0, len(t.records) - 1)
+        with pytest.raises(InvalidOrderTransition, match=f"exec_id {taken} already seen on this order") as refused:
+            s.apply_order_event(t.records[resent], 0, resent)
         assert refused.value.rule == "duplicate_exec_id"
+    bust = t.records[-1]
+    assert state.apply_order_event(bust, 0, resent + 1) == lazy.apply_order_event(bust, 0, resent + 1) == "applied"
+    assert not lazy.cold_execs  # the bust named O1's execution: its section thawed
+    lazy.thaw_all()
+    assert (lazy.orders, lazy.executions, lazy.positions) == (state.orders, state.executions, state.positions)
+    assert {k for k, x in state.executions.items() if not x.busted} == {("O2", taken), ("O3", taken)}
 
 
 def test_an_id_in_two_partitions_snapshots_is_the_later_restored_ones_lazily_too() -> None:

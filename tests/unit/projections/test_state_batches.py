@@ -115,7 +115,7 @@ def test_an_execution_keeps_the_fill_numbers_and_turns_a_zero_of_any_exponent_in
         for e in before:
             state.apply_order_event(e, 0, 0)
         state.apply_order_event(replace(fill, commission=commission), 0, 1)
-        execution = state.executions[str(fill.exec_id)]
+        execution = state.executions[(fill.order_id, str(fill.exec_id))]
         assert str(execution.commission) == kept  # the exponent too: NUMERIC and JSON keep it
         assert execution.qty is fill.last_qty and execution.price is fill.last_px  # non-zero: not copied
 
