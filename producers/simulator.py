@@ -2,8 +2,11 @@
 
 N accounts trade M symbols with skewed (Zipf-like) activity. Limit and market orders, DAY,
 GTC, IOC and FOK; partial fills, cancels (some rejected, some overtaken by a fill), replaces
-(up, down, below the filled quantity), venue rejects, expiries, done-for-day, late fills after
-a cancel, trade busts and corrections; marks for every symbol. Every order event is built by
+(up, down, below the filled quantity), requests before the acknowledgement, a cancel while a
+replace is pending, answers in either order, venue rejects, expiries, done-for-day (GTC orders
+work again the next day), late fills after a cancel, trade busts and corrections; marks for
+every symbol. Every request carries its own ClOrdID and the order's current one as
+orig_cl_ord_id, and its answer that request's ClOrdID. Every order event is built by
 the order state machine's `complete`, so the stream is valid by construction; the same seed
 gives the identical stream (event ids included), because the only sources of variation are the
 seeded RNG and the configured start time.
@@ -29,7 +32,7 @@ from backbone.domain.events import (
     TimeInForce,
     deterministic_event_id,
 )
-from backbone.domain.order_state import TERMINAL_STATUSES, OrderState
+from backbone.domain.order_state import OrderState
 
 E = EventType
 CENT = Decimal("0.01")
@@ -148,7 +151,7 @@ def _emit(sim: _Sim, state: OrderState | None, draft: OrderEvent) -> OrderEvent:
     event = order_state.complete(state, draft)
     after = order_state.apply(state, event)  # a refusal here is a simulator bug: let it raise
     sim.orders[event.order_id] = after
-    if after.status in TERMINAL_STATUSES:
+    if after.is_terminal:
         if event.order_id in sim.working:
             sim.working.remove(event.order_id)
         if after.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.DONE_FOR_DAY):
@@ -232,14 +235,62 @@ def _fill(sim: _Sim, state: OrderState, qty: Decimal | None = None) -> OrderEven
     return event
 
 
+def _request(sim: _Sim, state: OrderState, event_type: EventType) -> OrderEvent:
+    """A cancel or replace request with a ClOrdID of its own, chained on the order's current one."""
+    cl_ord_id = f"{state.cl_ord_id.rsplit('-', 1)[0]}-{state.seq}"
+    return _emit(sim, state, _draft(sim, state, event_type, cl_ord_id=cl_ord_id, orig_cl_ord_id=state.cl_ord_id))
+
+
+def _answer(sim: _Sim, state: OrderState, event_type: EventType, request: str | None, **fields: object) -> OrderEvent:
+    return _emit(sim, state, _draft(sim, state, event_type, cl_ord_id=request or state.cl_ord_id,
+                                    orig_cl_ord_id=state.cl_ord_id, **fields))
+
+
+def _replaced(sim: _Sim, state: OrderState) -> OrderEvent:
+    rng = sim.rng
+    new_qty = max(Decimal(1), state.order_qty + Decimal(rng.choice((-300, -100, -50, 50, 100, 200))))
+    if state.cum_qty >= state.order_qty:  # filled while pending: the venue's replace re-opens it
+        new_qty = state.order_qty + Decimal(rng.choice((50, 100, 200)))
+    new_px = max(CENT, sim.books[state.symbol].mid + Decimal(rng.randint(-10, 10)) * CENT)
+    return _answer(sim, state, E.REPLACED, state.replace_request, order_qty=new_qty, price=new_px)
+
+
 def _advance(sim: _Sim, state: OrderState) -> OrderEvent:
     rng = sim.rng
     r = rng.random()
-    status = state.status
+    status, own = state.status, state.own_status
+    limit_day = state.time_in_force in (TimeInForce.DAY, TimeInForce.GTC) and state.order_type != OrderType.MARKET
     if status == OrderStatus.PENDING_NEW:
         if r < 0.04:
             return _emit(sim, state, _draft(sim, state, E.REJECTED, reason="venue: price outside band"))
+        if r < 0.07 and limit_day:  # the OMS cancels or replaces right after sending
+            return _request(sim, state, E.CANCEL_REQUESTED if r < 0.055 else E.REPLACE_REQUESTED)
         return _emit(sim, state, _draft(sim, state, E.ACCEPTED))
+    open_qty = state.order_qty - state.cum_qty
+    if status == OrderStatus.PENDING_CANCEL:
+        if own == OrderStatus.PENDING_NEW and r < 0.3:  # the ack overtakes the cancel
+            return _emit(sim, state, _draft(sim, state, E.ACCEPTED))
+        if own == OrderStatus.PENDING_NEW and r < 0.34:
+            return _emit(sim, state, _draft(sim, state, E.REJECTED, reason="venue: price outside band"))
+        if state.replace_request is not None and r < 0.5:  # the replace is answered first
+            if r < 0.42:
+                return _replaced(sim, state)
+            return _answer(sim, state, E.REPLACE_REJECTED, state.replace_request, reason="order pending cancel")
+        if open_qty > 0 and r < 0.62:
+            return _fill(sim, state)  # overtakes the cancel
+        if open_qty <= 0 or r < 0.72:
+            return _answer(sim, state, E.CANCEL_REJECTED, state.cancel_request, reason="too late to cancel")
+        return _answer(sim, state, E.CANCELED, state.cancel_request)
+    if status == OrderStatus.PENDING_REPLACE:
+        if own == OrderStatus.PENDING_NEW and r < 0.3:
+            return _emit(sim, state, _draft(sim, state, E.ACCEPTED))
+        if open_qty > 0 and r < 0.4:
+            return _fill(sim, state)
+        if r < 0.5 and own != OrderStatus.FILLED:  # the trader wants out before the answer
+            return _request(sim, state, E.CANCEL_REQUESTED)
+        if r < 0.6:
+            return _answer(sim, state, E.REPLACE_REJECTED, state.replace_request, reason="unknown order at venue")
+        return _replaced(sim, state)
     if state.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) or state.order_type == OrderType.MARKET:
         if state.time_in_force == TimeInForce.FOK:  # all or nothing, then done
             if r < 0.6:
@@ -248,33 +299,16 @@ def _advance(sim: _Sim, state: OrderState) -> OrderEvent:
         if state.cum_qty > 0 and r < 0.5 and state.time_in_force == TimeInForce.IOC:
             return _emit(sim, state, _draft(sim, state, E.CANCELED, reason="IOC remainder killed"))
         return _fill(sim, state)
-    if status == OrderStatus.PENDING_CANCEL:
-        if r < 0.12:
-            return _fill(sim, state)  # overtakes the cancel
-        if r < 0.22:
-            return _emit(sim, state, _draft(sim, state, E.CANCEL_REJECTED, reason="too late to cancel"))
-        return _emit(sim, state, _draft(sim, state, E.CANCELED))
-    if status == OrderStatus.PENDING_REPLACE:
-        if r < 0.12:
-            return _fill(sim, state)
-        if r < 0.22:
-            return _emit(sim, state, _draft(sim, state, E.REPLACE_REJECTED, reason="unknown order at venue"))
-        new_qty = max(Decimal(1), state.order_qty + Decimal(rng.choice((-300, -100, -50, 50, 100, 200))))
-        mid = sim.books[state.symbol].mid
-        new_px = max(CENT, mid + Decimal(rng.randint(-10, 10)) * CENT)
-        return _emit(sim, state, _draft(sim, state, E.REPLACED, order_qty=new_qty, price=new_px,
-                                        cl_ord_id=f"{state.cl_ord_id.rsplit('-', 1)[0]}-{state.seq}",
-                                        orig_cl_ord_id=state.cl_ord_id))
-    # NEW or PARTIALLY_FILLED
+    # NEW or PARTIALLY_FILLED, or a GTC order done for the day (the next day's events)
     if r < 0.55:
         return _fill(sim, state)
     if r < 0.70:
-        return _emit(sim, state, _draft(sim, state, E.CANCEL_REQUESTED, orig_cl_ord_id=state.cl_ord_id))
+        return _request(sim, state, E.CANCEL_REQUESTED)
     if r < 0.82:
-        return _emit(sim, state, _draft(sim, state, E.REPLACE_REQUESTED, orig_cl_ord_id=state.cl_ord_id))
+        return _request(sim, state, E.REPLACE_REQUESTED)
     if r < 0.86 and state.time_in_force == TimeInForce.DAY:
         return _emit(sim, state, _draft(sim, state, E.EXPIRED, reason="end of day"))
-    if r < 0.88 and state.time_in_force == TimeInForce.DAY:
+    if r < 0.88 and (state.time_in_force == TimeInForce.DAY or status != OrderStatus.DONE_FOR_DAY):
         return _emit(sim, state, _draft(sim, state, E.DONE_FOR_DAY))
     return _fill(sim, state)
 

@@ -68,7 +68,7 @@ def _on_conflict(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schem
 
 #: The fields of an order's state-machine state that have no column of their own: the `state`
 #: column holds only these (the others are the row's columns, one copy of each value).
-ORDER_HISTORY = ("fills", "prior_status", "event_ids", "exec_ids")
+ORDER_HISTORY = ("fills", "prior_status", "event_ids", "exec_ids", "cancel_request", "replace_request")
 _ORDER_HINTS = get_type_hints(OrderState)
 _plain_fills, _plain_status, _plain_ids = (encoder_for(_ORDER_HINTS[f]) for f in ORDER_HISTORY[:3])
 _fills_from_plain, _status_from_plain, _ids_from_plain = (decoder_for(_ORDER_HINTS[f]) for f in ORDER_HISTORY[:3])
@@ -84,7 +84,8 @@ def _order_row(order: OrderState, partition: int) -> tuple[Any, ...]:
             order.stop_price, order.cum_qty, order.leaves_qty, order.avg_px, order.seq, order.first_event_time,
             order.last_event_time, orjson.dumps({
                 "fills": _plain_fills(order.fills), "prior_status": _plain_status(order.prior_status),
-                "event_ids": _plain_ids(order.event_ids), "exec_ids": _plain_ids(order.exec_ids)}).decode())
+                "event_ids": _plain_ids(order.event_ids), "exec_ids": _plain_ids(order.exec_ids),
+                "cancel_request": order.cancel_request, "replace_request": order.replace_request}).decode())
 
 
 def _order(order_id: str, account: str, symbol: str, side: str, order_type: str, time_in_force: str,
@@ -103,7 +104,9 @@ def _order(order_id: str, account: str, symbol: str, side: str, order_type: str,
                       stop_price, cum_qty, leaves_qty, avg_px, seq, first_event_time.astimezone(UTC),
                       last_event_time.astimezone(UTC), _fills_from_plain(state["fills"]),
                       _status_from_plain(state["prior_status"]), _ids_from_plain(state["event_ids"]),
-                      _ids_from_plain(state["exec_ids"]))
+                      _ids_from_plain(state["exec_ids"]),
+                      # open requests' ClOrdIDs, absent from rows written before they were kept
+                      state.get("cancel_request"), state.get("replace_request"))
 
 
 def _exec_row(x: Execution) -> tuple[Any, ...]:

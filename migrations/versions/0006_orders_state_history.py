@@ -25,8 +25,11 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
+# The open requests' ClOrdIDs came after this revision; carried both ways so that a downgrade and
+# upgrade lose nothing (null on rows that never had them, as the projector writes none open).
 _HISTORY = "'fills', state->'fills', 'prior_status', state->'prior_status', " \
-           "'event_ids', state->'event_ids', 'exec_ids', state->'exec_ids'"
+           "'event_ids', state->'event_ids', 'exec_ids', state->'exec_ids', " \
+           "'cancel_request', state->'cancel_request', 'replace_request', state->'replace_request'"
 
 
 def _iso(column: str) -> str:

@@ -7,9 +7,11 @@ client's own requests (New Order, Cancel Request, Replace Request) are not event
 
 Scenario ids: ``D<n>`` is the FIX 4.2 numbering (D3, D4, D11, D19, D34, D35, D36 were checked
 against the published matrices); the lettered ids (A.1.a, B.1.c, C.1.b, H.1.x, ...) follow the
-newer section scheme of the same appendix. Where the spec gives no prices, prices were chosen
-here and AvgPx is computed by hand. Where this state machine deliberately differs from the spec
-the row says so (one place: a fill completing an order while pending cancel, B.1.c).
+newer section scheme of the same appendix; unnumbered ids are venue sequences the matrices do
+not spell out (requests before the acknowledgement, a cancel while a replace is pending, GTC and
+GTD orders across days), with OrdStatus by the spec's precedence. Where the spec gives no prices, prices were chosen
+here and AvgPx is computed by hand. A fill that completes an order while a request is pending
+reports the pending status, as the spec's OrdStatus precedence puts it (B.1.c, C.2.a).
 
 Every row is checked twice: `apply` must accept the event as the spec writes it (so the
 state machine agrees with the spec's CumQty/LeavesQty/AvgPx/OrdStatus, or it would raise
@@ -92,15 +94,17 @@ SCENARIOS: dict[str, tuple[TimeInForce, list[Row]]] = {
         trade("C", "1000", "10.2", "10000", S.PENDING_CANCEL, "6000", "4000", "10.08333333"),
         r(E.CANCELED, "10000", S.CANCELED, "6000", "0", "10.08333333"),
     ]),
-    # Spec: the completing fill reports OrdStatus=Pending Cancel ("pending cancel takes
-    # precedence over filled"). Here it is FILLED: the order can no longer be canceled.
+    # The completing fill reports Pending Cancel ("pending cancel takes precedence over
+    # filled"); the cancel reject, too late, settles it to Filled.
     "B.1.c-cancel-request-order-filled-before-cancel-accepted": (TimeInForce.DAY, [
         SUB, ACK,
         trade("A", "2000", "20", "10000", S.PARTIALLY_FILLED, "2000", "8000", "20"),
         trade("B", "3000", "20", "10000", S.PARTIALLY_FILLED, "5000", "5000", "20"),
-        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "5000", "5000", "20"),
-        trade("C", "5000", "20", "10000", S.FILLED, "10000", "0", "20"),
-        r(E.CANCEL_REJECTED, "10000", S.FILLED, "10000", "0", "20"),
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "5000", "5000", "20", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1"),
+        trade("C", "5000", "20", "10000", S.PENDING_CANCEL, "10000", "0", "20"),
+        r(E.CANCEL_REJECTED, "10000", S.FILLED, "10000", "0", "20", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1"),
     ]),
     "filled-order-followed-by-cancel-reject-too-late": (TimeInForce.DAY, [
         SUB, ACK,
@@ -126,7 +130,7 @@ SCENARIOS: dict[str, tuple[TimeInForce, list[Row]]] = {
     "C.2.a-replace-not-accepted-order-filled-meanwhile": (TimeInForce.DAY, [
         SUB, ACK,
         r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "0", "10000", cl_ord_id="Y"),
-        trade("A", "10000", "25", "10000", S.FILLED, "10000", "0", "25"),
+        trade("A", "10000", "25", "10000", S.PENDING_REPLACE, "10000", "0", "25"),
         r(E.REPLACE_REJECTED, "10000", S.FILLED, "10000", "0", "25", cl_ord_id="Y"),
     ]),
     "C.4.c-replace-rejected-while-pending-then-second-replace-accepted": (TimeInForce.DAY, [
@@ -226,6 +230,86 @@ SCENARIOS: dict[str, tuple[TimeInForce, list[Row]]] = {
         SUB, ACK,
         trade("A", "4000", "3.5", "10000", S.PARTIALLY_FILLED, "4000", "6000", "3.5"),
         r(E.EXPIRED, "10000", S.EXPIRED, "4000", "0", "3.5"),
+    ]),
+    # Requests and answers in flight (FIX 4.4 OrdStatus precedence: Pending Cancel > Pending
+    # Replace > the order's own status). X is the order's ClOrdID CL-1; Y and Z are requests.
+    "cancel-request-before-the-ack-then-ack-then-canceled": (TimeInForce.DAY, [
+        SUB,
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Y", orig_cl_ord_id="CL-1"),
+        r(E.ACCEPTED, "10000", S.PENDING_CANCEL, "0", "10000"),
+        r(E.CANCELED, "10000", S.CANCELED, "0", "0", cl_ord_id="Y", orig_cl_ord_id="CL-1"),
+    ]),
+    "cancel-request-before-the-ack-canceled-before-the-ack": (TimeInForce.DAY, [
+        SUB,
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Y"),
+        r(E.CANCELED, "10000", S.CANCELED, "0", "0", cl_ord_id="Y"),
+    ]),
+    "new-order-rejected-while-its-cancel-is-pending": (TimeInForce.DAY, [
+        SUB,
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Y"),
+        r(E.REJECTED, "10000", S.REJECTED, "0", "0", reason="unknown symbol"),
+        r(E.CANCEL_REJECTED, "10000", S.REJECTED, "0", "0", cl_ord_id="Y", reason="unknown order"),
+    ]),
+    "replace-request-before-the-ack-then-ack-then-replaced": (TimeInForce.DAY, [
+        SUB,
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "0", "10000", cl_ord_id="Y", orig_cl_ord_id="CL-1"),
+        r(E.ACCEPTED, "10000", S.PENDING_REPLACE, "0", "10000"),
+        r(E.REPLACED, "12000", S.NEW, "0", "12000", cl_ord_id="Y", orig_cl_ord_id="CL-1", requested="12000"),
+    ]),
+    "cancel-request-while-replace-pending-replaced-then-canceled": (TimeInForce.DAY, [
+        SUB, ACK,
+        trade("A", "1000", "10", "10000", S.PARTIALLY_FILLED, "1000", "9000", "10"),
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "1000", "9000", "10", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1"),
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "1000", "9000", "10", cl_ord_id="Z",
+          orig_cl_ord_id="Y"),  # chained on the last non-rejected ClOrdID
+        r(E.REPLACED, "8000", S.PENDING_CANCEL, "1000", "7000", "10", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1", requested="8000"),
+        r(E.CANCELED, "8000", S.CANCELED, "1000", "0", "10", cl_ord_id="Z", orig_cl_ord_id="Y"),
+    ]),
+    "cancel-request-while-replace-pending-replace-rejected-then-canceled": (TimeInForce.DAY, [
+        SUB, ACK,
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "0", "10000", cl_ord_id="Y"),
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Z"),
+        r(E.REPLACE_REJECTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Y"),
+        r(E.CANCELED, "10000", S.CANCELED, "0", "0", cl_ord_id="Z"),
+    ]),
+    # A fill completes the order while a replace to increase the quantity is pending: Pending
+    # Replace is reported with leaves 0, and the venue's replace re-opens the order.
+    "fill-completes-order-while-replace-to-increase-pending-then-replaced": (TimeInForce.DAY, [
+        SUB, ACK,
+        trade("A", "4000", "20", "10000", S.PARTIALLY_FILLED, "4000", "6000", "20"),
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "4000", "6000", "20", cl_ord_id="Y"),
+        trade("B", "6000", "21", "10000", S.PENDING_REPLACE, "10000", "0", "20.6"),
+        r(E.REPLACED, "12000", S.PARTIALLY_FILLED, "10000", "2000", "20.6", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1", requested="12000"),
+        trade("C", "2000", "20.6", "12000", S.FILLED, "12000", "0", "20.6"),
+    ]),
+    "fill-completes-order-while-cancel-and-replace-pending": (TimeInForce.DAY, [
+        SUB, ACK,
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "0", "10000", cl_ord_id="Y"),
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Z"),
+        trade("A", "10000", "5", "10000", S.PENDING_CANCEL, "10000", "0", "5"),
+        r(E.REPLACE_REJECTED, "10000", S.PENDING_CANCEL, "10000", "0", "5", cl_ord_id="Y"),
+        r(E.CANCEL_REJECTED, "10000", S.FILLED, "10000", "0", "5", cl_ord_id="Z"),
+    ]),
+    # GTC and GTD orders done for the day work again the next day; their open quantity stays.
+    "gtc-done-for-day-then-next-day-fill-then-canceled": (TimeInForce.GTC, [
+        SUB, ACK,
+        trade("A", "3000", "40", "10000", S.PARTIALLY_FILLED, "3000", "7000", "40"),
+        r(E.DONE_FOR_DAY, "10000", S.DONE_FOR_DAY, "3000", "7000", "40"),
+        trade("B", "2000", "41", "10000", S.PARTIALLY_FILLED, "5000", "5000", "40.4"),
+        r(E.DONE_FOR_DAY, "10000", S.DONE_FOR_DAY, "5000", "5000", "40.4"),
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "5000", "5000", "40.4", cl_ord_id="Y"),
+        r(E.CANCEL_REJECTED, "10000", S.DONE_FOR_DAY, "5000", "5000", "40.4", cl_ord_id="Y"),
+        r(E.CANCELED, "10000", S.CANCELED, "5000", "0", "40.4"),
+    ]),
+    "gtd-done-for-day-replaced-next-day-then-expires": (TimeInForce.GTD, [
+        SUB, ACK,
+        r(E.DONE_FOR_DAY, "10000", S.DONE_FOR_DAY, "0", "10000"),
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "0", "10000", cl_ord_id="Y"),
+        r(E.REPLACED, "9000", S.NEW, "0", "9000", cl_ord_id="Y", requested="9000"),
+        r(E.EXPIRED, "9000", S.EXPIRED, "0", "0"),
     ]),
 }
 

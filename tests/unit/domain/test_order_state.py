@@ -11,12 +11,17 @@ from backbone.domain.events import EventType as E
 from backbone.domain.events import OrderEvent, OrderType, Side, TimeInForce
 from backbone.domain.events import OrderStatus as S
 from backbone.domain.order_state import (
+    ANSWERS_ONLY,
+    PENDING_STATUSES,
+    PRECEDENCE,
     TERMINAL_STATUSES,
     TRANSITIONS,
     OrderState,
+    accepts,
     apply,
     classify,
     complete,
+    reported_status,
 )
 from backbone.domain.plain import to_plain
 from backbone.errors import InvalidOrderTransition
@@ -95,7 +100,8 @@ def typical_draft(state: OrderState, event_type: E) -> OrderEvent:
 
 # -- the table -----------------------------------------------------------------------------
 
-ALL_PAIRS = [(s, t) for s in S for t in E]
+OWN = [s for s in S if s not in PENDING_STATUSES]  # the table is keyed by the order's own status
+ALL_PAIRS = [(s, t) for s in OWN for t in E]
 DEAD = {(s, t) for s in (S.NEW, S.REJECTED) for t in (E.TRADE_CANCELED, E.TRADE_CORRECTED)}
 
 
@@ -117,6 +123,7 @@ def test_rejected_only_from_pending_new_and_submitted_never_in_table() -> None:
                          ids=lambda v: str(v))
 def test_pairs_missing_from_the_table_are_refused(status: S, event_type: E) -> None:
     state = state_in(status)
+    assert not accepts(state, event_type)
     with pytest.raises(InvalidOrderTransition) as info:
         complete(state, typical_draft(state, event_type))
     assert info.value.rule == ("terminal_order" if status in TERMINAL_STATUSES else "transition")
@@ -125,6 +132,11 @@ def test_pairs_missing_from_the_table_are_refused(status: S, event_type: E) -> N
 @pytest.mark.parametrize(("status", "event_type"), list(TRANSITIONS), ids=lambda v: str(v))
 def test_every_pair_in_the_table_is_reachable(status: S, event_type: E) -> None:
     state = state_in(status)
+    if (status, event_type) in ANSWERS_ONLY:  # only as the answer to an open replace request
+        assert not accepts(state, event_type)
+        assert completed_rule(state, event_type, order_qty=D(120)) in ("transition", "terminal_order")
+        state = step(state, E.REPLACE_REQUESTED)
+    assert accepts(state, event_type)
     event = typical_draft(state, event_type)
     if (status, event_type) in DEAD:  # no live fill can exist in NEW or REJECTED
         with pytest.raises(InvalidOrderTransition, match="unknown_exec_ref"):
@@ -133,8 +145,31 @@ def test_every_pair_in_the_table_is_reachable(status: S, event_type: E) -> None:
     after = apply(state, complete(state, event))
     target = TRANSITIONS[(status, event_type)]
     if isinstance(target, S):
-        assert after.status is target
+        assert after.own_status is target
     assert after.seq == state.seq + 1
+    assert after.status is reported_status(after.own_status, after.cancel_request is not None,
+                                           after.replace_request is not None)
+
+
+def test_reported_status_is_the_fix_precedence_over_what_holds() -> None:
+    for own in OWN:
+        for cancel in (False, True):
+            for replace in (False, True):
+                holding = {own} | ({S.PENDING_CANCEL} if cancel else set()) | (
+                    {S.PENDING_REPLACE} if replace else set())
+                assert reported_status(own, cancel, replace) is min(holding, key=PRECEDENCE.index)
+    assert set(PRECEDENCE) == set(S)
+
+
+def test_a_second_request_of_a_kind_is_refused_while_one_is_open() -> None:
+    cancel = step(new_order(), E.CANCEL_REQUESTED, cl_ord_id="C2")
+    assert completed_rule(cancel, E.CANCEL_REQUESTED, cl_ord_id="C3") == "transition"
+    assert completed_rule(cancel, E.REPLACE_REQUESTED, cl_ord_id="C3") == "transition"
+    replace = step(new_order(), E.REPLACE_REQUESTED, cl_ord_id="R2")
+    assert completed_rule(replace, E.REPLACE_REQUESTED, cl_ord_id="R3") == "transition"
+    both = step(replace, E.CANCEL_REQUESTED, cl_ord_id="C3")
+    assert (both.status, both.own_status, both.cancel_request, both.replace_request) == (
+        S.PENDING_CANCEL, S.NEW, "C3", "R2")
 
 
 # -- creation and sequencing ---------------------------------------------------------------
@@ -236,9 +271,11 @@ def test_fill_while_pending_stays_pending_and_updates_prior(request_type: E, pen
     back = step(state, reject)
     assert (back.status, back.prior_status, back.cum_qty, back.leaves_qty) == (
         S.PARTIALLY_FILLED, None, D(25), D(75))
-    done = fill(state, "75")
-    assert (done.status, done.prior_status, done.leaves_qty) == (S.FILLED, None, D(0))
-    assert step(done, reject).status is S.FILLED  # "too late to cancel"
+    done = fill(state, "75")  # the pending request still takes precedence over filled
+    assert (done.status, done.prior_status, done.leaves_qty) == (pending, S.FILLED, D(0))
+    settled = step(done, reject)  # "too late to cancel"
+    assert (settled.status, settled.prior_status, settled.leaves_qty) == (S.FILLED, None, D(0))
+    assert step(settled, reject).status is S.FILLED  # a reject of a request never reported
 
 
 def test_cancel_reject_returns_to_prior_status() -> None:
@@ -379,10 +416,12 @@ def test_a_price_only_correction_does_not_answer_a_pending_replace_of_a_filled_o
     assert (corrected.status, corrected.prior_status, corrected.avg_px) == (S.PENDING_REPLACE, S.FILLED, D(11))
     reopened = step(corrected, E.REPLACED, order_qty=D(150))  # the venue's answer still applies
     assert (reopened.status, reopened.leaves_qty) == (S.PARTIALLY_FILLED, D(50))
-    # a correction that does fill the order answers a pending cancel, as a fill would
+    # a correction that fills the order leaves a pending cancel pending, as a fill would
     partial = step(fill(new_order(), "90", exec_id="P"), E.CANCEL_REQUESTED)
     filled = step(partial, E.TRADE_CORRECTED, exec_id="Q", exec_ref_id="P", last_qty=D(100), last_px=D(10))
-    assert (filled.status, filled.leaves_qty) == (S.FILLED, D(0))
+    assert (filled.status, filled.prior_status, filled.leaves_qty) == (S.PENDING_CANCEL, S.FILLED, D(0))
+    assert completed_rule(filled, E.CANCELED) == "transition"  # no venue cancels a filled order
+    assert step(filled, E.CANCEL_REJECTED).status is S.FILLED
 
 
 def test_bust_while_pending_cancel_stays_pending_and_prior_follows() -> None:
@@ -558,3 +597,23 @@ def test_a_signaling_nan_reported_is_a_field_mismatch_not_a_decimal_error() -> N
     state = new_order()
     event = complete(state, draft(state, E.FILLED, exec_id="N", last_qty=D(5), last_px=D(2)))
     assert rule_of(state, event.replace(cum_qty=D("sNaN"))) == "field_mismatch:cum_qty"
+
+
+# -- across days -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tif", list(TimeInForce))
+def test_only_gtc_and_gtd_orders_work_again_after_done_for_day(tif: TimeInForce) -> None:
+    state = step(fill(new_order(tif=tif), "40") if tif is not TimeInForce.FOK else new_order(tif=tif),
+                 E.DONE_FOR_DAY)
+    multi_day = tif in (TimeInForce.GTC, TimeInForce.GTD)
+    assert (state.status, state.is_terminal) == (S.DONE_FOR_DAY, not multi_day)
+    assert state.leaves_qty == (state.order_qty - state.cum_qty if multi_day else D(0))
+    if not multi_day:
+        assert completed_rule(state, E.CANCEL_REQUESTED) == "terminal_order"
+        return
+    for event_type in (E.CANCEL_REQUESTED, E.REPLACE_REQUESTED, E.CANCELED, E.EXPIRED, E.DONE_FOR_DAY):
+        assert accepts(state, event_type)
+    pending = step(state, E.CANCEL_REQUESTED, cl_ord_id="C2")
+    assert (pending.status, pending.prior_status, pending.leaves_qty) == (S.PENDING_CANCEL, S.DONE_FOR_DAY, D(60))
+    next_day = fill(state, "10")
+    assert (next_day.status, next_day.leaves_qty) == (S.PARTIALLY_FILLED, D(50))

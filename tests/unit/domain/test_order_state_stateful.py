@@ -2,7 +2,11 @@
 
 `OrderMachine` drives one order through random valid events (and random, probably invalid,
 ones that must be refused without a trace) and checks the invariants after every step against
-an independent reference (a Fraction-based average price, the status implied by quantities).
+an independent reference (a Fraction-based average price, the status implied by quantities,
+the requests left open by the events so far and the FIX precedence over them). The flows take
+every edge of the table: requests before the acknowledgement, a cancel while a replace is
+pending, fills completing the order while a request is pending, GTC/GTD orders across
+DONE_FOR_DAY, answers in either order.
 The replay properties check that folding the same event list from None is deterministic and
 that resends interleaved in the stream are recognised by `classify` and change nothing.
 """
@@ -25,11 +29,13 @@ from backbone.domain.events import EventType as E
 from backbone.domain.events import OrderEvent, TimeInForce
 from backbone.domain.events import OrderStatus as S
 from backbone.domain.order_state import (
+    MULTI_DAY,
     PENDING_STATUSES,
+    PRECEDENCE,
     TERMINAL_STATUSES,
-    TRANSITIONS,
     LiveFill,
     OrderState,
+    accepts,
     apply,
     classify,
     complete,
@@ -44,9 +50,11 @@ PRICES = st.builds(lambda n, places: Decimal(n).scaleb(-places),
                    st.integers(-10**6, 10**12), st.sampled_from([0, 2, 4, 8]))
 #: Refusals a random (not necessarily valid) event may legitimately meet.
 EXPECTED_REFUSALS = {"transition", "terminal_order", "overfill", "fok_partial_fill",
-                     "unknown_exec_ref", "busted_exec_ref"}
+                     "unknown_exec_ref", "busted_exec_ref", "replace_chain:cl_ord_id",
+                     "replace_chain:orig_cl_ord_id"}
 NO_EXEC_ID = (E.CANCEL_REJECTED, E.REPLACE_REJECTED)  # OrderCancelReject has no ExecID
 ENDINGS = frozenset({E.CANCELED, E.EXPIRED, E.DONE_FOR_DAY, E.REJECTED})
+REQUESTS = (E.CANCEL_REQUESTED, E.REPLACE_REQUESTED)
 
 
 def units(qty: Decimal) -> int:
@@ -69,7 +77,7 @@ def applicable(state: OrderState | None) -> list[E]:
     room = state.order_qty - state.cum_qty
     out = []
     for event_type in E:
-        if (state.status, event_type) not in TRANSITIONS:
+        if not accepts(state, event_type):
             continue
         if event_type is E.FILLED and room <= 0:
             continue
@@ -94,6 +102,8 @@ def build_draft(draw: Draw, state: OrderState | None, event_type: E, n: int,
         "order_id": ORDER_ID, "event_type": event_type, "seq": 0, "event_id": f"{ORDER_ID}-{n}",
         "event_time": at(n), "exec_id": None if event_type in NO_EXEC_ID else f"X{n}",
     }
+    if state is not None:
+        fields |= chain_ids(draw, state, event_type, n, loose)
     if state is None or event_type in (E.SUBMITTED, E.ACCEPTED):
         fields |= {"order_qty": qty_between(draw, 1, MAX_UNITS), "price": draw(PRICES),
                    "time_in_force": draw(st.sampled_from(list(TimeInForce)))}
@@ -121,6 +131,40 @@ def build_draft(draw: Draw, state: OrderState | None, event_type: E, n: int,
     return make_order_event(**fields)
 
 
+def chain_ids(draw: Draw, state: OrderState, event_type: E, n: int, loose: bool) -> dict[str, Any]:
+    """cl_ord_id and orig_cl_ord_id as a venue sends them (any id of the order if `loose`)."""
+    if loose:
+        ids = [state.cl_ord_id, state.cancel_request, state.replace_request, f"CL-{n}"]
+        return {"cl_ord_id": draw(st.sampled_from([i for i in ids if i])),
+                "orig_cl_ord_id": draw(st.sampled_from([None, *ids]))}
+    if event_type in REQUESTS:
+        origs = [None, state.cl_ord_id]
+        if event_type is E.CANCEL_REQUESTED and state.replace_request:
+            origs.append(state.replace_request)  # chained on the open replace
+        return {"cl_ord_id": f"CL-{n}", "orig_cl_ord_id": draw(st.sampled_from(origs))}
+    request = {E.REPLACED: state.replace_request, E.REPLACE_REJECTED: state.replace_request,
+               E.CANCEL_REJECTED: state.cancel_request, E.CANCELED: state.cancel_request}.get(event_type)
+    return {"cl_ord_id": request or state.cl_ord_id,
+            "orig_cl_ord_id": draw(st.sampled_from([None, state.cl_ord_id]))}
+
+
+def reference_requests(events: list[OrderEvent]) -> tuple[str | None, str | None]:
+    """The ClOrdIDs of the cancel and replace requests the events leave open, by hand."""
+    cancel = replace = None
+    for e in events:
+        if e.event_type is E.CANCEL_REQUESTED:
+            cancel = e.cl_ord_id
+        elif e.event_type is E.REPLACE_REQUESTED:
+            replace = e.cl_ord_id
+        elif e.event_type in (E.REPLACED, E.REPLACE_REJECTED):
+            replace = None
+        elif e.event_type is E.CANCEL_REJECTED:
+            cancel = None
+        elif e.event_type in ENDINGS:
+            cancel = replace = None
+    return cancel, replace
+
+
 def reference_avg_px(fills: list[LiveFill]) -> Decimal:
     """Σ qty·px / Σ qty, half-even to 8 places, by hand with rationals (not the module's code)."""
     if not fills:
@@ -142,21 +186,24 @@ def check_invariants(state: OrderState, events: list[OrderEvent]) -> None:
     cum = sum((x.qty for x in fills), Decimal(0))
     assert state.cum_qty == cum, "cum_qty = sum of live fills"
     assert 0 <= cum <= state.order_qty, "no overfill"
-    terminal = state.status in TERMINAL_STATUSES
-    assert state.leaves_qty == (0 if terminal else state.order_qty - cum)
+    own = state.own_status
+    assert own not in PENDING_STATUSES
+    closed = own in TERMINAL_STATUSES and not (own is S.DONE_FOR_DAY and state.time_in_force in MULTI_DAY)
+    assert state.leaves_qty == (0 if closed else state.order_qty - cum)
     assert state.avg_px == reference_avg_px(fills)
     assert [e.seq for e in events] == list(range(1, len(events) + 1)) and state.seq == len(events)
     assert state.event_ids == {e.event_id for e in events}
     exec_ids = [e.exec_id for e in events if e.exec_id is not None]
     assert len(exec_ids) == len(set(exec_ids)) and state.exec_ids == set(exec_ids)
-    if state.status in (S.PENDING_NEW, S.NEW, S.REJECTED):
+    if own in (S.PENDING_NEW, S.NEW, S.REJECTED):
         assert cum == 0
-    if state.status in (S.PARTIALLY_FILLED, S.FILLED):
-        assert state.status is working_status(cum, state.order_qty)
-    if state.status in PENDING_STATUSES:
-        assert state.prior_status is working_status(cum, state.order_qty)
-    else:
-        assert state.prior_status is None
+    if own in (S.PARTIALLY_FILLED, S.FILLED):
+        assert own is working_status(cum, state.order_qty)
+    cancel, replace = reference_requests(events)
+    assert (state.cancel_request, state.replace_request) == (cancel, replace)
+    holding = {own} | ({S.PENDING_CANCEL} if cancel else set()) | ({S.PENDING_REPLACE} if replace else set())
+    assert state.status is min(holding, key=PRECEDENCE.index), "reported status = FIX precedence"
+    assert (state.prior_status is None) is (state.status is own)
     last = events[-1]
     assert (last.order_status, last.cum_qty, last.leaves_qty, last.avg_px, last.order_qty) == (
         state.status, state.cum_qty, state.leaves_qty, state.avg_px, state.order_qty)
