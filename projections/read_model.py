@@ -3,8 +3,9 @@ order open, and the same rows computed in Python from an in-memory state (docs/p
 
 This module is the one definition every user of the views derives from:
 
-- migration 0002 creates the views in `public` from `view_statements()`, and its partial index
-  of open orders from `OPEN_STATUSES_SQL`;
+- migrations create the views in `public` from `view_statements()` (0009 the current
+  `open_orders` and its partial index, from `OPEN_ORDERS_SQL`; 0002 holds, verbatim, what it
+  first ran);
 - `projections.ddl` creates the same views in scratch and shadow schemas (`state --as-of
   --into`, `replay --into`, the rebuild's shadow);
 - `state --as-of` prints `position_rows`, `pnl_rows` and `open_order_rows`, which value a
@@ -14,13 +15,14 @@ This module is the one definition every user of the views derives from:
 `tests/integration/test_read_model.py` runs generated positions, marks and orders through the
 views on PostgreSQL and through the Python rows and requires equal values, exactly.
 
-An open order is one in a status that is not terminal (`order_state.TERMINAL_STATUSES`): it may
-still execute.
+An open order is one that may still execute (`OrderState.is_terminal` false): a status that is
+not terminal (`order_state.TERMINAL_STATUSES`), or a GTC or GTD order done for the day, which
+works again the next day (`order_state.MULTI_DAY`).
 
-Changing a view: databases have applied migration 0002, so the SQL it runs must stay what it was
-(`tests/unit/projections/test_read_model.py` pins it byte for byte). Write 0002's statements
-into it as literal text first, then change this module and add a migration that recreates the
-views from it.
+Changing a view: databases have applied the migrations that created the views, so the SQL they
+run must stay what it was (`tests/unit/projections/test_read_model.py` pins 0002 byte for
+byte). Write the statements of the migration that renders from this module (0009) into it as
+literal text first, then change this module and add a migration that recreates the views.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ from typing import Any
 
 from backbone.domain import positions as pos
 from backbone.domain.events import MarketMark, OrderStatus
-from backbone.domain.order_state import TERMINAL_STATUSES
+from backbone.domain.order_state import MULTI_DAY, TERMINAL_STATUSES
 from projections.state import TradingState
 
 #: Statuses of the orders in view open_orders, in the enum's order.
 OPEN_STATUSES: tuple[str, ...] = tuple(s.value for s in OrderStatus if s not in TERMINAL_STATUSES)
 #: The same as an SQL list: `status in <this>`.
 OPEN_STATUSES_SQL = "(" + ",".join(f"'{s}'" for s in OPEN_STATUSES) + ")"
+#: The orders that may still execute, as an SQL condition on table orders (`OrderState.is_terminal`).
+OPEN_ORDERS_SQL = (f"status in {OPEN_STATUSES_SQL} or (status = '{OrderStatus.DONE_FOR_DAY.value}' and "
+                   "time_in_force in (" + ",".join(f"'{t.value}'" for t in sorted(MULTI_DAY)) + "))")
 
 # `{s}` is the schema qualifier: empty (the search path: `public`, as in the migration) or a
 # quoted schema name and a dot. The layout, whitespace included, is the text migration 0002 ran.
@@ -72,7 +77,7 @@ _VIEWS = {
         create view {s}open_orders as
         select order_id, account, symbol, side, order_type, time_in_force, status, order_qty, price,
                cum_qty, leaves_qty, avg_px, first_event_time, last_event_time
-        from {s}orders where status in """ + OPEN_STATUSES_SQL + """
+        from {s}orders where """ + OPEN_ORDERS_SQL + """
     """,
     "exposure_by_symbol": """
         create view {s}exposure_by_symbol as
@@ -192,7 +197,7 @@ def open_order_rows(state: TradingState, *, account: str | None = None,
     """The rows of view open_orders, newest first."""
     out = []
     for o in state.orders.values():
-        if o.status.value not in OPEN_STATUSES or (account and o.account != account) or (
+        if o.is_terminal or (account and o.account != account) or (
                 symbol and o.symbol != symbol):
             continue
         out.append({"order_id": o.order_id, "account": o.account, "symbol": o.symbol, "side": o.side.value,

@@ -15,8 +15,6 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql as pg
 
-from projections import read_model
-
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -29,6 +27,54 @@ TS = sa.DateTime(timezone=True)
 def _reader_role() -> str:
     return context.config.attributes.get("readonly_role", "backbone_reader")
 
+
+#: The views as this revision created them, verbatim: databases have run exactly these; the
+#: views of today come from projections/read_model.py and later revisions (0009).
+_VIEWS = (
+    ('\n'
+     '        create view positions_pnl as\n'
+     '        select p.account, p.symbol, p.qty, p.avg_px,\n'
+     '               p.realized_pnl, p.realized_commission, p.open_commission, p.commission,\n'
+     '               p.realized_pnl - p.realized_commission as net_realized_pnl,\n'
+     '               m.mark_price, m.event_time as mark_time,\n'
+     '               case when m.mark_price is null then null else (m.mark_price - p.avg_px) * p.qty end\n'
+     '                   as unrealized_pnl,\n'
+     '               p.realized_pnl + coalesce((m.mark_price - p.avg_px) * p.qty, 0) - p.commission as total_pnl,\n'
+     '               p.fill_count, p.last_fill_time\n'
+     '        from positions p left join marks m on m.symbol = p.symbol\n'
+     '    '),
+    ('\n'
+     '        create view pnl_by_account as\n'
+     '        select account,\n'
+     '               count(*) filter (where qty <> 0) as open_positions,\n'
+     '               sum(realized_pnl) as realized_pnl,\n'
+     '               sum(unrealized_pnl) as unrealized_pnl,\n'
+     '               sum(commission) as commission,\n'
+     '               sum(total_pnl) as total_pnl,\n'
+     '               bool_or(qty <> 0 and mark_price is null) as missing_marks\n'
+     '        from positions_pnl group by account\n'
+     '    '),
+    ('\n'
+     '        create view open_orders as\n'
+     '        select order_id, account, symbol, side, order_type, time_in_force, status, order_qty, price,\n'
+     '               cum_qty, leaves_qty, avg_px, first_event_time, last_event_time\n'
+     "        from orders where status in ('PENDING_NEW','NEW','PARTIALLY_FILLED','PENDING_CANCEL','PENDING_REPLACE')\n"
+     '    '),
+    ('\n'
+     '        create view exposure_by_symbol as\n'
+     '        select symbol,\n'
+     '               sum(qty) as net_qty,\n'
+     '               sum(qty) filter (where qty > 0) as long_qty,\n'
+     '               -sum(qty) filter (where qty < 0) as short_qty,\n'
+     '               max(mark_price) as mark_price,\n'
+     '               sum(qty * mark_price) as net_notional,\n'
+     '               sum(abs(qty) * mark_price) as gross_notional,\n'
+     '               count(*) filter (where qty <> 0) as accounts\n'
+     '        from positions_pnl group by symbol\n'
+     '    '),
+)
+#: The open orders' partial index as this revision created it.
+_OPEN_STATUSES_SQL = "('PENDING_NEW','NEW','PARTIALLY_FILLED','PENDING_CANCEL','PENDING_REPLACE')"
 
 def upgrade() -> None:
     op.create_table(
@@ -57,7 +103,7 @@ def upgrade() -> None:
     op.create_index("orders_symbol_idx", "orders", ["symbol"])
     op.create_index("orders_partition_idx", "orders", ["kafka_partition"])
     op.create_index("orders_open_idx", "orders", ["account"],
-                    postgresql_where=sa.text(f"status in {read_model.OPEN_STATUSES_SQL}"))
+                    postgresql_where=sa.text(f"status in {_OPEN_STATUSES_SQL}"))
 
     op.create_table(
         "executions",
@@ -134,7 +180,7 @@ def upgrade() -> None:
     )
     op.create_index("dead_letters_reason_idx", "dead_letters", ["reason"])
 
-    for statement in read_model.view_statements():
+    for statement in _VIEWS:
         op.execute(statement)
 
     role = _reader_role()
@@ -155,7 +201,7 @@ def downgrade() -> None:
     op.execute(f"alter default privileges in schema public revoke select on tables from {role}")
     op.execute(f"revoke select on all tables in schema public from {role}")
     op.execute(f"revoke usage on schema public from {role}")
-    for view in reversed(read_model.VIEWS):
+    for view in ("exposure_by_symbol", "open_orders", "pnl_by_account", "positions_pnl"):
         op.execute(f"drop view if exists {view}")
     for table in ("dead_letters", "marks", "positions", "executions", "orders"):
         op.drop_table(table)

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
 from tape import Tape
 
-from backbone.domain.events import MarketMark, OrderStatus, Side
+from backbone.domain.events import MarketMark, OrderStatus, Side, TimeInForce
 from backbone.domain.positions import Position
 from backbone.settings import Settings
 from projections import ddl, read_model, store
@@ -63,11 +63,12 @@ def states(draw: st.DrawFn) -> TradingState:
         mark = MarketMark(f"M-{symbol}", symbol, draw(times), draw(places(8, 1, 10**16)))
         state.marks[symbol] = MarkRow(symbol, 0, mark)
     template = order_template()
-    for i, (status, account, symbol, when) in enumerate(draw(st.lists(st.tuples(
-            st.sampled_from(OrderStatus), st.sampled_from(ACCOUNTS), st.sampled_from(SYMBOLS), times), max_size=12))):
+    for i, (status, tif, account, symbol, when) in enumerate(draw(st.lists(st.tuples(
+            st.sampled_from(OrderStatus), st.sampled_from(TimeInForce), st.sampled_from(ACCOUNTS),
+            st.sampled_from(SYMBOLS), times), max_size=12))):
         order_id = f"O{i}"
         state.orders[order_id] = dataclasses.replace(template, order_id=order_id, account=account, symbol=symbol,
-                                                     status=status, last_event_time=when)
+                                                     status=status, time_in_force=tif, last_event_time=when)
         state.order_partition[order_id] = 0
     return state
 
