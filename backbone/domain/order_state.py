@@ -142,7 +142,7 @@ from backbone.errors import InvalidOrderTransition
 __all__ = [
     "ANSWERS_ONLY", "BLOCKED_BY_OPEN", "CREATING_EVENTS", "MULTI_DAY", "PENDING_STATUSES", "PRECEDENCE",
     "TERMINAL_STATUSES", "TRANSITIONS", "LiveFill", "OrderState", "Resolver", "accepts", "apply", "by_quantity",
-    "classify", "complete", "reported_status", "unchanged",
+    "classify", "closes", "complete", "reported_status", "unchanged",
 ]
 
 S, E = OrderStatus, EventType  # short names keep the transition table readable
@@ -219,8 +219,13 @@ class OrderState:
     @property
     def is_terminal(self) -> bool:
         """Whether the order takes no new life (a late fill or a restatement aside)."""
-        return self.status in TERMINAL_STATUSES and not (
-            self.status is S.DONE_FOR_DAY and self.time_in_force in MULTI_DAY)
+        return closes(self.status, self.time_in_force)
+
+
+def closes(status: OrderStatus, time_in_force: TimeInForce) -> bool:
+    """Whether `status` ends an order of `time_in_force`: a terminal status, except DONE_FOR_DAY
+    of a GTC or GTD order, which works again the next day."""
+    return status in TERMINAL_STATUSES and not (status is S.DONE_FOR_DAY and time_in_force in MULTI_DAY)
 
 
 def reported_status(own: OrderStatus, cancel_open: bool, replace_open: bool) -> OrderStatus:
@@ -388,10 +393,9 @@ def _settle(moved: OrderState, own: OrderStatus, requests: tuple[str | None, str
                                      f"exceed order_qty {moved.order_qty}")
     cancel, replace_ = requests
     status = reported_status(own, cancel is not None, replace_ is not None)
-    closed = own in TERMINAL_STATUSES and not (own is S.DONE_FOR_DAY and moved.time_in_force in MULTI_DAY)
     return _replace_state(
         moved, fills=fills, status=status, cum_qty=cum, avg_px=avg_px,
-        leaves_qty=ZERO if closed else _subtract(moved.order_qty, cum),
+        leaves_qty=ZERO if closes(own, moved.time_in_force) else _subtract(moved.order_qty, cum),
         prior_status=None if status is own else own,
         seq=event.seq, last_event_time=event.event_time,
         event_ids=moved.event_ids | {event.event_id},
