@@ -70,10 +70,12 @@ which the order keeps while the request is open. An orig_cl_ord_id, where given 
 optional), must name the order: the current cl_ord_id on REPLACE_REQUESTED, REPLACED and a
 REPLACE_REJECTED answering the open replace; the current cl_ord_id or the open replace's on
 CANCEL_REQUESTED (FIX chains a cancel on the last non-rejected ClOrdID). The answer to an open
-request must carry that request's ClOrdID: REPLACED and REPLACE_REJECTED the replace's,
-CANCEL_REJECTED the cancel's, CANCELED the cancel's or, for a venue's unsolicited cancel, the
-order's current one. A request stored before its ClOrdID was recorded (an empty id) is not
-checked. Chained replace requests (a second replace while one is open) are refused.
+request must carry that request's ClOrdID: REPLACED the replace's, CANCELED the cancel's or, for
+a venue's unsolicited cancel, the order's current one. A CANCEL_REJECTED or REPLACE_REJECTED
+carrying another ClOrdID than the open request's rejects a second request that was never
+reported pending (a broker that takes one request at a time, FIX Appendix D 21): taken, the
+open request stays open. A request stored before its ClOrdID was recorded (an empty id) is not
+checked. A second replace request reported pending while one is open is refused.
 
 Speed: this module is the one implementation of these rules. Where a compiler is available the
 install also compiles it, unchanged, into an extension module (see setup.py and
@@ -476,6 +478,11 @@ def _requests(state: OrderState, event: OrderEvent) -> tuple[str | None, str | N
     if kind is E.REPLACE_REQUESTED:
         _chain_refusal(state, event, "orig_cl_ord_id", (state.cl_ord_id,))
         return cancel, event.cl_ord_id
+    if (kind is E.REPLACE_REJECTED and replace_ and event.cl_ord_id != replace_) or (
+            kind is E.CANCEL_REJECTED and cancel and event.cl_ord_id != cancel):
+        # the reject of another request, never reported pending: a broker that takes one request
+        # at a time rejects the second (FIX Appendix D 21); the open one stays open
+        return cancel, replace_
     if kind is E.REPLACED or (kind is E.REPLACE_REJECTED and replace_ is not None):
         _chain_refusal(state, event, "orig_cl_ord_id", (state.cl_ord_id,))
         if replace_:

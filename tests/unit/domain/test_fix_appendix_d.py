@@ -143,6 +143,24 @@ SCENARIOS: dict[str, tuple[TimeInForce, list[Row]]] = {
           requested="8000"),
         trade("B", "7000", "10", "8000", S.FILLED, "8000", "0", "10"),
     ]),
+    "D21-second-replace-rejected-as-one-is-pending-first-replaced": (TimeInForce.DAY, [
+        SUB, ACK,
+        trade("A", "1000", "10", "10000", S.PARTIALLY_FILLED, "1000", "9000", "10"),
+        r(E.REPLACE_REQUESTED, "10000", S.PENDING_REPLACE, "1000", "9000", "10", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1"),
+        # the broker takes one request at a time: the second (Z, never reported pending) is rejected
+        r(E.REPLACE_REJECTED, "10000", S.PENDING_REPLACE, "1000", "9000", "10", cl_ord_id="Z",
+          orig_cl_ord_id="CL-1"),
+        r(E.REPLACED, "8000", S.PARTIALLY_FILLED, "1000", "7000", "10", cl_ord_id="Y",
+          orig_cl_ord_id="CL-1", requested="8000"),
+        trade("B", "2000", "10", "8000", S.PARTIALLY_FILLED, "3000", "5000", "10"),
+    ]),
+    "second-cancel-rejected-as-one-is-pending-first-canceled": (TimeInForce.DAY, [
+        SUB, ACK,
+        r(E.CANCEL_REQUESTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Y"),
+        r(E.CANCEL_REJECTED, "10000", S.PENDING_CANCEL, "0", "10000", cl_ord_id="Z"),
+        r(E.CANCELED, "10000", S.CANCELED, "0", "0", cl_ord_id="Y"),
+    ]),
     "D11-replace-while-execution-reported-qty-equals-cum": (TimeInForce.DAY, [
         SUB, ACK,
         trade("A", "7000", "15", "10000", S.PARTIALLY_FILLED, "7000", "3000", "15"),

@@ -156,9 +156,12 @@ def reference_requests(events: list[OrderEvent]) -> tuple[str | None, str | None
             cancel = e.cl_ord_id
         elif e.event_type is E.REPLACE_REQUESTED:
             replace = e.cl_ord_id
-        elif e.event_type in (E.REPLACED, E.REPLACE_REJECTED):
+        elif e.event_type is E.REPLACED:
             replace = None
-        elif e.event_type is E.CANCEL_REJECTED:
+        # a reject naming another ClOrdID rejects a second request, never reported pending (D21)
+        elif e.event_type is E.REPLACE_REJECTED and e.cl_ord_id == replace:
+            replace = None
+        elif e.event_type is E.CANCEL_REJECTED and e.cl_ord_id == cancel:
             cancel = None
         elif e.event_type in ENDINGS:
             cancel = replace = None

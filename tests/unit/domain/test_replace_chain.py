@@ -1,7 +1,8 @@
 """The replace chain: the ClOrdIDs a request and its answer must carry (rules `replace_chain:*`).
 
 Compliance reconstructs an order's ClOrdID chain from these events, so an answer that names
-another request, or an orig_cl_ord_id that is no ClOrdID of the order, is refused; what a venue
+another request, or an orig_cl_ord_id that is no ClOrdID of the order, is refused (a reject
+naming another request rejects one never reported pending, and leaves the open one); what a venue
 sends (FIX 4.4 Vol. 4: the request's own ClOrdID, OrigClOrdID the last accepted one, a cancel
 chained on the open replace) is taken.
 """
@@ -60,14 +61,17 @@ def test_replaced_whose_cl_ord_id_is_not_the_pending_requests_is_refused() -> No
     pending = step(acked(), E.REPLACE_REQUESTED, cl_ord_id="Y", orig_cl_ord_id="X")
     assert refused(pending, E.REPLACED, cl_ord_id="Q", orig_cl_ord_id="X",
                    order_qty=D(120)) == "replace_chain:cl_ord_id"
-    assert refused(pending, E.REPLACE_REJECTED, cl_ord_id="Q") == "replace_chain:cl_ord_id"
     assert step(pending, E.REPLACE_REJECTED, cl_ord_id="Y", orig_cl_ord_id="X").status is S.NEW
+    # a reject naming another ClOrdID rejects a second request, never reported pending (FIX D21)
+    second = step(pending, E.REPLACE_REJECTED, cl_ord_id="Q", orig_cl_ord_id="X")
+    assert (second.status, second.replace_request) == (S.PENDING_REPLACE, "Y")
 
 
 def test_cancel_answers_carry_the_cancel_requests_cl_ord_id() -> None:
     pending = step(acked(), E.CANCEL_REQUESTED, cl_ord_id="Y", orig_cl_ord_id="X")
-    assert refused(pending, E.CANCEL_REJECTED, cl_ord_id="Q") == "replace_chain:cl_ord_id"
     assert refused(pending, E.CANCELED, cl_ord_id="Q") == "replace_chain:cl_ord_id"
+    second = step(pending, E.CANCEL_REJECTED, cl_ord_id="Q")  # a second cancel, never reported pending
+    assert (second.status, second.cancel_request) == (S.PENDING_CANCEL, "Y")
     assert step(pending, E.CANCELED, cl_ord_id="Y").status is S.CANCELED
     assert step(pending, E.CANCELED, cl_ord_id="X").status is S.CANCELED  # the venue's own cancel
     assert step(pending, E.CANCEL_REJECTED, cl_ord_id="Y").status is S.NEW
