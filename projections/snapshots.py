@@ -49,13 +49,17 @@ import psycopg
 from backbone.db import one_row
 from backbone.domain import history, positions
 from backbone.domain.events import MarketMark
-from backbone.domain.order_state import TERMINAL_STATUSES, OrderState
+from backbone.domain.order_state import OrderState
 from backbone.domain.plain import decoder_for, encoder_for, to_plain
 from backbone.errors import InvariantViolation, coordinates
 from backbone.settings import Settings
 from projections.state import ColdGroup, ExecKey, Execution, MarkRow, TradingState, positions_from_executions
 
 FORMAT = 2
+#: Header key of payloads whose sections hold only orders that may not execute again
+#: (`OrderState.is_terminal`); before it, a GTC or GTD order done for the day was put in a section
+#: too, so such a payload is restored eagerly, for open orders to be complete.
+_OPEN_BY_TERMS = "open_by_terms"
 MAGIC = b"TBS2"  # a zlib stream (format 1) starts with 0x78, never with this
 _LENGTH = struct.Struct(">I")
 Kind = Literal["orders", "marks"]
@@ -81,7 +85,7 @@ def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str
     sections: dict[Key, tuple[list[OrderState], list[Execution]]] = {}
     for order_id in sorted(order_ids):
         order = state.orders[order_id]
-        if order.status in TERMINAL_STATUSES:
+        if order.is_terminal:  # an order that may still execute (a GTC one done for the day) stays open
             sections.setdefault((order.account, order.symbol), ([], []))[0].append(order)
         else:
             open_orders.append(order_plain(order))
@@ -95,7 +99,7 @@ def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str
         index.append({"account": account, "symbol": symbol, "bytes": len(blob),
                       "orders": [o.order_id for o in orders], "executions": [x.exec_id for x in executions]})
     header = {
-        "v": FORMAT, "kind": "orders", "partition": partition, "orders": open_orders,
+        "v": FORMAT, "kind": "orders", "partition": partition, "orders": open_orders, _OPEN_BY_TERMS: True,
         "positions": [{"account": k[0], "symbol": k[1],
                        **{f: to_plain(getattr(state.positions[k], f)) for f in POSITION_FIELDS}}
                       for k in sorted(position_keys)],
@@ -205,6 +209,8 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         state.order_partition[order.order_id] = partition
     by_key: dict[Key, _Section] = {}
     groups: list[ColdGroup] = []
+    if not body.get(_OPEN_BY_TERMS):
+        lazy = False
     if body["v"] == 1:  # every execution in the body: restored eagerly, into decoded sections
         executions = list(map(decoder_for(Execution), body["executions"]))
         _check_partition(executions, partition, where)

@@ -14,7 +14,7 @@ from tape import Tape
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain import history
-from backbone.domain.events import MarketMark, OrderEvent, Side
+from backbone.domain.events import EventType, MarketMark, OrderEvent, Side, TimeInForce
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import decoder_for as _decoder
 from backbone.domain.plain import encoder_for as _encoder
@@ -218,7 +218,32 @@ def test_format_1_payloads_are_still_read() -> None:
 
 
 def _open_orders(state: TradingState) -> dict:
-    return {k: v for k, v in state.orders.items() if v.status.value in read_model.OPEN_STATUSES}
+    return {k: v for k, v in state.orders.items() if not v.is_terminal}
+
+
+def test_a_multi_day_order_done_for_the_day_stays_open_in_a_lazy_restore() -> None:
+    """It may execute again, so it is in the header, not in a section; a payload written before
+    that rule (no `open_by_terms`) may hold it in a section, and is restored eagerly."""
+    t = Tape()
+    for order_id, tif in (("GTC1", TimeInForce.GTC), ("DAY1", TimeInForce.DAY)):
+        t.order(order_id, "ACC1", "GOLD", Side.BUY, 100, price=10, tif=tif)
+        t.fill(order_id, 40, 10)
+        t.event(order_id, EventType.DONE_FOR_DAY)
+    state = TradingState()
+    for offset, r in enumerate(t.records):
+        state.apply_order_event(r, 0, offset)
+    payload = snapshots.serialize(state, "orders", 0)
+    lazy = TradingState()
+    snapshots.restore(lazy, "orders", 0, payload, lazy=True)
+    assert list(lazy.orders) == ["GTC1"] and list(lazy.cold_orders) == ["DAY1"]
+    assert [o["order_id"] for o in read_model.open_order_rows(lazy)] == ["GTC1"]
+
+    def as_before(header: dict) -> None:  # the GTC order in the section, as payloads were written
+        del header["open_by_terms"]
+    older = _tamper(payload, as_before)
+    eager = TradingState()
+    snapshots.restore(eager, "orders", 0, older, lazy=True)
+    assert not eager.cold_orders and sorted(eager.orders) == ["DAY1", "GTC1"]
 
 
 @pytest.mark.parametrize("cut", [300, 900, 1500, 2100, 2450])
