@@ -291,3 +291,16 @@ def test_project_run_archives_in_its_own_group(env: Settings, names) -> None:
     assert json.loads(out)["projection"] == "audit"
     assert {r["projection"] for r in rows(settings, "select projection from projection_checkpoints")} == {"audit"}
     assert rows(settings, "select count(*) as n from orders")[0]["n"] == 0
+
+
+def test_the_migration_downgrades_and_upgrades_again(env: Settings, names) -> None:
+    from alembic import command
+
+    settings = env
+    _log(settings)
+    _archive(settings, names.group("audit"))
+    command.downgrade(db.alembic_config(settings.database_url_value, settings.database_readonly_role), "0009")
+    assert rows(settings, "select to_regclass('audit_records') as a, to_regclass('audit_gaps') as g, "
+                          "to_regproc('audit_append_only') as f") == [{"a": None, "g": None, "f": None}]
+    db.upgrade(settings, url=settings.database_url_value)
+    assert rows(settings, "select count(*) as n from audit_records")[0]["n"] == 0
