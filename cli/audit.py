@@ -52,9 +52,9 @@ def verify_cmd(
     """
     settings = load_settings()
     kafka_reachable(settings)
-    with user_errors(), database(settings) as engine, engine.connect() as sa_conn:
+    with user_errors(), database(settings) as engine, \
+            engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn:
         conn = psycopg_connection(sa_conn)
-        conn.execute("set transaction isolation level repeatable read")
         reports = verify(settings, conn, partition=partition, from_offset=from_offset, progress=_Progress(quiet))
     ok = all(r.divergence is None for r in reports)
     if json_out:
