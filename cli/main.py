@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from cli import checkpoints, config, db, demo, local, produce, project, rebuild, replay, schemas, state, topics, views
+from cli import (
+    audit,
+    checkpoints,
+    config,
+    db,
+    demo,
+    local,
+    produce,
+    project,
+    rebuild,
+    replay,
+    schemas,
+    state,
+    topics,
+    views,
+)
 
 app = typer.Typer(
     help="trading-backbone: Kafka event-sourced orders, positions and P&L.",
@@ -27,6 +42,7 @@ app.command("rebuild")(rebuild.rebuild)
 app.command("state")(state.state_cmd)
 app.command("replay")(replay.replay_cmd)
 app.add_typer(checkpoints.app, name="checkpoints")
+app.add_typer(audit.app, name="audit")
 
 if __name__ == "__main__":
     app()

@@ -1,10 +1,12 @@
-"""`backbone project run`: the long-running projector (orders, positions, P&L, marks)."""
+"""`backbone project run`: the long-running projector (orders, positions, P&L, marks; or the
+audit archive)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -14,10 +16,16 @@ from backbone.errors import DatabaseError
 from backbone.settings import Settings
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from consumers.config import LoopConfig, RunStats, default_group_id
+from consumers.projection import Projection
 from consumers.runtime import ProjectionLoop
-from projections.trading import NAME, TradingProjection
+from projections import audit, trading
 
 app = typer.Typer(help="Run projections from Kafka into Postgres.", no_args_is_help=True)
+
+
+class ProjectionName(StrEnum):
+    trading = trading.NAME
+    audit = audit.NAME
 
 
 @dataclass
@@ -56,8 +64,11 @@ def _check_schema(settings: Settings) -> None:
 
 @app.command()
 def run(
+    projection_name: Annotated[ProjectionName, typer.Option(
+        "--projection", help="trading: orders, positions, P&L, marks; audit: the append-only audit archive "
+                             "(docs/audit.md), in a group and checkpoints of its own")] = ProjectionName.trading,
     group: Annotated[str | None, typer.Option(
-        help="consumer group id; default: backbone-trading-<orders topic>+<marketdata topic>")] = None,
+        help="consumer group id; default: backbone-<projection>-<orders topic>+<marketdata topic>")] = None,
     instance_id: Annotated[str | None, typer.Option(
         help="static group membership id: a restarted process with the same id takes its partitions back "
              "without waiting for a session timeout")] = None,
@@ -80,6 +91,7 @@ def run(
 
     Each batch's rows and its next offsets commit in one Postgres transaction; refused records
     go to the dead-letter topic and table. SIGTERM/SIGINT finish the batch, commit and exit 0.
+    With --projection audit: archive every record, refused ones included, in audit_records.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -90,9 +102,10 @@ def run(
     with user_errors():
         _check_schema(settings)
         engine = db.make_engine(settings)
-        projection = TradingProjection(settings)
+        projection: Projection = (audit.AuditProjection(settings) if projection_name is ProjectionName.audit
+                      else trading.TradingProjection(settings))
         try:
-            config = LoopConfig(group_id=group or default_group_id(NAME, projection.topics()),
+            config = LoopConfig(group_id=group or default_group_id(projection.name, projection.topics()),
                                 instance_id=instance_id, batch_size=batch_size, status_interval_s=status_interval,
                                 mirror_interval_s=mirror_interval, overlap=overlap)
             loop = ProjectionLoop(settings, projection, engine, config,
@@ -100,7 +113,7 @@ def run(
             stats = loop.run(until_caught_up=until_caught_up, max_seconds=max_seconds)
         finally:
             engine.dispose()
-    summary = {"projection": NAME, "events": stats.events, "batches": stats.batches,
+    summary = {"projection": projection.name, "events": stats.events, "batches": stats.batches,
                "dead_letters": stats.dead_letters, "dead_letters_relayed": stats.dead_letters_relayed,
                "duplicates_skipped": stats.duplicates,
                "rows_written": stats.rows_written,

@@ -89,6 +89,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def export_env(settings: Settings, monkeypatch: Any) -> Settings:
+    """Put `settings` in the environment of this process (for CliRunner commands); returns them."""
+    for key, value in settings_env(settings).items():
+        if key.startswith("BACKBONE_"):
+            monkeypatch.setenv(key, value)
+    return settings
+
+
 def spawn_projector(settings: Settings, group: str, *extra: str, until_caught_up: bool = True):
     """`backbone project run [--until-caught-up] --json` as a separate process (killable)."""
     import subprocess
