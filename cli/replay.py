@@ -72,6 +72,7 @@ def replay_cmd(
                 to_offset, settings.topic_orders, settings.topic_marketdata)
             from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
             to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
+            rp.check_time_range(from_time, to_time)  # a usage error, before any service is asked
             check_into(into)
             # --into writes one process's whole state
             with folding(settings, projection, processes, split=into is None) as (workers, r):

@@ -91,6 +91,12 @@ def parse_time(text: str) -> datetime:
     return when
 
 
+def check_time_range(from_time: datetime | None, to_time: datetime | None) -> None:
+    """A replay range by time ends at or after its start (equal: the records at exactly that time)."""
+    if from_time is not None and to_time is not None and to_time < from_time:
+        raise UsageError(f"--to-timestamp {to_time.isoformat()} is before --from-timestamp {from_time.isoformat()}")
+
+
 _OFFSET_ITEM = re.compile(r"^(?:(?P<topic>.+):)?(?P<partition>\d+):(?P<offset>\d+)$")
 
 
@@ -363,11 +369,42 @@ class Replayer:
         tps = self.all_partitions(partitions)
         marks = self.reader.watermarks(tps)
         cuts = self._first_offsets_from(when, tps, {tp: h for tp, (_, h) in marks.items()})
-        # a snapshot past the search start may hold records after `when`, stamped in its millisecond
-        chosen = self._snapshots_at_or_before(cuts) if use_snapshots else {}
-        return [plan_partition(tp, begin=cuts[tp], end=cuts[tp], low=marks[tp][0], high=marks[tp][1],
+        chosen = self._snapshots_for_cut(when, cuts, marks) if use_snapshots else {}
+        # a snapshot inside the millisecond holds records at or before `when` only: the search goes on from it
+        starts = {tp: max(cuts[tp], s.next_offset) if (s := chosen.get(tp)) else cuts[tp] for tp in tps}
+        return [plan_partition(tp, begin=starts[tp], end=starts[tp], low=marks[tp][0], high=marks[tp][1],
                                snapshot=chosen.get(tp), end_us=timestamp_us(when), expiring=self.expiring(tp[0]))
                 for tp in tps]
+
+    def _snapshots_for_cut(self, when: datetime, cuts: dict[TP, int],
+                           marks: dict[TP, tuple[int, int]]) -> dict[TP, SnapshotMeta | None]:
+        """The newest snapshot at or before each partition's as-of cut at `when`, given `cuts`,
+        the first offsets stamped in its millisecond or later. The newest snapshot below the
+        first offset stamped after that millisecond may lie above such a cut (`checkpoints
+        create --as-of` leaves one at the exact cut): the records between the two, of that
+        millisecond, are read, and the newest snapshot at or before the first of them after
+        `when` is taken."""
+        highs = {tp: h for tp, (_, h) in marks.items()}
+        chosen = self._snapshots_at_or_before(self.reader.first_offsets_after(
+            {tp: timestamp_ms(when) for tp in cuts}, highs))
+        inside = {tp: s.next_offset for tp, s in chosen.items() if s is not None and s.next_offset > cuts[tp]}
+        if not inside:
+            return chosen
+        stop = self._after(timestamp_us(when))
+        first_after: dict[TP, int] = {}
+
+        def on_message(msg: Record, tp: TP, offset: int) -> None:
+            if tp not in first_after and stop(msg):
+                first_after[tp] = offset
+
+        def on_gone(tp: TP, _at: int, limit: int) -> int:
+            first_after[tp] = cuts[tp]  # deleted unread: the cut decides, and plan_partition what was lost
+            return limit
+
+        self.reader.read({tp: ReadRange(cuts[tp], nxt) for tp, nxt in inside.items()}, on_message, on_gone)
+        if first_after:
+            chosen.update(self._snapshots_at_or_before(first_after))
+        return chosen
 
     def _first_offsets_from(self, when: datetime, tps: Iterable[TP], highs: dict[TP, int]) -> dict[TP, int]:
         """The first offset of each partition stamped in `when`'s millisecond or later (its end
@@ -388,8 +425,7 @@ class Replayer:
             raise ReplayRefused("give exactly one of --from-offset, --from-timestamp, --from-beginning")
         if to_offsets is not None and to_time is not None:
             raise ReplayRefused("give at most one of --to-offset, --to-timestamp")
-        if from_time is not None and to_time is not None and to_time < from_time:
-            raise UsageError(f"--to-timestamp {to_time.isoformat()} is before --from-timestamp {from_time.isoformat()}")
+        check_time_range(from_time, to_time)
         known = {tp: None for tp in self.all_partitions()}
         if from_offsets is not None:
             for tp in from_offsets:
@@ -480,8 +516,9 @@ class Replayer:
                 ts = msg.timestamp()[1]
                 letter = projection.apply_at(msg, tp[0], tp[1], offset)
                 if report.begin < 0 and offset >= report.plan.begin:
-                    start_us = report.plan.begin_us  # the range proper: from the first record at or after it
-                    if start_us is None or not after(start_us - 1, ts, lambda: self._event_us(msg)):
+                    # the range proper: from the first record at or after begin_us, i.e. after a µs before it
+                    start_us = report.plan.begin_us
+                    if start_us is None or after(start_us - 1, ts, lambda: self._event_us(msg)):
                         report.begin = offset
                 in_range = report.begin >= 0
                 if in_range:
