@@ -2,6 +2,7 @@
 
     BackboneError
     ├── ConfigError              settings that cannot work (bad value, missing file)
+    │   └── UsageError           a command's arguments that cannot work (a time without offset)
     ├── ServiceError             local stack: Java/Maven missing, port busy, start failed
     ├── KafkaError               a librdkafka error, translated at the boundary
     │   ├── DeliveryError        a produced record was not acknowledged
@@ -18,8 +19,8 @@
     └── InvariantViolation       a bug: an internal invariant does not hold
 
 Every message about a record names it as ``topic[partition]@offset`` where known. The CLI
-maps the classes to exit codes (cli/common.py): ConfigError 2, the two *Unavailable 3, the
-two *AuthError 4, every other error 1.
+maps the classes to exit codes (cli/common.py): ConfigError (UsageError with it) 2, the two
+*Unavailable 3, the two *AuthError 4, every other error 1.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class BackboneError(Exception):
 
 class ConfigError(BackboneError):
     pass
+
+
+class UsageError(ConfigError):
+    """Arguments a command cannot use; the exit code of bad configuration (README: 2)."""
 
 
 class ServiceError(BackboneError):

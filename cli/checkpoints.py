@@ -70,8 +70,9 @@ def list_cmd(
 def create_cmd(
     projection: Annotated[str, typer.Option("--projection", help="projection name")] = NAME,
     as_of: Annotated[str | None, typer.Option(
-        "--as-of", help="snapshot the state as of this time, rebuilt from snapshots and the log, instead of the "
-                        "live state at the checkpoints")] = None,
+        "--as-of", help="snapshot the state as of this time (ISO-8601 with its UTC offset; each partition up "
+                        "to its first record after it, by event time to the microsecond), rebuilt from snapshots "
+                        "and the log, instead of the live state at the checkpoints")] = None,
     processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="with --as-of: processes "
                                                   "that fold and serialize the partitions (default "
                                                   "BACKBONE_REPLAY_PROCESSES, 2)")] = None,

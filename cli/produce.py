@@ -53,8 +53,8 @@ def simulate_cmd(
     seed: Annotated[int, typer.Option(help="same seed, identical events (ids included)")] = 7,
     symbols: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     accounts: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
-    start: Annotated[str | None, typer.Option(help="event time of the first record, ISO-8601 like --as-of "
-                                              "(no offset: UTC); default: UTC midnight today, or yesterday if "
+    start: Annotated[str | None, typer.Option(help="event time of the first record, ISO-8601 with its UTC "
+                                              "offset like --as-of; default: UTC midnight today, or yesterday if "
                                               "the session would not have ended an hour ago, so the market-data "
                                               "retention keeps its marks")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

@@ -33,14 +33,15 @@ def replay_cmd(
         "--from-offset", help="P:O[,P:O…] (orders topic) or TOPIC:P:O with TOPIC orders|marketdata|<name>: "
                               "replay only these partitions, each from its offset")] = None,
     from_timestamp: Annotated[str | None, typer.Option(
-        "--from-timestamp", help="every partition from its first record stamped at or after this time "
-                                 "(ISO-8601)")] = None,
+        "--from-timestamp", help="every partition from its first record at or after this time (ISO-8601 "
+                                 "with its UTC offset; event time, to the microsecond)")] = None,
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="every partition from offset 0, "
                                                  "empty state, no snapshot")] = False,
     to_offset: Annotated[str | None, typer.Option("--to-offset", help="P:O[,P:O…]: stop before these offsets "
                                                   "(exclusive, like a checkpoint)")] = None,
     to_timestamp: Annotated[str | None, typer.Option("--to-timestamp", help="stop at the as-of cut of this "
-                                                     "time: records stamped at or before it are included")] = None,
+                                                     "time: before the first record after it (event time, to the "
+                                                     "microsecond); not before --from-timestamp")] = None,
     into: Annotated[str | None, typer.Option("--into", help="write the resulting state into this new schema")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only: write nothing anywhere")] = False,
     processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="with --dry-run: processes "
@@ -71,6 +72,7 @@ def replay_cmd(
                 to_offset, settings.topic_orders, settings.topic_marketdata)
             from_time = None if from_timestamp is None else rp.parse_time(from_timestamp)
             to_time = None if to_timestamp is None else rp.parse_time(to_timestamp)
+            rp.check_time_range(from_time, to_time)  # a usage error, before any service is asked
             check_into(into)
             # --into writes one process's whole state
             with folding(settings, projection, processes, split=into is None) as (workers, r):

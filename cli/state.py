@@ -9,7 +9,7 @@ from rich.table import Table
 
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.partitioner import symbol_partition
-from backbone.record_time import from_timestamp_ms, timestamp_ms
+from backbone.record_time import timestamp_ms
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
 from cli.replaying import (
     JsonOpt,
@@ -30,8 +30,8 @@ from projections.trading import NAME
 
 
 def state_cmd(
-    as_of: Annotated[str, typer.Option("--as-of", help="ISO-8601 time, e.g. 2026-11-20T10:15:00-05:00 "
-                                       "(no offset: UTC)")],
+    as_of: Annotated[str, typer.Option("--as-of", help="ISO-8601 time with its UTC offset, to the microsecond, "
+                                       "e.g. 2026-11-20T10:15:00.000250-05:00")],
     account: Annotated[str | None, typer.Option("--account", "-a", help="only this account")] = None,
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="only this symbol (replays only its "
                                                "partition)")] = None,
@@ -54,8 +54,8 @@ def state_cmd(
     """The projection's state as of time T, rebuilt in memory: positions with P&L, P&L by
     account, and open orders.
 
-    As of T = for each partition, every record before the first offset stamped after T
-    (milliseconds; T is floored to the millisecond), in offset order. Starts from the newest
+    As of T = for each partition, every record before the first record after T, in offset
+    order; a record is after T by its event time, to the microsecond. Starts from the newest
     snapshot at or before that cut and replays only the tail, without touching live tables or
     the live consumer group. Partitions are independent, so they are split between
     --processes processes (one core each). --into writes the state into a fresh schema with
@@ -92,8 +92,7 @@ def state_cmd(
         assert done is not None
         reports, records, used = done.reports, done.records, done.processes if isinstance(done, Folded) else 1
         read_seconds, snapshot_seconds = done.read_seconds, done.snapshot_seconds
-        cut_ms = timestamp_ms(when)
-        header = {"as_of": canonical_value(when), "cut_timestamp_ms": cut_ms, "projection": projection,
+        header = {"as_of": canonical_value(when), "cut_timestamp_ms": timestamp_ms(when), "projection": projection,
                   "records_replayed": records, "expired": done.expired, "verified": verify or into is not None,
                   "seconds": round(read_seconds + snapshot_seconds, 3), "processes": used,
                   "partitions": [plan_json(r) | {"replayed": r.caught_up + r.replayed}
@@ -133,8 +132,8 @@ def state_cmd(
 def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], records: int, read_seconds: float,
              snapshot_seconds: float, reports: dict[rp.TP, rp.PartitionReport], stale: list[str] | None = None) -> None:
     from_snap = sum(1 for p in plans if p.snapshot is not None)
-    console.print(f"state as of {header['as_of']} (records stamped at or before "
-                  f"{canonical_value(from_timestamp_ms(header['cut_timestamp_ms']))}, to the millisecond)")
+    console.print(f"state as of {header['as_of']} (each partition up to its first record after it, by event time "
+                  "to the microsecond)")
     by = f" by {header['processes']} processes" if header["processes"] > 1 else ""
     console.print(f"{len(plans)} partitions, {from_snap} from snapshots; replayed {records:,} records{by} in "
                   f"{read_seconds:.2f} s (+{snapshot_seconds:.2f} s loading snapshots)")

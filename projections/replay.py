@@ -1,11 +1,13 @@
 """Point-in-time state and replay of the trading projection (docs/replay.md).
 
-"State as of T": for each partition, every record up to (not including) the first offset whose
-record timestamp is after T, applied in offset order. Record timestamps are milliseconds, so
-T is floored to the millisecond: the cut is `offsets_for_times(timestamp_ms(T) + 1)` (the first
-offset stamped > timestamp_ms(T)), or the end of the partition when there is none. The cut is an
-offset, so a late record stamped at or before T that sits after the cut is excluded, and an
-early-stamped record before the cut is included.
+"State as of T": for each partition, every record up to (not including) the first record
+after T, applied in offset order; a record is after T by its event time, to the microsecond
+(`record_time.after`). Record timestamps are the event times' milliseconds, so the planning
+is by offset: every record below `offsets_for_times(timestamp_ms(T))` (the first offset stamped
+in T's millisecond or later) is before T, and reading goes on from there up to the first record
+after T, decoding only the records stamped in T's millisecond. The cut is an offset, so a late
+record at or before T that sits after the cut is excluded, and an early record before the cut
+is included.
 
 The state at an offset is built from the newest snapshot at or before it (the projector's
 `projection_snapshots`) plus the tail of the log up to it, read with `Consumer.assign()` under a
@@ -37,12 +39,13 @@ import psycopg
 from sqlalchemy import Engine
 
 from backbone.codec.avro import AvroCodec
-from backbone.errors import BackboneError, coordinates
+from backbone.domain.events import MarketMark, OrderEvent
+from backbone.errors import BackboneError, DecodeError, UsageError, coordinates
 from backbone.gc_policy import FrozenHeap, fewer_collections
 from backbone.kafka import log_bounds
 from backbone.kafka.partitioner import symbol_partition
 from backbone.kafka.reader import LogReader, ReadRange, Record, offset_at
-from backbone.record_time import EPOCH, from_timestamp_ms, timestamp_ms
+from backbone.record_time import EPOCH, after, from_timestamp_ms, timestamp_ms, timestamp_us
 from backbone.settings import Settings
 from projections import ddl, snapshots, store
 from projections.snapshots import Kind, SnapshotMeta
@@ -66,21 +69,32 @@ def check_projection(name: str) -> None:
 # == pure: times, offsets, plans ===================================================================
 
 def parse_time(text: str) -> datetime:
-    """ISO-8601 (`2026-11-20T10:15:00Z`, `2026-11-20 10:15:00.250-05:00`, `2026-11-20`);
-    no offset means UTC."""
+    """ISO-8601 with a UTC offset (`2026-11-20T10:15:00Z`, `2026-11-20 10:15:00.250-05:00`),
+    to the microsecond, as UTC. Text that is not such a time is a usage error (exit 2): a time
+    without an offset is refused rather than guessed, since the same wall-clock time is a
+    different instant in every zone."""
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError as e:
-        raise ReplayRefused(f"time {text!r}: not ISO-8601 (e.g. 2026-11-20T10:15:00Z)") from e
+        raise UsageError(f"time {text!r}: not ISO-8601 (e.g. 2026-11-20T10:15:00Z)") from e
+    if when.tzinfo is None:
+        raise UsageError(f"time {text!r}: no UTC offset; add one, e.g. {when.isoformat()}Z or "
+                         f"{when.isoformat()}-05:00")
     try:
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        when = when.astimezone(UTC)
     except OverflowError as e:
-        raise ReplayRefused(f"time {text!r}: outside the years 1..9999 in UTC") from e
+        raise UsageError(f"time {text!r}: outside the years 1..9999 in UTC") from e
     # Kafka record timestamps start at the epoch, and -1, -2, -3 are its codes for "none",
     # "earliest" and "latest" in lookups: an earlier time would silently ask for one of those.
     if when < EPOCH:
-        raise ReplayRefused(f"time {text!r}: before 1970-01-01T00:00:00Z, where Kafka record timestamps start")
+        raise UsageError(f"time {text!r}: before 1970-01-01T00:00:00Z, where Kafka record timestamps start")
     return when
+
+
+def check_time_range(from_time: datetime | None, to_time: datetime | None) -> None:
+    """A replay range by time ends at or after its start (equal: the records at exactly that time)."""
+    if from_time is not None and to_time is not None and to_time < from_time:
+        raise UsageError(f"--to-timestamp {to_time.isoformat()} is before --from-timestamp {from_time.isoformat()}")
 
 
 _OFFSET_ITEM = re.compile(r"^(?:(?P<topic>.+):)?(?P<partition>\d+):(?P<offset>\d+)$")
@@ -149,12 +163,13 @@ class PartitionPlan:
     [start, start + expired) are gone from an expiring topic (retention): reading starts after
     them (`read_from`), and the state lacks them, as the live projector's does.
 
-    Bounds found by time: `offsets_for_times` answers for record batches including transaction
-    markers, which carry the broker's clock at commit, not event time. So a bound found by time
-    is where the search starts, and the exact bound is settled while reading: with `end_ms`,
-    the range goes on past `end` up to the first record stamped > end_ms; with `begin_ms`,
-    records from `begin` on that are stamped < begin_ms still count as catch-up. Without
-    markers at the bound (the usual case) nothing moves."""
+    Bounds found by time (microseconds since the epoch) are settled while reading, by each
+    record's own time (`record_time.after`): a lookup by time finds milliseconds only, and
+    `offsets_for_times` answers for record batches including transaction markers, which carry
+    the broker's clock at commit, not event time. So `end` is where the search starts (no record
+    before it is stamped in the bound's millisecond or later), and with `end_us` the range goes
+    on past it up to the first record after end_us; with `begin_us`, records from `begin` on
+    that are before begin_us still count as catch-up."""
 
     topic: str
     partition: int
@@ -164,8 +179,8 @@ class PartitionPlan:
     low: int
     high: int
     snapshot: SnapshotMeta | None = None
-    begin_ms: int | None = None
-    end_ms: int | None = None
+    begin_us: int | None = None
+    end_us: int | None = None
     expired: int = 0
 
     @property
@@ -183,7 +198,7 @@ class PartitionPlan:
 
 
 def plan_partition(tp: TP, *, begin: int, end: int, low: int, high: int, snapshot: SnapshotMeta | None,
-                   begin_ms: int | None = None, end_ms: int | None = None, expiring: bool = False) -> PartitionPlan:
+                   begin_us: int | None = None, end_us: int | None = None, expiring: bool = False) -> PartitionPlan:
     """Validate one partition's range and where its state starts; refuse what cannot be right.
     `expiring`: the topic's records may expire unread (the projection's `expiring(topic)`); then
     records between the state's start and the log start are skipped, not refused."""
@@ -206,7 +221,7 @@ def plan_partition(tp: TP, *, begin: int, end: int, low: int, high: int, snapsho
         raise ReplayRefused(
             f"{coordinates(tp[0], tp[1], begin)}: the newest snapshot at or before it ({snapshot.where}) "
             f"needs records {start}…{low - 1}, deleted by retention (log start {low})")
-    return PartitionPlan(tp[0], tp[1], start, begin, end, low, high, snapshot, begin_ms, end_ms, read_from - start)
+    return PartitionPlan(tp[0], tp[1], start, begin, end, low, high, snapshot, begin_us, end_us, read_from - start)
 
 
 # == replay: plans, snapshots, reading, results ======================================================
@@ -349,20 +364,59 @@ class Replayer:
 
     def plan_as_of(self, when: datetime, *, partitions: set[int] | None = None,
                    use_snapshots: bool = True) -> list[PartitionPlan]:
-        """Every partition (or those numbered in `partitions`) cut at `when`."""
+        """Every partition (or those numbered in `partitions`) cut at `when`: planned up to
+        the first offset stamped in its millisecond or later, the exact cut found by reading on."""
         tps = self.all_partitions(partitions)
         marks = self.reader.watermarks(tps)
-        t_ms = timestamp_ms(when)
-        cuts = self.reader.first_offsets_after({tp: t_ms for tp in tps}, {tp: h for tp, (_, h) in marks.items()})
-        chosen = self._snapshots_at_or_before(cuts) if use_snapshots else {}
-        return [plan_partition(tp, begin=cuts[tp], end=cuts[tp], low=marks[tp][0], high=marks[tp][1],
-                               snapshot=chosen.get(tp), end_ms=t_ms, expiring=self.expiring(tp[0])) for tp in tps]
+        cuts = self._first_offsets_from(when, tps, {tp: h for tp, (_, h) in marks.items()})
+        chosen = self._snapshots_for_cut(when, cuts, marks) if use_snapshots else {}
+        # a snapshot inside the millisecond holds records at or before `when` only: the search goes on from it
+        starts = {tp: max(cuts[tp], s.next_offset) if (s := chosen.get(tp)) else cuts[tp] for tp in tps}
+        return [plan_partition(tp, begin=starts[tp], end=starts[tp], low=marks[tp][0], high=marks[tp][1],
+                               snapshot=chosen.get(tp), end_us=timestamp_us(when), expiring=self.expiring(tp[0]))
+                for tp in tps]
+
+    def _snapshots_for_cut(self, when: datetime, cuts: dict[TP, int],
+                           marks: dict[TP, tuple[int, int]]) -> dict[TP, SnapshotMeta | None]:
+        """The newest snapshot at or before each partition's as-of cut at `when`, given `cuts`,
+        the first offsets stamped in its millisecond or later. The newest snapshot below the
+        first offset stamped after that millisecond may lie above such a cut (`checkpoints
+        create --as-of` leaves one at the exact cut): the records between the two, of that
+        millisecond, are read, and the newest snapshot at or before the first of them after
+        `when` is taken."""
+        highs = {tp: h for tp, (_, h) in marks.items()}
+        chosen = self._snapshots_at_or_before(self.reader.first_offsets_after(
+            {tp: timestamp_ms(when) for tp in cuts}, highs))
+        inside = {tp: s.next_offset for tp, s in chosen.items() if s is not None and s.next_offset > cuts[tp]}
+        if not inside:
+            return chosen
+        stop = self._after(timestamp_us(when))
+        first_after: dict[TP, int] = {}
+
+        def on_message(msg: Record, tp: TP, offset: int) -> None:
+            if tp not in first_after and stop(msg):
+                first_after[tp] = offset
+
+        def on_gone(tp: TP, _at: int, limit: int) -> int:
+            first_after[tp] = cuts[tp]  # deleted unread: the cut decides, and plan_partition what was lost
+            return limit
+
+        self.reader.read({tp: ReadRange(cuts[tp], nxt) for tp, nxt in inside.items()}, on_message, on_gone)
+        if first_after:
+            chosen.update(self._snapshots_at_or_before(first_after))
+        return chosen
+
+    def _first_offsets_from(self, when: datetime, tps: Iterable[TP], highs: dict[TP, int]) -> dict[TP, int]:
+        """The first offset of each partition stamped in `when`'s millisecond or later (its end
+        when none): every record before it is before `when`."""
+        found = self.reader.offsets_for_times({tp: timestamp_ms(when) for tp in tps})
+        return {tp: offset_at(found[tp], highs[tp]) for tp in found}
 
     def plan_replay(self, *, from_offsets: dict[TP, int] | None = None, from_time: datetime | None = None,
                     from_beginning: bool = False, to_offsets: dict[TP, int] | None = None,
                     to_time: datetime | None = None) -> list[PartitionPlan]:
         """A replay range per partition. `from_offsets` replays only the partitions it names;
-        `from_time` starts each partition at its first record stamped at or after it;
+        `from_time` starts each partition at its first record at or after it (microseconds);
         `from_beginning` starts at offset 0 with an empty state (no snapshot). The end: the
         `to_offsets` offset (exclusive), else the as-of cut of `to_time`, else the end of the
         log when the replay is planned. Where the range starts after the state's start, the
@@ -371,9 +425,7 @@ class Replayer:
             raise ReplayRefused("give exactly one of --from-offset, --from-timestamp, --from-beginning")
         if to_offsets is not None and to_time is not None:
             raise ReplayRefused("give at most one of --to-offset, --to-timestamp")
-        if from_time is not None and to_time is not None and timestamp_ms(to_time) < timestamp_ms(from_time):
-            raise ReplayRefused(f"--to-timestamp {to_time.isoformat()} is before --from-timestamp "
-                                f"{from_time.isoformat()}")
+        check_time_range(from_time, to_time)
         known = {tp: None for tp in self.all_partitions()}
         if from_offsets is not None:
             for tp in from_offsets:
@@ -390,8 +442,7 @@ class Replayer:
         if from_offsets is not None:
             begins = dict(from_offsets)
         elif from_time is not None:
-            found = self.reader.offsets_for_times({tp: timestamp_ms(from_time) for tp in tps})
-            begins = {tp: offset_at(found[tp], highs[tp]) for tp in tps}
+            begins = self._first_offsets_from(from_time, tps, highs)
         else:
             begins = {tp: 0 for tp in tps}
         for tp in tps:  # refuse a bad start before looking anything else up
@@ -399,17 +450,39 @@ class Replayer:
         if to_offsets is not None:
             ends = {tp: to_offsets.get(tp, highs[tp]) for tp in tps}
         elif to_time is not None:
-            ends = self.reader.first_offsets_after({tp: timestamp_ms(to_time) for tp in tps}, highs)
+            ends = self._first_offsets_from(to_time, tps, highs)
+            # A start offset within the end's millisecond: the search for the end starts there,
+            # unless a record stamped after that millisecond comes first (then the end is before
+            # the start, and refused).
+            late = [tp for tp in tps if begins[tp] > ends[tp]]
+            beyond = self.reader.first_offsets_after({tp: timestamp_ms(to_time) for tp in late}, highs)
+            ends.update({tp: min(begins[tp], beyond[tp]) for tp in late})
         else:
             ends = highs
         chosen = {} if from_beginning else self._snapshots_at_or_before(begins)
-        begin_ms = None if from_time is None else timestamp_ms(from_time)
-        end_ms = None if to_time is None or to_offsets is not None else timestamp_ms(to_time)
+        begin_us = None if from_time is None else timestamp_us(from_time)
+        end_us = None if to_time is None else timestamp_us(to_time)
         return [plan_partition(tp, begin=begins[tp], end=ends[tp], low=marks[tp][0], high=marks[tp][1],
-                               snapshot=chosen.get(tp), begin_ms=begin_ms, end_ms=end_ms,
+                               snapshot=chosen.get(tp), begin_us=begin_us, end_us=end_us,
                                expiring=self.expiring(tp[0])) for tp in tps]
 
     # -- running ---------------------------------------------------------------------------------
+
+    def _event_us(self, msg: Record) -> int | None:
+        """The event time of an order event or mark in microseconds; None for anything else
+        (the fold dead-letters it)."""
+        value = msg.value()
+        if not value:
+            return None
+        try:
+            record = self._codec.decode(value)
+        except DecodeError:
+            return None
+        return timestamp_us(record.event_time) if isinstance(record, OrderEvent | MarketMark) else None
+
+    def _after(self, t_us: int) -> Callable[[Record], bool]:
+        """The reader's stop rule of a range that ends at time `t_us`: a record after it."""
+        return lambda msg: after(t_us, msg.timestamp()[1], lambda: self._event_us(msg))
 
     def run(self, plans: Sequence[PartitionPlan], *, progress: Callable[[int], None] | None = None,
             keep_letters: int = 100) -> ReplayResult:
@@ -442,9 +515,11 @@ class Replayer:
                 report = reports[tp]
                 ts = msg.timestamp()[1]
                 letter = projection.apply_at(msg, tp[0], tp[1], offset)
-                if report.begin < 0 and offset >= report.plan.begin and (
-                        report.plan.begin_ms is None or ts >= report.plan.begin_ms):
-                    report.begin = offset
+                if report.begin < 0 and offset >= report.plan.begin:
+                    # the range proper: from the first record at or after begin_us, i.e. after a µs before it
+                    start_us = report.plan.begin_us
+                    if start_us is None or after(start_us - 1, ts, lambda: self._event_us(msg)):
+                        report.begin = offset
                 in_range = report.begin >= 0
                 if in_range:
                     report.replayed += 1
@@ -480,15 +555,15 @@ class Replayer:
                 return resume
 
             t1 = time.perf_counter()
-            ranges = {p.tp: ReadRange(p.read_from, p.end) if p.end_ms is None
-                      else ReadRange(p.read_from, p.high, p.end, p.end_ms) for p in plans}
+            ranges = {p.tp: ReadRange(p.read_from, p.end) if p.end_us is None
+                      else ReadRange(p.read_from, p.high, p.end, self._after(p.end_us)) for p in plans}
             ended = self.reader.read(ranges, on_message, on_gone)
             read_seconds = time.perf_counter() - t1
             for tp, report in reports.items():
                 report.end = ended[tp]
                 if report.begin < 0:  # no record in the range proper
                     plan = report.plan
-                    report.begin = report.end if plan.begin_ms is not None else min(plan.begin, report.end)
+                    report.begin = report.end if plan.begin_us is not None else min(plan.begin, report.end)
             state.take_changes()
             if progress is not None:
                 progress(count)

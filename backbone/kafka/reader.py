@@ -150,10 +150,13 @@ def max_timestamps_below(targets: dict[TP, tuple[int, int | None]],
 
 @dataclass(frozen=True)
 class ReadRange:
+    """Offsets [start, end) of a partition; with `stop`, the first record at or after
+    `stop_from` for which `stop(record)` holds ends the range before it."""
+
     start: int
     end: int
     stop_from: int = 0
-    stop_ms: int | None = None
+    stop: Callable[[Record], bool] | None = None
 
 class LogReader:
     """Reads offset ranges with `Consumer.assign()`: a throwaway group id that never joins a
@@ -245,8 +248,8 @@ class LogReader:
         """Deliver every record in [start, end) of each partition, in offset order per
         partition, to `on_message(msg, (topic, partition), offset)`, and return where each
         partition's range ended (exclusive).
-        With `stop_ms`, a record at or after `stop_from` stamped later than `stop_ms` ends the
-        range there (not delivered). Offset gaps (transaction markers, aborted records,
+        With `stop`, a record at or after `stop_from` that `stop` holds for ends the range there
+        (not delivered). Offset gaps (transaction markers, aborted records,
         compaction) are fine: a partition is done at its last offset, at the first record
         beyond it, or at the end of the partition.
         Records deleted while they are read (the broker refuses the offset): `on_gone(tp, offset,
@@ -292,7 +295,7 @@ class LogReader:
                         done(tp, end)
                         continue
                     r = ranges[tp]
-                    if r.stop_ms is not None and offset >= r.stop_from and msg.timestamp()[1] > r.stop_ms:
+                    if r.stop is not None and offset >= r.stop_from and r.stop(msg):
                         done(tp, offset)
                         continue
                     on_message(msg, tp, offset)
@@ -308,7 +311,7 @@ class LogReader:
                     r = ranges[tp]
                     at = at if at >= 0 else self._position(tp, r.start)
                     # past stop_from, the records read so far are in the state: it ends there at the latest
-                    limit = r.end if r.stop_ms is None else max(r.stop_from, at)
+                    limit = r.end if r.stop is None else max(r.stop_from, at)
                     resume = on_gone(tp, at, limit)
                     if resume >= limit:
                         done(tp, limit)

@@ -69,10 +69,9 @@ def log_of(settings: Settings, records: list[OrderEvent | MarketMark]) -> list[L
 
 def expected_state(log: list[Logged], when: datetime) -> TradingState:
     """The definition, over the records in `log` (the retained ones)."""
-    t = timestamp_ms(when)
     cuts: dict[TP, int] = {}
-    for topic, p, offset, ms, _r in log:
-        if ms > t and (topic, p) not in cuts:
+    for topic, p, offset, _ms, r in log:
+        if r.event_time > when and (topic, p) not in cuts:
             cuts[(topic, p)] = offset
     state = TradingState()
     for topic, p, offset, _ms, r in sorted(log, key=lambda x: x[:3]):

@@ -1,7 +1,7 @@
 """Point-in-time state and replay against the real broker and database (docs/replay.md).
 
 The reference everywhere is the definition: "state as of T" = for each partition, every record
-before the first offset stamped after timestamp_ms(T), in offset order. `expected_state` folds the
+before its first record after T (by event time, to the microsecond), in offset order. `expected_state` folds the
 published records by that definition in pure Python (no Kafka, no snapshots); the live
 projector's tables, `state --as-of` (snapshot + tail) and a full replay must all equal it.
 """
@@ -63,10 +63,10 @@ def log_of(settings: Settings, records: list[OrderEvent | MarketMark], start: Co
     return out
 
 
-def cut(log: list[Logged], tp: tuple[str, int], t_ms: int) -> int:
-    """The first offset of tp stamped after t_ms, or its end."""
+def cut(log: list[Logged], tp: tuple[str, int], when: datetime) -> int:
+    """The first offset of tp whose record is after `when`, or its end."""
     mine = [x for x in log if (x.topic, x.partition) == tp]
-    return next((x.offset for x in mine if x.ts_ms > t_ms), mine[-1].offset + 1 if mine else 0)
+    return next((x.offset for x in mine if x.record.event_time > when), mine[-1].offset + 1 if mine else 0)
 
 
 def fold(entries: list[Logged]) -> TradingState:
@@ -83,8 +83,7 @@ def fold(entries: list[Logged]) -> TradingState:
 
 
 def expected_state(log: list[Logged], when: datetime) -> TradingState:
-    t = timestamp_ms(when)
-    cuts = {tp: cut(log, tp, t) for tp in {(x.topic, x.partition) for x in log}}
+    cuts = {tp: cut(log, tp, when) for tp in {(x.topic, x.partition) for x in log}}
     return fold([x for x in log if x.offset < cuts[(x.topic, x.partition)]])
 
 
@@ -170,7 +169,7 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
         full = invoke("replay", "--from-beginning", "--to-timestamp", when.isoformat(), "--into", f"full_{k}",
                       "--json")
         assert full.exit_code == 0, full.output
-        cuts = {tp: cut(log, tp, timestamp_ms(when)) for tp in {(x.topic, x.partition) for x in log}}
+        cuts = {tp: cut(log, tp, when) for tp in {(x.topic, x.partition) for x in log}}
         assert json.loads(full.stdout)["records_read"] == sum(1 for x in log if x.offset < cuts[(x.topic, x.partition)])
         assert schema_dump(settings, f"asof_{k}") == dump, f"state --as-of {when} differs from the live state"
         assert schema_dump(settings, f"full_{k}") == dump, f"full replay to {when} differs from the live state"
@@ -197,7 +196,7 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
         used_snapshot += any(r.plan.snapshot is not None for r in reports)
         for r in reports:  # the newest usable snapshot was chosen, and the tail is what remains
             p = r.plan
-            assert r.end == cut(log, p.tp, timestamp_ms(when))
+            assert r.end == cut(log, p.tp, when)
             assert p.start == (p.snapshot.next_offset if p.snapshot else 0) <= r.end
             assert r.caught_up + r.replayed == r.end - p.start
             later = [s for s in taken if (s.topic, s.partition) == p.tp and p.start < s.next_offset <= r.end]
@@ -239,7 +238,7 @@ def test_state_as_of_prints_positions_pnl_and_open_orders_like_the_views(cli_env
     # Readers may query the scratch schema; a second --into the same schema is refused.
     again = invoke("state", "--as-of", when.isoformat(), "--into", "asof_views")
     assert again.exit_code == 1 and "already exists" in again.stderr
-    assert invoke("state", "--as-of", "yesterday-ish").exit_code == 1
+    assert invoke("state", "--as-of", "yesterday-ish").exit_code == 2  # a usage error
 
 
 def test_state_as_of_verify_refolds_what_the_tail_left_in_the_snapshot(cli_env: Settings, names) -> None:
@@ -332,13 +331,12 @@ def test_replay_from_offset_and_from_timestamp_give_what_the_definition_says(cli
                    "--into", "timed", "--json")
     assert timed.exit_code == 0, timed.output
     out = json.loads(timed.stdout)
-    lo, hi = timestamp_ms(t1), timestamp_ms(t2)
     for part in out["partitions"]:
         tp = (part["topic"], part["partition"])
         mine = [x for x in log if (x.topic, x.partition) == tp]
-        assert part["from_offset"] == next((x.offset for x in mine if x.ts_ms >= lo), len(mine))
-        assert part["to_offset"] == cut(log, tp, hi)
-        assert part["replayed"] == sum(1 for x in mine if lo <= x.ts_ms <= hi)
+        assert part["from_offset"] == next((x.offset for x in mine if x.record.event_time >= t1), len(mine))
+        assert part["to_offset"] == cut(log, tp, t2)
+        assert part["replayed"] == sum(1 for x in mine if t1 <= x.record.event_time <= t2)
     state, _ = in_memory(settings, t2, use_snapshots=True)
     assert comparable(state) == comparable(expected_state(log, t2))
     assert invoke("state", "--as-of", t2.isoformat(), "--into", "asof_t2").exit_code == 0
@@ -396,7 +394,7 @@ def test_transaction_markers_and_aborted_records_leave_gaps_replay_handles(cli_e
         state, reports = in_memory(settings, when, use_snapshots=True)
         assert comparable(state) == comparable(expected_state(logged, when)), when
         (rep,) = [r for r in reports if r.plan.tp == (settings.topic_orders, p)]
-        assert rep.end == cut(logged, rep.plan.tp, timestamp_ms(when)) if when != c[-1].event_time else rep.end == high
+        assert rep.end == cut(logged, rep.plan.tp, when) if when != c[-1].event_time else rep.end == high
     mid = invoke("replay", "--from-offset", f"{p}:225", "--dry-run", "--json")  # starts on a marker
     assert mid.exit_code == 0, mid.output
     assert json.loads(mid.stdout)["replayed"] == len(visible) - 225
@@ -435,7 +433,7 @@ def test_out_of_order_timestamps_are_cut_by_offset(cli_env: Settings) -> None:
     assert marks_as_of(1.0) == ([1], "m0")
     assert marks_as_of(2.5) == ([1], "m0")        # offset 2 (2.0 s) is after offset 1 (3.0 s): excluded
     assert marks_as_of(3.0) == ([4], "m1")        # offsets 0-3 all stamped <= 3 s; newest mark wins
-    assert marks_as_of(3.0 + 0.000999) == ([4], "m1")  # T is floored to the millisecond
+    assert marks_as_of(3.0 + 0.000999) == ([4], "m1")  # the first record after it is still offset 4
     assert marks_as_of(4.0) == ([5], "m4")
 
 

@@ -164,7 +164,7 @@ def test_postgres_and_postgresql_urls_both_reach_the_database(scheme: str, db_en
 
 
 DB_COMMANDS = [["db", "current"], ["db", "upgrade"], ["positions"], ["checkpoints", "list"], ["checkpoints", "create"],
-               ["state", "--as-of", "2026-01-01T00:00:00", "-q"], ["project", "run", "--max-seconds", "20"]]
+               ["state", "--as-of", "2026-01-01T00:00:00Z", "-q"], ["project", "run", "--max-seconds", "20"]]
 
 
 @pytest.mark.parametrize("command", DB_COMMANDS, ids=" ".join)

@@ -40,4 +40,4 @@ def test_an_explicit_start_is_kept() -> None:
     now = datetime(2030, 1, 1, tzinfo=UTC)
     assert simulation_start("2026-11-20T09:30:00.5-05:00", 10, now) == datetime(2026, 11, 20, 14, 30, 0, 500000,
                                                                                   tzinfo=UTC)
-    assert simulation_start("2026-11-20", 10, now) == datetime(2026, 11, 20, tzinfo=UTC)
+    assert simulation_start("2026-11-20T00:00Z", 10, now) == datetime(2026, 11, 20, tzinfo=UTC)

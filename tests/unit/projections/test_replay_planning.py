@@ -10,13 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backbone.errors import UsageError
 from backbone.kafka.log_bounds import Bounds
 from backbone.kafka.reader import max_timestamps_below, offset_at
 from backbone.record_time import from_timestamp_ms, timestamp_ms
+from cli.common import exit_code
 from projections.replay import (
     PartitionReport,
     ReplayRefused,
     check_offset,
+    check_time_range,
     choose_snapshot,
     parse_offsets,
     parse_time,
@@ -46,24 +49,42 @@ def test_timestamp_ms_is_exact_and_floors() -> None:
         timestamp_ms(datetime(2026, 11, 20))
 
 
-def test_parse_time_reads_iso_8601_and_assumes_utc() -> None:
+def test_parse_time_reads_iso_8601_with_an_offset_to_the_microsecond() -> None:
     utc = datetime(2026, 11, 20, 15, 15, tzinfo=UTC)
     assert parse_time("2026-11-20T15:15:00Z") == utc
     assert parse_time("2026-11-20T10:15:00-05:00") == utc
-    assert parse_time("2026-11-20 15:15") == utc
+    assert parse_time("2026-11-20 15:15+00:00") == utc
     assert parse_time("2026-11-20T15:15:00.250+00:00") == utc + timedelta(milliseconds=250)
-    assert parse_time("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parse_time("2026-11-20T15:15:00.000001Z") == utc + timedelta(microseconds=1)
     assert parse_time("2026-11-20T10:15:00-05:00").tzinfo == UTC  # times are UTC from here on
     assert parse_time("1970-01-01T00:00:00Z") == datetime(1970, 1, 1, tzinfo=UTC)
-    with pytest.raises(ReplayRefused, match="not ISO-8601"):
+    with pytest.raises(UsageError, match="not ISO-8601"):
         parse_time("10:15 yesterday")
     # -2 ms and -1 ms would reach Kafka as its "earliest" and "latest" lookup codes
-    for before_epoch in ("1969-12-31T23:59:59.998Z", "1969-12-31T23:59:59.999Z", "0001-01-01"):
-        with pytest.raises(ReplayRefused, match="before 1970-01-01T00:00:00Z"):
+    for before_epoch in ("1969-12-31T23:59:59.998Z", "1969-12-31T23:59:59.999Z", "0001-01-01T00:00:00Z"):
+        with pytest.raises(UsageError, match="before 1970-01-01T00:00:00Z"):
             parse_time(before_epoch)
     for unrepresentable in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"):
-        with pytest.raises(ReplayRefused, match="outside the years 1..9999 in UTC"):
+        with pytest.raises(UsageError, match="outside the years 1..9999 in UTC"):
             parse_time(unrepresentable)
+
+
+@pytest.mark.parametrize("naive", ["2026-11-20T15:15:00", "2026-11-20 15:15:00.000250", "2026-11-20"])
+def test_parse_time_refuses_a_time_without_an_offset_as_a_usage_error(naive: str) -> None:
+    with pytest.raises(UsageError, match=r"no UTC offset; add one, e\.g\. 2026-11-20T.*Z") as refused:
+        parse_time(naive)
+    assert exit_code(refused.value) == 2
+
+
+def test_a_time_range_may_not_end_before_it_starts() -> None:
+    t = datetime(2026, 11, 20, 15, 15, tzinfo=UTC)
+    check_time_range(t, t)  # the records at exactly t
+    check_time_range(t, t + timedelta(microseconds=1))
+    check_time_range(None, t)
+    with pytest.raises(UsageError, match=r"--to-timestamp 2026-11-20T15:14:59.999999\+00:00 is before "
+                                         r"--from-timestamp 2026-11-20T15:15:00\+00:00") as refused:
+        check_time_range(t, t - timedelta(microseconds=1))
+    assert exit_code(refused.value) == 2
 
 
 # -- offsets ------------------------------------------------------------------------------------------
@@ -114,8 +135,8 @@ def test_plan_of_an_empty_partition_and_a_cut_before_the_first_record() -> None:
 
 
 def test_plan_starts_from_the_snapshot_and_reads_only_the_tail() -> None:
-    plan = plan_partition(TP, begin=250, end=250, low=0, high=900, snapshot=snap(200), end_ms=123)
-    assert (plan.start, plan.begin, plan.end, plan.to_read, plan.end_ms) == (200, 250, 250, 50, 123)
+    plan = plan_partition(TP, begin=250, end=250, low=0, high=900, snapshot=snap(200), end_us=123_456)
+    assert (plan.start, plan.begin, plan.end, plan.to_read, plan.end_us) == (200, 250, 250, 50, 123_456)
     no_snap = plan_partition(TP, begin=250, end=400, low=0, high=900, snapshot=None)
     assert (no_snap.start, no_snap.to_read) == (0, 400)
 
