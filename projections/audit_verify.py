@@ -195,13 +195,14 @@ def verify_partition(conn: psycopg.Connection, reader: LogReader, tp: TP, *, fro
 
 
 def verify(settings: Settings, conn: psycopg.Connection, *, partition: int | None = None, from_offset: int = 0,
-           progress: Callable[[TP, int], None] = lambda tp, n: None) -> list[PartitionReport]:
-    """Every partition of both topics (or partition `partition` of each), in one snapshot of the
-    archive (the caller's REPEATABLE READ transaction)."""
+           progress: Callable[[TP, int], None] = lambda tp, n: None,
+           select: Callable[[TP], bool] = lambda tp: True) -> list[PartitionReport]:
+    """Every partition of both topics (or partition `partition` of each; only those `select`
+    keeps), in one snapshot of the archive (the caller's REPEATABLE READ transaction)."""
     conn.execute("select 1")  # the archive's snapshot first: the log's ends, read after it, cover every row
     with LogReader(settings) as reader:
         tps = [(topic, p) for topic in (settings.topic_orders, settings.topic_marketdata)
-               for p in reader.partitions(topic) if partition is None or p == partition]
+               for p in reader.partitions(topic) if (partition is None or p == partition) and select((topic, p))]
         bounds = reader.watermarks(tps)
         return [verify_partition(conn, reader, tp, from_offset=from_offset,
                                  expiring=tp[0] == settings.topic_marketdata, bounds=bounds[tp],
