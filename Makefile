@@ -1,6 +1,6 @@
 # The two set-up commands of the README:  make demo  and  make test.
 # Each creates the virtualenv, installs the project, installs missing system packages
-# (PostgreSQL server, Java, Maven) when run as root on Debian, starts the real services and runs.
+# (PostgreSQL server, Java, Maven, Chromium) when run as root on Debian, starts the real services and runs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -27,6 +27,7 @@ deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing java"; \
 	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq; \

@@ -82,7 +82,8 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertica
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.refused { background: #fde8e8; }
 tr.mark { color: #555; }
-.mono { font-family: monospace; font-size: 0.9em; word-break: break-all; }
+.mono { font-family: monospace; font-size: 0.9em; }
+table.timeline td { white-space: nowrap; }
 p.empty { font-weight: bold; padding: 0.5em; border: 2px solid #c00; }
 """
 
@@ -185,8 +186,10 @@ def chart(symbol: str, entries: Sequence[Entry]) -> str:
              f'height="{_H}" viewBox="0 0 {_W} {_H}" role="img" aria-label="{_e(f"prices of {symbol} over time")}">',
              f'<rect x="{_LEFT}" y="{_TOP}" width="{_W - _LEFT - _RIGHT}" height="{_H - _TOP - _BOTTOM}" '
              'fill="#fafafa" stroke="#999"/>']
-    for price in (s.hi, s.lo):
-        parts.append(f'<text x="{_LEFT - 6}" y="{s.y(price)}" text-anchor="end" font-size="11" '
+    for i in range(5):
+        price = s.lo + (s.hi - s.lo) * i / 4
+        parts.append(f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{s.y(price)}" y2="{s.y(price)}" stroke="#e2e2e2"/>'
+                     f'<text x="{_LEFT - 6}" y="{s.y(price)}" text-anchor="end" font-size="11" '
                      f'dominant-baseline="middle">{_e(money(price.quantize(Decimal("0.0001"))))}</text>')
     for us, anchor in ((s.t0, "start"), (s.t1, "end")):
         when = format_datetime(EPOCH + timedelta(microseconds=us))
@@ -207,9 +210,16 @@ def chart(symbol: str, entries: Sequence[Entry]) -> str:
         r = f.record
         assert isinstance(r, OrderEvent) and r.last_px is not None
         label = f"{r.event_type.value} {money(r.last_qty)} @ {money(r.last_px)} at {format_datetime(r.event_time)}"
-        parts.append(f'<circle class="fill" cx="{s.x(r.event_time)}" cy="{s.y(r.last_px)}" r="5" fill="#f39c12" '
-                     f'stroke="#000"><title>{_e(label)}</title></circle>')
-    legend = [(name, colour) for name, colour, _d in _SERIES if lines[name]] + ([("fill", "#f39c12")] if fills else [])
+        # a refused fill moved nothing: drawn hollow, so the eye does not count it
+        kind, paint = ("fill", 'fill="#f39c12" stroke="#000"') if f.dead_letter_reason is None else (
+            "refused-fill", 'fill="none" stroke="#c00" stroke-width="2"')
+        if f.dead_letter_reason is not None:
+            label += f", refused: {f.dead_letter_reason}"
+        parts.append(f'<circle class="{kind}" cx="{s.x(r.event_time)}" cy="{s.y(r.last_px)}" r="5" {paint}>'
+                     f"<title>{_e(label)}</title></circle>")
+    legend = [(name, colour) for name, colour, _d in _SERIES if lines[name]]
+    legend += [(kind, colour) for kind, colour, refused in (("fill", "#f39c12", False), ("refused fill", "#c00", True))
+               if any((f.dead_letter_reason is not None) == refused for f in fills)]
     for i, (name, colour) in enumerate(legend):
         x = _LEFT + 110 * i
         parts.append(f'<rect x="{x}" y="{_H - 18}" width="12" height="12" fill="{colour}"/>'
