@@ -257,8 +257,11 @@ def check_out_dir(out: Path) -> None:
 def write(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
     """Every file in a directory beside `out`, then renamed to it: the pack appears whole."""
     check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise ExportRefused(f"cannot write the pack to {out}: {e.strerror or e}") from e
     try:
         for name, data in {**files, "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()}.items():
             (staging / name).write_bytes(data)
@@ -266,6 +269,8 @@ def write(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
         if out.exists():
             out.rmdir()  # empty, checked above
         os.rename(staging, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise ExportRefused(f"cannot write the pack to {out}: {e.strerror or e}") from e
         raise

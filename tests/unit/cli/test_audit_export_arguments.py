@@ -36,3 +36,11 @@ def test_an_out_directory_with_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "old.txt").write_text("evidence")
     result = _cli("O1", "--out", str(tmp_path))
     assert result.exit_code == 2 and "is not an empty directory" in result.output, result.output
+
+
+def test_a_pack_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    from projections.audit_export import ExportRefused, write
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportRefused, match="cannot write the pack to .*/file/pack: "):
+        write(tmp_path / "file" / "pack", {"a": b""}, {})
