@@ -91,10 +91,12 @@ def parse_time(text: str) -> datetime:
     return when
 
 
-def check_time_range(from_time: datetime | None, to_time: datetime | None) -> None:
-    """A replay range by time ends at or after its start (equal: the records at exactly that time)."""
+def check_time_range(from_time: datetime | None, to_time: datetime | None, *,
+                     names: tuple[str, str] = ("--from-timestamp", "--to-timestamp")) -> None:
+    """A range by time ends at or after its start (equal: the records at exactly that time);
+    `names` are the options that gave them."""
     if from_time is not None and to_time is not None and to_time < from_time:
-        raise UsageError(f"--to-timestamp {to_time.isoformat()} is before --from-timestamp {from_time.isoformat()}")
+        raise UsageError(f"{names[1]} {to_time.isoformat()} is before {names[0]} {from_time.isoformat()}")
 
 
 _OFFSET_ITEM = re.compile(r"^(?:(?P<topic>.+):)?(?P<partition>\d+):(?P<offset>\d+)$")
