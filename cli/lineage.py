@@ -182,6 +182,12 @@ def _fill_lines(f: Fill) -> list[str]:
     return lines
 
 
+def _detail(r: Archived) -> str:
+    """The dead letter's detail without the coordinates it starts with (printed already)."""
+    detail = r.dead_letter_detail or ""
+    return detail.removeprefix(f"{r.where}: ")
+
+
 def lineage_text(lineage: Lineage) -> tuple[str, Table, list[str]]:
     """A header line, the events' table, and the sections below it."""
     first = lineage.first
@@ -191,8 +197,7 @@ def lineage_text(lineage: Lineage) -> tuple[str, Table, list[str]]:
     lines += ["fills:", *(line for f in lineage.fills for line in _fill_lines(f))] if lineage.fills else \
         ["fills: none"]
     if lineage.refused:
-        lines += ["refused:", *(f"  {r.where}: {r.dead_letter_reason}: {r.dead_letter_detail}"
-                                for r in lineage.refused)]
+        lines += ["refused:", *(f"  {r.where}: {r.dead_letter_reason}: {_detail(r)}" for r in lineage.refused)]
     lines += [str(m) for m in lineage.missing]
     return header, lineage_table(lineage), lines
 

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from backbone.codec.avro import AvroCodec
+from backbone.codec.json_form import format_decimal
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_state import OrderState
 from backbone.errors import BackboneError, DecodeError
@@ -179,7 +180,8 @@ def check_log(settings: Settings, records: list[Archived]) -> list[Finding]:
             differ = [name for name, a, b in (("timestamp", r.timestamp_ms, msg.timestamp()[1]),
                                               ("key", r.key, msg.key()), ("value", r.value, msg.value())) if a != b]
             if differ:
-                findings.append(Finding(r.where, f"the archived {', '.join(differ)} differ from the log's"))
+                verb = "differs" if len(differ) == 1 else "differ"
+                findings.append(Finding(r.where, f"the archived {' and '.join(differ)} {verb} from the log's"))
     return findings
 
 
@@ -200,15 +202,17 @@ def check_orders_row(order_id: str, state: OrderState | None, row: dict[str, Any
         return [Finding(where, f"missing: the archive folds to status {state.status} seq {state.seq}")]
     out = []
     for column in ORDER_COLUMNS:
-        folded = getattr(state, column)
-        projected = row[column]
-        if isinstance(folded, Decimal) and isinstance(projected, Decimal):
-            same = folded == projected
-        else:
-            same = (None if folded is None else str(folded)) == (None if projected is None else str(projected))
-        if not same:
+        folded, projected = _comparable(getattr(state, column)), _comparable(row[column])
+        if folded != projected:
             out.append(Finding(where, f"{column} is {projected}, the archive folds to {folded}"))
     return out
+
+
+def _comparable(value: Any) -> str | None:
+    """A column's value as text: decimals in their canonical form (32.00000000 is 32)."""
+    if value is None:
+        return None
+    return format_decimal(value) if isinstance(value, Decimal) else str(value)
 
 
 def verify_order(settings: Settings, conn: psycopg.Connection, lineage: Lineage) -> list[Finding]:
