@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 from conftest import TEST_PARTITIONS
+from lifecycles import replaced_then_canceled
 from sqlalchemy.engine import make_url
 from support import export_env, project, publish
 from tape import Tape
@@ -63,18 +64,10 @@ def _golden(settings: Settings) -> dict[str, OrderEvent]:
     tape = Tape()
     mark = tape.mark("AAPL", "9.9")
     tape.records[-1] = mark.replace(bid=D("9.8"), ask=D(10))
-    tape.order("O1", "A1", "AAPL", Side.BUY, 100, price=10)
-    tape.fill("O1", 10, 10)  # X1
-    tape.event("O1", E.REPLACE_REQUESTED, cl_ord_id="O1-c1", orig_cl_ord_id="O1-c0")
-    tape.event("O1", E.REPLACED, cl_ord_id="O1-c1", orig_cl_ord_id="O1-c0", order_qty=D(150), price=D("10.5"))
-    tape.mark("AAPL", "10.4")
-    tape.fill("O1", 20, "10.4")  # X2
-    tape.correct("O1", "X2", qty=20, px="10.3")  # X3
-    tape.fill("O1", 5, "10.6")  # X4
-    tape.bust("O1", "X4")  # X5
-    tape.event("O1", E.CANCEL_REQUESTED, cl_ord_id="O1-c2", orig_cl_ord_id="O1-c1")
-    tape.event("O1", E.CANCELED, cl_ord_id="O1-c2", orig_cl_ord_id="O1-c1")
-    tape.fill("O1", 1, "10.2")  # X6: late, after the cancel
+    replaced_then_canceled(tape)  # X1..X6
+    x2 = next(r for r in tape.records if isinstance(r, OrderEvent) and r.exec_id == "X2")
+    tape.records.append(mark.replace(event_id="m2", event_time=x2.event_time - 500 * US, mark_price=D("10.4"),
+                                     bid=None, ask=None))
     tape.order("O2", "A2", "MSFT", Side.SELL, 7, price=300)
     tape.fill("O2", 7, 301)  # X7: no mark of MSFT
     publish(settings, tape.records)

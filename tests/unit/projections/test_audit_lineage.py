@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
+from lifecycles import replaced_then_canceled
 from tape import T0, Tape
 
 from backbone.domain import order_state
@@ -40,20 +41,8 @@ def _mark(offset: int, price: str, when_ms: int, bid: str | None = None, ask: st
 
 
 def _lifecycle() -> tuple[Tape, list[OrderEvent]]:
-    """Submitted, accepted, replaced (qty and price) after a request, partial fills, a correction,
-    a bust, a cancel, then a fill after the cancel."""
     tape = Tape()
-    tape.order("O1", "A1", "AAPL", Side.BUY, 100, price=10)
-    tape.fill("O1", 10, 10)  # X1
-    tape.event("O1", E.REPLACE_REQUESTED, cl_ord_id="O1-c1", orig_cl_ord_id="O1-c0")
-    tape.event("O1", E.REPLACED, cl_ord_id="O1-c1", orig_cl_ord_id="O1-c0", order_qty=D(150), price=D("10.5"))
-    tape.fill("O1", 20, "10.4")  # X2
-    tape.correct("O1", "X2", qty=20, px="10.3")  # X3
-    tape.fill("O1", 5, "10.6")  # X4
-    tape.bust("O1", "X4")  # X5
-    tape.event("O1", E.CANCEL_REQUESTED, cl_ord_id="O1-c2", orig_cl_ord_id="O1-c1")
-    tape.event("O1", E.CANCELED, cl_ord_id="O1-c2", orig_cl_ord_id="O1-c1")
-    tape.fill("O1", 1, "10.2")  # X6, late
+    replaced_then_canceled(tape)
     return tape, [r for r in tape.records if isinstance(r, OrderEvent)]
 
 
