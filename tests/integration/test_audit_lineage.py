@@ -145,6 +145,18 @@ def test_order_lineage_text_json_ids_and_verify(env: Settings, names) -> None:
     assert x4["busted"] and x4["effective_qty"] is None and [r["exec_id"] for r in x4["restatements"]] == ["X5"]
     assert lineage["missing"] == [] and lineage["verify"] is None
 
+    # the SQL views say the same, to the read-only role
+    with _superuser(settings) as conn:
+        conn.execute(f"set role {settings.database_readonly_role}")
+        statuses = conn.execute("select status_before, status_after, kafka_offset from audit_order_events "
+                                "where order_id = 'O1' order by kafka_offset").fetchall()
+        executions = {r[0]: r[1:] for r in conn.execute(
+            "select exec_id, busted, corrected, restated_by, mark_offset from audit_executions "
+            "where order_id = 'O1'")}
+    assert statuses == [(e["status_before"], e["status_after"], e["offset"]) for e in events]
+    assert executions == {"X1": (False, False, [], 0), "X2": (False, True, ["X3"], 1),
+                          "X4": (True, False, ["X5"], 1), "X6": (False, False, [], 1)}
+
     text = _cli("audit", "order", "O1")
     assert text.exit_code == 0, text.output
     out = text.stdout
