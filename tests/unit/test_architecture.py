@@ -19,7 +19,7 @@ ALLOWED = {
     "cli": {"backbone", "producers", "consumers", "projections"},
 }
 #: CLI modules every command may use; commands never import each other
-CLI_HELPERS = {"cli.common", "cli.replaying"}
+CLI_HELPERS = {"cli.common", "cli.lineage", "cli.replaying"}
 
 
 def _module(path: Path) -> str:
