@@ -80,3 +80,19 @@ def test_codec_prints_every_data_set(base_settings: Settings) -> None:
     for name, figures in out.items():
         if name != "python_loop_ns":
             assert figures["records"] == 200 and figures["encodes_per_s"] > 0 and figures["decodes_per_s"] > 0
+
+
+def test_audit_prints_every_figure_side_by_side(base_settings: Settings) -> None:
+    out = run_benchmark(base_settings, "audit", "--events", "3000", "--orders", "20", "--warm-up", "2",
+                        "--trade-runs", "1")
+    for name in ("trading", "audit"):
+        assert figure(out, rf"{name} projection, after the first batch: ({NUMBER}) events/s") > 0
+        assert figure(out, rf"{name} projection, after the first batch: .*postgres ({NUMBER}) µs") > 0
+    assert figure(out, rf"ceiling from the row cost: ({NUMBER}) events/s") > 0
+    assert figure(out, rf"audit / trading projection, after the first batch: ({NUMBER})") > 0
+    for label in ("audit order", r"audit order --verify"):
+        assert figure(out, rf"(?m)^{label}: ({NUMBER}) random orders") == 20
+        assert 0 < figure(out, rf"(?m)^{label}: .*p50 ({NUMBER}) ms") <= figure(out, rf"(?m)^{label}: .*p99 ({NUMBER}) ms")
+    assert figure(out, rf"findings ({NUMBER})") == 0
+    assert figure(out, rf"audit trades, .*\(({NUMBER}) fills") > 0 and figure(out, rf"median ({NUMBER}) ms") > 0
+    assert figure(out, rf"audit verify: ({NUMBER}) records/s \(3,000 records") > 0 and "; OK)" in out
