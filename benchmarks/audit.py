@@ -122,9 +122,13 @@ def project(settings: Settings, projection: Projection, events: int) -> float:
           f"records; CPU per record: " + "  ".join(f"{g} {us:.1f} µs" for g, us in per_row.items()), flush=True)
     if projection.name == "audit":
         own, every, machine = per_row["postgres"], sum(per_row.values()), os.cpu_count() or 1
-        print(f"audit projection ceiling from the row cost: {1e6 / own:,.0f} events/s with Postgres on a core of "
-              f"its own; {machine} cores / all CPU per record {machine * 1e6 / every:,.0f} events/s",
-              flush=True)
+        if own == 0:  # /proc counts CPU in ticks (10 ms): a short run may see none
+            print("audit projection ceiling from the row cost: unknown, Postgres's CPU below the clock tick",
+                  flush=True)
+        else:
+            print(f"audit projection ceiling from the row cost: {1e6 / own:,.0f} events/s with Postgres on a core "
+                  f"of its own; {machine} cores / all CPU per record {machine * 1e6 / every:,.0f} events/s",
+                  flush=True)
     return rows / seconds
 
 

@@ -83,12 +83,13 @@ def test_codec_prints_every_data_set(base_settings: Settings) -> None:
 
 
 def test_audit_prints_every_figure_side_by_side(base_settings: Settings) -> None:
-    out = run_benchmark(base_settings, "audit", "--events", "3000", "--orders", "20", "--warm-up", "2",
+    """CPU is counted in clock ticks: a run this short may see none, so only its presence counts."""
+    out = run_benchmark(base_settings, "audit", "--events", "8000", "--orders", "20", "--warm-up", "2",
                         "--trade-runs", "1")
     for name in ("trading", "audit"):
         assert figure(out, rf"{name} projection, after the first batch: ({NUMBER}) events/s") > 0
-        assert figure(out, rf"{name} projection, after the first batch: .*postgres ({NUMBER}) µs") > 0
-    assert figure(out, rf"ceiling from the row cost: ({NUMBER}) events/s") > 0
+        assert figure(out, rf"{name} projection, after the first batch: .*postgres ({NUMBER}) µs") >= 0
+    assert re.search(rf"ceiling from the row cost: ({NUMBER} events/s|unknown)", out), out
     assert figure(out, rf"audit / trading projection, after the first batch: ({NUMBER})") > 0
     for label in ("audit order", r"audit order --verify"):
         assert figure(out, rf"(?m)^{label}: ({NUMBER}) random orders") == 20
@@ -96,4 +97,4 @@ def test_audit_prints_every_figure_side_by_side(base_settings: Settings) -> None
         assert 0 < p50 <= p99
     assert figure(out, rf"findings ({NUMBER})") == 0
     assert figure(out, rf"audit trades, .*\(({NUMBER}) fills") > 0 and figure(out, rf"median ({NUMBER}) ms") > 0
-    assert figure(out, rf"audit verify: ({NUMBER}) records/s \(3,000 records") > 0 and "; OK)" in out
+    assert figure(out, rf"audit verify: ({NUMBER}) records/s \(8,000 records") > 0 and "; OK)" in out
