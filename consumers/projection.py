@@ -6,6 +6,7 @@ pipeline, so a batch costs one round trip."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
 from typing import Any, Protocol
 
 import psycopg
@@ -83,3 +84,46 @@ def fold(projection: Projection, records: Iterable[Record], expected: Mapping[TP
             letters.append((msg, letter))
         moves[tp] = (expected.get(tp), offset + 1)
     return letters, moves
+
+
+class Pipelined:
+    """A batch's statements and the caller's `Tail`, sent in one pipeline without waiting for
+    the server (what a projection's `send` does). `wait()` leaves pipeline mode, which raises the
+    first error, and gives each statement's row count; `check_tail()` then runs the tail's check.
+    Until `wait()`, the connection is in pipeline mode and must not be used otherwise."""
+
+    def __init__(self, conn: psycopg.Connection, statements: Callable[[Callable[[], psycopg.Cursor]], None],
+                 tail: Tail | None) -> None:
+        """`statements(cursor)` executes the batch's statements, each on a new `cursor()`."""
+        self._cursors: list[psycopg.Cursor] = []
+
+        def cursor() -> psycopg.Cursor:
+            cur = conn.cursor()
+            self._cursors.append(cur)
+            return cur
+
+        try:
+            with ExitStack() as stack:
+                stack.enter_context(conn.pipeline())
+                statements(cursor)
+                self._tail_check = tail(conn) if tail is not None else None
+                self._pending = stack.pop_all()  # sent: the pipeline stays open until wait()
+        except BaseException:
+            self._close()
+            raise
+
+    def wait(self) -> list[int]:
+        """Every statement's result: their row counts, in the order they were sent."""
+        try:
+            self._pending.close()  # leaves pipeline mode: waits for every result, raises the first error
+            return [cur.rowcount for cur in self._cursors]
+        finally:
+            self._close()
+
+    def check_tail(self) -> None:
+        if self._tail_check is not None:
+            self._tail_check()
+
+    def _close(self) -> None:
+        for cur in self._cursors:
+            cur.close()

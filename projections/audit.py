@@ -22,7 +22,6 @@ marks expire by design, the missing range goes to `audit_gaps`, and the chain go
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,7 @@ from backbone.errors import BackboneError, DecodeError, InvariantViolation, coor
 from backbone.kafka.reader import Record
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints
-from consumers.projection import Tail
+from consumers.projection import Pipelined, Tail
 from projections.audit_chain import GENESIS, link_hash
 from projections.trading import TradingProjection
 
@@ -221,33 +220,21 @@ class AuditProjection:
 
     def send(self, conn: psycopg.Connection, batch: Batch, tail: Tail | None = None) -> Callable[[], int]:
         """The batch's rows and gaps (a statement each), then `tail`, in one pipeline."""
-        sent: list[tuple[psycopg.Cursor, int]] = []
-        try:
-            with ExitStack() as stack:
-                stack.enter_context(conn.pipeline())
-                for statement, rows in ((_INSERT_RECORDS, batch.records), (_INSERT_GAPS, batch.gaps)):
-                    if rows:
-                        cur = conn.cursor()
-                        sent.append((cur, len(rows)))
-                        cur.execute(statement, [list(column) for column in zip(*rows, strict=True)])
-                check_tail = tail(conn) if tail is not None else None
-                pending = stack.pop_all()  # sent: the pipeline stays open until the check
-        except BaseException:
-            for cur, _n in sent:
-                cur.close()
-            raise
+        expected: list[int] = []  # the rows of each statement sent
+
+        def inserts(cursor: Callable[[], psycopg.Cursor]) -> None:
+            for statement, rows in ((_INSERT_RECORDS, batch.records), (_INSERT_GAPS, batch.gaps)):
+                if rows:
+                    expected.append(len(rows))
+                    cursor().execute(statement, [list(column) for column in zip(*rows, strict=True)])
+
+        sent = Pipelined(conn, inserts, tail)
 
         def check() -> int:
-            try:
-                pending.close()  # leaves pipeline mode: waits for every result, raises the first error
-                for cur, expected in sent:
-                    if cur.rowcount != expected:
-                        raise InvariantViolation(f"the audit archive took {cur.rowcount} rows of {expected}")
-            finally:
-                for cur, _n in sent:
-                    cur.close()
-            if check_tail is not None:
-                check_tail()
+            for took, given in zip(sent.wait(), expected, strict=True):
+                if took != given:
+                    raise InvariantViolation(f"the audit archive took {took} rows of {given}")
+            sent.check_tail()
             return len(batch.records) + len(batch.gaps)
 
         return check

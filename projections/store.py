@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, get_type_hints
@@ -27,7 +26,7 @@ from backbone.domain.plain import builder, decoder_for, encoder_for
 from backbone.domain.positions import Position
 from backbone.errors import InvariantViolation
 from consumers.checkpoints import FencedError
-from consumers.projection import Tail
+from consumers.projection import Pipelined, Tail
 from projections.state import Changes, Execution, MarkRow, TradingState, new_execution, positions_from_executions
 
 ORDER_COLS = ("order_id", "kafka_partition", "account", "symbol", "side", "order_type", "time_in_force",
@@ -168,36 +167,25 @@ def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | N
     works on it while the caller goes on (the projector folds its next batch meanwhile)."""
     if not tables and tail is None:
         return lambda: 0
-    cursors: list[tuple[str, psycopg.Cursor]] = []  # their rowcounts: the rows each table took
-    try:
-        with ExitStack() as stack:
-            stack.enter_context(conn.pipeline())
-            for table, cols, keys, rows in tables:
-                for at in range(0, len(rows), _TEXT_CHUNK):
-                    chunk = rows[at:at + _TEXT_CHUNK]
-                    text = _rows_text(chunk)
-                    cur = conn.cursor()
-                    cursors.append((table, cur))
-                    if text is not None:
-                        cur.execute(_text_upsert(table, cols, keys, schema), (text,))
-                    else:
-                        cur.executemany(_upsert(table, cols, keys, schema), chunk)
-            check_tail = tail(conn) if tail is not None else None
-            pending = stack.pop_all()  # sent: the pipeline stays open until the check
-    except BaseException:
-        for _table, cur in cursors:
-            cur.close()
-        raise
+    sent_for: list[str] = []  # the table of each statement: its row count is the rows that table took
+
+    def upserts(cursor: Callable[[], psycopg.Cursor]) -> None:
+        for table, cols, keys, rows in tables:
+            for at in range(0, len(rows), _TEXT_CHUNK):
+                chunk = rows[at:at + _TEXT_CHUNK]
+                text = _rows_text(chunk)
+                sent_for.append(table)
+                if text is not None:
+                    cursor().execute(_text_upsert(table, cols, keys, schema), (text,))
+                else:
+                    cursor().executemany(_upsert(table, cols, keys, schema), chunk)
+
+    sent = Pipelined(conn, upserts, tail)
 
     def check() -> int:
         written = dict.fromkeys((table for table, _c, _k, _r in tables), 0)
-        try:
-            pending.close()  # leaves pipeline mode: waits for every result, raises the first error
-            for table, cur in cursors:
-                written[table] += cur.rowcount
-        finally:
-            for _table, cur in cursors:
-                cur.close()
+        for table, count in zip(sent_for, sent.wait(), strict=True):
+            written[table] += count
         refused = [table for table, _c, _k, rows in tables if written[table] < len(rows)]
         if refused:
             orders = next((rows for table, _c, _k, rows in tables if table == "orders"), [])
@@ -206,8 +194,7 @@ def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | N
                 raise InvariantViolation(f"upserts into {', '.join(refused)} took fewer rows than given, yet no "
                                          "order id belongs to another partition")
             raise ForeignKeysError(foreign)
-        if check_tail is not None:
-            check_tail()
+        sent.check_tail()
         return sum(len(rows) for _t, _c, _k, rows in tables)
 
     return check
