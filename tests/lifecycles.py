@@ -1,4 +1,4 @@
-"""Golden order lifecycles for the audit lineage tests, written with the Tape."""
+"""Golden order lifecycles for the tests, written with the Tape."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from tape import Tape
 
-from backbone.domain.events import EventType, Side
+from backbone.domain.events import EventType, Side, TimeInForce
+from projections.state import TradingState
 
 E = EventType
 
@@ -27,3 +28,17 @@ def replaced_then_canceled(tape: Tape, order_id: str = "O1") -> None:
     tape.event(order_id, E.CANCEL_REQUESTED, cl_ord_id=c2, orig_cl_ord_id=c1)
     tape.event(order_id, E.CANCELED, cl_ord_id=c2, orig_cl_ord_id=c1)
     tape.fill(order_id, 1, "10.2")
+
+
+def done_for_the_day(orders: dict[str, TimeInForce]) -> TradingState:
+    """Each order (of 100, time in force as given) filled 40, then DONE_FOR_DAY; folded on
+    partition 0."""
+    t = Tape()
+    for order_id, tif in orders.items():
+        t.order(order_id, "ACC1", "GOLD", Side.BUY, 100, price=10, tif=tif)
+        t.fill(order_id, 40, 10)
+        t.event(order_id, E.DONE_FOR_DAY)
+    state = TradingState()
+    for offset, r in enumerate(t.records):
+        state.apply_order_event(r, 0, offset)
+    return state

@@ -11,11 +11,12 @@ from decimal import Decimal
 import pytest
 from alembic import command
 from alembic.ddl.impl import DefaultImpl
+from lifecycles import done_for_the_day
 from sqlalchemy import TextClause
 from tape import Tape
 
 from backbone.db import alembic_config
-from backbone.domain.events import EventType, OrderStatus, Side, TimeInForce
+from backbone.domain.events import OrderStatus, Side, TimeInForce
 from backbone.domain.order_state import TERMINAL_STATUSES
 from projections import read_model
 from projections.read_model import open_order_rows, pnl_rows, position_rows
@@ -134,14 +135,7 @@ def test_position_and_pnl_rows_follow_the_views() -> None:
 
 
 def test_a_multi_day_order_done_for_the_day_is_open_a_day_order_is_not() -> None:
-    t = Tape()
-    for order_id, tif in (("GTC1", TimeInForce.GTC), ("GTD1", TimeInForce.GTD), ("DAY1", TimeInForce.DAY)):
-        t.order(order_id, "ACC1", "GOLD", Side.BUY, 100, price=10, tif=tif)
-        t.fill(order_id, 40, 10)
-        t.event(order_id, EventType.DONE_FOR_DAY)
-    state = TradingState()
-    for offset, r in enumerate(t.records):
-        state.apply_order_event(r, 0, offset)
+    state = done_for_the_day({"GTC1": TimeInForce.GTC, "GTD1": TimeInForce.GTD, "DAY1": TimeInForce.DAY})
     rows = {o["order_id"]: o for o in open_order_rows(state)}
     assert sorted(rows) == ["GTC1", "GTD1"]
     assert {(o["status"], o["leaves_qty"]) for o in rows.values()} == {("DONE_FOR_DAY", D(60))}

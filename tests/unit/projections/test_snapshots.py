@@ -10,11 +10,12 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka import Message
+from lifecycles import done_for_the_day
 from tape import Tape
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain import history
-from backbone.domain.events import EventType, MarketMark, OrderEvent, Side, TimeInForce
+from backbone.domain.events import MarketMark, OrderEvent, Side, TimeInForce
 from backbone.domain.order_state import OrderState
 from backbone.domain.plain import decoder_for as _decoder
 from backbone.domain.plain import encoder_for as _encoder
@@ -224,14 +225,7 @@ def _open_orders(state: TradingState) -> dict:
 def test_a_multi_day_order_done_for_the_day_stays_open_in_a_lazy_restore() -> None:
     """It may execute again, so it is in the header, not in a section; a payload written before
     that rule (no `open_by_terms`) may hold it in a section, and is restored eagerly."""
-    t = Tape()
-    for order_id, tif in (("GTC1", TimeInForce.GTC), ("DAY1", TimeInForce.DAY)):
-        t.order(order_id, "ACC1", "GOLD", Side.BUY, 100, price=10, tif=tif)
-        t.fill(order_id, 40, 10)
-        t.event(order_id, EventType.DONE_FOR_DAY)
-    state = TradingState()
-    for offset, r in enumerate(t.records):
-        state.apply_order_event(r, 0, offset)
+    state = done_for_the_day({"GTC1": TimeInForce.GTC, "DAY1": TimeInForce.DAY})
     payload = snapshots.serialize(state, "orders", 0)
     lazy = TradingState()
     snapshots.restore(lazy, "orders", 0, payload, lazy=True)
