@@ -1,5 +1,5 @@
 """The layering the architecture promises, checked on the source: data flows one way
-(producers -> Kafka -> consumers -> projections -> CLI), nothing imports upward, and no
+(producers -> Kafka -> consumers -> projections / monitoring -> CLI), nothing imports upward, and no
 first-party modules import each other in a cycle (imports inside functions and under
 TYPE_CHECKING count too)."""
 
@@ -9,14 +9,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("backbone", "producers", "consumers", "projections", "cli")
+PACKAGES = ("backbone", "producers", "consumers", "projections", "monitoring", "cli")
 #: what each layer may import, besides itself
 ALLOWED = {
     "backbone": set(),
     "producers": {"backbone"},
     "consumers": {"backbone"},
     "projections": {"backbone", "consumers"},
-    "cli": {"backbone", "producers", "consumers", "projections"},
+    "monitoring": {"backbone", "consumers"},
+    "cli": {"backbone", "producers", "consumers", "projections", "monitoring"},
 }
 #: CLI modules every command may use; commands never import each other
 CLI_HELPERS = {"cli.common", "cli.lineage", "cli.replaying"}
