@@ -4,8 +4,10 @@
   "kafka"). Kafka keeps no commit time, so a group's `last_commit` is when the sampler first saw
   its current offset.
 - Projections: their checkpoints in `projection_checkpoints` (source "postgres", the
-  authoritative progress; `last_commit` is the checkpoint's `updated_at`). A projection's
-  consumer group mirrors them to Kafka and appears beside it as a group of its own.
+  authoritative progress; `last_commit` is the checkpoint's `updated_at`), under the
+  projection's default consumer group id (`backbone-trading-<orders>+<marketdata>`): the group
+  that mirrors them to Kafka has the same name and source "kafka", unless the projector runs
+  with a `--group` of its own (then the mirror is reported under that name).
 - Log end: the last stable offset (ListOffsets under read_committed), what the projector and
   every read_committed reader can reach.
 - Lag seconds: the sample time minus the Kafka timestamp of the record at the committed offset
@@ -37,6 +39,7 @@ from backbone.kafka.consumer import consumer_config
 from backbone.kafka.health import FoldingLog, admin_client, reason
 from backbone.kafka.reader import sort
 from backbone.settings import Settings
+from consumers.config import default_group_id
 from monitoring.model import PartitionSample, Source
 
 log = logging.getLogger(__name__)
@@ -138,12 +141,12 @@ class Sampler:
         committed: dict[tuple[str, Source], dict[TP, tuple[int | None, datetime | None]]] = {}
         for group, in_kafka in self._kafka_groups().items():
             committed[(group, "kafka")] = {tp: (o, None) for tp, o in in_kafka.items()}
-        for projection, offsets in self._projections().items():
+        for group, offsets in self._projections().items():
             # a partition of a topic it reads that has no checkpoint yet is read from the log start
             for topic in {t for t, _p in offsets}:
                 for p in partitions.get(topic, []):
                     offsets.setdefault((topic, p), (None, None))
-            committed[(projection, "postgres")] = offsets
+            committed[(group, "postgres")] = offsets
         lows = self._log_starts([tp for offs in committed.values() for tp, (o, _) in offs.items() if o is None])
         needed: set[tuple[str, int, int]] = set()
         for offs in committed.values():
@@ -360,8 +363,8 @@ class Sampler:
     # -- Postgres ------------------------------------------------------------------------------
 
     def _projections(self) -> dict[str, dict[TP, tuple[int | None, datetime | None]]]:
-        """Every projection's checkpoints on our topics; a partition of such a topic without one
-        is read from the log start (offset None here)."""
+        """Every projection's checkpoints on our topics by its default group id; a partition of
+        such a topic without one is read from the log start (offset None here)."""
         try:
             if self._engine is None:
                 self._engine = db.make_engine(self.settings, pool_size=1)
@@ -378,9 +381,9 @@ class Sampler:
             return {}
         out: dict[str, dict[TP, tuple[int | None, datetime | None]]] = {}
         for projection, topic, partition, nxt, updated in rows:
-            if self.only is not None and projection not in self.only:
-                continue
-            out.setdefault(projection, {})[(topic, partition)] = (nxt, updated)
+            group = default_group_id(projection, [self.settings.topic_orders, self.settings.topic_marketdata])
+            if self.only is None or group in self.only or projection in self.only:
+                out.setdefault(group, {})[(topic, partition)] = (nxt, updated)
         return out
 
     def _problem(self, text: str) -> None:

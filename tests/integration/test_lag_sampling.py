@@ -11,6 +11,7 @@ from factories import make_market_mark
 from support import project, publish
 
 from backbone.settings import Settings
+from consumers.config import default_group_id
 from monitoring.sampling import Sampler
 
 SYMBOLS = ["AAPL", "MSFT", "IBM", "TSLA", "NVDA", "AMD", "INTC", "ORCL"]
@@ -38,6 +39,7 @@ def test_a_plain_group_and_a_projection_are_sampled(created_topics: Settings, na
     sent_at = datetime.now(tz=UTC) - timedelta(seconds=30)
     publish(settings, marks(sent_at, 80))
     project(settings, names.group("proj"))
+    projection = default_group_id("trading", [settings.topic_orders, settings.topic_marketdata])
     with Sampler(settings) as sampler:
         ends = {s.partition: s.log_end for s in sampler.sample() if s.source == "postgres"
                 and s.topic == settings.topic_marketdata}
@@ -47,7 +49,7 @@ def test_a_plain_group_and_a_projection_are_sampled(created_topics: Settings, na
         samples = sampler.sample()
     by = {(s.group, s.source, s.topic, s.partition): s for s in samples}
     for p, end in ends.items():
-        projected = by[("trading", "postgres", settings.topic_marketdata, p)]
+        projected = by[(projection, "postgres", settings.topic_marketdata, p)]
         assert (projected.error, projected.lag_records, projected.lag_seconds) == (None, 0, Decimal(0))
         assert projected.last_commit is not None or end == 0
         mirror = by[(names.group("proj"), "kafka", settings.topic_marketdata, p)]
