@@ -83,6 +83,15 @@ def _duration(value: object) -> timedelta | None:
     return timedelta(hours=hours, minutes=minutes, seconds=seconds)
 
 
+def duration_text(span: timedelta) -> str:
+    """`span` the way rules files write it: "0s", "30s", "1m", "1h30m"."""
+    seconds = int(span.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n)
+    return text or "0s"
+
+
 def _number(value: object) -> Decimal | None:
     if isinstance(value, bool):
         return None

@@ -8,10 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backbone.errors import ConfigError
 from monitoring.model import Rule, Severity, Status
-from monitoring.rules import RulesError, load_rules, parse_rules
+from monitoring.rules import RulesError, duration_text, load_rules, parse_rules
 
 FULL = """\
 # a comment
@@ -122,3 +124,10 @@ def test_the_error_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
     with pytest.raises(RulesError, match=r"latin1\.toml: not UTF-8 text"):
         load_rules(tmp_path / "latin1.toml")
+
+
+@given(st.integers(0, 10 * 24 * 3600))
+def test_durations_read_back_as_written(seconds: int) -> None:
+    span = timedelta(seconds=seconds)
+    [rule] = parse_rules(RULE.replace('"30s"', f'"{duration_text(span)}"'), "r.toml")
+    assert rule.for_ == span
