@@ -135,9 +135,6 @@ class Sampler:
         self.problems = []
         self.reads = 0
         partitions, topic_errors, leaderless = self._partitions()
-        tps = [(t, p) for t in self.topics for p in partitions.get(t, []) if (t, p) not in leaderless]
-        ends, end_errors = self._log_ends(tps)
-        end_errors.update(leaderless)
         committed: dict[tuple[str, Source], dict[TP, tuple[int | None, datetime | None]]] = {}
         for group, in_kafka in self._kafka_groups().items():
             committed[(group, "kafka")] = {tp: (o, None) for tp, o in in_kafka.items()}
@@ -147,6 +144,11 @@ class Sampler:
                 for p in partitions.get(topic, []):
                     offsets.setdefault((topic, p), (None, None))
             committed[(group, "postgres")] = offsets
+        # the log ends after the committed offsets: read before, a group that committed in
+        # between would be ahead of its log end
+        tps = [(t, p) for t in self.topics for p in partitions.get(t, []) if (t, p) not in leaderless]
+        ends, end_errors = self._log_ends(tps)
+        end_errors.update(leaderless)
         lows = self._log_starts([tp for offs in committed.values() for tp, (o, _) in offs.items() if o is None])
         needed: set[tuple[str, int, int]] = set()
         for offs in committed.values():

@@ -6,15 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from confluent_kafka import Consumer, TopicPartition
 from factories import make_market_mark
+from lag_support import SYMBOLS, commit_plain
 from support import project, publish
 
 from backbone.settings import Settings
 from consumers.config import default_group_id
 from monitoring.sampling import Sampler
-
-SYMBOLS = ["AAPL", "MSFT", "IBM", "TSLA", "NVDA", "AMD", "INTC", "ORCL"]
 
 
 def marks(start: datetime, n: int) -> list:
@@ -22,16 +20,6 @@ def marks(start: datetime, n: int) -> list:
     return [make_market_mark(symbol=SYMBOLS[i % len(SYMBOLS)], event_time=start + timedelta(milliseconds=i),
                              mark_price=Decimal("100") + i)
             for i in range(n)]
-
-
-def commit_plain(settings: Settings, group: str, offsets: dict[int, int]) -> None:
-    """A plain confluent-kafka consumer group committing `offsets` of the marks topic to Kafka."""
-    consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
-    try:
-        consumer.commit(offsets=[TopicPartition(settings.topic_marketdata, p, o) for p, o in offsets.items()],
-                        asynchronous=False)
-    finally:
-        consumer.close()
 
 
 def test_a_plain_group_and_a_projection_are_sampled(created_topics: Settings, names) -> None:
