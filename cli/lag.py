@@ -181,7 +181,7 @@ def monitor_cmd(
     settings = load_settings()
     with user_errors():
         loaded = load_rules(rules)
-        sinks: list[Sink] = [KafkaSink(settings)]
+        sinks: list[Sink] = [KafkaSink(settings, loaded)]
         if webhook:
             sinks.append(WebhookSink(webhook))
         if alertmanager:

@@ -19,7 +19,9 @@ from backbone.domain.events import Alert, AlertKind, AlertSeverity, deterministi
 from backbone.errors import BackboneError
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
-from monitoring.model import Tracked, Transition
+from monitoring.model import Metric, Rule, Tracked, Transition
+
+_SECONDS = Decimal("0.00000001")  # the schema's decimal(38, 8)
 
 
 class SinkError(BackboneError):
@@ -57,39 +59,41 @@ def _number(text: str) -> Decimal | None:
         return None
 
 
+def alert_record(t: Transition, metric: Metric | None) -> Alert:
+    """The transition of an alert of a `metric` rule (None: the rule is gone) as an `Alert`
+    (schema alert/v1), whose kinds carry it: LAG_RECOVERED when an alert resolves; when it
+    fires, LAG_STALLED for a status rule, LAG_RISING for a threshold rule. The rule's name leads
+    the message; the lag goes in lag_messages or lag_seconds by the rule's metric."""
+    value = _number(t.value) if metric in ("lag_records", "lag_seconds") else None
+    if t.kind == "resolved":
+        kind = AlertKind.LAG_RECOVERED
+    else:
+        kind = AlertKind.LAG_RISING if value is not None else AlertKind.LAG_STALLED
+    records = int(value) if value is not None and metric == "lag_records" else None
+    seconds = value.quantize(_SECONDS) if value is not None and metric == "lag_seconds" else None
+    return Alert(event_id=transition_id(t), kind=kind, severity=AlertSeverity(t.severity.value),
+                 event_time=t.at.astimezone(UTC), source=t.key.group, message=f"{t.key.rule} {t.kind}: {t.message}",
+                 topic=t.key.topic or None, lag_messages=records, lag_seconds=seconds)
+
+
 class KafkaSink:
-    """Avro `Alert` (schema alert/v1) on the alerts topic, keyed by group. v1's kinds carry the
-    transition: LAG_RECOVERED when an alert resolves; when it fires, LAG_STALLED for a status
-    rule, LAG_RISING for a threshold rule. The rule's name leads the message."""
+    """Avro `Alert` records (`alert_record`) on the alerts topic, keyed by group."""
 
     name = "kafka"
 
-    def __init__(self, settings: Settings, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, rules: Sequence[Rule] = (), *, timeout_s: float = 5.0) -> None:
         self.topic = settings.topic_alerts
+        self.metrics: dict[str, Metric] = {rule.name: rule.metric for rule in rules}
         self.timeout_s = timeout_s
         self.codec = AvroCodec()
         # a record not delivered within the timeout is dropped and tried again on a later pass
         overrides: dict[str, Any] = {"message.timeout.ms": int(timeout_s * 1000)}
         self.producer = KafkaProducer(settings, **overrides)
 
-    def alert(self, t: Transition) -> Alert:
-        value = _number(t.value)
-        is_status = value is None
-        if t.kind == "resolved":
-            kind = AlertKind.LAG_RECOVERED
-        else:
-            kind = AlertKind.LAG_STALLED if is_status else AlertKind.LAG_RISING
-        seconds = value if value is not None and "seconds" in t.key.rule else None
-        records = int(value) if value is not None and seconds is None and value == value.to_integral() else None
-        return Alert(event_id=transition_id(t), kind=kind, severity=AlertSeverity(t.severity.value),
-                     event_time=t.at.astimezone(UTC), source=t.key.group,
-                     message=f"{t.key.rule} {t.kind}: {t.message}", topic=t.key.topic or None,
-                     lag_messages=records, lag_seconds=seconds.quantize(Decimal("0.00000001")) if seconds else None)
-
     def send(self, transition: Transition) -> None:
         try:
-            self.producer.produce(self.topic, self.codec.encode(self.alert(transition)),
-                                  key=transition.key.group.encode())
+            record = alert_record(transition, self.metrics.get(transition.key.rule))
+            self.producer.produce(self.topic, self.codec.encode(record), key=transition.key.group.encode())
             self.producer.flush(self.timeout_s + 1)
         except BackboneError as e:
             raise SinkError(str(e)) from e
