@@ -333,7 +333,6 @@ class Sampler:
         remaining = {tp: set(offsets) for tp, offsets in wanted.items()}
         assigned = [TopicPartition(t, p, min(offsets)) for (t, p), offsets in wanted.items()]
         consumer.assign(assigned)
-        consumer.resume(assigned)  # librdkafka keeps a partition's pause across unassign/assign
         deadline = time.monotonic() + self.timeout_s
         try:
             ended: list[TP] = []  # applied after each batch's records: an end comes after the records before it
@@ -355,8 +354,9 @@ class Sampler:
                         self._timestamps[(tp[0], tp[1], o)] = ms
                         todo.discard(o)
                     if not todo:
+                        # no pause(): a partition resumed in a later round waited ~1 s before
+                        # its first fetch; what it fetches meanwhile is 16 KB at most
                         del remaining[tp]
-                        consumer.pause([TopicPartition(*tp)])
                 for tp in ended:
                     remaining.pop(tp, None)
         finally:
