@@ -1,6 +1,7 @@
 # The two set-up commands of the README:  make demo  and  make test.
-# Each creates the virtualenv, installs the project, installs missing system packages
-# (PostgreSQL server, Java, Maven, Chromium) when run as root on Debian, starts the real services and runs.
+# Each creates the virtualenv, installs the project, installs missing system packages (PostgreSQL
+# server, Java, Maven, Chromium, Prometheus, Alertmanager) when run as root on Debian, starts the
+# real services and runs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,18 +23,25 @@ $(VENV)/.installed: pyproject.toml setup.py backbone/_speedups.c $(wildcard back
 	touch $@
 
 # System packages: only what is missing, only with apt-get, only as root (else: say what to install).
+# Prometheus and Alertmanager are tools here (promtool, the lag tests' own servers): the services
+# their Debian packages start on a systemd host are stopped and disabled when make installed them.
 deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing java"; \
 	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
+	  || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq; \
 	    jre=openjdk-17-jre-headless; apt-cache show $$jre >/dev/null 2>&1 || jre=default-jre-headless; \
 	    missing=$$(echo "$$missing" | sed "s/ java/ $$jre/"); \
 	    echo "installing:$$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    units=$$(echo "$$missing" | tr ' ' '\n' | grep -E '^prometheus(-alertmanager)?$$' || true); \
+	    if [ -n "$$units" ] && [ -d /run/systemd/system ]; then systemctl disable --now $$units >/dev/null 2>&1 || true; fi; \
 	  else echo "missing system packages:$$missing (Java 17 or later; e.g. sudo apt-get install$$(echo "$$missing" | sed 's/ java/ openjdk-17-jre-headless/'))"; exit 1; fi; \
 	fi
 
