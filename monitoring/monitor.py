@@ -116,7 +116,7 @@ class Monitor:
         done = 0
         next_at = time.monotonic()
         while not stop() and (passes is None or done < passes):
-            on_pass(self.run_pass())
+            on_pass(self._guarded_pass())
             done += 1
             next_at += self.interval.total_seconds()
             while not stop() and (passes is None or done < passes):
@@ -126,6 +126,16 @@ class Monitor:
                 time.sleep(min(left, 0.2))  # a pacing interval, not a wait for an event
             if next_at < time.monotonic():  # a pass longer than the interval: no burst to catch up
                 next_at = time.monotonic()
+
+    def _guarded_pass(self) -> PassReport:
+        """A pass; one that fails unexpectedly says why on its line, and the next one runs."""
+        began = time.perf_counter()
+        try:
+            return self.run_pass()
+        except Exception as e:  # noqa: BLE001 - a long-running evaluator outlives one bad pass
+            log.debug("lag monitor pass failed", exc_info=True)
+            return PassReport(at=datetime.now(tz=UTC), seconds=time.perf_counter() - began, groups=[],
+                              problems=[f"pass failed: {type(e).__name__}: {e}"])
 
     def run_pass(self, now: datetime | None = None) -> PassReport:
         began = time.perf_counter()

@@ -4,10 +4,14 @@ monitor process whose JSON events are read as they come, and an HTTP receiver of
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,14 +19,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from factories import make_market_mark
 from support import settings_env
 
 from backbone.codec.avro import AvroCodec
+from backbone.kafka import topics
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from producers.publisher import EventPublisher
+
+#: the status rule the tests fire: a partition standing still while records wait, at once
+STALLED_RULE = """
+[[rule]]
+name = "Stalled"
+metric = "status"
+statuses = ["STALL", "STOP"]
+for = "0s"
+severity = "CRITICAL"
+"""
 
 SYMBOLS = ["AAPL", "MSFT", "IBM", "TSLA", "NVDA", "AMD", "INTC", "ORCL"]
 
@@ -172,10 +188,47 @@ def commit_plain(settings: Settings, group: str, offsets: dict[int, int]) -> Non
         consumer.close()
 
 
+def log_ends(settings: Settings) -> dict[int, int]:
+    """The end offset of each partition of the marks topic."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": "unused"}))
+    try:
+        return {p: topics.watermarks(consumer, TopicPartition(settings.topic_marketdata, p))[1]
+                for p in range(settings.partitions)}
+    finally:
+        consumer.close()
+
+
 def rules_file(tmp_path: Path, text: str) -> str:
     path = tmp_path / "rules.toml"
     path.write_text(text)
     return str(path)
+
+
+def debian_binary(*names: str, package: str) -> str:
+    """A server from a Debian package; a hard requirement where `make deps` can install it (CI,
+    root with apt-get), skipped elsewhere (the chromium test's policy)."""
+    for name in names:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    if os.environ.get("CI") == "true" or (os.geteuid() == 0 and shutil.which("apt-get")):
+        pytest.fail(f"{names[0]} is missing: `make deps` installs it")
+    pytest.skip(f"{names[0]} is not installed and this user cannot install packages (apt-get install {package})")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    """The JSON a local server answers, None while it does not answer yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the test's own server
+            return json.loads(response.read())
+    except OSError:
+        return None
 
 
 def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60) -> Any:

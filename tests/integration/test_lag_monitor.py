@@ -10,14 +10,15 @@ import time
 from collections import Counter
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from lag_support import (
+    STALLED_RULE,
     MonitorProcess,
     Receiver,
     SteadyMarks,
     active,
     commit_plain,
     group_status,
+    log_ends,
     rules_file,
     wait_until,
 )
@@ -25,21 +26,13 @@ from support import read_topic, spawn_projector
 
 from backbone.codec.avro import AvroCodec
 from backbone.domain.events import Alert, AlertKind
-from backbone.kafka import topics
 from backbone.settings import Settings
 from consumers.config import default_group_id
 
 pytestmark = pytest.mark.integration
 
 INTERVAL_S, WINDOW_S = 1, 6
-RULES = """
-[[rule]]
-name = "Stalled"
-metric = "status"
-statuses = ["STALL", "STOP"]
-for = "0s"
-severity = "CRITICAL"
-
+RULES = STALLED_RULE + """
 [[rule]]
 name = "LagSeconds"
 metric = "lag_seconds"
@@ -127,15 +120,6 @@ def test_a_stopped_projector_fires_once_and_resolves_once_across_a_monitor_resta
         receiver.close()
 
 
-def _ends(settings: Settings) -> dict[int, int]:
-    consumer = Consumer(settings.kafka_config(**{"group.id": "unused"}))
-    try:
-        return {p: topics.watermarks(consumer, TopicPartition(settings.topic_marketdata, p))[1]
-                for p in range(settings.partitions)}
-    finally:
-        consumer.close()
-
-
 def test_a_killed_projector_is_stop_and_an_offset_reset_is_rewind(created_topics: Settings, tmp_path) -> None:
     settings = created_topics
     topic = settings.topic_marketdata
@@ -146,7 +130,7 @@ def test_a_killed_projector_is_stop_and_an_offset_reset_is_rewind(created_topics
     try:
         with SteadyMarks(settings) as marks:
             wait_until("a few marks", lambda: marks.sent > 50)
-            commit_plain(settings, plain, {p: min(end, 5) for p, end in _ends(settings).items()})
+            commit_plain(settings, plain, {p: min(end, 5) for p, end in log_ends(settings).items()})
             monitor = _monitor(settings, rules_file(tmp_path, RULES))
             monitor.wait_for("an evaluating pass", lambda e: active(e) and group_status(e, group, topic) == "OK",
                              timeout=60)
@@ -160,7 +144,7 @@ def test_a_killed_projector_is_stop_and_an_offset_reset_is_rewind(created_topics
                              timeout=2 * WINDOW_S + 10)
             _fired(monitor, group, topic, "Stalled", "firing", 10, since)
             since = monitor.mark()
-            commit_plain(settings, plain, {p: min(end, 1) for p, end in _ends(settings).items()})  # an offset reset
+            commit_plain(settings, plain, {p: min(end, 1) for p, end in log_ends(settings).items()})  # an offset reset
             monitor.wait_for("REWIND of the reset group", lambda e: group_status(e, plain, topic) == "REWIND",
                              timeout=10)
             _fired(monitor, plain, topic, "Rewind", "firing", 10, since)

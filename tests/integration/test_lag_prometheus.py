@@ -3,55 +3,38 @@ query API returns the lag series under kafka-lag-exporter's names."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
 import subprocess
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lag_support import MonitorProcess, SteadyMarks, active, commit_plain, wait_until
+from lag_support import (
+    MonitorProcess,
+    SteadyMarks,
+    active,
+    commit_plain,
+    debian_binary,
+    free_port,
+    get_json,
+    wait_until,
+)
 
 from backbone.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-def _prometheus() -> str:
-    """The server; a hard requirement where `make deps` can install it (CI, root with apt-get)."""
-    found = shutil.which("prometheus")
-    if found is None:
-        if os.environ.get("CI") == "true" or (os.geteuid() == 0 and shutil.which("apt-get")):
-            pytest.fail("prometheus is missing: `make deps` installs it")
-        pytest.skip("prometheus is not installed and this user cannot install packages (apt-get install prometheus)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _query(base: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the test's own server
-            body = json.loads(response.read())
-    except OSError:
-        return []  # not up yet
-    return list(body["data"]["result"]) if body.get("status") == "success" else []
+    body = get_json(f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+    return list(body["data"]["result"]) if body and body.get("status") == "success" else []
 
 
 def test_prometheus_scrapes_the_lag_series(created_topics: Settings, tmp_path: Path) -> None:
-    server = _prometheus()
+    server = debian_binary("prometheus", package="prometheus")
     settings = created_topics
     plain = "lag-prometheus-plain"
-    metrics_port, prometheus_port = _free_port(), _free_port()
+    metrics_port, prometheus_port = free_port(), free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(f"""global:
   scrape_interval: 1s

@@ -92,3 +92,25 @@ def test_the_status_line_says_statuses_alerts_and_problems() -> None:
 def test_deliveries_back_off_doubling_up_to_a_ceiling() -> None:
     assert [store.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
     assert store.backoff(30) == timedelta(seconds=300)
+
+
+class _BrokenSampler:
+    problems: list[str] = []
+
+    def sample(self, at: datetime | None = None) -> list:
+        raise RuntimeError("a bug in sampling")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_pass_that_fails_is_said_and_the_next_one_runs() -> None:
+    from backbone.settings import Settings
+    from monitoring.monitor import Monitor
+
+    monitor = Monitor(Settings(), [], sinks=[], interval=timedelta(milliseconds=1),
+                      sampler=_BrokenSampler())  # type: ignore[arg-type]
+    reports: list[PassReport] = []
+    monitor.run(reports.append, passes=2)
+    assert [r.problems for r in reports] == [["pass failed: RuntimeError: a bug in sampling"]] * 2
+    assert "pass failed: RuntimeError: a bug in sampling" in reports[0].line()
