@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from backbone.errors import DatabaseAuthError, DatabaseError, DatabaseUnavailable, InvariantViolation
 from backbone.settings import Settings, normalize_database_url
@@ -32,6 +32,10 @@ def first_line(e: BaseException) -> str:
     """The driver's message without the lines after the first (libpq's hints, the statement)."""
     orig = getattr(e, "orig", None) or e
     return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+#: what a statement or a connection attempt raises when the database fails it (not a bug of ours)
+DATABASE_FAILURES: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, DatabaseError)
 
 
 def connection_error(e: BaseException, where: str | None = None) -> DatabaseError:

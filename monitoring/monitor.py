@@ -168,7 +168,7 @@ class Monitor:
                     self.tracked = store.load_tracked(conn)
                 tracked, transitions = step(self.tracked, groups, self.rules, at)
                 store.save(conn, tracked, transitions, [s.name for s in self.sinks])
-        except Exception as e:  # noqa: BLE001 - the database's failure is said, and the loop goes on
+        except db.DATABASE_FAILURES as e:  # said on the status line; the loop goes on
             report.problems.append(f"Postgres: {db.connection_error(e)}; alerts wait for it")
             return
         self.tracked, report.transitions = tracked, transitions
@@ -204,7 +204,7 @@ class Monitor:
                         sink.refresh(firing, at)
                     except SinkError as e:
                         self._failed(sink.name, str(e), report)
-        except Exception as e:  # noqa: BLE001 - as in _alerts
+        except db.DATABASE_FAILURES as e:  # as in _alerts
             text = f"Postgres: {db.connection_error(e)}; deliveries wait for it"
             if text not in report.problems:
                 report.problems.append(text)

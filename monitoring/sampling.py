@@ -378,7 +378,7 @@ class Sampler:
                                 (self.topics,))
                     rows = cur.fetchall()
                 sa_conn.rollback()
-        except Exception as e:  # noqa: BLE001 - any database failure is this pass's ERR, not a crash
+        except db.DATABASE_FAILURES as e:  # this pass's ERR, not a crash
             self._problem(f"Postgres: {db.connection_error(e)}")
             return {}
         out: dict[str, dict[TP, tuple[int | None, datetime | None]]] = {}
