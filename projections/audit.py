@@ -21,7 +21,8 @@ marks expire by design, the missing range goes to `audit_gaps`, and the chain go
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ GAP_COLS = ("topic", "kafka_partition", "first_offset", "last_offset", "reason")
 #: the decoded record's attributes copied into columns of the same name (absent: NULL)
 _EVENT_FIELDS = ("event_id", "order_id", "cl_ord_id", "orig_cl_ord_id", "exec_id", "exec_ref_id", "account",
                  "symbol", "event_time", "ingest_time")
+_event_fields = operator.attrgetter(*_EVENT_FIELDS)
 
 
 class AuditGapError(BackboneError):
@@ -173,7 +175,6 @@ class AuditProjection:
             self._gap(topic, partition, head.next_offset, offset)
         self._decoded = None  # a record the fold refuses before decoding it (no value, oversize) has none
         letter = self._trading.apply_at(msg, topic, partition, offset)
-        self._trading.state.take_changes()
         ts, key, value = msg.timestamp()[1], msg.key(), msg.value()
         chained = link_hash(head.hash, topic, partition, offset, ts, key, value)
         self._batch.records.append((topic, partition, offset, ts, key, value,
@@ -197,7 +198,12 @@ class AuditProjection:
         """The columns between the record's bytes and its chain hash; `record`: what the bytes
         decoded to (None: nothing, the letter says why)."""
         fingerprint = value[len(MAGIC):HEADER_SIZE] if value and value[:len(MAGIC)] == MAGIC else None
-        event: list[Any] = [_text(getattr(record, f, None)) for f in _EVENT_FIELDS]
+        event: Sequence[Any]
+        if letter is None and type(record) is OrderEvent:
+            # applied: none of its texts holds a NUL, the trading rules refuse those (nul_character)
+            event = _event_fields(record)
+        else:
+            event = [_text(getattr(record, f, None)) for f in _EVENT_FIELDS]
         event_type = status = None
         if isinstance(record, OrderEvent):
             event_type = record.event_type.value
@@ -207,6 +213,7 @@ class AuditProjection:
                 None if letter is None else letter.reason, None if letter is None else letter.detail)
 
     def prepare(self) -> Batch:
+        self._trading.state.take_changes()  # the rows the fold changed: the audit writes none of them
         batch, self._batch = self._batch, Batch()
         return batch
 
