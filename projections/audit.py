@@ -117,12 +117,16 @@ class AuditProjection:
         self.duplicates = 0  # resends are archived like any record
         codec = codec or AvroCodec()
         decode = codec.decoder()
-        self._decoded: object = None  # what the trading fold decoded the current record to (None: nothing)
+        # What the trading fold decoded the current record to (None: nothing): the archive's
+        # columns come from the same decode as the verdict. A list, not an attribute: a decoder
+        # that held the projection would make a reference cycle, and keep the projection and
+        # its whole state alive after it is dropped, until a full collection finds them.
+        decoded: list[object] = [None]
+        self._decoded = decoded
 
         def decode_and_keep(value: bytes) -> object:
-            # the archive's columns come from the same decode as the verdict: one decode a record
-            self._decoded = decode(value)
-            return self._decoded
+            decoded[0] = record = decode(value)
+            return record
 
         # the trading rules, folded in memory only: their verdict and the status after each event
         self._trading = TradingProjection(settings, codec, name=NAME, snapshots=False, decode=decode_and_keep)
@@ -173,12 +177,12 @@ class AuditProjection:
         head = self._heads.get(tp) or Head(0, GENESIS)
         if offset != head.next_offset:
             self._gap(topic, partition, head.next_offset, offset)
-        self._decoded = None  # a record the fold refuses before decoding it (no value, oversize) has none
+        self._decoded[0] = None  # a record the fold refuses before decoding it (no value, oversize) has none
         letter = self._trading.apply_at(msg, topic, partition, offset)
         ts, key, value = msg.timestamp()[1], msg.key(), msg.value()
         chained = link_hash(head.hash, topic, partition, offset, ts, key, value)
         self._batch.records.append((topic, partition, offset, ts, key, value,
-                                    *self._fields(value, self._decoded, letter), chained))
+                                    *self._fields(value, self._decoded[0], letter), chained))
         self._heads[tp] = Head(offset + 1, chained)
         return None
 

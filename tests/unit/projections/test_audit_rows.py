@@ -4,6 +4,8 @@ one text parameter `store.send_rows` sends (bytes in bytea's hex form), none a s
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -91,3 +93,20 @@ def test_every_row_of_a_simulated_session_goes_as_text() -> None:
     assert keys == ["\x1d", "\\x", "\\x58", "\\x58"]  # NULL and an empty key stay apart
     nul = dict(zip(RECORD_COLS, rows[-1], strict=True))
     assert (nul["account"], nul["dead_letter_reason"]) == ("A\\x00B", "nul_character")  # Postgres text holds no NUL
+
+
+def test_a_dropped_projection_frees_its_state_at_once() -> None:
+    """No reference cycle through the decoder it hands the trading fold: its state (every order
+    folded) goes when it goes, not at some later full collection."""
+    codec = AvroCodec()
+    audit = AuditProjection(SETTINGS, codec)
+    audit.place({"o": PARTITIONS, "m": PARTITIONS})
+    for r in _session(codec, 200):
+        audit.apply_at(r, r.topic(), r.partition(), r.offset())
+    state = weakref.ref(audit._trading.state)
+    gc.disable()
+    try:
+        del audit
+        assert state() is None
+    finally:
+        gc.enable()
