@@ -11,6 +11,8 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from backbone import db
+from backbone.codec import json_form
 from backbone.errors import (
     BackboneError,
     ConfigError,
@@ -97,11 +100,6 @@ def print_json(data: Any) -> None:
 def canonical_value(value: Any) -> Any:
     """A database value in the canonical JSON form (the rules of backbone.codec.json_form):
     decimals as exact plain strings, times ISO-8601 UTC with microseconds and Z."""
-    from datetime import datetime
-    from decimal import Decimal
-
-    from backbone.codec import json_form
-
     if isinstance(value, Decimal):
         return json_form.format_decimal(value)
     if isinstance(value, datetime):
