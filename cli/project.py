@@ -101,7 +101,9 @@ def run(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    kafka_reachable(settings)
+    # the trading projection relays its dead letters to their topic; the audit one only reads
+    kafka_reachable(settings, reads=[settings.topic_orders, settings.topic_marketdata],
+                    writes=[settings.topic_deadletter] if projection_name is not ProjectionName.audit else [])
     stop = StopFlag()
     stop.install()
     with user_errors():
