@@ -105,6 +105,16 @@ def test_postgres_takes_tls_connections_only(secure: Settings) -> None:
     assert plain.returncode == EXIT_AUTH and "refused the credentials" in line and "no encryption" in line
 
 
+def test_a_server_certificate_the_ca_did_not_sign_is_refused(secure: Settings, tmp_path: Path) -> None:
+    other_ca = tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+                    "-keyout", str(tmp_path / "other.key"), "-out", str(other_ca)], capture_output=True, check=True)
+    url = local_database_url(secure.postgres_port) + f"?sslmode=verify-full&sslrootcert={other_ca}"
+    done = _backbone(["db", "current"], _env(secure, "admin", database_url=url))
+    line = _one_line_error(done)
+    assert done.returncode == EXIT_AUTH and "TLS with the database" in line and "certificate verify failed" in line
+
+
 def test_the_cli_works_through_the_secure_stack_as_each_principal(secure: Settings) -> None:
     admin, producer = _env(secure, "admin"), _env(secure, "producer")
     projector, reader = _env(secure, "projector"), _env(secure, "reader")
