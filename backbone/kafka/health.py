@@ -269,35 +269,52 @@ def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:
         log.flush()
 
 
-def check_access(settings: Settings, *, reads: Sequence[str] = (), writes: Sequence[str] = ()) -> None:
-    """Raise KafkaAuthorizationError, naming the topic and the operation, when the broker's ACLs
-    do not let us read `reads` or write `writes`: without this a producer refused its first write
-    fails inside librdkafka (idempotence needs a topic it may write) and a consumer retries for ever.
-    A broker without an authorizer reports no operations: nothing is checked then. A topic that
-    does not exist is left to the command, which says so in its own words."""
+def check_access(settings: Settings, *, reads: Sequence[str] = (), writes: Sequence[str] = (),
+                 group: str | None = None) -> None:
+    """Raise KafkaAuthorizationError, naming the resource and the operation, when the broker's
+    ACLs do not let us read `reads`, write `writes` or consume in `group`: without this a producer
+    refused its first write fails inside librdkafka (idempotence needs a topic it may write) and
+    a consumer retries for ever. A broker without an authorizer allows every operation. A topic
+    that does not exist is left to the command, which says so in its own words."""
     wanted = {t: {AclOperation.READ} for t in reads}
     for topic in writes:
         wanted.setdefault(topic, set()).add(AclOperation.WRITE)
-    if not wanted:
+    if not wanted and group is None:
         return
     admin = admin_client(settings)
+    timeout = settings.kafka_connect_timeout_s
     futures = admin.describe_topics(TopicCollection(list(wanted)), include_authorized_operations=True,
-                                    request_timeout=settings.kafka_connect_timeout_s)
+                                    request_timeout=timeout) if wanted else {}
     for topic, future in futures.items():
-        try:
-            allowed = future.result().authorized_operations
-        except KafkaException as e:
-            code = e.args[0].code() if e.args else None
-            if code == RdKafkaError.TOPIC_AUTHORIZATION_FAILED:
-                allowed = []
-            elif code == RdKafkaError.UNKNOWN_TOPIC_OR_PART:
-                continue
-            else:
-                raise translate(e, f"describing topic {topic}") from e
-        if allowed is None or AclOperation.ALL in allowed:
-            continue
-        refused = sorted(wanted[topic] - set(allowed), key=lambda o: o.name)
-        if refused:
-            who, op = f"user {user}" if (user := _sasl_user(settings)) else "this client", refused[0].name
-            raise KafkaAuthorizationError(f"Kafka refused {op} on topic {topic} to {who}: no ACL allows it "
-                                          f"(ask the cluster's admin for ALLOW {op} on topic {topic})")
+        allowed = _authorized(future, RdKafkaError.TOPIC_AUTHORIZATION_FAILED, f"describing topic {topic}")
+        _refuse_missing(settings, f"topic {topic}", wanted[topic], allowed)
+    if group is not None:
+        future = admin.describe_consumer_groups([group], include_authorized_operations=True,
+                                                request_timeout=timeout)[group]
+        allowed = _authorized(future, RdKafkaError.GROUP_AUTHORIZATION_FAILED, f"describing group {group}")
+        _refuse_missing(settings, f"group {group}", {AclOperation.READ}, allowed)
+
+
+def _authorized(future: Any, refused_code: int, what: str) -> list[AclOperation] | None:
+    """The operations a described resource allows us; None when unknown (no such topic)."""
+    try:
+        allowed: list[AclOperation] | None = future.result().authorized_operations
+    except KafkaException as e:
+        code = e.args[0].code() if e.args else None
+        if code == refused_code:
+            return []
+        if code == RdKafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise translate(e, what) from e
+    return allowed
+
+
+def _refuse_missing(settings: Settings, resource: str, wanted: set[AclOperation],
+                    allowed: list[AclOperation] | None) -> None:
+    if allowed is None or AclOperation.ALL in allowed:
+        return
+    refused = sorted(wanted - set(allowed), key=lambda o: o.name)
+    if refused:
+        who, op = f"user {user}" if (user := _sasl_user(settings)) else "this client", refused[0].name
+        raise KafkaAuthorizationError(f"Kafka refused {op} on {resource} to {who}: no ACL allows it "
+                                      f"(ask the cluster's admin for ALLOW {op} on {resource})")

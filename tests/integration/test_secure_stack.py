@@ -151,8 +151,9 @@ def test_a_wrong_password_ends_the_command_at_once_naming_the_user(secure: Setti
     ("reader", ["simulate", "-n", "10", "-q"], "WRITE on topic trading.orders to user reader"),
     ("producer", ["project", "run", "--until-caught-up"], "READ on topic trading.orders to user producer"),
     ("projector", ["simulate", "-n", "10", "-q"], "WRITE on topic trading.orders to user projector"),
+    ("projector", ["project", "run", "--until-caught-up", "--group", "mine"], "READ on group mine to user projector"),
 ])
-def test_a_missing_acl_ends_the_command_at_once_naming_the_topic(secure: Settings, principal: str,
+def test_a_missing_acl_ends_the_command_at_once_naming_what_was_refused(secure: Settings, principal: str,
                                                                   command: list[str], refused: str) -> None:
     _ok(["topics", "create"], _env(secure, "admin"))
     _ok(["db", "upgrade"], _env(secure, "admin"))
