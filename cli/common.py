@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -86,11 +86,13 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=exit_code(e)) from e
 
 
-def kafka_reachable(settings: Settings) -> None:
+def kafka_reachable(settings: Settings, *, reads: Sequence[str] = (), writes: Sequence[str] = ()) -> None:
     """Before a command's work: end it in one line if no broker answers within
-    BACKBONE_KAFKA_CONNECT_TIMEOUT_S, or at once if the broker refuses us."""
+    BACKBONE_KAFKA_CONNECT_TIMEOUT_S, or at once if the broker refuses us, or refuses reading
+    `reads` or writing `writes` (its ACLs)."""
     with user_errors():
         health.check_reachable(settings)
+        health.check_access(settings, reads=reads, writes=writes)
 
 
 def print_json(data: Any) -> None:

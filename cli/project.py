@@ -14,6 +14,7 @@ import typer
 
 from backbone import db
 from backbone.errors import DatabaseError
+from backbone.kafka import health
 from backbone.settings import Settings
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from consumers.config import LoopConfig, RunStats, default_group_id
@@ -101,7 +102,9 @@ def run(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    kafka_reachable(settings)
+    # the trading projection relays its dead letters to their topic; the audit one only reads
+    kafka_reachable(settings, reads=[settings.topic_orders, settings.topic_marketdata],
+                    writes=[settings.topic_deadletter] if projection_name is not ProjectionName.audit else [])
     stop = StopFlag()
     stop.install()
     with user_errors():
@@ -113,6 +116,7 @@ def run(
             config = LoopConfig(group_id=group or default_group_id(projection.name, projection.topics()),
                                 instance_id=instance_id, batch_size=batch_size, status_interval_s=status_interval,
                                 mirror_interval_s=mirror_interval, overlap=overlap)
+            health.check_access(settings, group=config.group_id)  # refused, the group would be retried for ever
             metrics = ProjectorMetrics(projection.name) if metrics_port is not None else None
             loop = ProjectionLoop(settings, projection, engine, config,
                                   stop_requested=stop, on_status=None if json_out else _status_line,

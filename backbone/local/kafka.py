@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from backbone.errors import ServiceError
-from backbone.local import process
+from backbone.local import process, security
 from backbone.settings import Settings
 
 MAIN_CLASS = "kafka.Kafka"
@@ -126,7 +126,7 @@ def _java_cmd(libs: Path, heap: str, *args: str) -> list[str]:
 TOOL_HEAP = "256m"
 
 
-def ensure_formatted(paths: KafkaPaths, libs: Path) -> None:
+def ensure_formatted(paths: KafkaPaths, libs: Path, extra: list[str] | None = None) -> None:
     if (paths.data / "meta.properties").exists():
         return
     paths.data.mkdir(parents=True, exist_ok=True)
@@ -136,11 +136,9 @@ def ensure_formatted(paths: KafkaPaths, libs: Path) -> None:
     ).stdout.strip().splitlines()[-1:]
     if not cluster_id:
         raise ServiceError("kafka.tools.StorageTool random-uuid printed nothing; is the jar cache complete?")
-    result = subprocess.run(
-        _java_cmd(libs, TOOL_HEAP, "kafka.tools.StorageTool", "format", "-t", cluster_id[0],
-                  "-c", str(paths.config)),
-        capture_output=True, text=True, check=False,
-    )
+    tool = ["kafka.tools.StorageTool", "format", "-t", cluster_id[0], "-c", str(paths.config), *(extra or [])]
+    with security.argument_file(tool) as args:  # `extra` may hold SCRAM passwords
+        result = subprocess.run(_java_cmd(libs, TOOL_HEAP, *args), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
@@ -152,6 +150,8 @@ def running(settings: Settings) -> int | None:
 
 def is_ready(settings: Settings) -> bool:
     conf: dict[str, Any] = {"bootstrap.servers": f"127.0.0.1:{settings.kafka_port}", "logger": _quiet_logger()}
+    if security.enabled(settings):
+        conf.update(security.client_config(settings, security.ADMIN))
     admin = AdminClient(conf)  # a logger is a valid setting, which confluent-kafka's stubs do not list
     try:
         metadata = admin.list_topics(timeout=2)
@@ -184,8 +184,12 @@ def start(settings: Settings) -> int:
     process.ensure_port_free(settings.kafka_controller_port, "the Kafka controller")
     libs = resolve_jars(settings)
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(server_properties(settings, paths))
-    ensure_formatted(paths, libs)
+    properties = server_properties(settings, paths)
+    if security.enabled(settings):
+        properties = security.kafka_properties(settings, properties)
+    paths.config.write_text(properties)
+    paths.config.chmod(0o600)  # secure mode writes admin's password into it
+    ensure_formatted(paths, libs, security.format_arguments(settings) if security.enabled(settings) else None)
     log4j = resources.files("backbone.local").joinpath("log4j2.yaml")
     with resources.as_file(log4j) as log4j_path, paths.stdout_file.open("ab") as out:
         proc = subprocess.Popen(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from backbone.errors import ServiceError
-from backbone.local import kafka, postgres, process
+from backbone.local import kafka, postgres, process, security
 from backbone.settings import Settings
 
 Mode = Literal["native", "docker"]
@@ -46,8 +46,12 @@ def compose_file() -> Path:
     return path
 
 
-def up(settings: Settings, mode: Mode = "native") -> list[ServiceStatus]:
+def up(settings: Settings, mode: Mode = "native", *, secure: bool = False) -> list[ServiceStatus]:
+    """Start the stack; `secure` (native only) makes a fresh state directory a secure stack
+    (backbone.local.security). A secure state directory stays secure without it."""
     if mode == "docker":
+        if secure:
+            raise ServiceError("--secure runs natively only; use --mode native")
         if not docker_available():
             raise ServiceError("no Docker engine answers `docker info`; use --mode native")
         result = subprocess.run(["docker", "compose", "-f", str(compose_file()), "up", "-d", "--wait"],
@@ -56,8 +60,14 @@ def up(settings: Settings, mode: Mode = "native") -> list[ServiceStatus]:
             raise ServiceError(f"docker compose up failed:\n{result.stderr.strip()}")
         return status(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if secure:
+        formatted = [kafka.KafkaPaths.of(settings).data / "meta.properties",
+                     postgres.PostgresPaths.of(settings).data / "PG_VERSION"]
+        security.ensure(settings, plain_stack_exists=any(p.exists() for p in formatted))
     postgres.start(settings)
     kafka.start(settings)
+    if security.enabled(settings):
+        security.grant_acls(settings)
     return status(settings)
 
 
