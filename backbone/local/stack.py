@@ -98,12 +98,11 @@ def status(settings: Settings) -> list[ServiceStatus]:
     ppaths = postgres.PostgresPaths.of(settings)
     cluster = kafka_nodes(settings)
     pids = [kafka.running_node(n) for n in cluster]
-    listed = kafka.broker_ids(settings, cluster) if any(pids) else set()
     version = f"Apache Kafka {kafka.kafka_version()} (KRaft)"
     ppid = postgres.running(settings)
     pready = ppid is not None and postgres.is_ready(settings)
     return [
-        *(ServiceStatus(name, pid is not None and node.node_id in listed, pid, version, node.address,
+        *(ServiceStatus(name, pid is not None and kafka.answering(settings, node), pid, version, node.address,
                         node.paths.log_file)
           for name, node, pid in zip(_kafka_names(len(cluster)), cluster, pids, strict=True)),
         ServiceStatus("postgres", pready, ppid, f"PostgreSQL {_pg_version_or_unknown()}",
