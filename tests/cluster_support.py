@@ -5,9 +5,7 @@ uses is never stopped, restarted or faulted."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,27 +15,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from backbone.local import kafka, stack
-from backbone.settings import Settings, local_bootstrap, local_database_url, local_node_ports
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(brokers: int) -> tuple[int, int, int]:
-    """(Kafka port, controller port, PostgreSQL port) such that every node's ports are free."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(30_000, 60_000, 100)
-        ports = [p for pair in local_node_ports(base, base + 1, brokers) for p in pair] + [base + 5]
-        if all(_free(p) for p in ports):
-            return base, base + 1, base + 5
-    raise AssertionError("no free range of ports for a local cluster")
+from backbone.settings import Settings, local_bootstrap, local_database_url
 
 
 @contextmanager
@@ -54,7 +32,7 @@ def state_dir() -> Iterator[Path]:
 
 def cluster_settings(state_dir: Path, brokers: int = 3, **overrides: object) -> Settings:
     """Settings of a stack of `brokers` Kafka nodes in `state_dir` (the clients point at it)."""
-    port, cport, pg_port = free_ports(brokers)
+    port, cport, pg_port = kafka.free_ports(brokers)
     return Settings(state_dir=state_dir, kafka_port=port, kafka_controller_port=cport, postgres_port=pg_port,
                     kafka_brokers=brokers, kafka_bootstrap_servers=local_bootstrap(port, cport, brokers),
                     database_url=local_database_url(pg_port), kafka_heap="384m", startup_timeout_s=180,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,19 @@ def nodes(settings: Settings, count: int | None = None) -> list[KafkaNode]:
     return [KafkaNode(i + 1, port, cport, KafkaPaths(root if count == 1 else root / f"node-{i + 1}"))
             for i, (port, cport) in enumerate(local_node_ports(settings.kafka_port, settings.kafka_controller_port,
                                                                 count))]
+
+
+def free_ports(brokers: int) -> tuple[int, int, int]:
+    """(Kafka port, controller port, PostgreSQL port) for a stack of `brokers` nodes beside the
+    configured one (tests, benchmarks), every port of it free now. Below Linux's ephemeral range
+    (32768 on), which the clients' own sockets take."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000, 100)
+        ports = [p for pair in local_node_ports(base, base + 1, brokers) for p in pair] + [base + 5]
+        if all(process.can_bind(p) for p in ports):
+            return base, base + 1, base + 5
+    raise ServiceError("no free range of ports for a local stack between 20000 and 32000")
 
 
 def _node_dirs(settings: Settings) -> list[KafkaPaths]:
