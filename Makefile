@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv deps up down unit clean
+.PHONY: demo test lint venv deps up down unit chaos clean
 
 venv: $(VENV)/.installed
 
@@ -68,6 +68,17 @@ test: venv deps lint
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 	BACKBONE_INTERPRETED=1 $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# The fault scenarios of tests/chaos at the sizes of docs/reliability.md, on a 3-node cluster and a
+# PostgreSQL server of their own (the suite runs a small subset); figures go to chaos-report.jsonl.
+CHAOS_EVENTS ?= 200000
+CHAOS_KILL_EVENTS ?= 1000000
+CHAOS_KILLS ?= 50
+CHAOS_OUTAGE_S ?= 30
+chaos: venv deps
+	BACKBONE_CHAOS_FULL=1 BACKBONE_CHAOS_EVENTS=$(CHAOS_EVENTS) BACKBONE_CHAOS_KILL_EVENTS=$(CHAOS_KILL_EVENTS) \
+	  BACKBONE_CHAOS_KILLS=$(CHAOS_KILLS) BACKBONE_CHAOS_OUTAGE_S=$(CHAOS_OUTAGE_S) \
+	  BACKBONE_CHAOS_REPORT=$(CURDIR)/chaos-report.jsonl $(BIN)/python -m pytest tests/chaos -m chaos $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build backbone/_speedups*.so backbone/domain/*.so

@@ -50,10 +50,11 @@ console = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, e
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
 
 
-def load_settings() -> Settings:
-    """Read the settings once; bad configuration is a user error, not a traceback."""
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once (`overrides`: a command's options, over the environment); bad
+    configuration is a user error, not a traceback."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "settings"

@@ -39,18 +39,25 @@ def _print(statuses: list[stack.ServiceStatus], as_json: bool) -> None:
 @app.command()
 def up(mode: ModeOpt = "native", json_out: Annotated[bool, typer.Option("--json")] = False,
        secure: Annotated[bool, typer.Option("--secure", help="Kafka with SASL_SSL (SCRAM-SHA-512) and ACLs, "
-                                            "PostgreSQL with TLS only; see `local env`")] = False) -> None:
+                                            "PostgreSQL with TLS only; see `local env`")] = False,
+       brokers: Annotated[int | None, typer.Option(
+           "--brokers", min=1, max=9, help="Kafka nodes (default BACKBONE_KAFKA_BROKERS, 1); 3 = a replicated "
+           "cluster: node n on BACKBONE_KAFKA_PORT + 10(n-1)")] = None) -> None:
     """Start Kafka (KRaft, from Maven Central jars) and PostgreSQL; wait until both answer.
 
     Idempotent: services already running are left as they are. The first run downloads the
     Kafka jars with Maven into the cache dir and formats the broker's storage; with --secure it
     also generates a CA, the servers' certificate and the Kafka users' passwords.
     """
-    settings = load_settings()
+    configured = load_settings()
+    settings = configured if brokers is None else load_settings(kafka_brokers=brokers)
     with user_errors():
         if not json_out:
             console.print("starting PostgreSQL and Kafka (first start resolves jars with Maven)…")
         _print(stack.up(settings, _mode(mode), secure=secure), json_out)
+    if settings.kafka_brokers != configured.kafka_brokers and not json_out:
+        # the other commands find every node (and replicate topics to match) only through the setting
+        console.print(f"for the other commands: export BACKBONE_KAFKA_BROKERS={brokers}")
 
 
 @app.command()
@@ -77,7 +84,7 @@ def down(mode: ModeOpt = "native") -> None:
 
 @app.command()
 def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show both services with their versions, addresses and log files. Exit 1 if one is down."""
+    """Show each Kafka node and PostgreSQL: version, address, log file. Exit 1 if one is down."""
     settings = load_settings()
     with user_errors():
         statuses = stack.status(settings)
@@ -87,7 +94,7 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def logs(service: Annotated[str, typer.Argument(help="kafka or postgres")],
+def logs(service: Annotated[str, typer.Argument(help="kafka (kafka-N of a cluster) or postgres")],
          lines: Annotated[int, typer.Option("--lines", "-n", min=1)] = 50) -> None:
     """Print the last lines of a service's log file."""
     settings = load_settings()
