@@ -132,10 +132,11 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
-def create_reader(settings: Settings, name: str, password: str, url: str | None = None) -> None:
+def create_reader(settings: Settings, name: str, password: str, url: str | None = None) -> str:
     """A login role for analysts: member of the read-only role, so it can SELECT the tables and
     views and cannot write. Idempotent (re-running resets the password of a reader); an existing
-    role that is not a reader (the application's own, an admin) is refused, never altered."""
+    role that is not a reader (the application's own, an admin) is refused, never altered.
+    Returns "created", or "reset" for a reader that existed."""
     from psycopg import sql
 
     if not name.replace("_", "").isalnum() or not name[0].isalpha():
@@ -160,6 +161,7 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
             dbname = one_row(conn.execute("select current_database()"))[0]
             conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(dbname),
                                                                               sql.Identifier(name)))
+        return "reset" if exists else "created"
     except OperationalError as e:
         raise connection_error(e, _masked(url or settings.database_url_value)) from e
     except ProgrammingError as e:  # e.g. no CREATEROLE privilege
