@@ -88,6 +88,19 @@ def test_kafka_and_postgres_keep_their_data_on_named_volumes(profile: str) -> No
     assert volume_at(services["postgres"], "/var/lib/postgresql/data") in config["volumes"]
 
 
+@pytest.mark.parametrize("profile", ["app", "single", "cluster"])
+def test_each_broker_health_check_asks_a_listener_bound_where_it_asks(profile: str) -> None:
+    # a listener named by the container's hostname binds its network address, not loopback
+    for name, broker in in_profile(resolved(profile), profile).items():
+        if not broker["image"].startswith("apache/kafka:"):
+            continue
+        asked = re.search(r"--bootstrap-server (\S+):(\d+)", " ".join(broker["healthcheck"]["test"]))
+        assert asked, f"{name}: the health check names no bootstrap server"
+        bound = dict(re.fullmatch(r"\w+://(.*):(\d+)", listener).group(2, 1)  # type: ignore[union-attr]
+                     for listener in broker["environment"]["KAFKA_LISTENERS"].split(","))
+        assert bound.get(asked.group(2)) in ("0.0.0.0", asked.group(1)), f"{name}: nothing listens on {asked.group(0)}"
+
+
 def test_the_app_profile_runs_the_project_from_the_dockerfile_image() -> None:
     services = in_profile(resolved("app"), "app")
     assert APP <= set(services) and {"kafka", "postgres"} <= set(services)
