@@ -1,7 +1,7 @@
 # The two set-up commands of the README:  make demo  and  make test.
 # Each creates the virtualenv, installs the project, installs missing system packages (PostgreSQL
-# server, Java, Maven, Chromium, Prometheus, Alertmanager) when run as root on Debian, starts the
-# real services and runs.
+# server, Java, Maven, Chromium, Prometheus, Alertmanager, docker-compose) when run as root on
+# Debian, starts the real services and runs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml setup.py backbone/_speedups.c $(wildcard back
 	touch $@
 
 # System packages: only what is missing, only with apt-get, only as root (else: say what to install).
+# docker-compose validates docker-compose.yml (`config` needs no engine); installed without Docker's
+# engine, which it only recommends: an engine that answers would move the test services into containers.
 # Prometheus and Alertmanager are tools here (promtool, the lag tests' own servers): the services
 # their Debian packages start on a systemd host are stopped and disabled when make installed them.
 deps:
@@ -34,12 +36,17 @@ deps:
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
 	  || missing="$$missing prometheus-alertmanager"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq; \
 	    jre=openjdk-17-jre-headless; apt-cache show $$jre >/dev/null 2>&1 || jre=default-jre-headless; \
 	    missing=$$(echo "$$missing" | sed "s/ java/ $$jre/"); \
-	    echo "installing:$$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    if echo "$$missing" | grep -qw docker-compose; then missing=$$(echo "$$missing" | sed 's/ docker-compose//'); \
+	      echo "installing: docker-compose (no Docker engine)"; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; fi; \
+	    if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	    units=$$(echo "$$missing" | tr ' ' '\n' | grep -E '^prometheus(-alertmanager)?$$' || true); \
 	    if [ -n "$$units" ] && [ -d /run/systemd/system ]; then systemctl disable --now $$units >/dev/null 2>&1 || true; fi; \
 	  else echo "missing system packages:$$missing (Java 17 or later; e.g. sudo apt-get install$$(echo "$$missing" | sed 's/ java/ openjdk-17-jre-headless/'))"; exit 1; fi; \

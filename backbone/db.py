@@ -30,6 +30,10 @@ _UNREACHABLE = ("connection refused", "could not translate host name", "failed t
                 "the database system is starting up", "the database system is shutting down")
 
 
+#: the next step when the server does not answer
+UNREACHABLE_HINT = "start the local stack with `backbone local up`, or check BACKBONE_DATABASE_URL"
+
+
 def first_line(e: BaseException) -> str:
     """The driver's message without the lines after the first (libpq's hints, the statement)."""
     orig = getattr(e, "orig", None) or e
@@ -49,12 +53,16 @@ def connection_error(e: BaseException, where: str | None = None) -> DatabaseErro
     lowered = first.lower()
     at = f" at {where}" if where else ""
     if any(marker in lowered for marker in _REFUSED_CREDENTIALS):
-        return DatabaseAuthError(f"the database{at} refused the credentials: {first}")
+        hint = ("the server takes TLS connections only: add sslmode=require or verify-full to "
+                "BACKBONE_DATABASE_URL" if "no encryption" in lowered
+                else "check the user and password in BACKBONE_DATABASE_URL")
+        return DatabaseAuthError(f"the database{at} refused the credentials: {first} ({hint})")
     if any(marker in lowered for marker in _TLS_REFUSED):
-        return DatabaseAuthError(f"TLS with the database{at} failed: {first}")
+        return DatabaseAuthError(f"TLS with the database{at} failed: {first} (check sslmode and sslrootcert in "
+                                 "BACKBONE_DATABASE_URL)")
     if any(marker in lowered for marker in _UNREACHABLE):
-        return DatabaseUnavailable(f"cannot reach the database{at}: {first}")
-    return DatabaseError(f"cannot use the database{at}: {first}")
+        return DatabaseUnavailable(f"cannot reach the database{at}: {first} ({UNREACHABLE_HINT})")
+    return DatabaseError(f"cannot use the database{at}: {first} (check BACKBONE_DATABASE_URL)")
 
 
 def psycopg_connection(sa_conn: Connection) -> psycopg.Connection:
@@ -62,7 +70,7 @@ def psycopg_connection(sa_conn: Connection) -> psycopg.Connection:
     it is gone only once the SQLAlchemy connection was closed or invalidated)."""
     raw = sa_conn.connection.driver_connection
     if raw is None:
-        raise DatabaseError("the database connection was closed or invalidated")
+        raise DatabaseError("the database connection was closed or invalidated; run the command again")
     return raw
 
 
@@ -132,10 +140,11 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
-def create_reader(settings: Settings, name: str, password: str, url: str | None = None) -> None:
+def create_reader(settings: Settings, name: str, password: str, url: str | None = None) -> str:
     """A login role for analysts: member of the read-only role, so it can SELECT the tables and
     views and cannot write. Idempotent (re-running resets the password of a reader); an existing
-    role that is not a reader (the application's own, an admin) is refused, never altered."""
+    role that is not a reader (the application's own, an admin) is refused, never altered.
+    Returns "created", or "reset" for a reader that existed."""
     from psycopg import sql
 
     if not name.replace("_", "").isalnum() or not name[0].isalpha():
@@ -160,10 +169,12 @@ def create_reader(settings: Settings, name: str, password: str, url: str | None 
             dbname = one_row(conn.execute("select current_database()"))[0]
             conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(dbname),
                                                                               sql.Identifier(name)))
+        return "reset" if exists else "created"
     except OperationalError as e:
         raise connection_error(e, _masked(url or settings.database_url_value)) from e
     except ProgrammingError as e:  # e.g. no CREATEROLE privilege
-        raise DatabaseError(f"cannot create the reader role {name}: {e.orig}") from e
+        raise DatabaseError(f"cannot create the reader role {name}: {first_line(e)} (run it as a role with "
+                            "CREATEROLE, e.g. the database's owner)") from e
     finally:
         engine.dispose()
 

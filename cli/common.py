@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
 import sqlalchemy as sa
@@ -34,6 +34,10 @@ from backbone.errors import (
 )
 from backbone.kafka import health
 from backbone.settings import Settings
+
+#: `--json` of the commands whose output is a summary or a status (reading commands say
+#: "canonical JSON" themselves); docs/commands.md shows each command's object.
+JsonFlag = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of text")]
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_AUTH = 1, 2, 3, 4
 _EXIT_CODES: tuple[tuple[tuple[type[BackboneError], ...], int], ...] = (

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 from rich.table import Table
 
-from cli.common import console, load_settings, print_json
+from cli.common import JsonFlag, console, load_settings, print_json
 
 app = typer.Typer(help="Inspect configuration (BACKBONE_* environment variables and .env).",
                   no_args_is_help=True)
 
 
 @app.command()
-def show(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(json_out: JsonFlag = False) -> None:
     """Print every setting with its environment variable; secrets are masked."""
     values = load_settings().display()
     if json_out:

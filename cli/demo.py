@@ -25,8 +25,8 @@ DEMO_SQL = ("select account, open_positions, realized_pnl, unrealized_pnl, commi
 
 
 def demo(events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000,
-         seed: Annotated[int | None, typer.Option(help="simulator seed [default: the session's date as "
-                                                        "YYYYMMDD]")] = None) -> None:
+         seed: Annotated[int | None, typer.Option(help="simulator seed (default: the session's date as "
+                                                        "YYYYMMDD)")] = None) -> None:
     """Create topics, migrate, simulate a session, project it until caught up, and show
     positions, P&L by account and one SQL query run by psql as the read-only role.
 

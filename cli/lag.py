@@ -88,7 +88,7 @@ def _tables(groups: list[GroupVerdict], problems: list[str]) -> Group:
 def _check_group(group: str | None, groups: list[GroupVerdict], topics: list[str]) -> None:
     if group is not None and not groups:
         raise BackboneError(f"unknown group {group!r}: no consumer group or projection has offsets on "
-                            f"{', '.join(topics)}")
+                            f"{', '.join(topics)} (`backbone lag` without --group lists those that do)")
 
 
 @app.callback()
@@ -192,7 +192,8 @@ def monitor_cmd(
             try:
                 monitor.metrics.serve(metrics_port)
             except OSError as e:
-                raise BackboneError(f"cannot serve /metrics on port {metrics_port}: {e.strerror}") from e
+                raise BackboneError(f"cannot serve /metrics on port {metrics_port}: {e.strerror} (choose another "
+                                    "--metrics-port)") from e
     stopping: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:

@@ -279,4 +279,4 @@ def write_file(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise LineageError(f"cannot write {path}: {e.strerror or e}") from e
+        raise LineageError(f"cannot write {path}: {e.strerror or e} (choose a writable --out)") from e

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backbone.local import security, stack
-from cli.common import console, load_settings, print_json, user_errors
+from cli.common import JsonFlag, console, load_settings, print_json, user_errors
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka + PostgreSQL stack.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def _print(statuses: list[stack.ServiceStatus], as_json: bool) -> None:
 
 
 @app.command()
-def up(mode: ModeOpt = "native", json_out: Annotated[bool, typer.Option("--json")] = False,
+def up(mode: ModeOpt = "native", json_out: JsonFlag = False,
        secure: Annotated[bool, typer.Option("--secure", help="Kafka with SASL_SSL (SCRAM-SHA-512) and ACLs, "
                                             "PostgreSQL with TLS only; see `local env`")] = False,
        brokers: Annotated[int | None, typer.Option(
@@ -74,16 +74,19 @@ def env(principal: Annotated[str, typer.Option("--as", help="secure stack: the K
 
 
 @app.command()
-def down(mode: ModeOpt = "native") -> None:
+def down(mode: ModeOpt = "native", json_out: JsonFlag = False) -> None:
     """Stop the services this stack started (by pid file); nothing else is touched."""
     settings = load_settings()
     with user_errors():
         stopped = stack.down(settings, _mode(mode))
+    if json_out:
+        print_json({"stopped": stopped})
+        return
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @app.command()
-def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(json_out: JsonFlag = False) -> None:
     """Show each Kafka node and PostgreSQL: version, address, log file. Exit 1 if one is down."""
     settings = load_settings()
     with user_errors():

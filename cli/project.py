@@ -71,7 +71,8 @@ def run(
         "--projection", help="trading: orders, positions, P&L, marks; audit: the append-only audit archive "
                              "(docs/audit.md), in a group and checkpoints of its own")] = ProjectionName.trading,
     group: Annotated[str | None, typer.Option(
-        help="consumer group id; default: backbone-<projection>-<orders topic>+<marketdata topic>")] = None,
+        help="consumer group id (default: backbone-P-O+M, with P the projection, O and M the orders and "
+             "market-data topics)")] = None,
     instance_id: Annotated[str | None, typer.Option(
         help="static group membership id: a restarted process with the same id takes its partitions back "
              "without waiting for a session timeout")] = None,

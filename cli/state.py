@@ -31,7 +31,7 @@ from projections.trading import NAME
 
 def state_cmd(
     as_of: Annotated[str, typer.Option("--as-of", help="ISO-8601 time with its UTC offset, to the microsecond, "
-                                       "e.g. 2026-11-20T10:15:00.000250-05:00")],
+                                       "e.g. 2026-11-20T10:15:00Z or 2026-11-20T05:15-05:00")],
     account: Annotated[str | None, typer.Option("--account", "-a", help="only this account")] = None,
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="only this symbol (replays only its "
                                                "partition)")] = None,
@@ -45,7 +45,7 @@ def state_cmd(
                                          "checking each against the summary its snapshot stored (costs about "
                                          "an eager restore; --into always does)")] = False,
     processes: Annotated[int | None, typer.Option("--processes", min=1, max=64, help="processes that fold the "
-                                                  "partitions (default BACKBONE_REPLAY_PROCESSES, 2); --into, "
+                                                  "partitions (default: BACKBONE_REPLAY_PROCESSES or 2); --into, "
                                                   "--verify and --symbol fold in this one")] = None,
     projection: ProjectionOpt = NAME,
     json_out: JsonOpt = False,

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from backbone.kafka import topics
-from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
+from cli.common import JsonFlag, console, err_console, kafka_reachable, load_settings, print_json, user_errors
 
 app = typer.Typer(help="Create and inspect the Kafka topics.", no_args_is_help=True)
 
 
 @app.command()
-def create(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def create(json_out: JsonFlag = False) -> None:
     """Create trading.orders, .marketdata, .deadletter and .alerts (idempotent).
 
     An existing topic whose partitions, replication or configs differ from the settings is
@@ -37,7 +35,7 @@ def create(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def describe(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def describe(json_out: JsonFlag = False) -> None:
     """Show partitions, leaders, replicas, ISR, configs and low/high offsets of each topic."""
     settings = load_settings()
     kafka_reachable(settings)

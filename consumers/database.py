@@ -64,11 +64,13 @@ class Database:
         returns the next delay."""
         self.down = first_line(e)
         if self.stop_requested():
-            raise BackboneError("stopped while the database was unavailable; nothing was committed") from e
+            raise BackboneError("stopped while the database was unavailable; nothing was committed (run "
+                                "`backbone project run` again: it resumes from its checkpoints)") from e
         now = time.monotonic()
         if self.deadline is not None and now >= self.deadline:
             raise DatabaseUnavailable(f"--max-seconds passed while waiting for the database ({self.down}); "
-                                      "the batch in flight was not committed") from e
+                                      "the batch in flight was not committed (run `backbone project run` again "
+                                      "once the database answers: it resumes from its checkpoints)") from e
         self.while_waiting()
         log.warning("retrying in %.1fs, offsets not advanced", delay)
         time.sleep(delay if self.deadline is None else max(min(delay, self.deadline - now), 0))

@@ -73,7 +73,8 @@ class ProjectorMetrics:
             server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         except OSError as e:
             reason = "in use" if e.errno == errno.EADDRINUSE else e.strerror
-            raise ConfigError(f"--metrics-port {port}: cannot serve metrics on {addr}:{port}: {reason}") from None
+            raise ConfigError(f"--metrics-port {port}: cannot serve metrics on {addr}:{port}: {reason} (choose "
+                              "another port)") from None
         try:
             yield
         finally:

@@ -291,7 +291,8 @@ class ProjectionLoop:
                         if self.stats.rebalances == 0:  # never got a partition: nothing was done
                             raise KafkaUnavailable(f"no partition was assigned within --max-seconds "
                                                    f"({max_seconds:g} s): {self._kafka_log.last or 'no answer'} "
-                                                   "(is the group coordinator reachable?)")
+                                                   "(check the broker with `backbone topics describe`; "
+                                                   "its group coordinator must answer)")
                         break
                 self.stats.lag = self.lag()  # from the watermarks last seen, before close() forgets the assignment
             finally:

@@ -251,7 +251,7 @@ def contents(evidence: Evidence, settings: Settings) -> tuple[dict[str, bytes], 
 def check_out_dir(out: Path) -> None:
     """A pack goes to a new or empty directory: evidence is never mixed with or written over."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: exists and is not an empty directory")
+        raise UsageError(f"--out {out}: exists and is not an empty directory; give a new or empty one")
 
 
 def write(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:

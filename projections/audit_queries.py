@@ -29,6 +29,8 @@ from projections.audit import as_bytes
 from projections.audit_lineage import Archived, Lineage, Mark, Marks, assemble, is_fill
 
 TP = tuple[str, int]
+# An id the archive does not hold may be mistyped, or not archived yet.
+_ARCHIVE_HINT = " (check the id; the archive holds what `backbone project run --projection audit` has read)"
 _COLS = ("topic, kafka_partition, kafka_offset, kafka_timestamp_ms, record_key, record_value, status_after, "
          "dead_letter_reason, dead_letter_detail, event_time, ingest_time")
 #: the `orders` columns a refold is compared with (OrderState attributes of the same name)
@@ -48,7 +50,7 @@ def resolve_order(conn: psycopg.Connection, topic: str, *, order_id: str | None 
         sql, params, what = "select 1 from audit_records where order_id = %s and topic = %s limit 1", \
             (order_id, topic), f"order {order_id}"
         if conn.execute(sql, params).fetchone() is None:
-            raise LineageError(f"no {what} in the archive")
+            raise LineageError(f"no {what} in the archive{_ARCHIVE_HINT}")
         return order_id
     if cl_ord_id is not None:
         column, value, what = ("cl_ord_id", "orig_cl_ord_id"), cl_ord_id, f"ClOrdID {cl_ord_id}"
@@ -60,7 +62,7 @@ def resolve_order(conn: psycopg.Connection, topic: str, *, order_id: str | None 
         f"select distinct order_id from audit_records where {col} = %s and topic = %s and order_id is not null",
         (value, topic))})
     if not found:
-        raise LineageError(f"no order with {what} in the archive")
+        raise LineageError(f"no order with {what} in the archive{_ARCHIVE_HINT}")
     if len(found) > 1:
         raise LineageError(f"{what} names {len(found)} orders ({', '.join(found[:5])}): give the order id")
     return found[0]

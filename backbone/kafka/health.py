@@ -212,8 +212,9 @@ class FoldingLog:
         with self._lock:
             last = self.last
         return KafkaUnavailable(f"no Kafka broker reachable at {settings.kafka_bootstrap_servers} within "
-                                f"{waited_s:g} s: {_short(last) if last else 'no answer'} (check "
-                                "BACKBONE_KAFKA_BOOTSTRAP_SERVERS; the wait is BACKBONE_KAFKA_CONNECT_TIMEOUT_S)")
+                                f"{waited_s:g} s: {_short(last) if last else 'no answer'} (start the local "
+                                "stack with `backbone local up`, or check BACKBONE_KAFKA_BOOTSTRAP_SERVERS; the wait "
+                                "is BACKBONE_KAFKA_CONNECT_TIMEOUT_S)")
 
 
 def _short(text: str) -> str:
@@ -241,7 +242,8 @@ def admin_client(settings: Settings, log: FoldingLog | None = None) -> AdminClie
     try:
         return AdminClient(client_config(settings, log))
     except KafkaException as e:
-        raise ConfigError(f"Kafka client configuration refused: {reason(e.args[0].str())}") from e
+        raise ConfigError(f"Kafka client configuration refused: {reason(e.args[0].str())} (check the "
+                          "BACKBONE_KAFKA_* settings: `backbone config show`)") from e
 
 
 def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:

@@ -203,7 +203,8 @@ def new_cluster_id(libs: Path) -> str:
         capture_output=True, text=True, check=False,
     ).stdout.strip().splitlines()[-1:]
     if not cluster_id:
-        raise ServiceError("kafka.tools.StorageTool random-uuid printed nothing; is the jar cache complete?")
+        raise ServiceError(f"kafka.tools.StorageTool random-uuid printed nothing: the jar cache {libs} looks "
+                           "incomplete; delete it and run `backbone local up` again to resolve the jars anew")
     return cluster_id[0]
 
 

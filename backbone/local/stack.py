@@ -42,7 +42,7 @@ def docker_available() -> bool:
 def compose_file() -> Path:
     path = Path(__file__).resolve().parents[2] / "docker-compose.yml"
     if not path.exists():
-        raise ServiceError(f"{path} not found: docker mode needs a checkout of the repository")
+        raise ServiceError(f"{path} not found: docker mode needs a checkout of the repository; use --mode native")
     return path
 
 

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from backbone.db import one_row
+from backbone.db import UNREACHABLE_HINT, one_row
 from backbone.kafka import log_bounds
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints, read_generation
@@ -65,7 +65,7 @@ class Procedure:
             return psycopg.connect(psycopg_url(self.settings), autocommit=True, application_name=APPLICATION_NAME)
         except psycopg.OperationalError as e:
             raise RebuildError(f"cannot reach the database at {self.settings.database_url_safe()}: "
-                               f"{str(e).strip().splitlines()[0]}") from e
+                               f"{first_line(e)} ({UNREACHABLE_HINT})") from e
 
     def run(self) -> RebuildResult:
         started = time.monotonic()
@@ -74,7 +74,7 @@ class Procedure:
             locked = one_row(self.admin.execute("select pg_try_advisory_lock(hashtext(%s))",
                                                 (f"backbone rebuild {TRADING}",)))[0]
             if not locked:
-                raise RebuildError(f"another rebuild of {TRADING} is running on this database")
+                raise RebuildError(f"another rebuild of {TRADING} is running on this database; wait for it to end")
             self._preflight()
             self._drop_orphans()
             self.work = self._connect()
@@ -144,7 +144,8 @@ class Procedure:
             "and not pg_has_role(current_user, c.relowner, 'MEMBER')", (oids,))]
         if not_owned:
             raise RebuildError(f"the rebuild must run as the owner of the projection tables "
-                               f"(not owned by {a.info.user}: {', '.join(not_owned)})")
+                               f"(not owned by {a.info.user}: {', '.join(not_owned)}): set BACKBONE_DATABASE_URL "
+                               "to the owner's role")
         checks = {
             "triggers": "select tgrelid::regclass::text || ' ' || tgname from pg_trigger "
                         "where tgrelid = any(%s) and not tgisinternal",
@@ -304,7 +305,8 @@ class Procedure:
                     self.shadow.events, self.shadow.dead_letters = counters
                 if time.monotonic() >= deadline:
                     raise RebuildError(f"could not swap within {self.options.swap_timeout_s:g} s ({e}); "
-                                       f"nothing was swapped") from None
+                                       f"nothing was swapped; run the rebuild again, or with a longer "
+                                       f"--swap-timeout") from None
                 self.emit("retry", {"attempt": self.result.swap_attempts, "reason": str(e)})
                 time.sleep(random.uniform(0.05, 0.3))
 
@@ -393,7 +395,8 @@ class Procedure:
             "where d.refclassid = 'pg_class'::regclass and d.refobjid = any(%s) and v.oid <> all(%s) "
             "order by 1", (oids, oids)).fetchall()
         if any(kind != "v" for _o, _s, _n, kind, _opt, _d in rows):
-            raise RebuildError("a materialized view depends on the projection tables: refusing to swap")
+            raise RebuildError("a materialized view depends on the projection tables: refusing to swap (drop it "
+                               "before the rebuild and create it again after)")
         return [View(oid, schema, name, opts, definition.strip().rstrip(";"))
                 for oid, schema, name, _k, opts, definition in rows]
 
@@ -433,7 +436,8 @@ class Procedure:
                         "and pid <> pg_backend_pid() order by 1", (oids,))]
                     raise RebuildError(f"could not lock the projection tables for the swap within "
                                        f"{self.options.swap_timeout_s:g} s: readers hold them "
-                                       f"(pids {', '.join(map(str, pids)) or '?'}); nothing was swapped") from None
+                                       f"(pids {', '.join(map(str, pids)) or '?'}); nothing was swapped; run the "
+                                       f"rebuild again when they are done, or with a longer --swap-timeout") from None
                 time.sleep(random.uniform(0.5, 1.0) * min(0.02 * 2 ** failed, 1.0))  # let queued readers through
 
     def _move_tables(self, views: list[View]) -> None:

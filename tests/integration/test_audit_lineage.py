@@ -205,7 +205,8 @@ def test_unknown_ids_and_an_order_whose_first_records_are_missing(env: Settings,
                           (["--exec-id", "X404"], "error: no order with ExecID X404 in the archive"),
                           (["--cl-ord-id", "C404"], "error: no order with ClOrdID C404 in the archive")):
         result = _cli("audit", "order", *args)
-        assert result.exit_code == 1 and result.stderr.strip() == message, result.output
+        assert result.exit_code == 1 and result.stderr.strip().startswith(message), result.output
+        assert "check the id" in result.stderr and result.stderr.count("\n") == 1
     both = _cli("audit", "order", "O1", "--exec-id", "X1")
     assert both.exit_code == 2 and "give exactly one of" in both.stderr and "Traceback" not in both.output
 

@@ -107,4 +107,5 @@ def test_a_busy_metrics_port_is_one_line_and_exit_2(created_topics: Settings, na
         proc = spawn_projector(created_topics, names.group(), "--metrics-port", str(port))
         _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    assert err.strip() == f"error: --metrics-port {port}: cannot serve metrics on 0.0.0.0:{port}: in use"
+    assert err.strip() == (f"error: --metrics-port {port}: cannot serve metrics on 0.0.0.0:{port}: in use "
+                           "(choose another port)")

@@ -375,7 +375,8 @@ def test_cli_rebuild_json_keep_old_and_errors(projected: Settings) -> None:
         other.execute("select pg_advisory_lock(hashtext('backbone rebuild trading'))")
         busy = CliRunner().invoke(app, ["rebuild", "trading"])
     assert busy.exit_code == 1
-    assert busy.stderr.strip().splitlines() == ["error: another rebuild of trading is running on this database"]
+    assert busy.stderr.strip().splitlines() == [
+        "error: another rebuild of trading is running on this database; wait for it to end"]
 
 
 def test_order_states_written_before_the_json_column_compare_as_the_same_value(projected: Settings) -> None:

@@ -168,7 +168,8 @@ def test_a_refused_connection_is_final_only_after_the_timeout() -> None:
     assert log.verdict(settings("127.0.0.1:1")) is None
     assert str(log.unreachable(settings("127.0.0.1:1"), 10)) == (
         "no Kafka broker reachable at 127.0.0.1:1 within 10 s: Connect to ipv4#127.0.0.1:1 failed: Connection "
-        "refused (check BACKBONE_KAFKA_BOOTSTRAP_SERVERS; the wait is BACKBONE_KAFKA_CONNECT_TIMEOUT_S)")
+        "refused (start the local stack with `backbone local up`, or check BACKBONE_KAFKA_BOOTSTRAP_SERVERS; "
+        "the wait is BACKBONE_KAFKA_CONNECT_TIMEOUT_S)")
 
 
 def test_every_client_config_routes_its_log_and_errors_unless_told_otherwise() -> None:
