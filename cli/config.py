@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from cli import tables
 from cli.common import console, load_settings, print_json
 
 app = typer.Typer(help="Inspect configuration (BACKBONE_* environment variables and .env).",
@@ -20,7 +20,5 @@ def show(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     if json_out:
         print_json(values)
         return
-    table = Table("setting", "environment variable", "value")
-    for name, value in values.items():
-        table.add_row(name, f"BACKBONE_{name.upper()}", value)
-    console.print(table)
+    console.print(tables.table([tables.column(h, tables.TEXT) for h in ("setting", "environment variable", "value")],
+                               ((name, f"BACKBONE_{name.upper()}", value) for name, value in values.items())))
