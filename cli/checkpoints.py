@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from backbone.db import psycopg_connection
 from backbone.errors import BackboneError
 from backbone.kafka.reader import LogReader
+from cli import tables
 from cli.common import canonical_value, console, kafka_reachable, load_settings, print_json, user_errors
 from cli.replaying import JsonOpt, ProgressBar, QuietOpt, database, expired_line, folding
 from consumers.checkpoints import read_checkpoints
@@ -56,13 +56,8 @@ def list_cmd(
     if json_out:
         print_json(rows)
         return
-    table = Table("id", "projection", "topic", "partition", "next_offset", "max_timestamp", "events_covered", "bytes",
-                  "created_at", "checkpoint")
-    for r in rows:
-        table.add_row(*("" if r[c] is None else str(r[c]) for c in (
-            "id", "projection", "topic", "partition", "next_offset", "max_timestamp", "events_covered", "bytes",
-            "created_at", "checkpoint")))
-    console.print(table)
+    console.print(tables.table(["id", "projection", "topic", "partition", "next_offset", "max_timestamp",
+                                "events_covered", "bytes", "created_at", "checkpoint"], rows))
     console.print(f"{len(rows)} snapshot(s)")
 
 
@@ -111,10 +106,8 @@ def create_cmd(
     if json_out:
         print_json(rows)
         return
-    table = Table("topic", "partition", "next_offset", "action", "max_timestamp", "events_covered", "bytes", "expired")
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in row))
-    console.print(table)
+    console.print(tables.table(["topic", "partition", "next_offset", "action", "max_timestamp", "events_covered",
+                                "bytes", "expired"], rows))
     if expired:
         console.print(expired)
     created = sum(1 for t in taken if t.action == "created")

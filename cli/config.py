@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
+from cli import tables
 from cli.common import JsonFlag, console, load_settings, print_json
 
 app = typer.Typer(help="Inspect configuration (BACKBONE_* environment variables and .env).",
@@ -18,7 +18,5 @@ def show(json_out: JsonFlag = False) -> None:
     if json_out:
         print_json(values)
         return
-    table = Table("setting", "environment variable", "value")
-    for name, value in values.items():
-        table.add_row(name, f"BACKBONE_{name.upper()}", value)
-    console.print(table)
+    console.print(tables.table([tables.column(h, tables.TEXT) for h in ("setting", "environment variable", "value")],
+                               ((name, f"BACKBONE_{name.upper()}", value) for name, value in values.items())))

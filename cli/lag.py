@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from backbone.errors import BackboneError
+from cli import tables
 from cli.common import (
     EXIT_UNAVAILABLE,
     canonical_value,
@@ -64,22 +64,22 @@ def _groups_json(groups: list[GroupVerdict]) -> list[dict[str, Any]]:
              "partitions": [_partition_json(v) for v in g.partitions]} for g in groups]
 
 
-def _cell(value: Any) -> str:
-    value = canonical_value(value)
-    return "-" if value is None else str(value)
+_WORST: tuple[tables.Column | str, ...] = (
+    "group", "source", "topic", "status", tables.column("max lag", tables.COUNT),
+    tables.column("max lag s", tables.SECONDS))
+_PARTS: tuple[tables.Column | str, ...] = (
+    "group", "source", "topic", "partition", *(tables.column(h, tables.COUNT) for h in ("committed", "log end", "lag")),
+    tables.column("lag s", tables.SECONDS), tables.column("rate/s", tables.RATE),
+    tables.column("last commit", tables.TIME), "status", tables.column("why", tables.TEXT))
 
 
 def _tables(groups: list[GroupVerdict], problems: list[str]) -> Group:
-    worst = Table("group", "source", "topic", "status", "max lag", "max lag s", title="per group (worst partition)")
-    parts = Table("group", "source", "topic", "partition", "committed", "log end", "lag", "lag s", "rate/s",
-                  "last commit", "status", "why", title="per partition")
-    for g in groups:
-        worst.add_row(g.group, _source(g.source), g.topic, Text(g.status.value, style=_STYLE[g.status]),
-                      _cell(g.lag_records), _cell(g.lag_seconds))
-        for v in g.partitions:
-            parts.add_row(v.group, _source(v.source), v.topic, str(v.partition), _cell(v.committed), _cell(v.log_end),
-                          _cell(v.lag_records), _cell(v.lag_seconds), _cell(v.rate), _cell(v.last_commit),
-                          Text(v.status.value, style=_STYLE[v.status]), v.reason)
+    worst = tables.table(_WORST, ((g.group, _source(g.source), g.topic, Text(g.status.value, style=_STYLE[g.status]),
+                                   g.lag_records, g.lag_seconds) for g in groups), title="per group (worst partition)")
+    parts = tables.table(_PARTS, ((v.group, _source(v.source), v.topic, v.partition, v.committed, v.log_end,
+                                   v.lag_records, v.lag_seconds, v.rate, v.last_commit,
+                                   Text(v.status.value, style=_STYLE[v.status]), v.reason)
+                                  for g in groups for v in g.partitions), title="per partition")
     lines: list[Any] = [worst, parts]
     lines.extend(Text(f"warning: {p}", style="yellow") for p in problems)
     return Group(*lines)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone.csv_cells import cell
+from cli import tables
 from cli.common import canonical_value
 from projections.audit_lineage import Archived, ChainLink, Fill, Lineage, Mark, Missing, Step, in_window
 from projections.audit_queries import Finding, LineageError
@@ -32,11 +33,12 @@ def _canonical(data: dict[str, Any]) -> dict[str, Any]:
     return {k: canonical_value(v) for k, v in data.items()}
 
 
-def money(value: Decimal | None) -> str:
-    """A decimal for people: exact, thousands grouped; None as `missing`."""
-    if value is None:
-        return MISSING
-    return f"{value.normalize():,f}" if value else "0"
+def _qty(value: Decimal | None) -> str:
+    return MISSING if value is None else tables.quantity(value)
+
+
+def _px(value: Decimal | None) -> str:
+    return MISSING if value is None else tables.price(value)
 
 
 def _when(value: datetime | None) -> str:
@@ -127,30 +129,37 @@ def lineage_json(lineage: Lineage, findings: list[Finding] | None) -> dict[str, 
 def _mark_text(m: Mark | None) -> str:
     if m is None:
         return f"mark {MISSING}"
-    return f"mark {money(m.mark.mark_price)} bid {money(m.mark.bid)} ask {money(m.mark.ask)}"
+    return f"mark {_px(m.mark.mark_price)} bid {_px(m.mark.bid)} ask {_px(m.mark.ask)}"
 
 
 def _bps(value: Decimal | None) -> str:
     return MISSING if value is None else f"{value:+} bp"
 
 
+_FIGURES = {"order_qty": "qty", "price": "price", "leaves_qty": "leaves", "cum_qty": "cum", "avg_px": "avg px"}
+_LINEAGE_COLUMNS: tuple[tables.Column | str, ...] = (
+    tables.column("seq", tables.ID), tables.column("event", tables.TEXT),
+    *(tables.column(h, tables.TIME) for h in ("event time", "ingest time")),
+    *(tables.column(h, tables.TEXT) for h in ("at", "status")),
+    *(tables.column(key, header=header) for key, header in _FIGURES.items()),
+    *(tables.column(h, tables.TEXT) for h in ("last", "in force", "refused")))
+
+
 def lineage_table(lineage: Lineage) -> Table:
-    table = Table("seq", "event", "event time", "ingest time", "at", "status", "qty", "price", "leaves", "cum",
-                  "avg px", "last", "in force", "refused", title=None, box=None, pad_edge=False)
     missing = {id(m.before): m for m in lineage.missing}
+    rows: list[tuple[Any, ...]] = []
     for s in lineage.steps:
         r, ev = s.record, s.record.event
         if id(r) in missing:
-            table.add_row("…", str(missing[id(r)]), *[""] * 12)
-        last = "" if ev is None or ev.last_qty is None else f"{money(ev.last_qty)} @ {money(ev.last_px)}"
-        table.add_row(
-            "?" if ev is None else str(ev.seq), "undecodable" if ev is None else ev.event_type.value,
-            _when(ev.event_time if ev else r.archived_time[0]), _when(ev.ingest_time if ev else r.archived_time[1]),
+            rows.append(("…", str(missing[id(r)]), *[None] * 12))
+        last = "" if ev is None or ev.last_qty is None else f"{_qty(ev.last_qty)} @ {_px(ev.last_px)}"
+        rows.append((
+            "?" if ev is None else ev.seq, "undecodable" if ev is None else ev.event_type.value,
+            ev.event_time if ev else r.archived_time[0], ev.ingest_time if ev else r.archived_time[1],
             r.where, f"{s.status_before or '-'} → {r.status_after or '-'}",
-            *("" if ev is None else money(getattr(ev, n)) if getattr(ev, n) is not None else "-"
-              for n in ("order_qty", "price", "leaves_qty", "cum_qty", "avg_px")),
-            last, _mark_text(s.mark), r.dead_letter_reason or "")
-    return table
+            *(None if ev is None else getattr(ev, n) for n in _FIGURES),
+            last, _mark_text(s.mark), r.dead_letter_reason or ""))
+    return tables.table(_LINEAGE_COLUMNS, rows, box=None, pad_edge=False)
 
 
 def _chain_line(link: ChainLink) -> str:
@@ -159,25 +168,25 @@ def _chain_line(link: ChainLink) -> str:
     kind = "" if intro is None else intro.event_type.value
     answer = "" if link.answer is None or link.answer is link.introduced_by or link.answer.event is None else \
         f" → {link.answer.event.event_type.value} at {link.answer.where}"
-    changes = "; ".join(f"{t} {_term(a)} → {_term(b)}" for t, a, b in link.changes)
+    changes = "; ".join(f"{t} {_term(t, a)} → {_term(t, b)}" for t, a, b in link.changes)
     return f"  {head}: {kind} at {link.introduced_by.where}{answer}" + (f": {changes}" if changes else "")
 
 
-def _term(value: object) -> str:
-    return money(value) if isinstance(value, Decimal) else "-" if value is None else str(value)
+def _term(term: str, value: object) -> str:
+    return "-" if value is None else tables.KINDS[term].show(value)
 
 
 def _fill_lines(f: Fill) -> list[str]:
     ev = f.step.record.event
     assert ev is not None
-    stands = "busted" if f.busted else f"stands {money(f.effective_qty)} @ {money(f.effective_px)}"
-    lines = [f"  {f.exec_id}: {money(f.qty)} @ {money(f.px)} at {_when(ev.event_time)} ({f.step.record.where}); "
+    stands = "busted" if f.busted else f"stands {_qty(f.effective_qty)} @ {_px(f.effective_px)}"
+    lines = [f"  {f.exec_id}: {_qty(f.qty)} @ {_px(f.px)} at {_when(ev.event_time)} ({f.step.record.where}); "
              f"{stands}; {_mark_text(f.step.mark)}; slippage vs mark {_bps(f.slippage.mark)}, "
              f"bid {_bps(f.slippage.bid)}, ask {_bps(f.slippage.ask)}"]
     for r in f.restatements:
         rev = r.event
         assert rev is not None
-        what = "busted" if rev.last_qty is None else f"to {money(rev.last_qty)} @ {money(rev.last_px)}"
+        what = "busted" if rev.last_qty is None else f"to {_qty(rev.last_qty)} @ {_px(rev.last_px)}"
         lines.append(f"    {rev.event_type.value} {rev.exec_id} (of {rev.exec_ref_id}) at {_when(rev.event_time)} "
                      f"({r.where}): {what}")
     return lines
@@ -252,19 +261,24 @@ def trades_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows)
 
 
+_TRADE_TABLE: tuple[tables.Column | str, ...] = (
+    tables.column("event_time", header="event time"),
+    *(tables.column(k, tables.TEXT, h) for k, h in (("exec_id", "exec"), ("order_id", "order"))),
+    "account", "symbol", "side", "qty", "px", tables.column("stands", tables.TEXT),
+    tables.column("mark_price", header="mark", null=MISSING),
+    tables.column("slippage_mark_bps", tables.BPS, "slip vs mark", null=MISSING), tables.column("at", tables.TEXT))
+
+
 def trades_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("event time", "exec", "order", "account", "symbol", "side", "qty", "px", "stands", "mark",
-                  "slip vs mark", "at", box=None, pad_edge=False)
-    for row in rows:
+    def shown(row: dict[str, Any]) -> dict[str, Any]:
+        exact = {k: None if row[k] is None else Decimal(row[k])
+                 for k in ("qty", "px", "mark_price", "slippage_mark_bps")}
         stands = "busted" if row["busted"] else (
-            f"{money(Decimal(row['effective_qty']))} @ {money(Decimal(row['effective_px']))}"
+            f"{_qty(Decimal(row['effective_qty']))} @ {_px(Decimal(row['effective_px']))}"
             + (" (corrected)" if row["corrected"] else ""))
-        table.add_row(row["event_time"], row["exec_id"], row["order_id"], row["account"], row["symbol"], row["side"],
-                      money(Decimal(row["qty"])), money(Decimal(row["px"])), stands,
-                      MISSING if row["mark_price"] is None else money(Decimal(row["mark_price"])),
-                      MISSING if row["slippage_mark_bps"] is None else f"{row['slippage_mark_bps']} bp",
-                      f"{row['topic']}[{row['partition']}]@{row['offset']}")
-    return table
+        return row | exact | {"stands": stands, "at": f"{row['topic']}[{row['partition']}]@{row['offset']}"}
+
+    return tables.table(_TRADE_TABLE, map(shown, rows), box=None, pad_edge=False)
 
 
 def render_table(table: Table) -> str:

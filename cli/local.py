@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from backbone.local import security, stack
+from cli import tables
 from cli.common import JsonFlag, console, load_settings, print_json, user_errors
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka + PostgreSQL stack.", no_args_is_help=True)
@@ -28,12 +28,11 @@ def _print(statuses: list[stack.ServiceStatus], as_json: bool) -> None:
     if as_json:
         print_json([s.as_dict() for s in statuses])
         return
-    table = Table("service", "state", "version", "address", "pid", "log")
-    for s in statuses:
-        table.add_row(s.name, Text("running", style="green") if s.running else Text("stopped", style="red"),
-                      s.version, s.address,
-                      str(s.pid or "-"), str(s.log_file))
-    console.print(table)
+    console.print(tables.table(
+        [*(tables.column(h, tables.TEXT) for h in ("service", "state", "version", "address")),
+         tables.column("pid", tables.ID), tables.column("log", tables.TEXT)],
+        ((s.name, Text("running", style="green") if s.running else Text("stopped", style="red"), s.version,
+          s.address, s.pid or None, str(s.log_file)) for s in statuses)))
 
 
 @app.command()

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from backbone.codec.avro import AvroCodec
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.producer import KafkaProducer
+from cli import tables
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from producers.publisher import EventPublisher, FileImport, RefusedLine, record_limit
 from producers.simulator import SimulationConfig, session_start, simulate
@@ -37,14 +37,10 @@ def _summary(publisher: EventPublisher, extra: dict[str, int | float], as_json: 
         return
     for key, value in extra.items():
         console.print(f"{key}: {value}")
-    table = Table("event type", "count")
-    for kind, count in sorted(publisher.by_type.items()):
-        table.add_row(kind, str(count))
-    console.print(table)
-    parts = Table("partition", "records")
-    for p, count in sorted(publisher.by_partition.items()):
-        parts.add_row(str(p), str(count))
-    console.print(parts)
+    console.print(tables.table([tables.column("event type", tables.TEXT), tables.column("count", tables.COUNT)],
+                               sorted(publisher.by_type.items())))
+    console.print(tables.table(["partition", tables.column("records", tables.COUNT)],
+                               sorted(publisher.by_partition.items())))
 
 
 def simulate_cmd(

@@ -7,9 +7,9 @@ import signal
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
+from cli import tables
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from projections import rebuild as procedure
 from projections.rebuild.model import tp_names
@@ -52,14 +52,14 @@ def _report(result: procedure.RebuildResult) -> None:
                                 f" from {source}: {result.events:,} records read, {result.dead_letters:,} dead "
                                 f"letters, {result.passes} pass(es), swapped in one transaction"))
     if result.comparison is not None:
-        table = Table(title="old vs new state, at the same offsets" if result.comparable
-                      else "old vs new state (offsets differ: not like for like)")
-        for col in ("table", "old rows", "old checksum", "new rows", "new checksum", ""):
-            table.add_column(col, justify="right" if "rows" in col else "left")
-        for c in result.comparison:
-            table.add_row(c.table, f"{c.old.rows:,}", c.old.checksum, f"{c.new.rows:,}", c.new.checksum,
-                          "same" if c.match else Text("DIFFERENT", style="bold red"))
-        console.print(table)
+        columns = [tables.column(h, kind) for h, kind in (
+            ("table", tables.TEXT), ("old rows", tables.COUNT), ("old checksum", tables.TEXT),
+            ("new rows", tables.COUNT), ("new checksum", tables.TEXT), ("", tables.TEXT))]
+        console.print(tables.table(columns, (
+            (c.table, c.old.rows, c.old.checksum, c.new.rows, c.new.checksum,
+             "same" if c.match else Text("DIFFERENT", style="bold red")) for c in result.comparison),
+            title="old vs new state, at the same offsets" if result.comparable
+            else "old vs new state (offsets differ: not like for like)"))
         if result.identical is True:
             console.print("the rebuilt state is identical to the old one")
         elif result.identical is False:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from backbone.gc_policy import fewer_collections
+from cli import tables
 from cli.common import console, load_settings, print_json, user_errors
 from cli.replaying import (
     JsonOpt,
@@ -106,14 +106,14 @@ def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult | Folded, int
     if json_out:
         print_json(summary)
         return
-    table = Table("topic", "partition", "snapshot", "state from", "replay from", "to", "expired", "caught up",
-                  "replayed", "dead letters")
-    for p in plans:
-        rep = result.reports[p.tp]
-        table.add_row(p.topic, str(p.partition), "-" if p.snapshot is None else f"#{p.snapshot.id}", str(p.start),
-                      str(rep.begin), str(rep.end), f"{rep.expired:,}", f"{rep.caught_up:,}", f"{rep.replayed:,}",
-                      str(sum(rep.dead_letters.values())))
-    console.print(table)
+    columns: list[tables.Column | str] = [
+        "topic", "partition", tables.column("snapshot", tables.ID),
+        *(tables.column(h, tables.COUNT) for h in ("state from", "replay from", "to")), "expired",
+        *(tables.column(h, tables.COUNT) for h in ("caught up", "replayed", "dead letters"))]
+    console.print(tables.table(columns, (
+        (p.topic, p.partition, None if p.snapshot is None else p.snapshot.id, p.start, rep.begin, rep.end,
+         rep.expired, rep.caught_up, rep.replayed, sum(rep.dead_letters.values()))
+        for p, rep in ((p, result.reports[p.tp]) for p in plans))))
     expired = expired_line(result.reports[p.tp] for p in plans)
     if expired:
         console.print(expired)
@@ -122,7 +122,7 @@ def _report(plans: list[rp.PartitionPlan], result: rp.ReplayResult | Folded, int
                   f"state at the start, from snapshots or offset 0){by} in {result.read_seconds:.2f} s, "
                   f"{result.events_per_s():,.0f} ev/s")
     if result.dead_letters:
-        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(result.dead_letters.items()))
+        by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(result.dead_letters.items()))
         console.print(f"dead letters by reason: {by_reason}")
         for where, reason, _detail in result.letters[:5]:
             console.print(f"  {where}: {reason}", markup=False)

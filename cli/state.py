@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.partitioner import symbol_partition
 from backbone.record_time import timestamp_ms
+from cli import tables
 from cli.common import canonical_value, console, load_settings, print_json, user_errors
 from cli.replaying import (
     JsonOpt,
@@ -143,8 +143,5 @@ def _summary(header: dict[str, Any], plans: list[rp.PartitionPlan], records: int
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(canonical_value(row[c])) for c in columns))
-    console.print(table)
+    console.print(tables.table(columns, rows, title=title))
     console.print(f"{len(rows)} row(s)")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from backbone.kafka import topics
+from cli import tables
 from cli.common import JsonFlag, console, err_console, kafka_reachable, load_settings, print_json, user_errors
 
 app = typer.Typer(help="Create and inspect the Kafka topics.", no_args_is_help=True)
+_PARTITIONS: list[tables.Column | str] = [
+    "partition", tables.column("leader", tables.ID),
+    *(tables.column(h, tables.TEXT) for h in ("replicas", "isr")),
+    *(tables.column(h, tables.COUNT) for h in ("low", "high"))]
 
 
 @app.command()
@@ -47,7 +51,5 @@ def describe(json_out: JsonFlag = False) -> None:
     for d in described:
         keys = ("retention.ms", "min.insync.replicas", "message.timestamp.type", "cleanup.policy")
         console.print(Text.assemble((d.name, "bold"), " " + " ".join(f"{k}={d.config.get(k)}" for k in keys)))
-        table = Table("partition", "leader", "replicas", "isr", "low", "high")
-        for p in d.partitions:
-            table.add_row(str(p.partition), str(p.leader), str(p.replicas), str(p.isr), str(p.low), str(p.high))
-        console.print(table)
+        console.print(tables.table(_PARTITIONS, ((p.partition, p.leader, str(p.replicas), str(p.isr), p.low, p.high)
+                                                 for p in d.partitions)))

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from rich.table import Table
 
 from backbone import db
 from backbone.domain.events import OrderStatus
+from cli import tables
 from cli.common import canonical_value, console, err_console, load_settings, print_json, user_errors
 
 AccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="only this account")]
@@ -46,28 +46,28 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool, limit: 
     if as_json:
         print_json([{k: canonical_value(v) for k, v in row.items()} for row in rows])
         return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(canonical_value(row[c])) for c in columns))
-    console.print(table)
+    console.print(tables.table(columns, rows))
     console.print(f"{len(rows)} row(s)")
 
 
 def positions(account: AccountOpt = None, symbol: SymbolOpt = None, json_out: JsonOpt = False,
               flat: Annotated[bool, typer.Option("--include-flat", help="also positions with qty 0")] = False,
               limit: LimitOpt = 1000) -> None:
-    """Positions with average price, realized/unrealized P&L and the mark used (view positions_pnl)."""
+    """Positions with average price, realized/unrealized P&L and the mark used with its time
+    (view positions_pnl). Tables show P&L to the cent (rounded half-even), prices to 8 places at
+    most; --json gives every value exact."""
     where, params = _where(account=account, symbol=symbol)
     if not flat:
         where += (" and" if where else " where") + " qty <> 0"
     rows = _query(f"select * from positions_pnl{where} order by account, symbol limit :limit",
                   params | {"limit": limit + 1})
-    _emit(rows, ["account", "symbol", "qty", "avg_px", "mark_price", "realized_pnl", "unrealized_pnl", "commission",
-                 "total_pnl"], json_out, limit)
+    _emit(rows, ["account", "symbol", "qty", "avg_px", "mark_price", "mark_time", "realized_pnl", "unrealized_pnl",
+                 "commission", "total_pnl"], json_out, limit)
 
 
 def pnl(account: AccountOpt = None, json_out: JsonOpt = False) -> None:
-    """P&L by account: realized, unrealized, commission, total (view pnl_by_account)."""
+    """P&L by account: realized, unrealized, commission, total (view pnl_by_account). The table
+    shows money to the cent, rounded half-even; --json gives every value exact."""
     where, params = _where(account=account)
     rows = _query(f"select * from pnl_by_account{where} order by account", params)
     _emit(rows, ["account", "open_positions", "realized_pnl", "unrealized_pnl", "commission", "total_pnl",

@@ -162,7 +162,7 @@ def test_order_lineage_text_json_ids_and_verify(env: Settings, names) -> None:
     out = text.stdout
     assert "order O1 account A1 symbol AAPL side BUY: 13 records, 1 refused" in out
     assert "PARTIALLY_FILLED → PENDING_REPLACE" in out and "O1-c1 (from O1-c0): REPLACE_REQUESTED" in out
-    assert "order_qty 100 → 150; price 10 → 10.5" in out
+    assert "order_qty 100 → 150; price 10.00 → 10.50" in out
     assert "TRADE_CORRECTED X3 (of X2)" in out and "TRADE_CANCELED X5 (of X4)" in out
     assert "bid missing" in out and "stale_seq" in out
 

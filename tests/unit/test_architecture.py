@@ -20,7 +20,7 @@ ALLOWED = {
     "cli": {"backbone", "producers", "consumers", "projections", "monitoring"},
 }
 #: CLI modules every command may use; commands never import each other
-CLI_HELPERS = {"cli.common", "cli.lineage", "cli.replaying"}
+CLI_HELPERS = {"cli.common", "cli.lineage", "cli.replaying", "cli.tables"}
 
 
 def _module(path: Path) -> str:
