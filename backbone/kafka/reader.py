@@ -260,8 +260,12 @@ class LogReader:
         if not pending:
             return ended
         assigned = [TopicPartition(t, p, ranges[(t, p)].start) for t, p in pending]
+        # librdkafka keeps a partition's pause across unassign/assign, so a partition paused when
+        # it is assigned is resumed first: assign() wakes the thread that fetches from the
+        # broker, a resume() does not, and a partition resumed after its assign() could wait out
+        # that thread's idle poll (1 s) before its first fetch.
+        self.consumer.resume(assigned)
         self.consumer.assign(assigned)
-        self.consumer.resume(assigned)  # librdkafka keeps a partition's pause across unassign/assign
         last_progress = time.monotonic()
 
         def done(tp: TP, at: int) -> None:
@@ -320,7 +324,7 @@ class LogReader:
                 if delivered:  # once per batch, not per record
                     last_progress = time.monotonic()
         finally:
-            self.consumer.resume(assigned)
+            self.consumer.resume(assigned)  # before unassign(), as above: the next read starts at once
             self.consumer.unassign()
         return ended
 
