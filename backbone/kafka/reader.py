@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from backbone.errors import KafkaError
 from backbone.kafka.batches import refetch
 from backbone.kafka.consumer import consumer_config
+from backbone.kafka.health import FoldingLog
 from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 
@@ -164,12 +165,12 @@ class LogReader:
     (a range that disappears under it is an error, not a jump)."""
 
     def __init__(self, settings: Settings, *, idle_timeout_s: float = 60.0, batch: int = 5000,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, log: FoldingLog | None = None) -> None:
         self.settings = settings
         self.group_id = f"backbone-replay-{uuid.uuid4().hex}"
         self.idle_timeout_s, self.batch, self.timeout_s = idle_timeout_s, batch, timeout_s
         self._partitions: dict[str, list[int]] = {}
-        self.consumer = Consumer(consumer_config(settings, **{
+        self.consumer = Consumer(consumer_config(settings, log, **{
             "group.id": self.group_id,
             # A broker answers one request per connection at a time: a fetch long-polling for
             # more data (default up to 500 ms) would hold up the next offsets lookup.
