@@ -12,7 +12,7 @@
   every read_committed reader can reach.
 - Lag seconds: the sample time minus the Kafka timestamp of the record at the committed offset
   (0 when caught up). Record timestamps never change, so they are cached by (topic, partition,
-  offset): a pass reads only the partitions whose committed offset moved, all in one consumer.
+  offset): a pass reads only the partitions whose committed offset moved, all in one `LogReader`.
 
 A failure never leaves a pass as an exception: it becomes the `error` of the samples it
 concerns (status ERR), and every other sample is still taken.
@@ -21,9 +21,7 @@ concerns (status ERR), and every other sample is still taken.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,13 +29,13 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from backbone import db
-from backbone.kafka.consumer import consumer_config
+from backbone.errors import KafkaError
 from backbone.kafka.health import FoldingLog, admin_client, reason
-from backbone.kafka.reader import sort
+from backbone.kafka.reader import LogReader, ReadRange, Record
 from backbone.settings import Settings
 from consumers.config import default_group_id
 from monitoring.model import PartitionSample, Source
@@ -47,7 +45,8 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 Key = tuple[str, Source, str, int]  # group, source, topic, partition
 _OFFSET_UNSET = 0  # librdkafka answers a partition without a committed offset with a negative one
-# Consumers the project runs for reading ranges never commit; listed groups that did are judged.
+# Consumers the project runs for reading ranges never commit; listed groups that did are judged
+# ("backbone-lag-": the sampler's own reader before it read through LogReader).
 _SCRATCH_PREFIXES = ("backbone-replay-", "backbone-scan-", "backbone-lag-")
 # Offsets of one partition closer than this are read in one range (cheaper than another round)
 _RANGE_GAP = 2000
@@ -82,7 +81,7 @@ class Sampler:
         self.forget_after = forget_after  # a group gone that long is no longer reported as ERR
         self.kafka_log = FoldingLog()
         self._admin: AdminClient | None = None
-        self._consumer: Consumer | None = None
+        self._reader: LogReader | None = None
         self._engine: Any = None
         self._timestamps: dict[tuple[str, int, int], int] = {}  # (topic, partition, offset) -> ms
         self._seen: dict[Key, _Seen] = {}
@@ -101,20 +100,18 @@ class Sampler:
         return self._admin
 
     @property
-    def consumer(self) -> Consumer:
-        if self._consumer is None:
-            self._consumer = Consumer(consumer_config(self.settings, self.kafka_log, **{
-                "group.id": f"backbone-lag-{uuid.uuid4().hex}",
-                "fetch.wait.max.ms": 10,
-                # one record per partition is wanted: fetch little
-                "max.partition.fetch.bytes": 16 * 1024,
-            }))
-        return self._consumer
+    def reader(self) -> LogReader:
+        if self._reader is None:
+            # consume() waits up to 50 ms for a whole batch: a first pass (~44k records read for
+            # 1,200 partitions) took a median 0.235 s with LogReader's 5,000 and 0.204 s with 1,000
+            self._reader = LogReader(self.settings, idle_timeout_s=self.timeout_s, timeout_s=self.timeout_s,
+                                     batch=1000, log=self.kafka_log)
+        return self._reader
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -156,7 +153,7 @@ class Sampler:
                 start = o if o is not None else lows.get(tp)
                 if start is not None and tp in ends and start < ends[tp]:
                     needed.add((tp[0], tp[1], start))
-        self._read_timestamps(needed)
+        self._read_timestamps(needed, ends)
         samples: list[PartitionSample] = []
         for (group, source), offs in sorted(committed.items()):
             for tp, (o, commit_time) in sorted(offs.items()):
@@ -301,10 +298,10 @@ class Sampler:
                 out[group] = offsets
         return out
 
-    def _read_timestamps(self, needed: set[tuple[str, int, int]]) -> None:
-        """Fill the timestamp cache for `needed` (topic, partition, offset): per partition, the
-        offsets close together are read as one range; partitions are read together, one range
-        each per round."""
+    def _read_timestamps(self, needed: set[tuple[str, int, int]], ends: dict[TP, int]) -> None:
+        """Fill the timestamp cache for `needed` (topic, partition, offset), each below its
+        partition's log end in `ends`: per partition, the offsets close together are read as one
+        range; partitions are read together, one range each per round."""
         missing = sorted(k for k in needed if k not in self._timestamps)
         if not missing:
             return
@@ -323,44 +320,35 @@ class Sampler:
             _add_round(rounds, k, tp, cluster)
         for wanted in rounds:
             try:
-                self._read_round(wanted)
-            except KafkaException as e:
+                self._read_round(wanted, ends)
+            except (KafkaException, KafkaError) as e:
                 self._problem(f"Kafka: reading record times: {_error_text(e)}")
                 return
 
-    def _read_round(self, wanted: dict[TP, list[int]]) -> None:
-        consumer = self.consumer
+    def _read_round(self, wanted: dict[TP, list[int]], ends: dict[TP, int]) -> None:
+        """Per partition, from its lowest wanted offset up to the record at or after its highest:
+        the record at a committed offset, or the first after it (a transaction marker or an
+        aborted record has no timestamp of its own to give), so a range ends at the log end or
+        at the first record after every wanted offset is known."""
         remaining = {tp: set(offsets) for tp, offsets in wanted.items()}
-        assigned = [TopicPartition(t, p, min(offsets)) for (t, p), offsets in wanted.items()]
-        consumer.assign(assigned)
-        deadline = time.monotonic() + self.timeout_s
-        try:
-            ended: list[TP] = []  # applied after each batch's records: an end comes after the records before it
-            while remaining and time.monotonic() < deadline:
-                ended.clear()
-                records = sort(consumer.consume(num_messages=1000, timeout=0.05),
-                               on_eof=lambda tp, _at: ended.append(tp),
-                               on_out_of_range=lambda tp, _at: ended.append(tp))
-                for msg in records:
-                    tp = (msg.topic(), msg.partition())
-                    todo = remaining.get(tp)
-                    if todo is None:
-                        continue
-                    offset, ms = msg.offset(), msg.timestamp()[1]
-                    self.reads += 1
-                    # the record at a committed offset, or the first after it (a transaction
-                    # marker or an aborted record has no timestamp of its own to give)
-                    for o in [o for o in todo if o <= offset]:
-                        self._timestamps[(tp[0], tp[1], o)] = ms
-                        todo.discard(o)
-                    if not todo:
-                        # no pause(): a partition resumed in a later round waited ~1 s before
-                        # its first fetch; what it fetches meanwhile is 16 KB at most
-                        del remaining[tp]
-                for tp in ended:
-                    remaining.pop(tp, None)
-        finally:
-            consumer.unassign()
+
+        def on_message(msg: Record, tp: TP, offset: int) -> None:
+            todo = remaining[tp]
+            ms = msg.timestamp()[1]
+            self.reads += 1
+            for o in [o for o in todo if o <= offset]:
+                self._timestamps[(tp[0], tp[1], o)] = ms
+                todo.discard(o)
+
+        def gone(_tp: TP, _at: int, limit: int) -> int:
+            return limit  # the records left the log: their times stay unknown, the lag in records stands
+
+        def known(todo: set[int]) -> Callable[[Record], bool]:
+            return lambda _msg: not todo
+
+        ranges = {tp: ReadRange(min(offsets), ends[tp], stop_from=min(offsets), stop=known(remaining[tp]))
+                  for tp, offsets in wanted.items()}
+        self.reader.read(ranges, on_message, gone)
 
     # -- Postgres ------------------------------------------------------------------------------
 

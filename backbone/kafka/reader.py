@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from backbone.errors import KafkaError
 from backbone.kafka.batches import refetch
 from backbone.kafka.consumer import consumer_config
+from backbone.kafka.health import FoldingLog
 from backbone.record_time import timestamp_ms
 from backbone.settings import Settings
 
@@ -164,12 +165,12 @@ class LogReader:
     (a range that disappears under it is an error, not a jump)."""
 
     def __init__(self, settings: Settings, *, idle_timeout_s: float = 60.0, batch: int = 5000,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, log: FoldingLog | None = None) -> None:
         self.settings = settings
         self.group_id = f"backbone-replay-{uuid.uuid4().hex}"
         self.idle_timeout_s, self.batch, self.timeout_s = idle_timeout_s, batch, timeout_s
         self._partitions: dict[str, list[int]] = {}
-        self.consumer = Consumer(consumer_config(settings, **{
+        self.consumer = Consumer(consumer_config(settings, log, **{
             "group.id": self.group_id,
             # A broker answers one request per connection at a time: a fetch long-polling for
             # more data (default up to 500 ms) would hold up the next offsets lookup.
@@ -260,8 +261,12 @@ class LogReader:
         if not pending:
             return ended
         assigned = [TopicPartition(t, p, ranges[(t, p)].start) for t, p in pending]
+        # librdkafka keeps a partition's pause across unassign/assign, so a partition paused when
+        # it is assigned is resumed first: assign() wakes the thread that fetches from the
+        # broker, a resume() does not, and a partition resumed after its assign() could wait out
+        # that thread's idle poll (1 s) before its first fetch.
+        self.consumer.resume(assigned)
         self.consumer.assign(assigned)
-        self.consumer.resume(assigned)  # librdkafka keeps a partition's pause across unassign/assign
         last_progress = time.monotonic()
 
         def done(tp: TP, at: int) -> None:
@@ -320,7 +325,7 @@ class LogReader:
                 if delivered:  # once per batch, not per record
                     last_progress = time.monotonic()
         finally:
-            self.consumer.resume(assigned)
+            self.consumer.resume(assigned)  # before unassign(), as above: the next read starts at once
             self.consumer.unassign()
         return ended
 

@@ -10,10 +10,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from confluent_kafka import Producer
 from factories import make_market_mark
 from lag_support import SYMBOLS, commit_plain
 from support import project, publish, settings_env
 
+from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
 from consumers.config import default_group_id
 from monitoring.sampling import Sampler
@@ -83,3 +85,43 @@ def test_lag_shows_both_sources_of_a_projection_and_a_plain_group(created_topics
         watch.send_signal(signal.SIGINT)
         _out, err = watch.communicate(timeout=30)
     assert watch.returncode == 0 and "Traceback" not in err, err
+
+
+def test_record_times_across_markers_aborted_records_and_far_apart_offsets(created_topics: Settings, names) -> None:
+    """The time of a committed offset is that of its record, or of the first record after it
+    when the offset holds a transaction marker or an aborted record; offsets of one partition
+    more than 2,000 apart are read in rounds of their own, one after the other."""
+    settings = created_topics
+    topic, base = settings.topic_marketdata, 1_700_000_000_000
+    with KafkaProducer(settings) as producer:  # offsets 0-4
+        for i in range(5):
+            producer.produce(topic, b"x", key=b"k", partition=0, timestamp_ms=base + i)
+    tx = Producer(settings.kafka_config(**{"transactional.id": f"{names.prefix}-tx", "enable.idempotence": True}))
+    tx.init_transactions(30)
+    tx.begin_transaction()  # offsets 5-6, the commit marker at 7
+    for i in range(2):
+        tx.produce(topic, b"x", key=b"k", partition=0, timestamp=base + 100 + i)
+    tx.commit_transaction(30)
+    tx.begin_transaction()  # an aborted record at 8, its marker at 9
+    tx.produce(topic, b"x", key=b"k", partition=0, timestamp=base + 150)
+    tx.flush(30)
+    tx.abort_transaction(30)
+    with KafkaProducer(settings) as producer:  # offsets 10-2609
+        for i in range(2600):
+            producer.produce(topic, b"x", key=b"k", partition=0, timestamp_ms=base + 1000 + i)
+    groups = {"at-record": 3, "at-commit-marker": 7, "at-aborted": 8, "far": 2500}
+    for name, offset in groups.items():
+        commit_plain(settings, names.group(name), {0: offset})
+    now = datetime.now(tz=UTC)
+    with Sampler(settings, topics=[topic], groups=[names.group(g) for g in groups]) as sampler:
+        samples = {s.group: s for s in sampler.sample(now) if s.partition == 0}
+    assert sampler.problems == []
+
+    def lag_at(ms: int) -> Decimal:
+        return (Decimal(int(now.timestamp() * 1_000_000) - ms * 1000) / 1_000_000).quantize(Decimal("0.000001"))
+
+    expected = {"at-record": base + 3, "at-commit-marker": base + 1000, "at-aborted": base + 1000,
+                "far": base + 1000 + 2500 - 10}
+    for name, ms in expected.items():
+        sample = samples[names.group(name)]
+        assert (sample.error, sample.log_end, sample.lag_seconds) == (None, 2610, lag_at(ms)), (name, sample)
