@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from backbone.domain.events import Side
 from backbone.errors import ConfigError
 from backbone.settings import Settings
 from dashboard import queries
-from producers.simulator import DEFAULT_START, SimulationConfig, simulate
+from producers.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +133,9 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
     from playwright.sync_api import expect
 
     settings = reader_settings
-    publish(settings, list(simulate(SimulationConfig(events=2000, seed=11))))
+    # a session of about 100 minutes (a 3 s mean gap), so that the charts spread out as on a desk
+    session = list(simulate(SimulationConfig(events=2000, seed=11, mean_gap_us=3_000_000)))
+    publish(settings, session)
     project(settings, "dash")
     pnl = _pnl_json(settings)
     total = sum(Decimal(r["total_pnl"]) for r in pnl)
@@ -151,7 +154,7 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
         assert page.locator(f'table[data-table="{name}"] tbody tr').count() > 0, name
     expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
 
-    tape = Tape(start=DEFAULT_START.replace(hour=16))
+    tape = Tape(start=max(r.event_time for r in session) + timedelta(minutes=1))
     tape.order("DASH-1", "DESK1", "DASHX", Side.BUY, 100, price=10)
     tape.fill("DASH-1", 100, 10, commission=1)
     tape.mark("DASHX", "12.5")
