@@ -29,6 +29,7 @@ def dashboard(
             if e.name not in _DESK:
                 raise
             raise ConfigError(f"the dashboard needs {e.name}: pip install 'trading-backbone[desk]'") from e
+        server.check_port(address, port)
         engine = queries.reader_engine(settings)
         try:
             role = queries.check_read_only(engine, settings)

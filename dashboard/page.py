@@ -16,6 +16,7 @@ from typing import Any
 
 import altair as alt
 import pandas as pd
+import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy import Engine
 
@@ -150,7 +151,10 @@ def _steps(points: Sequence[queries.Point], value: str, title: str) -> alt.Chart
 def render(engine: Engine, refresh: float) -> None:
     try:
         snapshot = queries.read(engine)
-    except _READ_FAILURES as e:
+    except sa.exc.ProgrammingError as e:  # a view or table missing
+        st.error(f"cannot read the database: {db.first_line(e)}; has `backbone db upgrade` run?")
+        return
+    except _READ_FAILURES as e:  # the next redraw tries again
         st.error(f"cannot read the database: {db.first_line(e)}")
         return
     st.caption(f"as of {fmt.when(snapshot.at)} UTC · refreshes every {refresh:g} s · "

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+from backbone.errors import ConfigError
 from dashboard import page
+
+
+def check_port(address: str, port: int) -> None:
+    """ConfigError now, in one line, if the port cannot be listened on (Streamlit would log it
+    and exit 1 after printing the URL)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+            probe.bind((address, port))
+    except OSError as e:
+        raise ConfigError(f"cannot serve on {address}:{port}: {e.strerror}; choose another --port or --address") from e
 
 
 def serve(*, port: int, address: str, refresh: float) -> None:
