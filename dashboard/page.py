@@ -43,7 +43,14 @@ def _rate(value: float | None) -> str:
 
 
 def _age(at: datetime) -> Callable[[Any], str]:
-    return lambda t: "" if t is None else f"{max((at - t).total_seconds(), 0):,.0f} s ago"
+    def age(t: datetime | None) -> str:
+        if t is None:
+            return ""
+        seconds = max((at - t).total_seconds(), 0)
+        if seconds < 120:
+            return f"{seconds:.0f} s ago"
+        return f"{seconds / 60:,.0f} min ago" if seconds < 7200 else f"{seconds / 3600:,.0f} h ago"
+    return age
 
 
 PNL = [("account", "account", _text, False), ("open_positions", "open positions", _text, True),
@@ -115,26 +122,26 @@ def _show(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], name: st
     st.html(f'{_STYLE}<div class="desk-wrap{tall}">{table(rows, columns, name=name, total=total)}</div>')
 
 
-def _health(snapshot: queries.Snapshot) -> list[dict[str, Any]]:
-    """One row per projection and topic: its partitions' offsets, events/s since the last read,
-    the newest and oldest commit."""
+def _health(snapshot: queries.Snapshot) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per projection and topic (its partitions' offsets added up, events/s since the last read,
+    the newest and oldest commit), and per partition."""
     previous: dict[tuple[str, str, int], tuple[int, datetime]] = st.session_state.get("checkpoints", {})
     rates = queries.rates(previous, snapshot.checkpoints, snapshot.at)
     st.session_state["checkpoints"] = {(r["projection"], r["topic"], r["partition"]): (r["next_offset"], snapshot.at)
                                        for r in snapshot.checkpoints}
+    partitions = [{**r, "rate": rates[(r["projection"], r["topic"], r["partition"])]} for r in snapshot.checkpoints]
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in snapshot.checkpoints:
+    for r in partitions:
         row = out.setdefault((r["projection"], r["topic"]), {
-            "projection": r["projection"], "topic": r["topic"], "partitions": 0, "offsets": 0, "rate": None,
-            "last_commit": r["updated_at"], "oldest_commit": r["updated_at"]})
+            "projection": r["projection"], "topic": r["topic"], "partitions": 0, "next_offset": 0, "rate": None,
+            "updated_at": r["updated_at"], "oldest_commit": r["updated_at"]})
         row["partitions"] += 1
-        row["offsets"] += r["next_offset"]
-        rate = rates[(r["projection"], r["topic"], r["partition"])]
-        if rate is not None:
-            row["rate"] = (row["rate"] or 0.0) + rate
-        row["last_commit"] = max(row["last_commit"], r["updated_at"])
+        row["next_offset"] += r["next_offset"]
+        if r["rate"] is not None:
+            row["rate"] = (row["rate"] or 0.0) + r["rate"]
+        row["updated_at"] = max(row["updated_at"], r["updated_at"])
         row["oldest_commit"] = min(row["oldest_commit"], r["updated_at"])
-    return list(out.values())
+    return list(out.values()), partitions
 
 
 def _steps(points: Sequence[queries.Point], value: str, title: str) -> alt.Chart:
@@ -197,13 +204,10 @@ def render(engine: Engine, refresh: float) -> None:
     st.subheader("Positions")
     _show(snapshot.positions, POSITIONS, "positions")
 
-    fills, orders = st.columns(2)
-    with fills:
-        st.subheader("Recent fills")
-        _show(snapshot.fills, FILLS, "fills")
-    with orders:
-        st.subheader("Recent orders")
-        _show(snapshot.orders, ORDERS, "orders")
+    st.subheader("Recent fills")
+    _show(snapshot.fills, FILLS, "fills")
+    st.subheader("Recent orders")
+    _show(snapshot.orders, ORDERS, "orders")
 
     st.subheader("Dead letters")
     by_reason, recent = st.columns([1, 2])
@@ -214,11 +218,13 @@ def render(engine: Engine, refresh: float) -> None:
 
     st.subheader("Projector health")
     age = _age(snapshot.at)
-    _show(_health(snapshot), [
-        ("projection", "projection", _text, False), ("topic", "topic", _text, False),
-        ("partitions", "partitions", _text, True), ("offsets", "records applied", lambda n: f"{n:,}", True),
-        ("rate", "events/s", _rate, True), ("last_commit", "last commit", age, True),
-        ("oldest_commit", "oldest partition commit", age, True)], "health")
+    by_topic, by_partition = _health(snapshot)
+    common: list[Column] = [("projection", "projection", _text, False), ("topic", "topic", _text, False)]
+    offsets: list[Column] = [("next_offset", "records applied", lambda n: f"{n:,}", True),
+                             ("rate", "events/s", _rate, True), ("updated_at", "last commit", age, True)]
+    _show(by_topic, [*common, ("partitions", "partitions", _text, True), *offsets,
+                     ("oldest_commit", "oldest partition commit", age, True)], "health")
+    _show(by_partition, [*common, ("partition", "partition", _text, True), *offsets], "health-partitions")
     st.caption("lag monitor alerts (`backbone lag monitor`; lag in records and seconds: `backbone lag`)")
     _show(snapshot.alerts, ALERTS, "alerts")
 

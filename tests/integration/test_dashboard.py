@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -150,8 +151,8 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
         cells = page.locator('table[data-table="pnl"] tbody tr').filter(
             has=page.locator('td[data-column="account"]', has_text=row["account"]))
         expect(cells.locator('td[data-column="total_pnl"]')).to_have_text(_shown(Decimal(row["total_pnl"])))
-    for name in ("positions", "fills", "orders", "exposure", "health"):
-        assert page.locator(f'table[data-table="{name}"] tbody tr').count() > 0, name
+    for name in ("positions", "fills", "orders", "exposure", "health"):  # drawn after the metrics: waited for
+        expect(page.locator(f'table[data-table="{name}"] tbody tr td[data-column]').first).to_be_visible()
     expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
 
     tape = Tape(start=max(r.event_time for r in session) + timedelta(minutes=1))
@@ -171,6 +172,11 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
     expect(desk.locator('td[data-column="total_pnl"]')).to_have_text("249.00")
     expect(page.locator('table[data-table="dead-letter-reasons"] td[data-column="count"]')).to_have_text("1")
     expect(page.locator('table[data-table="fills"] td[data-column="account"]').first).to_have_text("DESK1")
+    # events/s: the checkpoints' advance between two redraws, once the tab has read them twice
+    expect(page.locator('table[data-table="health"] td[data-column="rate"]').first).to_have_text(
+        re.compile(r"^\d[\d,]*\.\d$"))
+    expect(page.locator('table[data-table="health-partitions"] tbody tr')).to_have_count(
+        2 * settings.partitions)
     shot = os.environ.get("BACKBONE_DASHBOARD_SCREENSHOT")
     if shot:
         page.set_viewport_size({"width": 1400, "height": 1180})
