@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -55,20 +55,20 @@ def local_database_url(postgres_port: int) -> str:
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
 
-def normalize_database_url(raw: str) -> str:
+def normalize_database_url(raw: str, variable: str = "BACKBONE_DATABASE_URL") -> str:
     """A database URL with the psycopg driver named, as SQLAlchemy needs it. Raises ConfigError
-    with a message that never repeats the URL (it may hold a password)."""
+    (naming `variable`) with a message that never repeats the URL (it may hold a password)."""
     try:
         url = make_url(raw)
         port = url.port  # a non-numeric port raises ValueError here, not at parse time
     except (ArgumentError, ValueError):
-        raise ConfigError("BACKBONE_DATABASE_URL is not a URL of the form "
+        raise ConfigError(f"{variable} is not a URL of the form "
                           "postgresql://user:password@host:port/database") from None
     if url.drivername not in _POSTGRES_SCHEMES:
-        raise ConfigError(f"BACKBONE_DATABASE_URL: scheme {url.drivername}:// is not supported; use "
+        raise ConfigError(f"{variable}: scheme {url.drivername}:// is not supported; use "
                           "postgresql:// (or postgres://, postgresql+psycopg://)")
     if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"BACKBONE_DATABASE_URL: port {port} is not between 1 and 65535")
+        raise ConfigError(f"{variable}: port {port} is not between 1 and 65535")
     return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     database_connect_timeout_s: int = Field(10, ge=2, le=3600, description="seconds a connection attempt to "
                                             "PostgreSQL may take (libpq connect_timeout, 2 at least)")
     database_readonly_role: str = Field("backbone_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # `backbone dashboard` reads as this login only (docs/dashboard.md); unset: it refuses to start
+    reader_database_url: SecretStr = SecretStr("")
 
     # --- Projection snapshots (docs/replay.md) ------------------------------------------------
     snapshot_every_events: int = Field(100_000, ge=0, description="snapshot a partition after this many "
@@ -164,13 +166,13 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", SecretStr(local_database_url(self.postgres_port)))
         return self
 
-    @field_validator("database_url", mode="after")
+    @field_validator("database_url", "reader_database_url", mode="after")
     @classmethod
-    def _psycopg_url(cls, value: SecretStr) -> SecretStr:
+    def _psycopg_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         """postgres://, postgresql:// and postgresql+psycopg:// all mean the psycopg driver, the
         one installed; anything else is refused here rather than by a traceback at first use."""
         raw = value.get_secret_value()
-        return SecretStr(normalize_database_url(raw)) if raw else value
+        return SecretStr(normalize_database_url(raw, f"BACKBONE_{str(info.field_name).upper()}")) if raw else value
 
     @field_validator("state_dir", "cache_dir", mode="after")
     @classmethod
@@ -241,6 +243,9 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name == "database_url":
                 out[name] = self.database_url_safe()
+            elif name == "reader_database_url":
+                raw = value.get_secret_value()
+                out[name] = make_url(raw).render_as_string(hide_password=True) if raw else ""
             elif isinstance(value, SecretStr):
                 out[name] = "**********"
             else:

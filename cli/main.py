@@ -8,6 +8,7 @@ from cli import (
     audit,
     checkpoints,
     config,
+    dashboard,
     db,
     demo,
     lag,
@@ -45,6 +46,7 @@ app.command("replay")(replay.replay_cmd)
 app.add_typer(checkpoints.app, name="checkpoints")
 app.add_typer(audit.app, name="audit")
 app.add_typer(lag.app, name="lag")
+app.command("dashboard")(dashboard.dashboard)
 
 if __name__ == "__main__":
     app()

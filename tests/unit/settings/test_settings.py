@@ -116,3 +116,12 @@ def test_a_refused_value_is_not_repeated_in_the_error(monkeypatch: pytest.Monkey
     with pytest.raises(ValidationError) as refused:
         Settings()
     assert "topsecret" not in str(refused.value)
+
+
+def test_the_reader_url_is_normalized_masked_and_named_in_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(reader_database_url="postgres://desk:topsecret@db:5432/x")
+    assert settings.reader_database_url.get_secret_value() == "postgresql+psycopg://desk:topsecret@db:5432/x"
+    assert settings.display()["reader_database_url"] == "postgresql+psycopg://desk:***@db:5432/x"
+    with pytest.raises(ConfigError, match="^BACKBONE_READER_DATABASE_URL: scheme mysql://") as refused:
+        Settings(reader_database_url="mysql://desk:topsecret@db/x")
+    assert "topsecret" not in str(refused.value)
