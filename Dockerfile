@@ -13,7 +13,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+# [desk]: the dashboard's web stack (streamlit)
+RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[desk]" && rm -rf /wheels \
     && useradd --create-home --uid 10001 backbone
 # Kafka and PostgreSQL are services of their own: the image never runs `backbone local`.
 USER backbone

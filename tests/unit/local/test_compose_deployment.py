@@ -111,13 +111,14 @@ def test_the_app_profile_runs_the_project_from_the_dockerfile_image() -> None:
     migrate = command(services["migrate"])
     assert "backbone db upgrade" in migrate and "backbone topics create" in migrate
     # each served port is the one its health check asks
-    for name, served in (("projector", r"project run --metrics-port (\d+)"), ("dashboard", r"dashboard --port (\d+)"),
+    for name, served in (("projector", r"project run --metrics-port (\d+)"),
+                         ("dashboard", r"dashboard --port (\d+) --address 0\.0\.0\.0"),
                          ("lag-monitor", r"lag monitor --metrics-port (\d+)")):
         found = re.fullmatch(served, command(services[name]))
         assert found, f"{name}: {command(services[name])}"
         assert f"127.0.0.1:{found.group(1)}/" in " ".join(services[name]["healthcheck"]["test"])
     # the dashboard reads as the read-only login migrate creates, never as the application's role
-    assert services["dashboard"]["environment"]["BACKBONE_DATABASE_URL"].startswith("postgresql+psycopg://desk:")
+    assert services["dashboard"]["environment"]["BACKBONE_READER_DATABASE_URL"].startswith("postgresql+psycopg://desk:")
     assert "create-reader" in migrate and services["migrate"]["environment"]["BACKBONE_DASHBOARD_ROLE"] == "desk"
 
 
