@@ -221,8 +221,11 @@ def test_state_as_of_prints_positions_pnl_and_open_orders_like_the_views(cli_env
         from cli.common import canonical_value
         return [{k: canonical_value(v) for k, v in r.items()} for r in table]
 
-    assert out["positions"] == canon(rows(settings, "select * from asof_views.positions_pnl order by account, symbol"))
-    assert out["pnl_by_account"] == canon(rows(settings, "select * from asof_views.pnl_by_account order by account"))
+    # --json keeps full precision: the exact views (positions_pnl and pnl_by_account round money)
+    assert out["positions"] == canon(rows(settings, "select * from asof_views.positions_pnl_exact "
+                                                    "order by account, symbol"))
+    assert out["pnl_by_account"] == canon(rows(settings, "select * from asof_views.pnl_by_account_exact "
+                                                         "order by account"))
     view_orders = rows(settings, "select * from asof_views.open_orders order by last_event_time desc, order_id desc")
     assert out["open_orders"] == canon(view_orders)
     assert out["positions"] and out["open_orders"]
