@@ -112,6 +112,19 @@ RELATIONS: dict[str, tuple[str, dict[str, str]]] = {
         "last": "last trade price, if given",
         "source": "where the mark came from, if given",
     }),
+    "position_days": ("Each position as it ended each UTC day it changed (cumulative figures; view pnl_daily)", {
+        "day": "the UTC date the change is booked on: the event's, or the position's last fill's if later",
+        "last_offset": "offset of the day's last change (-1: the position as migration 0014 found it)",
+        "realized_pnl": "cumulative realized P&L, gross, at the end of the day",
+        "realized_commission": "cumulative commission attributed to closed quantity",
+        "commission": "cumulative commission paid",
+    }),
+    "mark_days": ("Each symbol's last mark of each UTC day (view pnl_daily)", {
+        "day": "the mark's UTC date",
+        "mark_price": "the day's last mark price",
+        "event_time": "that mark's event time",
+        "event_id": "that mark's event id",
+    }),
     # -- projector bookkeeping
     "dead_letters": ("Records a projection refused (outbox of the dead-letter topic; docs/architecture.md)", {
         "id": "the row's id, in order of refusal",
@@ -249,6 +262,20 @@ RELATIONS: dict[str, tuple[str, dict[str, str]]] = {
         "buy_vwap": "bought_notional / bought_qty (exact sums), rounded half-even to 8 places; NULL: none bought",
         "sell_vwap": "sold_notional / sold_qty (exact sums), rounded half-even to 8 places; NULL: none sold",
         "commission": "commission of the fills, rounded half-even to 8 places",
+        "realized_pnl": "the position's realized P&L booked that day (position_days), rounded half-even to 8 "
+                        "places; NULL: none booked",
+    }),
+    "pnl_daily": ("Per account and UTC day on which one of its positions changed: the day's P&L; unchanged "
+                  "positions carry forward", {
+        "trade_date": "the UTC day",
+        "open_positions": "positions with qty <> 0 at the end of the day",
+        "realized_pnl": "realized P&L booked that day (gross), rounded half-even to 8 places",
+        "commission": "commission booked that day, rounded half-even to 8 places",
+        "unrealized_pnl": "end-of-day unrealized P&L at each symbol's last mark on or before the day, rounded "
+                          "half-even to 8 places; NULL: no mark",
+        "total_pnl": "the day's P&L: the change of cumulative_pnl since the account's previous day",
+        "cumulative_pnl": "realized + unrealized - commission at the end of the day",
+        "missing_marks": "an open position had no mark on or before the day: its unrealized P&L is left out",
     }),
     "symbol_stats": ("Per symbol, period (day or hour, UTC) and liquidity flag, the live fills' statistics", {
         "period": "day or hour",

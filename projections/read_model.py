@@ -123,22 +123,31 @@ _VIEWS = {
                count(*) filter (where qty <> 0) as accounts
         from {s}positions_pnl_exact group by symbol
     """,
-    # a day is the exec time's UTC date; quotients of the exact sums, rounded once
+    # a day is the exec time's UTC date; quotients of the exact sums, rounded once; realized:
+    # the change of the position's realized P&L booked that day (position_days)
     "trades_daily": """
         create view {s}trades_daily as
-        select account, symbol, (exec_time at time zone 'UTC')::date as trade_date,
-               count(*) as fills,
-               coalesce(sum(qty) filter (where side = 'BUY'), 0) as bought_qty,
-               coalesce(sum(qty) filter (where side <> 'BUY'), 0) as sold_qty,
-               round_half_even(coalesce(sum(qty * price) filter (where side = 'BUY'), 0), 8) as bought_notional,
-               round_half_even(coalesce(sum(qty * price) filter (where side <> 'BUY'), 0), 8) as sold_notional,
-               round_half_even(sum(qty * price) filter (where side = 'BUY')
-                               / sum(qty) filter (where side = 'BUY'), 8) as buy_vwap,
-               round_half_even(sum(qty * price) filter (where side <> 'BUY')
-                               / sum(qty) filter (where side <> 'BUY'), 8) as sell_vwap,
-               round_half_even(sum(commission), 8) as commission
-        from {s}executions where not busted
-        group by account, symbol, (exec_time at time zone 'UTC')::date
+        select t.*, round_half_even(r.realized, 8) as realized_pnl
+        from (select account, symbol, (exec_time at time zone 'UTC')::date as trade_date,
+                     count(*) as fills,
+                     coalesce(sum(qty) filter (where side = 'BUY'), 0) as bought_qty,
+                     coalesce(sum(qty) filter (where side <> 'BUY'), 0) as sold_qty,
+                     round_half_even(coalesce(sum(qty * price) filter (where side = 'BUY'), 0), 8)
+                         as bought_notional,
+                     round_half_even(coalesce(sum(qty * price) filter (where side <> 'BUY'), 0), 8)
+                         as sold_notional,
+                     round_half_even(sum(qty * price) filter (where side = 'BUY')
+                                     / sum(qty) filter (where side = 'BUY'), 8) as buy_vwap,
+                     round_half_even(sum(qty * price) filter (where side <> 'BUY')
+                                     / sum(qty) filter (where side <> 'BUY'), 8) as sell_vwap,
+                     round_half_even(sum(commission), 8) as commission
+              from {s}executions where not busted
+              group by account, symbol, (exec_time at time zone 'UTC')::date) t
+        left join (select account, symbol, day,
+                          realized_pnl - coalesce(lag(realized_pnl) over (partition by account, symbol
+                                                                          order by day), 0) as realized
+                   from {s}position_days) r
+            on r.account = t.account and r.symbol = t.symbol and r.day = t.trade_date
     """,
     # one row per period with every fill (liquidity ALL), and one per liquidity flag
     "symbol_stats": """
@@ -158,6 +167,41 @@ _VIEWS = {
               from {s}executions e cross join (values ('day'), ('hour')) as p(period)
               where not e.busted) f
         group by grouping sets ((symbol, period, period_start), (symbol, period, period_start, liquidity))
+    """,
+    # each of an account's days (a day one of its positions changed): every position as it ended
+    # the day (its latest change on or before it: an unchanged position carries forward), valued
+    # at its symbol's last mark on or before that day; the day's figures are the change of the
+    # cumulative ones since the account's previous day
+    "pnl_daily": """
+        create view {s}pnl_daily as
+        with eod as (
+            select d.account, d.day, p.qty, p.avg_px, p.realized_pnl, p.commission,
+                   (select m.mark_price from {s}mark_days m where m.symbol = p.symbol and m.day <= d.day
+                    order by m.day desc limit 1) as mark_price
+            from (select distinct account, day from {s}position_days) d
+            cross join lateral (
+                select distinct on (symbol) symbol, qty, avg_px, realized_pnl, commission
+                from {s}position_days p where p.account = d.account and p.day <= d.day
+                order by symbol, last_offset desc
+            ) p
+        ), days as (
+            select account, day,
+                   count(*) filter (where qty <> 0) as open_positions,
+                   sum(realized_pnl) as realized, sum(commission) as paid,
+                   sum((mark_price - avg_px) * qty) as unrealized,
+                   bool_or(qty <> 0 and mark_price is null) as missing_marks
+            from eod group by account, day
+        ), totals as (
+            select *, realized + coalesce(unrealized, 0) - paid as cumulative from days
+        )
+        select account, day as trade_date, open_positions,
+               round_half_even(realized - coalesce(lag(realized) over w, 0), 8) as realized_pnl,
+               round_half_even(paid - coalesce(lag(paid) over w, 0), 8) as commission,
+               round_half_even(unrealized, 8) as unrealized_pnl,
+               round_half_even(cumulative - coalesce(lag(cumulative) over w, 0), 8) as total_pnl,
+               round_half_even(cumulative, 8) as cumulative_pnl,
+               missing_marks
+        from totals window w as (partition by account order by day)
     """,
 }
 #: The documented views over the projection tables, in dependency order (a view after those it

@@ -1,4 +1,4 @@
-"""The read models with history (docs/sql.md): trades_daily, symbol_stats and
+"""The read models with history (docs/sql.md): trades_daily, symbol_stats, pnl_daily and
 dead_letters_summary on a projected database, against values computed by hand, and the same
 rows in a `replay --into` schema as in `public`."""
 
@@ -73,6 +73,8 @@ def test_trades_daily_and_symbol_stats_by_hand(created_topics: Settings, names) 
     assert (second["fills"], second["bought_qty"], second["sold_qty"]) == (2, D(7), D(70))
     assert (second["bought_notional"], second["buy_vwap"], second["sell_vwap"]) == (D("64.75"), D("9.25"), D(9))
     assert str(second["buy_vwap"]) == "9.25000000"  # 8 places
+    # realized: long 100 @ 10.2, sold 30 @ 12 (+54); day 2 sold the other 70 @ 9 (-84)
+    assert (acc1["realized_pnl"], acc2["realized_pnl"], second["realized_pnl"]) == (D(54), D(0), D(-84))
 
     stats = by(rows(settings, "select * from symbol_stats"), "period", "period_start", "liquidity")
     day1, hour1 = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 20, 14, tzinfo=UTC)
@@ -91,6 +93,25 @@ def test_trades_daily_and_symbol_stats_by_hand(created_topics: Settings, names) 
         assert hourly[("hour", hour1, flag)] == hourly[("day", day1, flag)]
     assert {f for p, s, f in stats if s == day2} == {"ALL", "ADDED", "AUCTION"}
     assert stats[("day", day2, "ALL")]["vwap"] == D("9.02272727")  # (630 + 64.75) / 77 = 9.0227272...
+
+
+def test_pnl_daily_by_hand(created_topics: Settings, names) -> None:
+    """ACC1 ends day 1 long 70 @ 10.2 (realized 54, commission 1.3) marked at 11, and day 2 long
+    7 @ 9.25 (realized -30, commission 2.0: the busted fill's 0.05 is gone) marked at 9.5; ACC2
+    ends day 1 short 10 @ 11 and does not trade on day 2."""
+    settings = created_topics
+    publish(settings, two_days().records)
+    project(settings, names.group(), batch_size=3)  # batches that end mid-day: the same days
+    daily = by(rows(settings, "select * from pnl_daily"), "account", "trade_date")
+    assert set(daily) == {("ACC1", DAY1), ("ACC1", DAY2), ("ACC2", DAY1)}
+    first, second, short = daily[("ACC1", DAY1)], daily[("ACC1", DAY2)], daily[("ACC2", DAY1)]
+    figures = ("realized_pnl", "commission", "unrealized_pnl", "total_pnl", "cumulative_pnl")
+    assert [first[k] for k in figures] == [D(54), D("1.3"), D(56), D("108.7"), D("108.7")]  # 54 + 0.8*70 - 1.3
+    assert [second[k] for k in figures] == [D(-84), D("0.7"), D("1.75"), D("-138.95"), D("-30.25")]
+    assert [short[k] for k in figures] == [D(0)] * 5
+    assert (first["open_positions"], first["missing_marks"]) == (1, False)
+    (account,) = rows(settings, "select total_pnl from pnl_by_account_exact where account = 'ACC1'")
+    assert account["total_pnl"] == second["cumulative_pnl"]  # the last day's marks are the latest
 
 
 def test_dead_letters_summary_by_hand(created_topics: Settings, names) -> None:
@@ -132,6 +153,8 @@ def test_replay_into_gives_the_read_models_of_the_live_projection(cli_env: Setti
     assert json.loads(result.stdout)["into"] == "replayed"
     for view, key in (("trades_daily", "account, symbol, trade_date"),
                       ("symbol_stats", "symbol, period, period_start, liquidity"),
+                      ("pnl_daily", "account, trade_date"), ("position_days", "account, symbol, day"),
+                      ("mark_days", "symbol, day"),
                       ("positions_pnl", "account, symbol"), ("pnl_by_account", "account")):
         live = rows(settings, f"select * from public.{view} order by {key}")
         assert live, view

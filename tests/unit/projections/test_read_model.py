@@ -106,7 +106,8 @@ def test_view_statements_in_a_schema_name_it_on_every_view_and_table() -> None:
     assert [s.split()[2] for s in scratch] == [f'"user".{v}' for v in read_model.VIEWS]
     for plain, qualified in zip(public, scratch, strict=True):
         assert qualified.replace('"user".', "") == plain
-        for table in ("positions", "marks", "orders", "executions", "positions_pnl_exact", "pnl_by_account_exact"):
+        for table in ("positions", "marks", "orders", "executions", "positions_pnl_exact", "pnl_by_account_exact",
+                      "position_days", "mark_days"):
             assert f" {table} " not in qualified.replace("create view ", "")
     assert read_model.view_statements('a"b')[0].split()[2] == '"a""b".positions_pnl_exact'
 
