@@ -14,7 +14,8 @@
   `projection_snapshots.state` says what format 2 holds.
 
 Every view of the read model is dropped and created again from projections/read_model.py
-(open_orders, created by 0009, stays); the read-only role may SELECT each.
+(open_orders, created by 0009, stays); the read-only role may SELECT each. The comments are
+written from the catalog's columns, so an offline run (`alembic upgrade --sql`) leaves them out.
 
 Revision ID: 0014
 Revises: 0013

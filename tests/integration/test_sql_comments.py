@@ -9,6 +9,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from support import uncommented
 
 from backbone import db
 from backbone.settings import Settings
@@ -17,17 +18,6 @@ from projections.state import TradingState
 
 pytestmark = pytest.mark.integration
 
-UNCOMMENTED = """
-    select c.relname, null from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = %(schema)s and c.relkind in ('r', 'v', 'm', 'p', 'f')
-      and coalesce(obj_description(c.oid, 'pg_class'), '') = ''
-    union all
-    select c.relname, a.attname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-    where n.nspname = %(schema)s and c.relkind in ('r', 'v', 'm', 'p', 'f')
-      and coalesce(col_description(c.oid, a.attnum), '') = ''
-    order by 1, 2
-"""
 
 
 @pytest.fixture
@@ -44,7 +34,7 @@ def test_no_table_view_or_column_lacks_a_comment_in_public_or_a_replay_schema(mi
             relations = conn.execute("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                                      "where n.nspname = %s and c.relkind in ('r', 'v')", (schema,)).fetchone()
             assert relations is not None and relations[0] >= 10, schema
-            assert conn.execute(UNCOMMENTED, {"schema": schema}).fetchall() == [], schema
+            assert uncommented(conn, schema) == [], schema
 
 
 def test_the_snapshot_state_comment_says_what_format_2_holds(migrated: str) -> None:
