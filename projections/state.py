@@ -102,6 +102,11 @@ def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, st
             for key, fills in live.items()}
 
 
+def _utc_date(when: datetime) -> date:
+    """The UTC date of an aware time (the decoder's are UTC already: no conversion then)."""
+    return when.date() if when.tzinfo is UTC else when.astimezone(UTC).date()
+
+
 def mark_recency(mark: MarketMark) -> tuple[datetime, str]:
     """Orders a symbol's marks: the greatest is the one the state keeps."""
     return mark.event_time, mark.event_id
@@ -224,9 +229,10 @@ class TradingState:
     def _book_day(self, key: tuple[str, str], partition: int, offset: int, when: datetime, p: Position) -> None:
         """The position as it ends the day this change is booked on (module doc)."""
         last = p.last_fill_time
-        day = (when if last is None or when > last else last).astimezone(UTC).date()
-        self.changes.position_days[(*key, day)] = (partition, offset, p.qty, p.avg_px, p.realized_pnl,
-                                                   p.realized_commission, p.commission)
+        if last is not None and last > when:
+            when = last
+        self.changes.position_days[(key[0], key[1], _utc_date(when))] = (
+            partition, offset, p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.commission)
 
     def _position(self, event: OrderEvent) -> Position:
         return (self.positions.get((event.account, event.symbol))
@@ -257,7 +263,7 @@ class TradingState:
         row = self.marks[mark.symbol] = new_mark_row(mark.symbol, partition, mark)
         self.changes.marks.add(mark.symbol)
         # marks only move forward in time (an older one is stale): the day's last is its close
-        self.changes.mark_days[(mark.symbol, mark.event_time.astimezone(UTC).date())] = row
+        self.changes.mark_days[(mark.symbol, _utc_date(mark.event_time))] = row
         return "applied"
 
     # -- bookkeeping ------------------------------------------------------------------------------
