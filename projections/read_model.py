@@ -13,7 +13,7 @@ This module is the one definition every user of the views derives from:
   arithmetic of view positions_pnl_exact; `round_money` turns them into the rows of the
   rounded views positions_pnl and pnl_by_account.
 
-`tests/integration/test_read_model.py` runs generated positions, marks and orders through the
+`tests/integration/test_read_model_sql.py` runs generated positions, marks and orders through the
 views on PostgreSQL and through the Python rows and requires equal values, exactly.
 
 An open order is one that may still execute (`OrderState.is_terminal` false): a status that is
