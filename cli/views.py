@@ -59,7 +59,7 @@ def positions(account: AccountOpt = None, symbol: SymbolOpt = None, json_out: Js
     where, params = _where(account=account, symbol=symbol)
     if not flat:
         where += (" and" if where else " where") + " qty <> 0"
-    rows = _query(f"select * from positions_pnl{where} order by account, symbol limit :limit",
+    rows = _query(f"select * from positions_pnl_exact{where} order by account, symbol limit :limit",
                   params | {"limit": limit + 1})
     _emit(rows, ["account", "symbol", "qty", "avg_px", "mark_price", "mark_time", "realized_pnl", "unrealized_pnl",
                  "commission", "total_pnl"], json_out, limit)
@@ -69,7 +69,7 @@ def pnl(account: AccountOpt = None, json_out: JsonOpt = False) -> None:
     """P&L by account: realized, unrealized, commission, total (view pnl_by_account). The table
     shows money to the cent, rounded half-even; --json gives every value exact."""
     where, params = _where(account=account)
-    rows = _query(f"select * from pnl_by_account{where} order by account", params)
+    rows = _query(f"select * from pnl_by_account_exact{where} order by account", params)
     _emit(rows, ["account", "open_positions", "realized_pnl", "unrealized_pnl", "commission", "total_pnl",
                  "missing_marks"], json_out)
 

@@ -495,6 +495,7 @@ class Replayer:
             projection = TradingProjection(self.settings, self._codec, snapshots=False)
             projection.place({t: len(self.reader.partitions(t)) for t in projection.topics()})
             state = projection.state
+            state.keep_days = Changes()  # the day rows of every batch: write_into writes them all
             t0 = time.perf_counter()
             with_snapshot = [p for p in plans if p.snapshot is not None]
             if with_snapshot:
@@ -575,9 +576,13 @@ class Replayer:
 # == writing and showing a state ===================================================================
 
 def full_changes(state: TradingState) -> Changes:
-    """Every row of the state as changed (what a fresh schema needs); loads what is still cold."""
+    """Every row of the state as changed (what a fresh schema needs), with the day rows the
+    replay kept (`TradingState.keep_days`); loads what is still cold."""
     state.thaw_all()
-    return Changes(set(state.orders), set(state.executions), set(state.positions), set(state.marks))
+    state.take_changes()
+    days = Changes() if state.keep_days is None else state.keep_days
+    return Changes(set(state.orders), set(state.executions), set(state.positions), set(state.marks),
+                   days.position_days, days.mark_days)
 
 
 def write_into(conn: psycopg.Connection, state: TradingState, schema: str, *, reader_role: str | None) -> int:

@@ -8,7 +8,12 @@ the state of one Kafka partition never depends on another's: `TradingState` may 
 partitions and `drop_partitions` forgets some of them.
 
 What changed since the last `take_changes()` is tracked as key sets, so the writer persists
-exactly the rows an applied batch touched.
+exactly the rows an applied batch touched; and, per UTC day, how each changed position and
+mark stood after the day's last change (`Changes.position_days`, `mark_days`: the history
+behind view pnl_daily, docs/sql.md). A position's change is booked on the UTC date of the event,
+or of the position's last fill if that is later: a late fill never goes back to a day already
+booked. A state that `keep_days` keeps every day's rows across `take_changes()` (a replay
+writes them all into its schema).
 
 An execution is keyed by (order_id, exec_id), not by its exec id alone: FIX makes an ExecID
 unique per sell side, so orders routed to two venues may report the same one, and each is its
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -97,6 +102,11 @@ def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, st
             for key, fills in live.items()}
 
 
+def _utc_date(when: datetime) -> date:
+    """The UTC date of an aware time (the decoder's are UTC already: no conversion then)."""
+    return when.date() if when.tzinfo is UTC else when.astimezone(UTC).date()
+
+
 def mark_recency(mark: MarketMark) -> tuple[datetime, str]:
     """Orders a symbol's marks: the greatest is the one the state keeps."""
     return mark.event_time, mark.event_id
@@ -125,12 +135,19 @@ class ColdGroup:
     load: Callable[[], tuple[list[OrderState], list[Execution]]]
 
 
+#: A position at the end of a day: (partition, offset of the day's last change, qty, avg_px,
+#: realized_pnl, realized_commission, commission).
+PositionDay = tuple[int, int, Decimal, Decimal, Decimal, Decimal, Decimal]
+
+
 @dataclass
 class Changes:
     orders: set[str] = field(default_factory=set)
     executions: set[ExecKey] = field(default_factory=set)
     positions: set[tuple[str, str]] = field(default_factory=set)
     marks: set[str] = field(default_factory=set)
+    position_days: dict[tuple[str, str, date], PositionDay] = field(default_factory=dict)
+    mark_days: dict[tuple[str, date], MarkRow] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.orders or self.executions or self.positions or self.marks)
@@ -150,6 +167,7 @@ class TradingState:
     cold_orders: dict[str, ColdGroup] = field(default_factory=dict)
     cold_execs: dict[tuple[str, str], ColdGroup] = field(default_factory=dict)  # by (account, symbol)
     cold_groups: dict[int, set[ColdGroup]] = field(default_factory=dict)  # by partition
+    keep_days: Changes | None = None  # every day's rows since it was set (take_changes keeps them)
 
     # -- order events -------------------------------------------------------------------------
 
@@ -205,7 +223,16 @@ class TradingState:
             self.positions[key] = new_position
             self.position_partition[key] = partition
             self.changes.positions.add(key)
+            self._book_day(key, partition, offset, event.event_time, new_position)
         return "applied"
+
+    def _book_day(self, key: tuple[str, str], partition: int, offset: int, when: datetime, p: Position) -> None:
+        """The position as it ends the day this change is booked on (module doc)."""
+        last = p.last_fill_time
+        if last is not None and last > when:
+            when = last
+        self.changes.position_days[(key[0], key[1], _utc_date(when))] = (
+            partition, offset, p.qty, p.avg_px, p.realized_pnl, p.realized_commission, p.commission)
 
     def _position(self, event: OrderEvent) -> Position:
         return (self.positions.get((event.account, event.symbol))
@@ -233,8 +260,10 @@ class TradingState:
         current = self.marks.get(mark.symbol)
         if current is not None and mark_recency(mark) <= mark_recency(current.mark):
             return "duplicate" if current.mark.event_id == mark.event_id else "stale"
-        self.marks[mark.symbol] = new_mark_row(mark.symbol, partition, mark)
+        row = self.marks[mark.symbol] = new_mark_row(mark.symbol, partition, mark)
         self.changes.marks.add(mark.symbol)
+        # marks only move forward in time (an older one is stale): the day's last is its close
+        self.changes.mark_days[(mark.symbol, _utc_date(mark.event_time))] = row
         return "applied"
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -280,6 +309,9 @@ class TradingState:
 
     def take_changes(self) -> Changes:
         changes, self.changes = self.changes, Changes()
+        if self.keep_days is not None:
+            self.keep_days.position_days.update(changes.position_days)
+            self.keep_days.mark_days.update(changes.mark_days)
         return changes
 
     def drop_partitions(self, orders_partitions: Iterable[int] = (), marks_partitions: Iterable[int] = ()) -> None:

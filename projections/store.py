@@ -145,8 +145,28 @@ def change_rows(state: TradingState, changes: Changes) -> list[TableRows]:
         ("positions", POSITION_COLS, ("account", "symbol"),
          [_position_row(state.positions[k], state.position_partition[k]) for k in sorted(changes.positions)]),
         ("marks", MARK_COLS, ("symbol",), [_mark_row(state.marks[s]) for s in sorted(changes.marks)]),
+        *day_rows(changes),
     ]
     return [t for t in tables if t[3]]
+
+
+POSITION_DAY_COLS = ("account", "symbol", "day", "kafka_partition", "last_offset", "qty", "avg_px", "realized_pnl",
+                     "realized_commission", "commission")
+MARK_DAY_COLS = ("symbol", "day", "kafka_partition", "mark_price", "event_time", "event_id")
+
+
+def day_rows(changes: Changes) -> list[TableRows]:
+    """The history tables' rows of `changes` (state.Changes.position_days, mark_days), after the
+    other tables: `backbone rebuild` freezes those, not these. A day goes as its ISO text, which
+    the text parameter carries (`_rows_text`)."""
+    return [
+        ("position_days", POSITION_DAY_COLS, ("account", "symbol", "day"),
+         [(account, symbol, day.isoformat(), *at)
+          for (account, symbol, day), at in sorted(changes.position_days.items())]),
+        ("mark_days", MARK_DAY_COLS, ("symbol", "day"),
+         [(symbol, day.isoformat(), m.kafka_partition, m.mark.mark_price, m.mark.event_time, m.mark.event_id)
+          for (symbol, day), m in sorted(changes.mark_days.items(), key=lambda item: item[0])]),
+    ]
 
 
 def write_changes(conn: psycopg.Connection, state: TradingState, changes: Changes,
@@ -228,6 +248,8 @@ COLUMN_TYPES = {
     "positions": ("text", "text", "int4", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "int4",
                   "timestamptz"),
     "marks": ("text", "int4", "numeric", "numeric", "numeric", "numeric", "timestamptz", "text", "text"),
+    "position_days": ("text", "text", "date", "int4", "int8", "numeric", "numeric", "numeric", "numeric", "numeric"),
+    "mark_days": ("text", "date", "int4", "numeric", "timestamptz", "text"),
     # projections.audit's RECORD_COLS and GAP_COLS
     "audit_records": ("text", "int4", "int8", "int8", "bytea", "bytea", "bytea", "text", "text", "text", "text",
                       "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
@@ -75,6 +76,25 @@ def schema_dump(settings: Settings, schema: str) -> dict[str, list[tuple]]:
     """The projection tables of `schema` (a scratch schema, or public), row for row, in key order."""
     return {t: [tuple(r.values()) for r in rows(settings, f"select * from {schema}.{t} order by {key}")]
             for t, key in TABLE_KEYS.items()}
+
+
+_UNCOMMENTED = """
+    select c.relname, null from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = %(schema)s and c.relkind in ('r', 'v', 'm', 'p', 'f')
+      and coalesce(obj_description(c.oid, 'pg_class'), '') = ''
+    union all
+    select c.relname, a.attname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+    where n.nspname = %(schema)s and c.relkind in ('r', 'v', 'm', 'p', 'f')
+      and coalesce(col_description(c.oid, a.attnum), '') = ''
+    order by 1, 2
+"""
+
+
+def uncommented(conn: psycopg.Connection, schema: str) -> list[tuple[str, str | None]]:
+    """The tables and views of `schema` without a comment (relation, None), and their columns
+    without one (relation, column): docs/sql.md says every one has one."""
+    return conn.execute(_UNCOMMENTED, {"schema": schema}).fetchall()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

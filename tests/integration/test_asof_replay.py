@@ -116,6 +116,12 @@ def live_dump(settings: Settings) -> dict[str, list[tuple]]:
     return {t: dump[t] for t in PROJECTED}
 
 
+def history_dump(settings: Settings, schema: str) -> dict[str, list[tuple]]:
+    """The projection's day rows in `schema` (position_days, mark_days), in key order."""
+    return {t: [tuple(r.values()) for r in rows(settings, f"select * from {schema}.{t} order by {key}")]
+            for t, key in (("position_days", "account, symbol, day"), ("mark_days", "symbol, day"))}
+
+
 def in_memory(settings: Settings, when: datetime, *, use_snapshots: bool,
               replayer: Replayer | None = None) -> tuple[TradingState, list]:
     """The state as of `when` and the per-partition reports (plan, exact cut)."""
@@ -146,12 +152,14 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
     bounds = sorted(rng.sample(clean_boundaries(records)[100:-100], 3)) + [len(records)]
 
     live: dict[datetime, dict[str, list[tuple]]] = {}
+    history: dict[datetime, dict[str, list[tuple]]] = {}
     start = 0
     for end in bounds:  # publish a chunk, let the real projector catch up, dump its tables
         publish(settings, records[start:end])
         stats = project(settings, names.group("live"), batch_size=200)
         assert stats.events == end - start and stats.dead_letters == 0
         live[records[end - 1].event_time] = live_dump(settings)
+        history[records[end - 1].event_time] = history_dump(settings, "public")
         start = end
 
     with db.make_engine(settings).connect() as sa_conn:
@@ -165,7 +173,8 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
         asof = invoke("state", "--as-of", when.isoformat(), "--into", f"asof_{k}", "--json")
         assert asof.exit_code == 0, asof.output
         summary = json.loads(asof.stdout)
-        assert summary["rows_written"] == sum(len(v) for v in dump.values())
+        days = history_dump(settings, f"asof_{k}")  # the days booked after the snapshots (docs/sql.md)
+        assert summary["rows_written"] == sum(len(v) for v in (*dump.values(), *days.values()))
         full = invoke("replay", "--from-beginning", "--to-timestamp", when.isoformat(), "--into", f"full_{k}",
                       "--json")
         assert full.exit_code == 0, full.output
@@ -173,6 +182,7 @@ def test_snapshot_plus_tail_equals_full_replay_equals_live_state_at_random_cuts(
         assert json.loads(full.stdout)["records_read"] == sum(1 for x in log if x.offset < cuts[(x.topic, x.partition)])
         assert schema_dump(settings, f"asof_{k}") == dump, f"state --as-of {when} differs from the live state"
         assert schema_dump(settings, f"full_{k}") == dump, f"full replay to {when} differs from the live state"
+        assert history_dump(settings, f"full_{k}") == history[when], f"full replay to {when}: other day rows"
         state, reports = in_memory(settings, when, use_snapshots=True)
         assert comparable(state) == comparable(exp)
         if k == len(live) - 1:
@@ -221,8 +231,11 @@ def test_state_as_of_prints_positions_pnl_and_open_orders_like_the_views(cli_env
         from cli.common import canonical_value
         return [{k: canonical_value(v) for k, v in r.items()} for r in table]
 
-    assert out["positions"] == canon(rows(settings, "select * from asof_views.positions_pnl order by account, symbol"))
-    assert out["pnl_by_account"] == canon(rows(settings, "select * from asof_views.pnl_by_account order by account"))
+    # --json keeps full precision: the exact views (positions_pnl and pnl_by_account round money)
+    assert out["positions"] == canon(rows(settings, "select * from asof_views.positions_pnl_exact "
+                                                    "order by account, symbol"))
+    assert out["pnl_by_account"] == canon(rows(settings, "select * from asof_views.pnl_by_account_exact "
+                                                         "order by account"))
     view_orders = rows(settings, "select * from asof_views.open_orders order by last_event_time desc, order_id desc")
     assert out["open_orders"] == canon(view_orders)
     assert out["positions"] and out["open_orders"]

@@ -57,7 +57,7 @@ def test_simulate_project_and_read_back(cli_env: Settings) -> None:
     assert filtered == [one]
 
     pnl = json.loads(invoke("pnl", "--json").stdout)
-    db_total = rows(cli_env, "select sum(total_pnl) as t from pnl_by_account")[0]["t"]
+    db_total = rows(cli_env, "select sum(total_pnl) as t from pnl_by_account_exact")[0]["t"]
     assert sum(Decimal(r["total_pnl"]) for r in pnl) == db_total
 
     canceled = json.loads(invoke("orders", "--status", "CANCELED", "--json", "--limit", "5").stdout)

@@ -413,7 +413,8 @@ def test_awkward_values_are_written_as_they_are(settings: Settings, monkeypatch)
 def test_the_text_parameter_casts_to_the_column_types(settings: Settings) -> None:
     with psycopg.connect(psycopg_url(settings)) as conn:
         for table, cols in (("orders", store.ORDER_COLS), ("executions", store.EXEC_COLS),
-                            ("positions", store.POSITION_COLS), ("marks", store.MARK_COLS)):
+                            ("positions", store.POSITION_COLS), ("marks", store.MARK_COLS),
+                            ("position_days", store.POSITION_DAY_COLS), ("mark_days", store.MARK_DAY_COLS)):
             found = conn.execute("select column_name, udt_name from information_schema.columns where table_schema = "
                                  "'public' and table_name = %s order by ordinal_position", (table,)).fetchall()
             assert found == list(zip(cols, store.COLUMN_TYPES[table], strict=True)), table

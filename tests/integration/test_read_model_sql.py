@@ -1,7 +1,9 @@
 """The read model's SQL and its Python rows agree, exactly, on PostgreSQL: generated positions,
 marks and orders are written to `public` (views created by the migrations) and to a scratch
 schema (views created by projections.ddl), and every view row equals the row `state --as-of`
-computes from the same state (projections.read_model)."""
+computes from the same state (projections.read_model): the exact views' rows as they are, the
+rounded views' through `round_money`. The values include ties at the 9th decimal place, where
+rounding half-even and PostgreSQL's round() (half away from zero) differ."""
 
 from __future__ import annotations
 
@@ -40,14 +42,21 @@ def places(places: int, low: int, high: int) -> st.SearchStrategy[Decimal]:
 times = st.integers(0, 10**12).map(lambda us: T0 + timedelta(microseconds=us))
 
 
+def ties(low: int, high: int) -> st.SearchStrategy[Decimal]:
+    """Decimals halfway between two multiples of 1E-8: n.nnnnnnnn5, of either sign."""
+    return st.integers(low, high).map(lambda n: Decimal(10 * n + 5).scaleb(-9))
+
+
 @st.composite
 def positions(draw: st.DrawFn, account: str, symbol: str) -> Position:
     qty = draw(st.one_of(st.just(Decimal("0E-8")), places(8, -10**14, 10**14)))
     flat = qty == 0
-    avg_px = Decimal("0E-12") if flat else draw(places(12, 1, 10**18))
-    realized_commission = draw(places(8, 0, 10**12))
+    # whole prices against qty with 8 places: unrealized and total P&L fall on ties too
+    avg_px = Decimal("0E-12") if flat else draw(st.one_of(places(12, 1, 10**18), places(0, 1, 10**6)))
+    realized_commission = draw(st.one_of(places(8, 0, 10**12), ties(0, 10**12)))
     open_commission = Decimal("0E-8") if flat else draw(places(8, 0, 10**12))
-    return Position(account, symbol, qty, avg_px, draw(places(20, -10**28, 10**28)), realized_commission,
+    realized = draw(st.one_of(places(20, -10**28, 10**28), ties(-10**15, 10**15)))
+    return Position(account, symbol, qty, avg_px, realized, realized_commission,
                     open_commission, realized_commission + open_commission, draw(st.one_of(st.none(), times)),
                     draw(st.integers(0, 10**6)), ())
 
@@ -60,7 +69,8 @@ def states(draw: st.DrawFn) -> TradingState:
         state.positions[key] = draw(positions(*key))
         state.position_partition[key] = 0
     for symbol in draw(st.lists(st.sampled_from(SYMBOLS), unique=True)):
-        mark = MarketMark(f"M-{symbol}", symbol, draw(times), draw(places(8, 1, 10**16)))
+        mark = MarketMark(f"M-{symbol}", symbol, draw(times),
+                          draw(st.one_of(places(8, 1, 10**16), places(1, 1, 10**7))))
         state.marks[symbol] = MarkRow(symbol, 0, mark)
     template = order_template()
     for i, (status, tif, account, symbol, when) in enumerate(draw(st.lists(st.tuples(
@@ -96,13 +106,17 @@ def check(conn: psycopg.Connection, state: TradingState) -> None:
     summaries = {k: read_model.PositionSummary.of(p) for k, p in state.positions.items()}
     marks = {s: m.mark for s, m in state.marks.items()}
     assert read_model.position_rows_of(summaries, marks) == position_rows  # what helper processes hand back
+    pnl_rows = read_model.pnl_rows(position_rows)
     expected = {
-        "positions_pnl": by_key(position_rows, ("account", "symbol")),
-        "pnl_by_account": by_key(read_model.pnl_rows(position_rows), ("account",)),
+        "positions_pnl_exact": by_key(position_rows, ("account", "symbol")),
+        "pnl_by_account_exact": by_key(pnl_rows, ("account",)),
+        "positions_pnl": by_key(read_model.round_money(position_rows, "positions_pnl"), ("account", "symbol")),
+        "pnl_by_account": by_key(read_model.round_money(pnl_rows, "pnl_by_account"), ("account",)),
         "open_orders": by_key(read_model.open_order_rows(state), ("order_id",)),
     }
     for schema in ("public", SCRATCH):
-        for name, key in (("positions_pnl", ("account", "symbol")), ("pnl_by_account", ("account",)),
+        for name, key in (("positions_pnl_exact", ("account", "symbol")), ("pnl_by_account_exact", ("account",)),
+                          ("positions_pnl", ("account", "symbol")), ("pnl_by_account", ("account",)),
                           ("open_orders", ("order_id",))):
             got = view(conn, schema, name, key)
             assert got == expected[name], f"{schema}.{name}"

@@ -17,7 +17,7 @@ from alembic import command
 from confluent_kafka import Consumer, TopicPartition
 from conftest import TEST_PARTITIONS, scratch_database
 from sqlalchemy.engine import make_url
-from support import checkpoint_total, project, publish, rows, settings_env, table_dump
+from support import checkpoint_total, project, publish, rows, settings_env, table_dump, uncommented
 from typer.testing import CliRunner
 
 from backbone import db
@@ -170,6 +170,8 @@ def test_readers_see_the_full_state_throughout_a_rebuild(created_topics: Setting
     oids_after = _oids(settings)
     assert all(oids_after[t] != oids_before[t] for t in oids_before), "the tables were not swapped"
     assert _index_names(settings) == indexes_before
+    with psycopg.connect(psycopg_url(settings)) as conn:  # the swapped-in tables came with their comments
+        assert uncommented(conn, "public") == []
     assert table_dump(settings) == before  # rows, dead letters and checkpoints, exactly
     assert _leftover_schemas(settings) == [] and _projections(settings) == ["trading"]
     assert _dlq_size(settings) == dlq_before  # historical dead letters were not re-published

@@ -71,7 +71,9 @@ def test_a_reader_reads_every_table_and_view(reader: psycopg.Connection) -> None
     relations = [r[0] for r in reader.execute(
         "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
         "where n.nspname = 'public' and c.relkind in ('r', 'v')").fetchall()]
-    assert {"orders", "executions", "positions", "marks", "positions_pnl", "audit_records"} <= set(relations)
+    assert {"orders", "executions", "positions", "marks", "positions_pnl", "audit_records", "positions_pnl_exact",
+            "pnl_by_account_exact", "trades_daily", "symbol_stats", "dead_letters_summary", "pnl_daily",
+            "position_days", "mark_days"} <= set(relations)
     for relation in relations:
         reader.execute(f"select * from {relation} limit 1").fetchall()
 

@@ -62,10 +62,25 @@ def test_migration_0002_runs_byte_for_byte_what_it_always_ran(monkeypatch: pytes
     assert digest == MIGRATION_0002[direction], (
         "migration 0002 now runs other SQL: databases have applied it. Write its former statements "
         "into it as literal text and change the views in a new migration (projections/read_model.py)")
-    if direction == "upgrade":  # the views it created that no later revision replaced
-        for view in read_model.view_statements():
-            if view.split()[2] != "open_orders":
-                assert view in statements
+    if direction == "upgrade":  # its views compute what the read model's exact views compute
+        exact = read_model.view_statements()
+        for name in ("positions_pnl", "pnl_by_account"):
+            (old,) = [s for s in statements if s.split()[2:3] == [name]]
+            assert old.replace(f"view {name} ", f"view {name}_exact ").replace(
+                "from positions_pnl ", "from positions_pnl_exact ") in exact
+
+
+def test_migration_0014_creates_every_view_but_open_orders_from_the_read_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    statements = migration_statements(monkeypatch, "upgrade", ("0013", "0014"))
+    for view in read_model.view_statements():
+        assert (view in statements) is (view.split()[2] != "open_orders")
+    for view in read_model.PUBLIC_VIEWS.values():
+        assert view in statements
+    undone = migration_statements(monkeypatch, "downgrade", ("0013", "0014"))
+    for old in migration_statements(monkeypatch, "upgrade"):
+        if old.split()[2:3] in (["positions_pnl"], ["pnl_by_account"], ["exposure_by_symbol"]):
+            assert old in undone
 
 
 def test_migration_0009_creates_open_orders_and_its_index_from_the_read_model(
@@ -91,9 +106,19 @@ def test_view_statements_in_a_schema_name_it_on_every_view_and_table() -> None:
     assert [s.split()[2] for s in scratch] == [f'"user".{v}' for v in read_model.VIEWS]
     for plain, qualified in zip(public, scratch, strict=True):
         assert qualified.replace('"user".', "") == plain
-        for table in ("positions", "marks", "orders", "positions_pnl"):
+        for table in ("positions", "marks", "orders", "executions", "positions_pnl_exact", "pnl_by_account_exact",
+                      "position_days", "mark_days"):
             assert f" {table} " not in qualified.replace("create view ", "")
-    assert read_model.view_statements('a"b')[0].split()[2] == '"a""b".positions_pnl'
+    assert read_model.view_statements('a"b')[0].split()[2] == '"a""b".positions_pnl_exact'
+
+
+def test_round_money_rounds_the_money_columns_half_even_to_8_places() -> None:
+    rows = [{"account": "A", "open_positions": 1, "realized_pnl": D("0.000000005"), "unrealized_pnl": None,
+             "commission": D("-0.000000015"), "total_pnl": D("1.123456785000001"), "missing_marks": True}]
+    (row,) = read_model.round_money(rows, "pnl_by_account")
+    assert row == {"account": "A", "open_positions": 1, "realized_pnl": D("0E-8"), "unrealized_pnl": None,
+                   "commission": D("-0.00000002"), "total_pnl": D("1.12345679"), "missing_marks": True}
+    assert str(row["realized_pnl"]) == "0E-8"  # the views' scale: 8 places
 
 
 # -- the rows printed by `state --as-of` ---------------------------------------------------------------

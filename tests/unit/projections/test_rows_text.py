@@ -109,7 +109,7 @@ def test_every_row_of_a_simulated_session_goes_as_text() -> None:
         else:
             state.apply_mark(record, 0)
     tables = store.change_rows(state, state.take_changes())
-    assert {t[0] for t in tables} == {"orders", "executions", "positions", "marks"}
+    assert {t[0] for t in tables} == {"orders", "executions", "positions", "marks", "position_days", "mark_days"}
     for table, cols, _keys, rows in tables:
         assert len(store.COLUMN_TYPES[table]) == len(cols)
         text = store._rows_text(rows)
