@@ -1,6 +1,7 @@
 """What the dashboard shows, read as the read-only role: plain rows of Decimals, no formatting.
 
-Every P&L figure comes from the documented views (positions_pnl, pnl_by_account) or, for the
+Every P&L figure comes from the documented views, unrounded (positions_pnl_exact,
+pnl_by_account_exact: what `backbone pnl --json` reads; the page rounds once), or, for the
 intraday series, from the Python read model: the day's executions folded with
 `backbone.domain.positions` (the projector's netting rule) and valued with
 `projections.read_model.valuation` (the Python form of view positions_pnl). Nothing here
@@ -118,9 +119,9 @@ def read(engine: Engine, *, recent: int = RECENT) -> Snapshot:
         with conn.begin():
             at: datetime = conn.execute(sa.text("select now()")).scalar_one()
             pnl = _rows(conn, "select account, open_positions, realized_pnl, unrealized_pnl, commission, total_pnl, "
-                              "missing_marks from pnl_by_account order by account")
+                              "missing_marks from pnl_by_account_exact order by account")
             positions = _rows(conn, "select account, symbol, qty, avg_px, mark_price, mark_time, realized_pnl, "
-                                    "unrealized_pnl, commission, total_pnl from positions_pnl where qty <> 0 "
+                                    "unrealized_pnl, commission, total_pnl from positions_pnl_exact where qty <> 0 "
                                     "order by account, symbol")
             fills = _rows(conn, "select account, symbol, order_id, exec_id, side, qty, price, commission, exec_time "
                                 "from executions where not busted order by kafka_partition, source_offset")
@@ -179,7 +180,7 @@ def intraday(fills: Sequence[Mapping[str, Any]], marks: Mapping[str, Decimal], m
     `fills`: the live executions in the projector's order (partition, offset), so each position
     is netted exactly as the projector netted it. The marks table keeps each symbol's latest mark
     only, so between fills a symbol is valued at its latest fill price (any account's); the last
-    point uses the marks, as the views do, and equals pnl_by_account's total_pnl."""
+    point uses the marks, as the views do, and equals pnl_by_account_exact's total_pnl."""
     if not fills:
         return []
     steps: list[tuple[datetime, int, pos.Position, Decimal]] = []
