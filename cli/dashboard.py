@@ -19,8 +19,9 @@ def dashboard(
     refresh: Annotated[float, typer.Option("--refresh", min=0.5, help="seconds between redraws")] = 5.0,
 ) -> None:
     """Serve the desk's page: P&L and positions by account, intraday P&L and exposure, recent
-    fills and orders, dead letters, projector health. Reads as BACKBONE_READER_DATABASE_URL, a
-    login of the read-only role, only. Runs in the foreground; Ctrl-C stops it."""
+    fills and orders, dead letters, projector health and consumer lag. Reads Postgres as
+    BACKBONE_READER_DATABASE_URL, a login of the read-only role, only, and Kafka only to sample
+    the lag (no group joined, no offset committed). Runs in the foreground; Ctrl-C stops it."""
     settings = load_settings()
     with user_errors():
         try:

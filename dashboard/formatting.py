@@ -27,3 +27,13 @@ def qty(value: Decimal | None) -> str:
 def when(value: datetime | None) -> str:
     """A UTC time to the second: `2024-01-02 14:30:00`."""
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def count(value: int | None) -> str:
+    """Records: `12,345`."""
+    return "" if value is None else readable.count(value)
+
+
+def seconds(value: Decimal | None) -> str:
+    """Seconds to the millisecond, as `backbone lag` writes them: `1,234.568`."""
+    return "" if value is None else readable.fixed(value, 3)

@@ -24,7 +24,7 @@ from backbone import db
 from backbone.errors import BackboneError
 from backbone.settings import Settings
 from dashboard import formatting as fmt
-from dashboard import queries
+from dashboard import lag, queries
 
 _READ_FAILURES: tuple[type[Exception], ...] = (BackboneError, *db.DATABASE_FAILURES)
 Column = tuple[str, str, Callable[[Any], str], bool]  # key, heading, formatter, right-aligned
@@ -84,6 +84,10 @@ DEAD = [("created_at", "time", fmt.when, False), ("reason", "reason", _text, Fal
 ALERTS = [("group_id", "group", _text, False), ("topic", "topic", _text, False), ("rule", "rule", _text, False),
           ("phase", "phase", _text, False), ("severity", "severity", _text, False), ("value", "value", _text, True),
           ("since", "since", fmt.when, False)]
+LAG = [("group", "group", _text, False), ("source", "source", _text, False), ("topic", "topic", _text, False),
+       ("status", "status", _text, False), ("lag_records", "lag (records)", fmt.count, True),
+       ("lag_seconds", "lag (s)", fmt.seconds, True),
+       ("lagging", "partitions lagging", lambda n: f"{n:,}", True), ("reason", "why", _text, False)]
 
 _STYLE = """<style>
 table.desk { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.85rem; width: 100%; }
@@ -155,7 +159,16 @@ def _steps(points: Sequence[queries.Point], value: str, title: str) -> alt.Chart
         tooltip=["account", "time:T", alt.Tooltip(f"{value}:Q", format=",.2f")])
 
 
-def render(engine: Engine, refresh: float) -> None:
+def _lag(board: lag.LagBoard) -> None:
+    reading = board.read()
+    st.caption(f"consumer lag as `backbone lag` computes it (worst partition per group and topic), "
+               f"sampled {fmt.when(reading.at)} UTC")
+    for problem in reading.problems:
+        st.warning(f"lag unavailable: {problem}")
+    _show(lag.rows(reading), LAG, "lag")
+
+
+def render(engine: Engine, refresh: float, board: lag.LagBoard | None = None) -> None:
     try:
         snapshot = queries.read(engine)
     except sa.exc.ProgrammingError as e:  # a view or table missing
@@ -225,7 +238,9 @@ def render(engine: Engine, refresh: float) -> None:
     _show(by_topic, [*common, ("partitions", "partitions", _text, True), *offsets,
                      ("oldest_commit", "oldest partition commit", age, True)], "health")
     _show(by_partition, [*common, ("partition", "partition", _text, True), *offsets], "health-partitions")
-    st.caption("lag monitor alerts (`backbone lag monitor`; lag in records and seconds: `backbone lag`)")
+    if board is not None:
+        _lag(board)  # after everything Postgres gave: a Kafka that does not answer holds up this table only
+    st.caption("lag monitor alerts (`backbone lag monitor`)")
     _show(snapshot.alerts, ALERTS, "alerts")
 
 
@@ -240,15 +255,21 @@ def _engine() -> Engine:
     return queries.reader_engine(Settings())
 
 
+@st.cache_resource
+def _lag_board(refresh: float) -> lag.LagBoard:
+    return lag.LagBoard(Settings(), refresh)  # one for the server's life: its Kafka clients are reused
+
+
 def main() -> None:
     refresh = _refresh_seconds(sys.argv[1:])
     st.set_page_config(page_title="Desk · trading-backbone", layout="wide")
     st.title("Desk")
     engine = _engine()
+    board = _lag_board(refresh)
 
     @st.fragment(run_every=refresh)
     def live() -> None:
-        render(engine, refresh)
+        render(engine, refresh, board)
 
     live()
 

@@ -1,6 +1,7 @@
 """`backbone dashboard` in a real headless browser (Debian's chromium, driven by Playwright): the
 page renders the projected state, its P&L equals `backbone pnl --json`'s, it redraws itself
-after new events are projected; and it reads as the read-only role only.
+after new events are projected, its consumer lag is `backbone lag --json`'s while events wait
+and 0 once they are projected; and it reads as the read-only role only.
 
 BACKBONE_DASHBOARD_SCREENSHOT=docs/img/dashboard.png also saves the rendered page there (the
 README's picture; docs/dashboard.md)."""
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -34,8 +36,10 @@ from backbone import db
 from backbone.domain.events import Side
 from backbone.errors import ConfigError
 from backbone.settings import Settings
-from dashboard import queries
+from consumers.config import default_group_id
+from dashboard import lag, queries
 from producers.simulator import SimulationConfig, simulate
+from projections.trading import NAME
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +128,13 @@ def _pnl_json(settings: Settings) -> list[dict[str, str]]:
     return json.loads(result.stdout)
 
 
+def _lag_json(settings: Settings, group: str) -> dict[str, int]:
+    """`backbone lag --json --group G`'s lag in records per topic."""
+    result = subprocess.run([sys.executable, "-m", "cli.main", "lag", "--json", "--group", group, "--interval", "0.1"],
+                            env=_env(settings), capture_output=True, text=True, check=True)
+    return {g["topic"]: g["lag_records"] for g in json.loads(result.stdout)["groups"] if g["source"] == "postgres"}
+
+
 def _shown(value: Decimal) -> str:
     """A P&L figure as the page writes it: 2 places half-even, thousands separators."""
     return f"{value.quantize(Decimal('0.01')):,}"
@@ -154,6 +165,17 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
     for name in ("positions", "fills", "orders", "exposure", "health"):  # drawn after the metrics: waited for
         expect(page.locator(f'table[data-table="{name}"] tbody tr td[data-column]').first).to_be_visible()
     expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
+    projection = default_group_id(NAME, [settings.topic_orders, settings.topic_marketdata])
+
+    def lag_cell(topic: str) -> Any:
+        row = page.locator('table[data-table="lag"] tbody tr').filter(
+            has=page.locator('td[data-column="group"]', has_text=re.compile(f"^{re.escape(projection)}$"))).filter(
+            has=page.locator('td[data-column="source"]', has_text="postgres")).filter(
+            has=page.locator('td[data-column="topic"]', has_text=re.compile(f"^{re.escape(topic)}$")))
+        return row.locator('td[data-column="lag_records"]')
+
+    for topic in (settings.topic_orders, settings.topic_marketdata):
+        expect(lag_cell(topic)).to_have_text("0", timeout=DEADLINE_S * 1000)
 
     tape = Tape(start=max(r.event_time for r in session) + timedelta(minutes=1))
     tape.order("DASH-1", "DESK1", "DASHX", Side.BUY, 100, price=10)
@@ -163,6 +185,10 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
     producer = Producer(settings.kafka_config())
     producer.produce(settings.topic_orders, key=b"DASHX", value=b"not a record")
     assert producer.flush(30) == 0
+    waiting = _lag_json(settings, projection)  # published, not yet projected
+    assert waiting[settings.topic_orders] > 0 and waiting[settings.topic_marketdata] > 0, waiting
+    for topic, records in waiting.items():
+        expect(lag_cell(topic)).to_have_text(f"{records:,}", timeout=DEADLINE_S * 1000)
     project(settings, "dash")
     after = sum(Decimal(r["total_pnl"]) for r in _pnl_json(settings))
     assert after == total + Decimal(249)  # 100 x (12.5 - 10) - 1
@@ -172,6 +198,8 @@ def test_the_page_shows_the_pnl_of_backbone_pnl_and_redraws_after_new_events(
     expect(desk.locator('td[data-column="total_pnl"]')).to_have_text("249.00")
     expect(page.locator('table[data-table="dead-letter-reasons"] td[data-column="count"]')).to_have_text("1")
     expect(page.locator('table[data-table="fills"] td[data-column="account"]').first).to_have_text("DESK1")
+    for topic in waiting:
+        expect(lag_cell(topic)).to_have_text("0", timeout=DEADLINE_S * 1000)
     # events/s: the checkpoints' advance between two redraws, once the tab has read them twice
     expect(page.locator('table[data-table="health"] td[data-column="rate"]').first).to_have_text(
         re.compile(r"^\d[\d,]*\.\d$"))
@@ -213,3 +241,27 @@ def test_the_dashboard_refuses_a_login_that_may_write_or_none(reader_settings: S
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
         assert "backbone db create-reader NAME" in result.stderr
+
+
+def test_the_lag_board_samples_once_per_interval_on_kept_clients_and_says_when_kafka_is_down(
+        reader_settings: Settings) -> None:
+    slow = lag.LagBoard(reader_settings, 3600)
+    every = lag.LagBoard(reader_settings, 0)
+    try:
+        first = slow.read()
+        assert first.problems == (), first.problems
+        assert slow.read() is first  # within the interval: the same sample, whatever the number of tabs
+        one, two = every.read(), every.read()
+        assert two is not one and two.at >= one.at
+        admin = every.sampler.admin
+        every.read()
+        assert every.sampler.admin is admin  # the Kafka clients live as long as the board
+    finally:
+        slow.close()
+        every.close()
+    down = lag.LagBoard(reader_settings.with_overrides(kafka_bootstrap_servers="127.0.0.1:1"), 0, timeout_s=2)
+    try:
+        reading = down.read()
+    finally:
+        down.close()
+    assert reading.problems and reading.problems[0].startswith("Kafka: "), reading.problems

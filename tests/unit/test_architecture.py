@@ -17,8 +17,9 @@ ALLOWED = {
     "consumers": {"backbone"},
     "projections": {"backbone", "consumers"},
     "monitoring": {"backbone", "consumers"},
-    # the SQL end: the views and the Python read model, never the projector or the producers
-    "dashboard": {"backbone", "projections"},
+    # the SQL end: the views and the Python read model, and monitoring's lag sampler (read-only);
+    # never the projector or the producers
+    "dashboard": {"backbone", "projections", "monitoring"},
     "cli": {"backbone", "producers", "consumers", "projections", "monitoring", "dashboard"},
 }
 #: CLI modules every command may use; commands never import each other
