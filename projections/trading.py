@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import psycopg
 
@@ -23,18 +24,20 @@ from backbone.compiled import compiled
 from backbone.deadletters import DeadLetter
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_fields import ZERO
-from backbone.domain.positions import PositionError
+from backbone.domain.positions import Position, PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, InvariantViolation, coordinates
 from backbone.kafka.partitioner import partition_for
 from backbone.kafka.reader import LogReader, Record
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
-from consumers.checkpoints import read_checkpoints
+from consumers.checkpoints import FencedError, read_checkpoints, read_generation
 from consumers.projection import Tail
 from projections import snapshots, store
-from projections.state import TradingState
+from projections.state import Changes, TradingState
 
 NAME = "trading"
+#: Runs a read in a transaction of its own (not the batch's) and returns its result.
+Reader = Callable[[Callable[[psycopg.Connection], Any]], Any]
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +62,8 @@ class Batch:
     snapshots: list[snapshots.NewSnapshot]
     due: list[tuple[tuple[str, int], _Tracker, int]]  # snapshotted partitions: tracker, records counted then
     duplicates: int  # resent records recognised and skipped in this batch
+    changed: Changes  # the keys of the rows in `tables`: what may leave memory once it commits
+    offsets: dict[int, int]  # orders partition: the next offset after the batch (bounded state only)
 
 
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
@@ -81,10 +86,12 @@ def _order_has_nul(e: OrderEvent) -> bool:
 class TradingProjection:
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None, *, schema: str | None = None,
-                 name: str = NAME, snapshots: bool = True) -> None:
+                 name: str = NAME, snapshots: bool = True, bounded: bool | None = None) -> None:
         """`schema`: write into that schema's tables instead of public's (scratch, rebuild);
         `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's;
-        `snapshots`: take snapshots with each batch (off for in-memory replays)."""
+        `snapshots`: take snapshots with each batch (off for in-memory replays); `bounded`: keep
+        only the open book in memory once a loop gives a reader (`attach_reader`,
+        docs/live-state.md); `settings.bounded_state` when None."""
         self.settings = settings
         self.schema = schema
         self.name = name
@@ -105,6 +112,78 @@ class TradingProjection:
         # per topic: its partition count (`place`), and each symbol's key and partition under it
         self._partition_counts: dict[str, int] = {}
         self._homes: dict[str, dict[str, tuple[bytes, int]]] = {}
+        # the bounded live state (docs/live-state.md): set by `attach_reader`
+        self.bounded = settings.bounded_state if bounded is None else bounded
+        self._read: Reader | None = None
+        self._decoded: dict[tuple[int, int], object] = {}  # by (partition, offset): `prefetch`'s decodes
+        self._fetched: set[str] = set()  # orders read back since the last commit
+        # per orders partition, the next offset committed (loaded, or moved by a committed batch)
+        # and the one after the last record folded since `prepare`; and the generation loaded
+        self._stored: dict[int, int | None] = {}
+        self._folded_to: dict[int, int] = {}
+        self._generation = 0
+        self.evicted = 0  # orders that left memory
+
+    def attach_reader(self, read: Reader) -> None:
+        """How to read Postgres while a batch is in flight (a transaction on a connection of its
+        own, retried): what a bounded state reads on demand."""
+        self._read = read
+
+    @property
+    def _bounded(self) -> bool:
+        return self.bounded and self._read is not None
+
+    def _history_of(self, partition: int, summary: Position) -> Callable[[], Position]:
+        schema = self.schema
+        return lambda: self._read_ours([partition],
+                                       lambda conn: store.position_history(conn, partition, summary, schema))
+
+    def _read_ours(self, partitions: Iterable[int], work: Callable[[psycopg.Connection], Any]) -> Any:
+        """`work` in a transaction whose snapshot holds the rows this owner committed last: if
+        another owner (or a rebuild's swap) moved a checkpoint of `partitions` meanwhile, the
+        rows are not the ones this state left there, and `FencedError` has the loop reload."""
+        assert self._read is not None
+        wanted = sorted(set(partitions))
+
+        def checked(conn: psycopg.Connection) -> Any:
+            stored = read_checkpoints(conn, self.name)  # first: it fixes the transaction's snapshot
+            moved = [p for p in wanted if stored.get((self.settings.topic_orders, p)) != self._stored.get(p)]
+            if moved or read_generation(conn, self.name) != self._generation:
+                raise FencedError(f"rows read back for {self.settings.topic_orders}{moved or wanted} are not the "
+                                  "ones this projector committed (another owner, or a rebuild's swap)")
+            return work(conn)
+
+        return self._read(checked)
+
+    def prefetch(self, records: Sequence[Record]) -> None:
+        """Before a batch's fold (bounded state): decode its order events (kept for `apply_at`)
+        and read back from Postgres, in one query, the orders they name that left memory, so the
+        fold sees exactly the state it would have seen had they stayed."""
+        self._decoded.clear()
+        if not self._bounded:
+            return
+        topic, limit, orders = self.settings.topic_orders, self.settings.max_record_bytes, self.state.orders
+        wanted: dict[str, int] = {}
+        folded_to = self._folded_to
+        for msg in records:
+            if msg.topic() != topic:
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            folded_to[partition] = offset + 1
+            value = msg.value()
+            if not value or len(value) > limit:
+                continue
+            try:
+                record = self._decode(value)
+            except DecodeError:
+                continue
+            self._decoded[(partition, offset)] = record
+            if isinstance(record, OrderEvent) and record.order_id not in orders:
+                wanted.setdefault(record.order_id, partition)
+        if wanted:
+            schema = self.schema
+            found = self._read_ours(wanted.values(), lambda conn: store.fetch_orders(conn, self.state, wanted, schema))
+            self._fetched.update(found)
 
     def place(self, counts: dict[str, int]) -> None:
         """The partition counts of the topics, as the broker reports them: a symbol's records
@@ -128,7 +207,14 @@ class TradingProjection:
 
     def load(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
         orders, marks = self._split(assigned)
-        store.load_partitions(conn, self.state, orders, marks, schema=self.schema)
+        store.load_partitions(conn, self.state, orders, marks, schema=self.schema,
+                              history_of=self._history_of if self._bounded else None)
+        if self._bounded:  # in the loader's transaction: what the rows just loaded were committed with
+            stored = read_checkpoints(conn, self.name)
+            self._stored.update({p: stored.get((self.settings.topic_orders, p)) for p in orders})
+            for p in orders:
+                self._folded_to.pop(p, None)
+            self._generation = read_generation(conn, self.name)
         if self.snapshots:
             self._load_trackers(conn, assigned)
 
@@ -183,7 +269,10 @@ class TradingProjection:
                                 f"{self.settings.max_record_bytes:,} (BACKBONE_MAX_RECORD_BYTES); the record stays "
                                 "in the log at these coordinates", payload=b"")
         try:
-            record = self._decode(value)
+            record = (self._decoded.pop((partition, offset), None)
+                      if self._decoded and topic == self.settings.topic_orders else None)
+            if record is None:
+                record = self._decode(value)
         except DecodeError as e:
             return self._letter(msg, "decode_error", str(e))
         orders = topic == self.settings.topic_orders
@@ -260,9 +349,11 @@ class TradingProjection:
         """Capture what the records folded since the last `prepare` changed: the rows as they are
         now and the snapshots due. The change set starts anew, so the next records can be folded
         before this batch commits; a retried transaction resends the batch as captured."""
-        tables = store.change_rows(self.state, self.state.take_changes())
+        changes = self.state.take_changes()
+        tables = store.change_rows(self.state, changes)
         snaps, due = self._snapshots_due() if self.snapshots else ([], [])
-        batch = Batch(tables, snaps, due, self._batch_duplicates)
+        batch = Batch(tables, snaps, due, self._batch_duplicates, changes, self._folded_to)
+        self._folded_to = {}
         self._batch_duplicates = 0
         return batch
 
@@ -308,7 +399,8 @@ class TradingProjection:
         self._resolve_max_timestamps([tp for tp in due if not self._trackers[tp].exact])
         kinds = {tp: snapshots.kind_of(self.settings, tp[0]) for tp in due}
         try:
-            payloads = snapshots.serialize_many(self.state, [(kinds[tp], tp[1]) for tp in due])
+            payloads = snapshots.serialize_many(self._whole([tp[1] for tp in due if kinds[tp] == "orders"]),
+                                                [(kinds[tp], tp[1]) for tp in due])
         except Exception:  # a bug in serialization must not stop the projector: no snapshot this time
             log.exception("could not serialize snapshots of %s", ", ".join(f"{t}[{p}]" for t, p in due))
             return [], []
@@ -320,6 +412,30 @@ class TradingProjection:
                                               t.covered, payloads[(kinds[tp], tp[1])]))
             taken.append((tp, t, t.since))
         return rows, taken
+
+    def _whole(self, partitions: list[int]) -> TradingState:
+        """The state to snapshot: a bounded state's rows of `partitions` completed with what
+        left memory, read from Postgres. The batch before committed: a row not in memory has
+        not changed since it left, so its stored version is the current one."""
+        if not self._bounded or not partitions:
+            return self.state
+        assert self._read is not None
+        whole, schema = TradingState(), self.schema
+        self._read_ours(partitions, lambda conn: store.load_partitions(conn, whole, partitions, [], schema))
+        wanted, state = set(partitions), self.state
+        for order_id, p in state.order_partition.items():
+            if p in wanted:
+                whole.orders[order_id] = state.orders[order_id]
+                whole.order_partition[order_id] = p
+        for key, x in state.executions.items():
+            if x.kafka_partition in wanted:
+                whole.executions[key] = x
+        for key, p in state.position_partition.items():
+            if p in wanted:  # a snapshot stores the summary: no history loaded for it
+                whole.positions[key] = replace(state.positions[key], fills=(), prior_states=())
+                whole.position_partition[key] = p
+        whole.marks = state.marks
+        return whole
 
     def _resolve_max_timestamps(self, tps: list[tuple[str, int]]) -> None:
         """After a restart between snapshots, the records between the last snapshot and the
@@ -346,6 +462,8 @@ class TradingProjection:
         """Forget every batch not committed (in flight or folded since): the partitions are
         reloaded from Postgres next, and their records folded again."""
         self.state.take_changes()  # names rows of the abandoned batches, some of them gone with the reload
+        self._fetched.clear()
+        self._folded_to.clear()
         self._batch_duplicates = 0
 
     def committed(self, batch: Batch) -> None:
@@ -357,3 +475,9 @@ class TradingProjection:
                 tracker.since -= since  # records folded after the snapshot stay counted
                 tracker.last_snapshot = now
                 self.snapshots_taken += 1
+        if self._bounded:
+            self._stored.update(batch.offsets)
+            # Postgres now holds these rows as they are, unless the fold since changed them again
+            dirty, fetched, self._fetched = self.state.changes, self._fetched, set()
+            self.evicted += self.state.evict((batch.changed.orders | fetched) - dirty.orders,
+                                             batch.changed.positions - dirty.positions, self._history_of)
