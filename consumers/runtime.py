@@ -105,7 +105,7 @@ class ProjectionLoop:
                            while_waiting=self._status_if_due)
         attach_reader = getattr(projection, "attach_reader", None)  # optional: rows read back on demand
         if attach_reader is not None:
-            attach_reader(lambda work: self.db.load(work, isolation_level="REPEATABLE READ"))
+            attach_reader(lambda work: self.db.load(work, isolation_level="REPEATABLE READ"), engine)
         self._relay = DeadLetterRelay(settings, projection.name, self.db.transaction)
         self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
         self._relay_at = 0.0  # monotonic time of the next relay round while some are due
@@ -530,6 +530,9 @@ class ProjectionLoop:
         try:
             self._settle(reload=False)
         finally:
+            close = getattr(self.projection, "close", None)  # optional: work the projection runs beside
+            if close is not None:
+                close()
             self.db.drop()
             self._relay.close()
             if self.assigned:

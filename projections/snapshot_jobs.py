@@ -1,15 +1,20 @@
-"""Snapshots taken outside the projector (`backbone checkpoints create`): of the live tables at
-their checkpoints, or of the state at an as-of cut, built from snapshots and the log."""
+"""Snapshots taken outside the projector's batches: of the live tables at their checkpoints
+(`backbone checkpoints create`, and a bounded projector's `Snapshotter`), or of the state at an
+as-of cut, built from snapshots and the log (`checkpoints create --as-of`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import queue
+import threading
+from collections.abc import Collection, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
 
-from backbone.db import psycopg_connection
+from backbone.db import first_line, psycopg_connection
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.reader import LogReader
 from backbone.record_time import from_timestamp_ms, timestamp_ms
@@ -27,6 +32,8 @@ from projections.snapshots import Kind
 from projections.state import TradingState
 from projections.trading import NAME
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Taken:
@@ -42,8 +49,10 @@ class Taken:
     expired: int = 0  # records below the cut deleted before they were read (an expiring topic): not in it
 
 
-def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, projection: str = NAME) -> list[Taken]:
-    """Snapshot every partition of the live projection at its checkpoint, from the live tables.
+def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, projection: str = NAME,
+                  only: Collection[tuple[str, int]] | None = None) -> list[Taken]:
+    """Snapshot every partition of the live projection (or those of `only`) at its checkpoint,
+    from the live tables.
 
     Rows and checkpoints commit together, so one REPEATABLE READ transaction sees the state at
     exactly the checkpoint offsets; the snapshots are inserted in that same transaction."""
@@ -58,7 +67,8 @@ def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, proj
             # existed, labelled with the old offsets).
             conn.execute("lock table orders, executions, positions, marks in access share mode")
             checkpoints = {tp: o for tp, o in read_checkpoints(conn, projection).items()
-                           if tp[0] in (settings.topic_orders, settings.topic_marketdata)}
+                           if tp[0] in (settings.topic_orders, settings.topic_marketdata)
+                           and (only is None or tp in only)}
             bases = {tp: snapshots.newest_at_or_before(conn, projection, tp[0], tp[1], nxt)
                      for tp, nxt in checkpoints.items()}
             todo = {}
@@ -125,3 +135,60 @@ def snapshot_rows(replayer: Replayer, plans: Sequence[PartitionPlan], totals: Re
             out.append(Taken(p.topic, p.partition, end, "created", totals.max_timestamp(p.tp),
                              totals.events_covered(p.tp), len(data), totals.reports[p.tp].expired))
     return out, rows
+
+
+class Snapshotter:
+    """A thread that snapshots partitions of the live tables at their checkpoints
+    (`snapshot_live`, on a connection and a log reader of its own), one request at a time: a
+    bounded projector's snapshots (docs/live-state.md), built beside its loop instead of inside
+    a batch. Most of the work waits for Postgres or runs in zlib, which let the loop run. Started
+    on the first request; `done()` polls without waiting."""
+
+    def __init__(self, settings: Settings, engine: Engine, projection: str) -> None:
+        self.settings, self.engine, self.projection = settings, engine, projection
+        self._requests: queue.Queue[list[tuple[str, int]] | None] = queue.Queue()
+        self._answers: queue.Queue[list[Taken] | str] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.busy = False
+
+    def request(self, tps: Sequence[tuple[str, int]]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="backbone-snapshots", daemon=True)
+            self._thread.start()
+        self._requests.put(list(tps))
+        self.busy = True
+
+    def done(self, *, wait: bool = False) -> list[Taken] | None:
+        """The outcome of the request in progress once it is over (None: still running); a
+        failed request gives no snapshot (logged), and its partitions stay due."""
+        if not self.busy:
+            return None
+        try:
+            answer = self._answers.get(block=wait)
+        except queue.Empty:
+            return None
+        self.busy = False
+        if isinstance(answer, str):
+            log.warning("snapshots not taken: %s", answer)
+            return []
+        return answer
+
+    def close(self) -> list[Taken] | None:
+        """Wait for the request in progress (its outcome), then stop the thread."""
+        taken = self.done(wait=True)
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
+            self._thread = None
+        return taken
+
+    def _serve(self) -> None:
+        with ExitStack() as stack:
+            reader: LogReader | None = None  # opened on the first request, kept for the next
+            while (tps := self._requests.get()) is not None:
+                try:
+                    reader = reader or stack.enter_context(LogReader(self.settings))
+                    self._answers.put(snapshot_live(self.settings, self.engine, reader, projection=self.projection,
+                                                    only=set(tps)))
+                except Exception as e:  # bookkeeping: reported to the projector, never fatal there
+                    self._answers.put(f"{type(e).__name__}: {first_line(e)}")

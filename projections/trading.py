@@ -7,6 +7,12 @@ that partition's last snapshot; when `settings.snapshot_every_events` are reache
 the partition's state at the batch's end and `send()` adds it to the batch's transaction, the
 one that moves that offset in `projection_checkpoints`. A snapshot is bookkeeping, never a
 reason to lose a batch.
+
+Bounded live state (docs/live-state.md; the live projector by default): after a batch commits,
+the orders it changed that may not execute again leave memory with their executions, and the
+positions it changed keep their summary and read their fills back on demand; `prefetch` reads
+back, before each fold, the orders a batch names that are not in memory. Its snapshots are
+taken after the batch commits, from the tables, by a thread beside the loop (`Snapshotter`).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from sqlalchemy import Engine
 
 from backbone.codec.avro import AvroCodec
 from backbone.compiled import compiled
@@ -34,6 +41,9 @@ from consumers.checkpoints import FencedError, read_checkpoints, read_generation
 from consumers.projection import Tail
 from projections import snapshots, store
 from projections.state import Changes, TradingState
+
+if TYPE_CHECKING:
+    from projections.snapshot_jobs import Snapshotter
 
 NAME = "trading"
 #: Runs a read in a transaction of its own (not the batch's) and returns its result.
@@ -115,6 +125,7 @@ class TradingProjection:
         # the bounded live state (docs/live-state.md): set by `attach_reader`
         self.bounded = settings.bounded_state if bounded is None else bounded
         self._read: Reader | None = None
+        self._engine: Engine | None = None
         self._decoded: dict[tuple[int, int], object] = {}  # by (partition, offset): `prefetch`'s decodes
         self._fetched: set[str] = set()  # orders read back since the last commit
         # per orders partition, the next offset committed (loaded, or moved by a committed batch)
@@ -123,11 +134,14 @@ class TradingProjection:
         self._folded_to: dict[int, int] = {}
         self._generation = 0
         self.evicted = 0  # orders that left memory
+        self._snapshotter: Snapshotter | None = None  # a bounded state's snapshots (`_snapshot_beside`)
+        self._requested: dict[tuple[str, int], tuple[_Tracker, int]] = {}  # its request: tracker, count then
 
-    def attach_reader(self, read: Reader) -> None:
+    def attach_reader(self, read: Reader, engine: Engine) -> None:
         """How to read Postgres while a batch is in flight (a transaction on a connection of its
-        own, retried): what a bounded state reads on demand."""
-        self._read = read
+        own, retried), and the loop's engine: what a bounded state reads on demand, and where
+        its snapshots are built."""
+        self._read, self._engine = read, engine
 
     @property
     def _bounded(self) -> bool:
@@ -351,7 +365,8 @@ class TradingProjection:
         before this batch commits; a retried transaction resends the batch as captured."""
         changes = self.state.take_changes()
         tables = store.change_rows(self.state, changes)
-        snaps, due = self._snapshots_due() if self.snapshots else ([], [])
+        # a bounded state's snapshots are taken beside the loop (`committed`)
+        snaps, due = self._snapshots_due() if self.snapshots and not self._bounded else ([], [])
         batch = Batch(tables, snaps, due, self._batch_duplicates, changes, self._folded_to)
         self._folded_to = {}
         self._batch_duplicates = 0
@@ -390,17 +405,13 @@ class TradingProjection:
         transaction that moves their offsets; with each partition's tracker and the records it
         counted at this point (taken off when the batch commits). A snapshot is bookkeeping: a
         failure to serialize one is logged, and the batch goes on without it."""
-        every_n, every_s = self.settings.snapshot_every_events, self.settings.snapshot_every_seconds
-        now = self.clock()
-        due = sorted(tp for tp, t in self._trackers.items() if t.since > 0 and (
-            (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
+        due = self._due()
         if not due:
             return [], []
         self._resolve_max_timestamps([tp for tp in due if not self._trackers[tp].exact])
         kinds = {tp: snapshots.kind_of(self.settings, tp[0]) for tp in due}
         try:
-            payloads = snapshots.serialize_many(self._whole([tp[1] for tp in due if kinds[tp] == "orders"]),
-                                                [(kinds[tp], tp[1]) for tp in due])
+            payloads = snapshots.serialize_many(self.state, [(kinds[tp], tp[1]) for tp in due])
         except Exception:  # a bug in serialization must not stop the projector: no snapshot this time
             log.exception("could not serialize snapshots of %s", ", ".join(f"{t}[{p}]" for t, p in due))
             return [], []
@@ -413,29 +424,56 @@ class TradingProjection:
             taken.append((tp, t, t.since))
         return rows, taken
 
-    def _whole(self, partitions: list[int]) -> TradingState:
-        """The state to snapshot: a bounded state's rows of `partitions` completed with what
-        left memory, read from Postgres. The batch before committed: a row not in memory has
-        not changed since it left, so its stored version is the current one."""
-        if not self._bounded or not partitions:
-            return self.state
-        assert self._read is not None
-        whole, schema = TradingState(), self.schema
-        self._read_ours(partitions, lambda conn: store.load_partitions(conn, whole, partitions, [], schema))
-        wanted, state = set(partitions), self.state
-        for order_id, p in state.order_partition.items():
-            if p in wanted:
-                whole.orders[order_id] = state.orders[order_id]
-                whole.order_partition[order_id] = p
-        for key, x in state.executions.items():
-            if x.kafka_partition in wanted:
-                whole.executions[key] = x
-        for key, p in state.position_partition.items():
-            if p in wanted:  # a snapshot stores the summary: no history loaded for it
-                whole.positions[key] = replace(state.positions[key], fills=(), prior_states=())
-                whole.position_partition[key] = p
-        whole.marks = state.marks
-        return whole
+    def _due(self) -> list[tuple[str, int]]:
+        """The partitions whose snapshot is due (`snapshot_every_events`, `_seconds`)."""
+        every_n, every_s = self.settings.snapshot_every_events, self.settings.snapshot_every_seconds
+        now = self.clock()
+        return sorted(tp for tp, t in self._trackers.items() if t.since > 0 and (
+            (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
+
+    def _snapshot_beside(self) -> None:
+        """A bounded state's snapshots, after a batch commits: the partitions due are snapshotted
+        at their checkpoints from the tables by a thread of its own (`Snapshotter`) while the
+        loop goes on; the memory holds the open book only. One build at a time: a partition due
+        while one is still running waits for it (snapshots due faster than they are built), so
+        none is skipped."""
+        due = self._due()
+        if self._snapshotter is not None and self._snapshotter.busy:
+            taken = self._snapshotter.done(wait=bool(due))
+            if taken is None:
+                return
+            self._book(taken)
+            due = self._due()
+        if due:
+            if self._snapshotter is None:
+                from projections.snapshot_jobs import Snapshotter  # imports this module
+
+                assert self._engine is not None
+                self._snapshotter = Snapshotter(self.settings, self._engine, self.name)
+            self._requested = {tp: (self._trackers[tp], self._trackers[tp].since) for tp in due}
+            self._snapshotter.request(due)
+
+    def _book(self, taken: list[Any]) -> None:
+        """A `Snapshotter` request is over: its partitions are not due again until their counts
+        or clocks say so. A partition it did not snapshot (a failure) stays due."""
+        now = self.clock()
+        for t in taken:
+            tp = (t.topic, t.partition)
+            tracker, since = self._requested.get(tp, (None, 0))
+            if tracker is not None and self._trackers.get(tp) is tracker:  # not replaced by a reload meanwhile
+                tracker.since -= since
+                tracker.last_snapshot = now
+                self.snapshots_taken += t.action == "created"
+        self._requested = {}
+
+    def close(self) -> None:
+        """Take the snapshots due (the one in progress, then those still due, at the last
+        checkpoints), and stop their process."""
+        if self.snapshots and self._bounded:
+            self._snapshot_beside()
+        if self._snapshotter is not None:
+            self._book(self._snapshotter.close() or [])
+            self._snapshotter = None
 
     def _resolve_max_timestamps(self, tps: list[tuple[str, int]]) -> None:
         """After a restart between snapshots, the records between the last snapshot and the
@@ -481,3 +519,5 @@ class TradingProjection:
             dirty, fetched, self._fetched = self.state.changes, self._fetched, set()
             self.evicted += self.state.evict((batch.changed.orders | fetched) - dirty.orders,
                                              batch.changed.positions - dirty.positions, self._history_of)
+            if self.snapshots:
+                self._snapshot_beside()
