@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine
@@ -40,10 +40,8 @@ from backbone.settings import Settings
 from consumers.checkpoints import FencedError, read_checkpoints, read_generation
 from consumers.projection import Tail
 from projections import snapshots, store
+from projections.live_snapshots import Snapshotter
 from projections.state import Changes, TradingState
-
-if TYPE_CHECKING:
-    from projections.snapshot_jobs import Snapshotter
 
 NAME = "trading"
 #: Runs a read in a transaction of its own (not the batch's) and returns its result.
@@ -446,8 +444,6 @@ class TradingProjection:
             due = self._due()
         if due:
             if self._snapshotter is None:
-                from projections.snapshot_jobs import Snapshotter  # imports this module
-
                 assert self._engine is not None
                 self._snapshotter = Snapshotter(self.settings, self._engine, self.name)
             self._requested = {tp: (self._trackers[tp], self._trackers[tp].since) for tp in due}
