@@ -1262,11 +1262,27 @@ static int row_value(Buf *b, PyObject *v, PyObject *decimal_type) {
         char text[40];
         return buf_put(b, text, utc_isoformat(v, ' ', text));
     }
+    if (PyBytes_CheckExact(v)) { /* bytea's hex input form: \x then two digits a byte */
+        static const char digits[] = "0123456789abcdef";
+        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(v);
+        Py_ssize_t n = PyBytes_GET_SIZE(v);
+        if (buf_reserve(b, 2 + 2 * n) < 0)
+            return -1;
+        char *out = b->p + b->len;
+        *out++ = '\\';
+        *out++ = 'x';
+        for (Py_ssize_t i = 0; i < n; i++) {
+            *out++ = digits[data[i] >> 4];
+            *out++ = digits[data[i] & 15];
+        }
+        b->len += 2 + 2 * n;
+        return 0;
+    }
     return 1;
 }
 
 /* rows_text(rows, Decimal, fallback): the text of a list of tuples, or fallback(rows) when a
- * value is not one of: None, str, bool, int (64-bit), finite Decimal, UTC datetime. */
+ * value is not one of: None, str, bool, int (64-bit), finite Decimal, UTC datetime, bytes. */
 static PyObject *rows_text(PyObject *module, PyObject *args) {
     PyObject *rows, *decimal_type, *fallback;
     if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &rows, &PyType_Type, &decimal_type, &fallback))

@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from backbone.errors import DatabaseAuthError, DatabaseError, DatabaseUnavailable, InvariantViolation
 from backbone.settings import Settings, normalize_database_url
@@ -22,6 +22,8 @@ from backbone.settings import Settings, normalize_database_url
 # libpq says why a connection failed only in words (no SQLSTATE before the session exists)
 _REFUSED_CREDENTIALS = ("password authentication failed", "authentication failed", "no pg_hba.conf entry",
                         "no password supplied", "role \"")
+# the TLS handshake failed: the server's certificate, or one side that will not speak TLS
+_TLS_REFUSED = ("certificate verify failed", "ssl error", "does not support ssl", "tlsv1 alert")
 _UNREACHABLE = ("connection refused", "could not translate host name", "failed to resolve host",
                 "name or service not known", "timeout expired", "connection timeout", "timed out",
                 "no route to host", "network is unreachable", "server closed the connection unexpectedly",
@@ -34,16 +36,22 @@ def first_line(e: BaseException) -> str:
     return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
+#: what a statement or a connection attempt raises when the database fails it (not a bug of ours)
+DATABASE_FAILURES: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, DatabaseError)
+
+
 def connection_error(e: BaseException, where: str | None = None) -> DatabaseError:
     """A driver's failure to connect as one line, classified: DatabaseAuthError when the server
-    refused the credentials, DatabaseUnavailable when it could not be reached, DatabaseError
-    otherwise (a database that does not exist, ...). `where` names the server in the message
-    (a URL with its password masked)."""
+    refused the credentials or the TLS handshake failed, DatabaseUnavailable when it could not be
+    reached, DatabaseError otherwise (a database that does not exist, ...). `where` names the
+    server in the message (a URL with its password masked)."""
     first = first_line(e)
     lowered = first.lower()
     at = f" at {where}" if where else ""
     if any(marker in lowered for marker in _REFUSED_CREDENTIALS):
         return DatabaseAuthError(f"the database{at} refused the credentials: {first}")
+    if any(marker in lowered for marker in _TLS_REFUSED):
+        return DatabaseAuthError(f"TLS with the database{at} failed: {first}")
     if any(marker in lowered for marker in _UNREACHABLE):
         return DatabaseUnavailable(f"cannot reach the database{at}: {first}")
     return DatabaseError(f"cannot use the database{at}: {first}")

@@ -8,6 +8,7 @@
     │   ├── DeliveryError        a produced record was not acknowledged
     │   ├── KafkaUnavailable     no broker answers: unknown host, refused, nothing within the timeout
     │   └── KafkaAuthError       the broker refused us: SASL credentials, TLS handshake
+    │       └── KafkaAuthorizationError  no ACL allows an operation we need on a topic
     ├── DatabaseError            a PostgreSQL failure, translated at the boundary
     │   ├── DatabaseUnavailable  the server cannot be reached: unknown host, refused, timeout
     │   └── DatabaseAuthError    the server refused the credentials
@@ -58,6 +59,10 @@ class KafkaUnavailable(KafkaError):
 
 
 class KafkaAuthError(KafkaError):
+    pass
+
+
+class KafkaAuthorizationError(KafkaAuthError):
     pass
 
 

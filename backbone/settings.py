@@ -26,9 +26,25 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DAY_MS = 24 * 3600 * 1000
 
 
-def local_bootstrap(kafka_port: int) -> str:
-    """The local stack's broker (`backbone local up`)."""
-    return f"127.0.0.1:{kafka_port}"
+# Node n of a local cluster listens on the configured ports plus (n - 1) * this.
+NODE_PORT_STRIDE = 10
+
+
+def local_node_ports(kafka_port: int, controller_port: int, brokers: int) -> list[tuple[int, int]]:
+    """(broker port, controller port) of each node of the local stack, node 1 first."""
+    return [(kafka_port + i * NODE_PORT_STRIDE, controller_port + i * NODE_PORT_STRIDE) for i in range(brokers)]
+
+
+def local_bootstrap(kafka_port: int, controller_port: int = 0, brokers: int = 1) -> str:
+    """The local stack's brokers (`backbone local up`)."""
+    return ",".join(f"127.0.0.1:{port}" for port, _ in local_node_ports(kafka_port, controller_port, brokers))
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """(replication factor, min in-sync replicas) a cluster of `brokers` nodes gets by default:
+    3 / 2 from three nodes on, so that one node may be down while acks=all writes go on."""
+    factor = min(brokers, 3)
+    return factor, 2 if factor >= 3 else 1
 
 
 def local_database_url(postgres_port: int) -> str:
@@ -94,6 +110,7 @@ class Settings(BaseSettings):
     topic_deadletter: str = "trading.deadletter"
     topic_alerts: str = "trading.alerts"
     partitions: int = Field(12, ge=1, le=10_000)
+    # unset: replication_for(kafka_brokers) (see _local_addresses)
     replication_factor: int = Field(1, ge=1, le=32)
     min_insync_replicas: int = Field(1, ge=1, le=32)
     marketdata_retention_ms: int = Field(7 * DAY_MS, ge=-1, description="-1 keeps everything")
@@ -127,6 +144,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(Path("~/.cache/trading-backbone"), description="Kafka jars resolved by Maven")
     kafka_port: int = Field(19092, ge=1, le=65535)
     kafka_controller_port: int = Field(19093, ge=1, le=65535)
+    kafka_brokers: int = Field(1, ge=1, le=9, description="KRaft nodes of the local stack (each broker and "
+                               "controller); node n's ports are the two above plus (n - 1) * 10")
     postgres_port: int = Field(15432, ge=1, le=65535)
     kafka_heap: str = "512m"
     startup_timeout_s: float = Field(120.0, gt=0)
@@ -136,7 +155,13 @@ class Settings(BaseSettings):
         """Unset addresses point at the local stack on its configured ports: moving a port
         (BACKBONE_KAFKA_PORT, BACKBONE_POSTGRES_PORT) moves the clients with the servers."""
         if not self.kafka_bootstrap_servers:
-            object.__setattr__(self, "kafka_bootstrap_servers", local_bootstrap(self.kafka_port))
+            object.__setattr__(self, "kafka_bootstrap_servers", local_bootstrap(
+                self.kafka_port, self.kafka_controller_port, self.kafka_brokers))
+        # A replicated local cluster gets replicated topics unless told otherwise.
+        if "replication_factor" not in self.model_fields_set:
+            object.__setattr__(self, "replication_factor", replication_for(self.kafka_brokers)[0])
+        if "min_insync_replicas" not in self.model_fields_set:
+            object.__setattr__(self, "min_insync_replicas", replication_for(self.replication_factor)[1])
         if not self.database_url.get_secret_value():
             object.__setattr__(self, "database_url", SecretStr(local_database_url(self.postgres_port)))
         return self
@@ -156,6 +181,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        ports = [p for pair in local_node_ports(self.kafka_port, self.kafka_controller_port, self.kafka_brokers)
+                 for p in pair]
+        if len(set(ports)) != len(ports) or max(ports) > 65535:
+            raise ValueError(f"the local stack's {self.kafka_brokers} Kafka node(s) need distinct ports up to "
+                             f"65535; BACKBONE_KAFKA_PORT and BACKBONE_KAFKA_CONTROLLER_PORT give {ports}")
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError(
                 f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -62,6 +63,14 @@ def median_rate(runs: int, count: int, measure: Callable[[], float]) -> tuple[fl
     """Median of `runs` rates, each `count / seconds` of one call of `measure`."""
     rates = [count / measure() for _ in range(runs)]
     return statistics.median(rates), rates
+
+
+def ratio(value: float) -> str:
+    """A ratio with two significant digits at least, never in exponent form: a ratio far
+    below 1 (a loaded machine) must not print as 0.00."""
+    if value <= 0 or value >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.{1 - math.floor(math.log10(value))}f}"
 
 
 def percentile(values: list[float], pct: float) -> float:

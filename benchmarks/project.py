@@ -45,6 +45,7 @@ from benchmarks.common import (
     fresh_database,
     local_service_pids,
     percentile,
+    ratio,
 )
 from consumers.checkpoints import advance_checkpoints
 from consumers.config import LoopConfig
@@ -163,7 +164,7 @@ def throughput(args: argparse.Namespace) -> None:
               flush=True)
         c = naive(settings, min(args.naive_events, args.events))
         print(f"(c) naive (one txn per event, first {min(args.naive_events, args.events):,}): {c:,.0f} events/s")
-        print(f"ratios: b/a = {b / a:.2f}   b/c = {b / c:.1f}x   b2/b = {b2 / b:.2f}")
+        print(f"ratios: b/a = {ratio(b / a)}   b/c = {b / c:.1f}x   b2/b = {ratio(b2 / b)}")
     finally:
         delete_topics(settings)
 

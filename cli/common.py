@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from backbone import db
+from backbone.codec import json_form
 from backbone.errors import (
     BackboneError,
     ConfigError,
@@ -47,10 +50,11 @@ console = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, e
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
 
 
-def load_settings() -> Settings:
-    """Read the settings once; bad configuration is a user error, not a traceback."""
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once (`overrides`: a command's options, over the environment); bad
+    configuration is a user error, not a traceback."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "settings"
@@ -83,11 +87,13 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=exit_code(e)) from e
 
 
-def kafka_reachable(settings: Settings) -> None:
+def kafka_reachable(settings: Settings, *, reads: Sequence[str] = (), writes: Sequence[str] = ()) -> None:
     """Before a command's work: end it in one line if no broker answers within
-    BACKBONE_KAFKA_CONNECT_TIMEOUT_S, or at once if the broker refuses us."""
+    BACKBONE_KAFKA_CONNECT_TIMEOUT_S, or at once if the broker refuses us, or refuses reading
+    `reads` or writing `writes` (its ACLs)."""
     with user_errors():
         health.check_reachable(settings)
+        health.check_access(settings, reads=reads, writes=writes)
 
 
 def print_json(data: Any) -> None:
@@ -97,11 +103,6 @@ def print_json(data: Any) -> None:
 def canonical_value(value: Any) -> Any:
     """A database value in the canonical JSON form (the rules of backbone.codec.json_form):
     decimals as exact plain strings, times ISO-8601 UTC with microseconds and Z."""
-    from datetime import datetime
-    from decimal import Decimal
-
-    from backbone.codec import json_form
-
     if isinstance(value, Decimal):
         return json_form.format_decimal(value)
     if isinstance(value, datetime):

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from backbone.csv_cells import cell
 from cli.common import canonical_value
 from projections.audit_lineage import Archived, ChainLink, Fill, Lineage, Mark, Missing, Step, in_window
 from projections.audit_queries import Finding, LineageError
@@ -239,11 +240,11 @@ def _restatements_text(items: list[dict[str, Any]]) -> str:
 
 def trades_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # CRLF ends a row (RFC 4180): a CR inside a text is then quoted, never a row break of its own
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(TRADE_COLUMNS)
     for row in rows:
-        writer.writerow(["" if row[c] is None else _restatements_text(row[c]) if c == "restatements" else
-                         str(row[c]).lower() if isinstance(row[c], bool) else row[c] for c in TRADE_COLUMNS])
+        writer.writerow([cell(_restatements_text(row[c]) if c == "restatements" else row[c]) for c in TRADE_COLUMNS])
     return buf.getvalue()
 
 

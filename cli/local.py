@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from backbone.local import stack
+from backbone.local import security, stack
 from cli.common import console, load_settings, print_json, user_errors
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka + PostgreSQL stack.", no_args_is_help=True)
@@ -37,17 +37,40 @@ def _print(statuses: list[stack.ServiceStatus], as_json: bool) -> None:
 
 
 @app.command()
-def up(mode: ModeOpt = "native", json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def up(mode: ModeOpt = "native", json_out: Annotated[bool, typer.Option("--json")] = False,
+       secure: Annotated[bool, typer.Option("--secure", help="Kafka with SASL_SSL (SCRAM-SHA-512) and ACLs, "
+                                            "PostgreSQL with TLS only; see `local env`")] = False,
+       brokers: Annotated[int | None, typer.Option(
+           "--brokers", min=1, max=9, help="Kafka nodes (default BACKBONE_KAFKA_BROKERS, 1); 3 = a replicated "
+           "cluster: node n on BACKBONE_KAFKA_PORT + 10(n-1)")] = None) -> None:
     """Start Kafka (KRaft, from Maven Central jars) and PostgreSQL; wait until both answer.
 
     Idempotent: services already running are left as they are. The first run downloads the
-    Kafka jars with Maven into the cache dir and formats the broker's storage.
+    Kafka jars with Maven into the cache dir and formats the broker's storage; with --secure it
+    also generates a CA, the servers' certificate and the Kafka users' passwords.
     """
-    settings = load_settings()
+    configured = load_settings()
+    settings = configured if brokers is None else load_settings(kafka_brokers=brokers)
     with user_errors():
         if not json_out:
             console.print("starting PostgreSQL and Kafka (first start resolves jars with Maven)…")
-        _print(stack.up(settings, _mode(mode)), json_out)
+        _print(stack.up(settings, _mode(mode), secure=secure), json_out)
+    if settings.kafka_brokers != configured.kafka_brokers and not json_out:
+        # the other commands find every node (and replicate topics to match) only through the setting
+        console.print(f"for the other commands: export BACKBONE_KAFKA_BROKERS={brokers}")
+
+
+@app.command()
+def env(principal: Annotated[str, typer.Option("--as", help="secure stack: the Kafka user, one of "
+                                               + ", ".join(security.PRINCIPALS))] = security.ADMIN) -> None:
+    """Print the `export` lines that point the CLI at the local stack: `eval "$(backbone local env)"`.
+
+    On a secure stack they name the Kafka user, the CA and a database URL with sslmode=verify-full;
+    passwords are read from their files when evaluated, never printed."""
+    settings = load_settings()
+    with user_errors():
+        lines = security.export_lines(settings, principal)
+    print("\n".join(lines))
 
 
 @app.command()
@@ -61,7 +84,7 @@ def down(mode: ModeOpt = "native") -> None:
 
 @app.command()
 def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show both services with their versions, addresses and log files. Exit 1 if one is down."""
+    """Show each Kafka node and PostgreSQL: version, address, log file. Exit 1 if one is down."""
     settings = load_settings()
     with user_errors():
         statuses = stack.status(settings)
@@ -71,7 +94,7 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def logs(service: Annotated[str, typer.Argument(help="kafka or postgres")],
+def logs(service: Annotated[str, typer.Argument(help="kafka (kafka-N of a cluster) or postgres")],
          lines: Annotated[int, typer.Option("--lines", "-n", min=1)] = 50) -> None:
     """Print the last lines of a service's log file."""
     settings = load_settings()

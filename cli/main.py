@@ -10,6 +10,7 @@ from cli import (
     config,
     db,
     demo,
+    lag,
     local,
     produce,
     project,
@@ -43,6 +44,7 @@ app.command("state")(state.state_cmd)
 app.command("replay")(replay.replay_cmd)
 app.add_typer(checkpoints.app, name="checkpoints")
 app.add_typer(audit.app, name="audit")
+app.add_typer(lag.app, name="lag")
 
 if __name__ == "__main__":
     app()

@@ -70,7 +70,7 @@ def simulate_cmd(
     with user_errors():
         start_utc = simulation_start(start, events, datetime.now(tz=UTC))
     cfg = SimulationConfig(events=events, seed=seed, symbols=symbols, accounts=accounts, start=start_utc)
-    kafka_reachable(settings)
+    kafka_reachable(settings, writes=[settings.topic_orders, settings.topic_marketdata])
     # the simulator's and validator's order books keep what they allocate (backbone.gc_policy)
     with user_errors(), fewer_collections(), KafkaProducer(settings) as producer:
         publisher = EventPublisher(settings, producer, AvroCodec())
@@ -117,7 +117,7 @@ def publish_cmd(
     was refused.
     """
     settings = load_settings()
-    kafka_reachable(settings)
+    kafka_reachable(settings, writes=[settings.topic_orders, settings.topic_marketdata, settings.topic_deadletter])
     # the validator's order book keeps what it allocates (backbone.gc_policy)
     with user_errors(), fewer_collections():
         limit = record_limit(settings)

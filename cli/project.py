@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
@@ -13,9 +14,11 @@ import typer
 
 from backbone import db
 from backbone.errors import DatabaseError
+from backbone.kafka import health
 from backbone.settings import Settings
 from cli.common import console, err_console, kafka_reachable, load_settings, print_json, user_errors
 from consumers.config import LoopConfig, RunStats, default_group_id
+from consumers.metrics import ProjectorMetrics
 from consumers.projection import Projection
 from consumers.runtime import ProjectionLoop
 from projections import audit, trading
@@ -84,6 +87,9 @@ def run(
         help="fold the next batch while Postgres runs the last one's statements (its commit follows the fold); "
              "--no-overlap: commit each batch before polling again")] = True,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="serve Prometheus metrics on this port (/metrics, all interfaces): records and "
+                               "dead letters counted, batch durations, last commit time, partitions owned")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the final stats as JSON")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -96,7 +102,9 @@ def run(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    kafka_reachable(settings)
+    # the trading projection relays its dead letters to their topic; the audit one only reads
+    kafka_reachable(settings, reads=[settings.topic_orders, settings.topic_marketdata],
+                    writes=[settings.topic_deadletter] if projection_name is not ProjectionName.audit else [])
     stop = StopFlag()
     stop.install()
     with user_errors():
@@ -108,9 +116,13 @@ def run(
             config = LoopConfig(group_id=group or default_group_id(projection.name, projection.topics()),
                                 instance_id=instance_id, batch_size=batch_size, status_interval_s=status_interval,
                                 mirror_interval_s=mirror_interval, overlap=overlap)
+            health.check_access(settings, group=config.group_id)  # refused, the group would be retried for ever
+            metrics = ProjectorMetrics(projection.name) if metrics_port is not None else None
             loop = ProjectionLoop(settings, projection, engine, config,
-                                  stop_requested=stop, on_status=None if json_out else _status_line)
-            stats = loop.run(until_caught_up=until_caught_up, max_seconds=max_seconds)
+                                  stop_requested=stop, on_status=None if json_out else _status_line,
+                                  on_commit=metrics.on_commit if metrics else None)
+            with metrics.serve(loop, metrics_port) if metrics and metrics_port else nullcontext():
+                stats = loop.run(until_caught_up=until_caught_up, max_seconds=max_seconds)
         finally:
             engine.dispose()
     summary = {"projection": projection.name, "events": stats.events, "batches": stats.batches,

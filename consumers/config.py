@@ -4,6 +4,7 @@ group id) and what it reports (`RunStats`)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ class RunStats:
     batches: int = 0
     events: int = 0
     dead_letters: int = 0
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)  # the same, by reason
     dead_letters_relayed: int = 0  # to the dead-letter topic (consumers.deadletter_relay)
     duplicates: int = 0  # resent records (a producer retry) recognised and skipped
     rows_written: int = 0
@@ -29,6 +31,7 @@ class RunStats:
     partitions_loaded: int = 0  # from Postgres, on assignments and reloads
     partitions_kept: int = 0  # given back by a rebalance unchanged: their state stayed in memory
     overlapped: int = 0  # batches folded while the one before was still in flight
+    last_batch_s: float = 0.0  # the last batch committed, from the start of its fold to its commit
     started: float = field(default_factory=time.monotonic)
     lag: int | None = None  # None: not known (nothing assigned yet, or the broker did not answer)
     waiting_for: str | None = None  # what the loop is waiting for, when it is (an outage, the group)

@@ -21,7 +21,8 @@ marks expire by design, the missing range goes to `audit_gaps`, and the chain go
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +32,13 @@ from backbone.codec.avro import AvroCodec
 from backbone.codec.wire import HEADER_SIZE, MAGIC
 from backbone.deadletters import DeadLetter
 from backbone.domain.events import OrderEvent
-from backbone.errors import BackboneError, DecodeError, InvariantViolation, coordinates
+from backbone.errors import BackboneError, InvariantViolation, coordinates
 from backbone.kafka.reader import Record
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints
-from consumers.projection import Pipelined, Tail
+from consumers.projection import Tail
 from projections.audit_chain import GENESIS, link_hash
+from projections.store import TableRows, send_rows
 from projections.trading import TradingProjection
 
 NAME = "audit"
@@ -46,27 +48,15 @@ RECORD_COLS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms",
                "schema_fingerprint", "event_id", "event_type", "order_id", "cl_ord_id", "orig_cl_ord_id", "exec_id",
                "exec_ref_id", "account", "symbol", "event_time", "ingest_time", "status_after",
                "dead_letter_reason", "dead_letter_detail", "chain_hash")
-_RECORD_TYPES = ("text", "int4", "int8", "int8", "bytea", "bytea", "bytea", "text", "text", "text", "text", "text",
-                 "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "text", "text", "bytea")
 GAP_COLS = ("topic", "kafka_partition", "first_offset", "last_offset", "reason")
-_GAP_TYPES = ("text", "int4", "int8", "int8", "text")
 #: the decoded record's attributes copied into columns of the same name (absent: NULL)
 _EVENT_FIELDS = ("event_id", "order_id", "cl_ord_id", "orig_cl_ord_id", "exec_id", "exec_ref_id", "account",
                  "symbol", "event_time", "ingest_time")
+_event_fields = operator.attrgetter(*_EVENT_FIELDS)
 
 
 class AuditGapError(BackboneError):
     """Records of a topic that may not expire are missing between two archived offsets."""
-
-
-def _insert(table: str, cols: tuple[str, ...], types: tuple[str, ...]) -> str:
-    """One statement for a batch's rows: a column array each, expanded by unnest."""
-    arrays = ", ".join(f"%s::{kind}[]" for kind in types)
-    return f"insert into {table} ({', '.join(cols)}) select * from unnest({arrays})"
-
-
-_INSERT_RECORDS = _insert("audit_records", RECORD_COLS, _RECORD_TYPES)
-_INSERT_GAPS = _insert("audit_gaps", GAP_COLS, _GAP_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +116,20 @@ class AuditProjection:
         self.name = NAME
         self.duplicates = 0  # resends are archived like any record
         codec = codec or AvroCodec()
-        self._decode = codec.decoder()
+        decode = codec.decoder()
+        # What the trading fold decoded the current record to (None: nothing): the archive's
+        # columns come from the same decode as the verdict. A list, not an attribute: a decoder
+        # that held the projection would make a reference cycle, and keep the projection and
+        # its whole state alive after it is dropped, until a full collection finds them.
+        decoded: list[object] = [None]
+        self._decoded = decoded
+
+        def decode_and_keep(value: bytes) -> object:
+            decoded[0] = record = decode(value)
+            return record
+
         # the trading rules, folded in memory only: their verdict and the status after each event
-        self._trading = TradingProjection(settings, codec, name=NAME, snapshots=False)
+        self._trading = TradingProjection(settings, codec, name=NAME, snapshots=False, decode=decode_and_keep)
         self._heads: dict[TP, Head] = {}
         self._batch = Batch()
 
@@ -176,11 +177,12 @@ class AuditProjection:
         head = self._heads.get(tp) or Head(0, GENESIS)
         if offset != head.next_offset:
             self._gap(topic, partition, head.next_offset, offset)
+        self._decoded[0] = None  # a record the fold refuses before decoding it (no value, oversize) has none
         letter = self._trading.apply_at(msg, topic, partition, offset)
-        self._trading.state.take_changes()
         ts, key, value = msg.timestamp()[1], msg.key(), msg.value()
         chained = link_hash(head.hash, topic, partition, offset, ts, key, value)
-        self._batch.records.append((topic, partition, offset, ts, key, value, *self._fields(value, letter), chained))
+        self._batch.records.append((topic, partition, offset, ts, key, value,
+                                    *self._fields(value, self._decoded[0], letter), chained))
         self._heads[tp] = Head(offset + 1, chained)
         return None
 
@@ -196,16 +198,16 @@ class AuditProjection:
         self._batch.gaps.append((topic, partition, expected, offset - 1, "expired: deleted by retention before "
                                                                           "it was archived"))
 
-    def _fields(self, value: bytes | None, letter: DeadLetter | None) -> tuple[Any, ...]:
-        """The columns between the record's bytes and its chain hash."""
+    def _fields(self, value: bytes | None, record: Any, letter: DeadLetter | None) -> tuple[Any, ...]:
+        """The columns between the record's bytes and its chain hash; `record`: what the bytes
+        decoded to (None: nothing, the letter says why)."""
         fingerprint = value[len(MAGIC):HEADER_SIZE] if value and value[:len(MAGIC)] == MAGIC else None
-        record: Any = None
-        if value and len(value) <= self.settings.max_record_bytes:
-            try:
-                record = self._decode(value)
-            except DecodeError:
-                pass  # the letter says why
-        event: list[Any] = [_text(getattr(record, f, None)) for f in _EVENT_FIELDS]
+        event: Sequence[Any]
+        if letter is None and type(record) is OrderEvent:
+            # applied: none of its texts holds a NUL, the trading rules refuse those (nul_character)
+            event = _event_fields(record)
+        else:
+            event = [_text(getattr(record, f, None)) for f in _EVENT_FIELDS]
         event_type = status = None
         if isinstance(record, OrderEvent):
             event_type = record.event_type.value
@@ -215,29 +217,16 @@ class AuditProjection:
                 None if letter is None else letter.reason, None if letter is None else letter.detail)
 
     def prepare(self) -> Batch:
+        self._trading.state.take_changes()  # the rows the fold changed: the audit writes none of them
         batch, self._batch = self._batch, Batch()
         return batch
 
     def send(self, conn: psycopg.Connection, batch: Batch, tail: Tail | None = None) -> Callable[[], int]:
-        """The batch's rows and gaps (a statement each), then `tail`, in one pipeline."""
-        expected: list[int] = []  # the rows of each statement sent
-
-        def inserts(cursor: Callable[[], psycopg.Cursor]) -> None:
-            for statement, rows in ((_INSERT_RECORDS, batch.records), (_INSERT_GAPS, batch.gaps)):
-                if rows:
-                    expected.append(len(rows))
-                    cursor().execute(statement, [list(column) for column in zip(*rows, strict=True)])
-
-        sent = Pipelined(conn, inserts, tail)
-
-        def check() -> int:
-            for took, given in zip(sent.wait(), expected, strict=True):
-                if took != given:
-                    raise InvariantViolation(f"the audit archive took {took} rows of {given}")
-            sent.check_tail()
-            return len(batch.records) + len(batch.gaps)
-
-        return check
+        """The batch's rows and gaps (plain inserts, as `store.send_rows` sends a table's rows),
+        then `tail`, in one pipeline."""
+        tables: list[TableRows] = [("audit_records", RECORD_COLS, (), batch.records), ("audit_gaps", GAP_COLS, (),
+                                                                                       batch.gaps)]
+        return send_rows(conn, [t for t in tables if t[3]], tail=tail)
 
     def committed(self, batch: Batch) -> None:
         pass  # the heads moved when the records were applied; an abandoned batch reloads them

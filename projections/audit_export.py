@@ -39,6 +39,7 @@ import psycopg
 from backbone.codec import json_form
 from backbone.codec.avro import AvroCodec
 from backbone.codec.schemas import default_schemas_dir, read_schemas_dir
+from backbone.csv_cells import cell
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.errors import BackboneError, DecodeError, UsageError
 from backbone.settings import Settings
@@ -196,9 +197,8 @@ def _csv(entries: Sequence[Entry]) -> str:
     for e in entries:
         fields = {} if e.record is None else json_form.to_json_dict(e.record)
         coordinates = _coordinates(e)
-        writer.writerow(["" if coordinates[c] is None else coordinates[c] for c in _COORDINATES]
-                        + [e.decode_error or "", fields.get("type", "")]
-                        + ["" if fields.get(f) is None else fields[f] for f in _FIELDS])
+        writer.writerow([cell(coordinates[c]) for c in _COORDINATES] + [cell(e.decode_error), cell(fields.get("type"))]
+                        + [cell(fields.get(f)) for f in _FIELDS])
     return out.getvalue()
 
 

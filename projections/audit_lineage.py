@@ -251,6 +251,11 @@ def _chain(records: Sequence[Archived]) -> list[ChainLink]:
     return links
 
 
+def is_fill(r: Archived) -> bool:
+    """Whether the record is an execution of the lineage's fills: an applied FILLED event."""
+    return r.applied and r.event is not None and r.event.event_type is E.FILLED and r.event.exec_id is not None
+
+
 def _fills(steps: Sequence[Step], state: OrderState | None) -> list[Fill]:
     live = {} if state is None else {f.exec_id: f for f in state.fills}
     restating = [s.record for s in steps if s.record.applied and s.record.event is not None
@@ -258,7 +263,7 @@ def _fills(steps: Sequence[Step], state: OrderState | None) -> list[Fill]:
     out = []
     for s in steps:
         ev = s.record.event
-        if not s.record.applied or ev is None or ev.event_type is not E.FILLED or ev.exec_id is None:
+        if ev is None or ev.exec_id is None or not is_fill(s.record):
             continue
         qty, px = Decimal(ev.last_qty or 0), Decimal(ev.last_px or 0)
         now = live.get(ev.exec_id)
@@ -272,14 +277,18 @@ def _fills(steps: Sequence[Step], state: OrderState | None) -> list[Fill]:
     return out
 
 
-def assemble(order_id: str, records: Iterable[Archived], marks: Marks) -> Lineage:
-    """The order's lineage from its archived records (any order: sorted here by coordinates)."""
+def assemble(order_id: str, records: Iterable[Archived], marks: Marks, *, fills_only: bool = False) -> Lineage:
+    """The order's lineage from its archived records (any order: sorted here by coordinates).
+    `fills_only`: the mark in force is looked up for the fills' steps only, the other steps get
+    None (what `audit trades` shows: `marks` need hold only the fills' marks)."""
     ordered = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
     steps, before = [], None
     for r in ordered:
         when = r.event.event_time if r.event is not None else r.archived_time[0]
         symbol = r.event.symbol if r.event is not None else None
-        mark = None if when is None or symbol is None else marks.in_force(symbol, when)
+        mark = None
+        if when is not None and symbol is not None and (not fills_only or is_fill(r)):
+            mark = marks.in_force(symbol, when)
         steps.append(Step(r, before, mark))
         if r.status_after is not None:
             before = r.status_after

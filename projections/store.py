@@ -52,7 +52,7 @@ MARK_COLS = ("symbol", "kafka_partition", "mark_price", "bid", "ask", "last", "e
 
 @functools.cache
 def _upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None = None) -> str:
-    return (f"insert into {_target(table, schema)} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
+    return (f"insert into {_target(table, schema)} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))})"
             + _on_conflict(table, cols, keys, schema))
 
 
@@ -69,10 +69,13 @@ def _on_conflict(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schem
     is left alone (and the writer is told, see `ForeignKeysError`) instead of being overwritten,
     whoever owns that partition. `executions` needs no guard of its own: its key starts with the
     order_id, and a batch that writes an execution writes its order too, so the order's refusal
-    abandons the batch."""
+    abandons the batch. No keys: none, a table only ever inserted into (the audit archive, where
+    a row already there is an error, and an UPDATE, even one never taken, is refused)."""
+    if not keys:
+        return ""
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
     guard = f" where {_target(table, schema)}.kafka_partition = excluded.kafka_partition" if table == "orders" else ""
-    return f"on conflict ({', '.join(keys)}) do update set {updates}{guard}"
+    return f" on conflict ({', '.join(keys)}) do update set {updates}{guard}"
 
 
 #: The fields of an order's state-machine state that have no column of their own: the `state`
@@ -134,7 +137,8 @@ def _mark_row(m: MarkRow) -> tuple[Any, ...]:
     return (m.symbol, m.kafka_partition, k.mark_price, k.bid, k.ask, k.last, k.event_time, k.event_id, k.source)
 
 
-#: One table's changed rows: (table, columns, conflict keys, rows), rows in key order.
+#: One table's changed rows: (table, columns, conflict keys, rows), rows in key order; no
+#: conflict keys: plain inserts.
 TableRows = tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]
 
 
@@ -164,10 +168,11 @@ def write_changes(conn: psycopg.Connection, state: TradingState, changes: Change
 
 def send_rows(conn: psycopg.Connection, tables: list[TableRows], schema: str | None = None,
               tail: Tail | None = None) -> Callable[[], int]:
-    """Send the upserts of `tables` without waiting for the server to run them; the returned
-    check waits for every result, raises if a row was refused (`ForeignKeysError`) or the
-    `tail`'s check fails, and returns the number of rows written. Until the check has run, the
-    connection is in pipeline mode and must not be used otherwise.
+    """Send the upserts of `tables` (plain inserts for a table without conflict keys) without
+    waiting for the server to run them; the returned check waits for every result, raises if a
+    row was refused (`ForeignKeysError`) or the `tail`'s check fails, and returns the number of
+    rows written. Until the check has run, the connection is in pipeline mode and must not be
+    used otherwise.
 
     A table's rows go as one statement with one text parameter (`_rows_text`: up to
     _TEXT_CHUNK rows, fields and rows separated by control characters), which the server splits
@@ -233,6 +238,11 @@ COLUMN_TYPES = {
     "positions": ("text", "text", "int4", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "int4",
                   "timestamptz"),
     "marks": ("text", "int4", "numeric", "numeric", "numeric", "numeric", "timestamptz", "text", "text"),
+    # projections.audit's RECORD_COLS and GAP_COLS
+    "audit_records": ("text", "int4", "int8", "int8", "bytea", "bytea", "bytea", "text", "text", "text", "text",
+                      "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
+                      "bytea"),
+    "audit_gaps": ("text", "int4", "int8", "int8", "text"),
 }
 
 # The text parameter: fields separated by \x1f, rows by \x1e, NULL a field that is a lone \x1d.
@@ -244,14 +254,15 @@ _NOT_PLAIN_TEXT = re.compile("[\x00\x1d\x1e\x1f]")
 def _text_upsert(table: str, cols: tuple[str, ...], keys: tuple[str, ...], schema: str | None) -> str:
     fields = ", ".join(f"f[{i}]::{kind}" for i, kind in enumerate(COLUMN_TYPES[table], 1))
     return (f"insert into {_target(table, schema)} ({', '.join(cols)}) select {fields} "
-            "from unnest(string_to_array(%s::text, E'\\x1e')) line, string_to_array(line, E'\\x1f', E'\\x1d') f "
+            "from unnest(string_to_array(%s::text, E'\\x1e')) line, string_to_array(line, E'\\x1f', E'\\x1d') f"
             + _on_conflict(table, cols, keys, schema))
 
 
 def _rows_text_python(rows: list[tuple[Any, ...]]) -> str | None:
-    """The rows as the text parameter of `_text_upsert` (each value as it is, no escapes), or
-    None when a value cannot be written so: a text holding a separator or a NUL, a decimal that
-    is not finite, a time without a zone, any other type. Those rows go as a statement each."""
+    """The rows as the text parameter of `_text_upsert` (each value as it is, no escapes; bytes
+    in bytea's hex form), or None when a value cannot be written so: a text holding a separator
+    or a NUL, a decimal that is not finite, a time without a zone, any other type. Those rows go
+    as a statement each."""
     lines = []
     for row in rows:
         fields = []
@@ -271,6 +282,8 @@ def _rows_text_python(rows: list[tuple[Any, ...]]) -> str | None:
                 fields.append(str(v))
             elif kind is datetime and v.utcoffset() is not None:
                 fields.append(v.isoformat(" "))
+            elif kind is bytes:
+                fields.append("\\x" + v.hex())
             else:
                 return None
         lines.append(_FIELD_SEP.join(fields))

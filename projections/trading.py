@@ -94,17 +94,19 @@ def _order_has_nul(e: OrderEvent) -> bool:
 class TradingProjection:
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None, *, schema: str | None = None,
-                 name: str = NAME, snapshots: bool = True, bounded: bool | None = None) -> None:
+                 name: str = NAME, snapshots: bool = True, bounded: bool | None = None,
+                 decode: Callable[[bytes], object] | None = None) -> None:
         """`schema`: write into that schema's tables instead of public's (scratch, rebuild);
         `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's;
         `snapshots`: take snapshots with each batch (off for in-memory replays); `bounded`: keep
         only the open book in memory once a loop gives a reader (`attach_reader`,
-        docs/live-state.md); `settings.bounded_state` when None."""
+        docs/live-state.md); `settings.bounded_state` when None; `decode`: the codec's decoder,
+        or one wrapping it (the audit keeps what each record decoded to)."""
         self.settings = settings
         self.schema = schema
         self.name = name
         self.codec = codec or AvroCodec()
-        self._decode = self.codec.decoder()
+        self._decode = decode or self.codec.decoder()
         self.state = TradingState()
         self.snapshots = snapshots and (settings.snapshot_every_events > 0 or settings.snapshot_every_seconds > 0)
         self.clock: Callable[[], float] = time.time

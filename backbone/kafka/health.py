@@ -30,15 +30,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import AclOperation, AdminClient
 
-from backbone.errors import ConfigError, KafkaAuthError, KafkaError, KafkaUnavailable
+from backbone.errors import ConfigError, KafkaAuthError, KafkaAuthorizationError, KafkaError, KafkaUnavailable
 from backbone.settings import Settings
 
 Kind = Literal["auth", "resolve", "transport", "fatal"]
@@ -48,6 +48,9 @@ LOGGER_NAME = "backbone.kafka.librdkafka"
 # handler would print each first line to stderr beside the command's own one-line error.
 logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
 
+# the broker's ACLs refused an operation: permanent, like refused credentials (exit 4)
+_AUTHORIZATION_CODES = {RdKafkaError.TOPIC_AUTHORIZATION_FAILED, RdKafkaError.GROUP_AUTHORIZATION_FAILED,
+                        RdKafkaError.CLUSTER_AUTHORIZATION_FAILED, RdKafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
 _TRANSPORT_CODES = {RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN, RdKafkaError._TIMED_OUT}
 # what changes between two reports of the same failure
 _ATTEMPT_TAIL = re.compile(r"\s*\(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)\s*$")
@@ -96,7 +99,7 @@ def translate(err: RdKafkaError | KafkaException, what: str) -> KafkaError:
     if isinstance(err, KafkaException):
         err = err.args[0] if err.args and isinstance(err.args[0], RdKafkaError) else RdKafkaError(
             RdKafkaError._FAIL, str(err))
-    cls = _ERRORS.get(classify(err), KafkaError)
+    cls = KafkaAuthorizationError if err.code() in _AUTHORIZATION_CODES else _ERRORS.get(classify(err), KafkaError)
     return cls(f"{what}: {reason(err.str())}", code=err.code(), retriable=err.retriable())
 
 
@@ -194,7 +197,9 @@ class FoldingLog:
         if "fatal" in first:
             return KafkaError(f"Kafka client at {where} failed for good: {_short(first['fatal'])}")
         if "auth" in first:
-            return KafkaAuthError(f"Kafka at {where} refused the connection: {_short(first['auth'])} "
+            return KafkaAuthError(f"Kafka at {where} refused the connection"
+                                  f"{f' of user {user}' if (user := _sasl_user(settings)) else ''}: "
+                                  f"{_short(first['auth'])} "
                                   f"(check {_auth_settings(first['auth'])})")
         addresses = bootstrap_addresses(where)
         if addresses and addresses <= unresolved:
@@ -214,6 +219,10 @@ class FoldingLog:
 def _short(text: str) -> str:
     """A reason without the broker it came from (the message names the bootstrap servers)."""
     return _BROKER_PREFIX.sub("", text).rstrip(" :")
+
+
+def _sasl_user(settings: Settings) -> str | None:
+    return settings.kafka_sasl_username if settings.kafka_security_protocol.startswith("SASL") else None
 
 
 def _auth_settings(text: str) -> str:
@@ -258,3 +267,54 @@ def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:
                 raise log.unreachable(settings, timeout)
     finally:
         log.flush()
+
+
+def check_access(settings: Settings, *, reads: Sequence[str] = (), writes: Sequence[str] = (),
+                 group: str | None = None) -> None:
+    """Raise KafkaAuthorizationError, naming the resource and the operation, when the broker's
+    ACLs do not let us read `reads`, write `writes` or consume in `group`: without this a producer
+    refused its first write fails inside librdkafka (idempotence needs a topic it may write) and
+    a consumer retries for ever. A broker without an authorizer allows every operation. A topic
+    that does not exist is left to the command, which says so in its own words."""
+    wanted = {t: {AclOperation.READ} for t in reads}
+    for topic in writes:
+        wanted.setdefault(topic, set()).add(AclOperation.WRITE)
+    if not wanted and group is None:
+        return
+    admin = admin_client(settings)
+    timeout = settings.kafka_connect_timeout_s
+    futures = admin.describe_topics(TopicCollection(list(wanted)), include_authorized_operations=True,
+                                    request_timeout=timeout) if wanted else {}
+    for topic, future in futures.items():
+        allowed = _authorized(future, RdKafkaError.TOPIC_AUTHORIZATION_FAILED, f"describing topic {topic}")
+        _refuse_missing(settings, f"topic {topic}", wanted[topic], allowed)
+    if group is not None:
+        future = admin.describe_consumer_groups([group], include_authorized_operations=True,
+                                                request_timeout=timeout)[group]
+        allowed = _authorized(future, RdKafkaError.GROUP_AUTHORIZATION_FAILED, f"describing group {group}")
+        _refuse_missing(settings, f"group {group}", {AclOperation.READ}, allowed)
+
+
+def _authorized(future: Any, refused_code: int, what: str) -> list[AclOperation] | None:
+    """The operations a described resource allows us; None when unknown (no such topic)."""
+    try:
+        allowed: list[AclOperation] | None = future.result().authorized_operations
+    except KafkaException as e:
+        code = e.args[0].code() if e.args else None
+        if code == refused_code:
+            return []
+        if code == RdKafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise translate(e, what) from e
+    return allowed
+
+
+def _refuse_missing(settings: Settings, resource: str, wanted: set[AclOperation],
+                    allowed: list[AclOperation] | None) -> None:
+    if allowed is None or AclOperation.ALL in allowed:
+        return
+    refused = sorted(wanted - set(allowed), key=lambda o: o.name)
+    if refused:
+        who, op = f"user {user}" if (user := _sasl_user(settings)) else "this client", refused[0].name
+        raise KafkaAuthorizationError(f"Kafka refused {op} on {resource} to {who}: no ACL allows it "
+                                      f"(ask the cluster's admin for ALLOW {op} on {resource})")

@@ -21,7 +21,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from backbone.errors import ServiceError
-from backbone.local import process
+from backbone.local import process, security
 from backbone.settings import Settings
 
 INSTALL_HINT = "install the PostgreSQL server (Debian: apt-get install postgresql) or run `make deps`"
@@ -120,8 +120,9 @@ def ensure_initialized(settings: Settings, paths: PostgresPaths) -> None:
 
 def superuser_conninfo(settings: Settings, dbname: str = "postgres") -> str:
     password = PostgresPaths.of(settings).password_file.read_text().strip()
+    tls = security.postgres_client_parameters(settings) if security.enabled(settings) else {}
     return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=settings.postgres_port, user="postgres",
-                                          password=password, dbname=dbname, connect_timeout=3)
+                                          password=password, dbname=dbname, connect_timeout=3, **tls)
 
 
 def running(settings: Settings) -> int | None:
@@ -147,6 +148,8 @@ def start(settings: Settings) -> int:
         ensure_initialized(settings, paths)
         # pg_ctl -w waits for the server; our own readiness check below covers auth too.
         options = f"-p {settings.postgres_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        if security.enabled(settings):
+            options += " " + security.postgres_server_options(settings, paths.root, _chown_to_server_user)
         _run([str(bin_dir(paths.data) / "pg_ctl"), "start", "-D", str(paths.data), "-l", str(paths.log_file),
               "-o", options, "-w", "-t", str(int(settings.startup_timeout_s))], "pg_ctl start")
     process.wait_until(lambda: is_ready(settings), timeout=settings.startup_timeout_s,

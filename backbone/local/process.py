@@ -54,6 +54,15 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def can_bind(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def who_listens(port: int) -> str | None:
     """A description of the process listening on `port`, when `ss` can tell."""
     if shutil.which("ss") is None:

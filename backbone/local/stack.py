@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from backbone.errors import ServiceError
-from backbone.local import kafka, postgres, process
+from backbone.local import kafka, postgres, process, security
 from backbone.settings import Settings
 
 Mode = Literal["native", "docker"]
@@ -46,43 +46,77 @@ def compose_file() -> Path:
     return path
 
 
-def up(settings: Settings, mode: Mode = "native") -> list[ServiceStatus]:
+def compose_profile(settings: Settings) -> str:
+    """docker-compose.yml's profile for the stack's size: `single` or `cluster` (three nodes)."""
+    if settings.kafka_brokers not in (1, 3):
+        raise ServiceError(f"docker-compose.yml has a single node and a 3-node cluster, not {settings.kafka_brokers} "
+                           "nodes; use --mode native")
+    return "single" if settings.kafka_brokers == 1 else "cluster"
+
+
+def up(settings: Settings, mode: Mode = "native", *, secure: bool = False) -> list[ServiceStatus]:
+    """Start the stack; `secure` (native only) makes a fresh state directory a secure stack
+    (backbone.local.security). A secure state directory stays secure without it."""
+    if secure and settings.kafka_brokers > 1:
+        raise ServiceError("--secure starts a single Kafka node; leave out --brokers")
     if mode == "docker":
+        if secure:
+            raise ServiceError("--secure runs natively only; use --mode native")
         if not docker_available():
             raise ServiceError("no Docker engine answers `docker info`; use --mode native")
-        result = subprocess.run(["docker", "compose", "-f", str(compose_file()), "up", "-d", "--wait"],
+        result = subprocess.run(["docker", "compose", "-f", str(compose_file()), "--profile",
+                                 compose_profile(settings), "up", "-d", "--wait"],
                                 capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServiceError(f"docker compose up failed:\n{result.stderr.strip()}")
         return status(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if secure:
+        formatted = [kafka.KafkaPaths.of(settings).data / "meta.properties",
+                     postgres.PostgresPaths.of(settings).data / "PG_VERSION"]
+        security.ensure(settings, plain_stack_exists=any(p.exists() for p in formatted))
     postgres.start(settings)
     kafka.start(settings)
+    if security.enabled(settings):
+        security.grant_acls(settings)
     return status(settings)
 
 
 def down(settings: Settings, mode: Mode = "native") -> list[str]:
     """Stop exactly the processes this stack started; returns the names of those stopped."""
     if mode == "docker":
-        subprocess.run(["docker", "compose", "-f", str(compose_file()), "down"], check=True)
+        subprocess.run(["docker", "compose", "-f", str(compose_file()), "--profile", "single", "--profile",
+                        "cluster", "down"], check=True)
         return ["kafka", "postgres"]
     stopped = []
+    size = kafka.running_count(settings)
     if kafka.stop(settings):
-        stopped.append("kafka")
+        stopped.extend(_kafka_names(size or 1))
     if postgres.stop(settings):
         stopped.append("postgres")
     return stopped
 
 
+def _kafka_names(size: int) -> list[str]:
+    return ["kafka"] if size == 1 else [f"kafka-{i}" for i in range(1, size + 1)]
+
+
+def kafka_nodes(settings: Settings) -> list[kafka.KafkaNode]:
+    """The nodes of the running stack (its size, whatever `kafka_brokers` says), else the configured ones."""
+    return kafka.nodes(settings, kafka.running_count(settings))
+
+
 def status(settings: Settings) -> list[ServiceStatus]:
-    kpaths, ppaths = kafka.KafkaPaths.of(settings), postgres.PostgresPaths.of(settings)
-    kpid = kafka.running(settings)
+    ppaths = postgres.PostgresPaths.of(settings)
+    cluster = kafka_nodes(settings)
+    pids = [kafka.running_node(n) for n in cluster]
+    version = f"Apache Kafka {kafka.kafka_version()} (KRaft)"
     ppid = postgres.running(settings)
-    kready = kpid is not None and kafka.is_ready(settings)
     pready = ppid is not None and postgres.is_ready(settings)
     return [
-        ServiceStatus("kafka", kready, kpid, f"Apache Kafka {kafka.kafka_version()} (KRaft)",
-                      f"127.0.0.1:{settings.kafka_port}", kpaths.log_file),
+        *(ServiceStatus(name, pid is not None and kafka.answering(settings, node), pid, version, node.address,
+                        node.paths.log_file)
+          for name, node, pid in zip(_kafka_names(len(cluster)), cluster, pids, strict=True)),
         ServiceStatus("postgres", pready, ppid, f"PostgreSQL {_pg_version_or_unknown()}",
                       f"127.0.0.1:{settings.postgres_port}", ppaths.log_file),
     ]
@@ -96,8 +130,9 @@ def _pg_version_or_unknown() -> str:
 
 
 def log_files(settings: Settings) -> dict[str, Path]:
-    return {"kafka": kafka.KafkaPaths.of(settings).log_file,
-            "postgres": postgres.PostgresPaths.of(settings).log_file}
+    cluster = kafka_nodes(settings)
+    files = {name: node.paths.log_file for name, node in zip(_kafka_names(len(cluster)), cluster, strict=True)}
+    return {**files, "postgres": postgres.PostgresPaths.of(settings).log_file}
 
 
 def logs(settings: Settings, service: str, lines: int) -> str:

@@ -106,3 +106,12 @@ def test_audit_prints_every_figure_side_by_side(base_settings: Settings) -> None
     assert figure(out, rf"findings ({NUMBER})") == 0
     assert figure(out, rf"audit trades, .*\(({NUMBER}) fills") > 0 and figure(out, rf"median ({NUMBER}) ms") > 0
     assert figure(out, rf"audit verify: ({NUMBER}) records/s \(8,000 records") > 0 and "; OK)" in out
+
+
+def test_lag_prints_the_pass_times_and_the_monitors_cpu(base_settings: Settings) -> None:
+    out = run_benchmark(base_settings, "lag", "--groups", "3", "--partitions", "2", "--records", "100",
+                        "--passes", "2", "--cpu-seconds", "2", "--interval", "0.5")
+    assert figure(out, rf"first pass \(nothing cached\): ({NUMBER}) s for 12 partitions") > 0
+    assert figure(out, rf"({NUMBER}) records read for their times") > 0
+    assert figure(out, rf"groups moved since the last: median ({NUMBER}) s") > 0
+    assert figure(out, rf"interval: ({NUMBER}) of a core") >= 0

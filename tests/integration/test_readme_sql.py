@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -13,6 +14,8 @@ from support import project, publish
 from backbone import db
 from backbone.kafka.producer import KafkaProducer
 from backbone.settings import Settings
+from monitoring.monitor import Monitor
+from monitoring.rules import parse_rules
 from producers.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
@@ -32,6 +35,7 @@ def test_readme_sql_examples_run_as_the_read_only_role(created_topics: Settings,
     with KafkaProducer(settings) as producer:  # so the dead-letter example has something to show
         producer.produce(settings.topic_orders, b"not avro", key=b"AAPL")
     project(settings, names.group())
+    _fire_a_lag_alert(settings)
     db.create_reader(settings, "readme_reader", "readme-pw")
     url = make_url(settings.database_url_value)
     queries = readme_queries()
@@ -41,3 +45,29 @@ def test_readme_sql_examples_run_as_the_read_only_role(created_topics: Settings,
         for query in queries:
             rows = conn.execute(query).fetchall()
             assert rows, f"no rows for docs/sql.md query: {query}"
+
+
+#: a projection behind by one record or more fires at once: the alerts examples have rows
+_BEHIND = """
+[[rule]]
+name = "Behind"
+metric = "lag_records"
+threshold = 0
+for = "0s"
+severity = "WARNING"
+"""
+
+
+def _fire_a_lag_alert(settings: Settings) -> None:
+    """Records the projection has not read, and two monitor passes a window apart (the first
+    window after a start holds alerts): the alert fires and its transition is recorded."""
+    publish(settings, list(simulate(SimulationConfig(events=20, seed=9))))
+    window = timedelta(seconds=1)
+    monitor = Monitor(settings, parse_rules(_BEHIND, "test"), sinks=[], interval=window, window=window)
+    try:
+        now = datetime.now(tz=UTC)
+        monitor.run_pass(now)
+        report = monitor.run_pass(now + window)
+    finally:
+        monitor.close()
+    assert [t.key.rule for t in report.transitions if t.kind == "firing"], report.line()

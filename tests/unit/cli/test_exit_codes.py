@@ -33,6 +33,13 @@ from cli.common import user_errors
     (psycopg.OperationalError('connection failed: connection to server at "10.0.0.1", port 5432 failed: '
                               "Connection refused\n\tIs the server running on that host?"), 3),
     (psycopg.OperationalError('connection failed: FATAL:  password authentication failed for user "app"'), 4),
+    # a TLS handshake that failed: a server certificate the CA did not sign, a server without TLS
+    (psycopg.OperationalError('connection failed: connection to server at "10.0.0.1", port 5432 failed: '
+                              "SSL error: certificate verify failed"), 4),
+    (psycopg.OperationalError('connection failed: connection to server at "10.0.0.1", port 5432 failed: '
+                              "server does not support SSL, but SSL was required"), 4),
+    # a Kafka ACL refused an operation
+    (KafkaException(RdKafkaError(RdKafkaError.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")), 4),
 ])
 def test_user_errors_exit_code(error: Exception, code: int, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(typer.Exit) as ended, user_errors():

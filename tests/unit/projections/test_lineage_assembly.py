@@ -174,6 +174,20 @@ def test_fills_are_measured_against_the_mark_in_force_and_missing_refs_stay_none
     assert x1.slippage.bid == D("204.08") and x1.slippage.ask is None
 
 
+def test_fills_only_gives_the_fills_the_same_marks_and_the_other_steps_none() -> None:
+    """What `audit trades` asks for: the marks of its rows, and no look-up for the other steps."""
+    _tape, events = _lifecycle()
+    first_ms = int((events[0].event_time - T0) / timedelta(milliseconds=1))
+    marks = Marks([_mark(0, "9.9", first_ms - 1, bid="9.8"), _mark(1, "10.2", first_ms + 3, ask="10.3")])
+    every, fills = assemble("O1", _archive(events), marks), assemble("O1", _archive(events), marks, fills_only=True)
+    assert fills.fills == every.fills and len(fills.fills) >= 2
+    assert all(f.step.mark is not None for f in fills.fills)
+    assert [s.mark for s in fills.steps if s.record.event.event_type is not E.FILLED] == \
+        [None] * (len(fills.steps) - len(fills.fills))
+    assert any(s.mark is not None for s in every.steps if s.record.event.event_type is not E.FILLED)
+    assert (fills.chain, fills.missing, fills.refused) == (every.chain, every.missing, every.refused)
+
+
 def test_the_window_includes_both_ends_to_the_microsecond() -> None:
     _tape, events = _lifecycle()
     x1 = next(f for f in assemble("O1", _archive(events), Marks(())).fills if f.exec_id == "X1")

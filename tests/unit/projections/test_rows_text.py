@@ -1,6 +1,7 @@
 """The text parameter of the projection's upserts (projections.store): fields separated by \\x1f,
-rows by \\x1e, NULL a lone \\x1d, every value as it is. The Python path is the reference; the
-compiled one (`_speedups.rows_text`) writes the same text or hands the rows to it."""
+rows by \\x1e, NULL a lone \\x1d, every value as it is, bytes in bytea's hex form. The Python path
+is the reference; the compiled one (`_speedups.rows_text`) writes the same text or hands the rows
+to it."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ values = st.one_of(
     st.integers(min_value=-2**70, max_value=2**70),
     st.decimals(),  # NaN, sNaN, Infinity included
     st.datetimes(timezones=st.one_of(st.just(UTC), st.none(), st.timezones())),
+    st.binary(),
 )
 tables = st.lists(st.lists(values, min_size=1, max_size=6).map(tuple), min_size=1, max_size=5)
 
@@ -48,6 +50,8 @@ def expected(rows: list[tuple]) -> str | None:
             return str(v) if v.is_finite() else None
         if type(v) is datetime:
             return None if v.tzinfo is None or v.utcoffset() is None else v.isoformat(sep=" ")
+        if type(v) is bytes:
+            return "\\x" + "".join(f"{b:02x}" for b in v)
         return None
 
     lines = []
@@ -72,7 +76,8 @@ def test_the_compiled_path_writes_what_the_python_path_writes(rows: list[tuple])
 
 @needs_build
 @pytest.mark.parametrize("value", [
-    Decimal("NaN"), Decimal("NaN123"), Decimal("sNaN"), Decimal("-Infinity"), 2**63, -2**63 - 1, 1.5, b"bytes",
+    Decimal("NaN"), Decimal("NaN123"), Decimal("sNaN"), Decimal("-Infinity"), 2**63, -2**63 - 1, 1.5, bytearray(b"b"),
+    memoryview(b"view"),
     datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=1))), datetime(2026, 1, 2), "sep\x1fin", "nul\x00in",
     "\ud800", ["a", "list"],
 ])
