@@ -1,19 +1,24 @@
 """Snapshots of the live tables at their checkpoints, taken outside the projector's batches:
-by `backbone checkpoints create` (`snapshot_jobs.snapshot_live`) and, beside its loop, by a
-projector with the bounded live state (`Snapshotter`, docs/live-state.md)."""
+by `backbone checkpoints create` (`snapshot_jobs.snapshot_live`) and, in a child process its
+loop starts and polls, by a projector with the bounded live state (`SnapshotBuild`,
+docs/live-state.md). `python -m projections.live_snapshots` is that child."""
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Collection, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from backbone import db
 from backbone.db import first_line, psycopg_connection
 from backbone.gc_policy import fewer_collections
 from backbone.kafka.reader import LogReader
@@ -22,8 +27,6 @@ from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints
 from projections import snapshots, store
 from projections.state import TradingState
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,58 +95,132 @@ def snapshot_tables(settings: Settings, engine: Engine, reader: LogReader, *, pr
         return sorted(out, key=lambda t: (t.topic, t.partition))
 
 
-class Snapshotter:
-    """A thread that snapshots partitions of the live tables at their checkpoints
-    (`snapshot_tables`, on a connection and a log reader of its own), one request at a time: a
-    bounded projector's snapshots (docs/live-state.md), built beside its loop instead of inside
-    a batch. Most of the work waits for Postgres or runs in zlib, which let the loop run. Started
-    on the first request; `done()` polls without waiting."""
+MODULE = "projections.live_snapshots"
+#: The child runs below the loop's CPU priority: on shared cores the batches go first.
+NICE = 10
+#: Lines of a failed child's standard error kept in the message that reports it.
+STDERR_LINES = 5
 
-    def __init__(self, settings: Settings, engine: Engine, projection: str) -> None:
-        self.settings, self.engine, self.projection = settings, engine, projection
-        self._requests: queue.Queue[list[tuple[str, int]] | None] = queue.Queue()
-        self._answers: queue.Queue[list[Taken] | str] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self.busy = False
 
-    def request(self, tps: Sequence[tuple[str, int]]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="backbone-snapshots", daemon=True)
-            self._thread.start()
-        self._requests.put(list(tps))
-        self.busy = True
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a child that reads `settings` back with `Settings()`: every setting as
+    its `BACKBONE_*` variable (secrets included: an environment is not shown by `ps`, a command
+    line is), over this process's environment without its own `BACKBONE_*` settings."""
+    fields = type(settings).model_fields
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("BACKBONE_") and k[9:].lower() in fields)}
+    for name in fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"BACKBONE_{name.upper()}"] = str(value)
+    return env
 
-    def done(self, *, wait: bool = False) -> list[Taken] | None:
-        """The outcome of the request in progress once it is over (None: still running); a
-        failed request gives no snapshot (logged), and its partitions stay due."""
-        if not self.busy:
-            return None
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished build: the partitions snapshotted, or why none was (`failure`)."""
+
+    taken: list[Taken]
+    failure: str | None = None
+
+
+class SnapshotBuild:
+    """One child process (`python -m projections.live_snapshots`) that snapshots partitions of
+    the live tables at their checkpoints (`snapshot_tables`) and prints what it did: a bounded
+    projector's snapshots (docs/live-state.md), built beside its loop instead of inside a batch,
+    in a process of its own (no thread of the loop's, no share of its GIL). The loop polls it
+    between batches; nothing here blocks except `close`."""
+
+    def __init__(self, settings: Settings, projection: str, tps: Sequence[tuple[str, int]]) -> None:
+        # Files, not pipes: a child that writes more than a pipe holds never waits for the loop.
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
         try:
-            answer = self._answers.get(block=wait)
-        except queue.Empty:
-            return None
-        self.busy = False
-        if isinstance(answer, str):
-            log.warning("snapshots not taken: %s", answer)
-            return []
-        return answer
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", MODULE, "--projection", projection, *(f"{t}:{p}" for t, p in tps)],
+                stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err, env=child_environment(settings))
+        except BaseException:
+            self._out.close()
+            self._err.close()
+            raise
 
-    def close(self) -> list[Taken] | None:
-        """Wait for the request in progress (its outcome), then stop the thread."""
-        taken = self.done(wait=True)
-        if self._thread is not None:
-            self._requests.put(None)
-            self._thread.join()
-            self._thread = None
-        return taken
+    def poll(self) -> Outcome | None:
+        """The outcome once the child has exited (None: still running); never waits."""
+        code = self.process.poll()
+        return None if code is None else self._outcome(code)
 
-    def _serve(self) -> None:
-        with ExitStack() as stack:
-            reader: LogReader | None = None  # opened on the first request, kept for the next
-            while (tps := self._requests.get()) is not None:
-                try:
-                    reader = reader or stack.enter_context(LogReader(self.settings))
-                    self._answers.put(snapshot_tables(self.settings, self.engine, reader, projection=self.projection,
-                                                    only=set(tps)))
-                except Exception as e:  # bookkeeping: reported to the projector, never fatal there
-                    self._answers.put(f"{type(e).__name__}: {first_line(e)}")
+    def close(self, timeout_s: float) -> Outcome:
+        """Wait up to `timeout_s` for the child, then terminate it (killed if it does not stop):
+        no child outlives the projector."""
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self._close_files()
+            return Outcome([], f"still running after {timeout_s:g} s: terminated")
+        return self._outcome(code)
+
+    def _outcome(self, code: int) -> Outcome:
+        try:
+            if code != 0:
+                self._err.seek(0)
+                lines = [line.strip() for line in self._err.read().decode(errors="replace").splitlines()
+                         if line.strip()]
+                return Outcome([], f"exit code {code}: {' | '.join(lines[-STDERR_LINES:]) or 'no message'}")
+            self._out.seek(0)
+            return Outcome([Taken(**{**d, "max_timestamp": None if d["max_timestamp"] is None
+                                     else datetime.fromisoformat(d["max_timestamp"])})
+                            for d in map(json.loads, self._out.read().splitlines())])
+        finally:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        self._out.close()
+        self._err.close()
+
+
+def _partition(text: str) -> tuple[str, int]:
+    topic, _, partition = text.rpartition(":")
+    if not topic or not partition.isdigit():
+        raise argparse.ArgumentTypeError(f"not TOPIC:PARTITION: {text!r}")
+    return topic, int(partition)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The child of `SnapshotBuild`: settings from the environment (`child_environment`), the
+    partitions on the command line; one JSON line per partition on standard output. Exit code 0
+    when done, 1 on any failure (one line on standard error), 2 on a bad command line."""
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    parser.add_argument("--projection", required=True)
+    parser.add_argument("partitions", nargs="+", type=_partition, metavar="TOPIC:PARTITION")
+    args = parser.parse_args(argv)
+    os.nice(NICE)
+    try:
+        settings = Settings(_env_file=None)  # the parent's settings only, not a .env of its own
+        engine = db.make_engine(settings)
+        try:
+            with LogReader(settings) as reader:
+                taken = snapshot_tables(settings, engine, reader, projection=args.projection,
+                                        only=set(args.partitions))
+        finally:
+            engine.dispose()
+    except Exception as e:  # reported to the projector by exit code and message; never fatal there
+        sys.stderr.write(f"error: {type(e).__name__}: {first_line(e)}\n")
+        return 1
+    for t in taken:
+        sys.stdout.write(json.dumps({**asdict(t), "max_timestamp": None if t.max_timestamp is None
+                                     else t.max_timestamp.isoformat()}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

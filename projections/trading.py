@@ -12,7 +12,8 @@ Bounded live state (docs/live-state.md; the live projector by default): after a 
 the orders it changed that may not execute again leave memory with their executions, and the
 positions it changed keep their summary and read their fills back on demand; `prefetch` reads
 back, before each fold, the orders a batch names that are not in memory. Its snapshots are
-taken after the batch commits, from the tables, by a thread beside the loop (`Snapshotter`).
+taken after the batch commits, from the tables, by a child process the loop polls
+(`SnapshotBuild`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ from backbone.settings import Settings
 from consumers.checkpoints import FencedError, read_checkpoints, read_generation
 from consumers.projection import Tail
 from projections import snapshots, store
-from projections.live_snapshots import Snapshotter
+from projections.live_snapshots import Outcome, SnapshotBuild
 from projections.state import Changes, TradingState
 
 NAME = "trading"
 #: Runs a read in a transaction of its own (not the batch's) and returns its result.
 Reader = Callable[[Callable[[psycopg.Connection], Any]], Any]
 log = logging.getLogger(__name__)
+#: After a snapshot build failed, the next waits this long (a bad setting would otherwise start
+#: a child that fails after every batch).
+SNAPSHOT_RETRY_S = 30.0
+#: On close, how long the projector waits for a snapshot build before it terminates it.
+SNAPSHOT_CLOSE_S = 30.0
 
 
 @dataclass(slots=True)
@@ -134,8 +140,10 @@ class TradingProjection:
         self._folded_to: dict[int, int] = {}
         self._generation = 0
         self.evicted = 0  # orders that left memory
-        self._snapshotter: Snapshotter | None = None  # a bounded state's snapshots (`_snapshot_beside`)
-        self._requested: dict[tuple[str, int], tuple[_Tracker, int]] = {}  # its request: tracker, count then
+        self._build: SnapshotBuild | None = None  # a bounded state's snapshot build (`_snapshot_beside`)
+        self._requested: dict[tuple[str, int], tuple[_Tracker, int]] = {}  # its partitions: tracker, count then
+        self._build_after = 0.0  # clock: no build starts before (after a failure)
+        self.snapshot_failures = 0  # builds that failed (each logged)
 
     def attach_reader(self, read: Reader, engine: Engine) -> None:
         """How to read Postgres while a batch is in flight (a transaction on a connection of its
@@ -432,30 +440,39 @@ class TradingProjection:
             (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
 
     def _snapshot_beside(self) -> None:
-        """A bounded state's snapshots, after a batch commits: the partitions due are snapshotted
-        at their checkpoints from the tables by a thread of its own (`Snapshotter`) while the
-        loop goes on; the memory holds the open book only. One build at a time: a partition due
-        while one is still running waits for it (snapshots due faster than they are built), so
-        none is skipped."""
-        due = self._due()
-        if self._snapshotter is not None and self._snapshotter.busy:
-            taken = self._snapshotter.done(wait=bool(due))
-            if taken is None:
+        """A bounded state's snapshots, between batches: if a build is running, see whether it
+        is over (never waiting for it); if none is, the partitions due are snapshotted at their
+        checkpoints from the tables by a child process (`SnapshotBuild`) while the loop goes
+        on; the memory holds the open book only. One build at a time: a partition that falls
+        due while one runs waits for the next, so none is skipped."""
+        if self._build is not None:
+            outcome = self._build.poll()
+            if outcome is None:
                 return
-            self._book(taken)
-            due = self._due()
-        if due:
-            if self._snapshotter is None:
-                assert self._engine is not None
-                self._snapshotter = Snapshotter(self.settings, self._engine, self.name)
-            self._requested = {tp: (self._trackers[tp], self._trackers[tp].since) for tp in due}
-            self._snapshotter.request(due)
+            self._build = None
+            self._book(outcome)
+        due = self._due()
+        if due and self.clock() >= self._build_after:
+            self._start_build(due)
 
-    def _book(self, taken: list[Any]) -> None:
-        """A `Snapshotter` request is over: its partitions are not due again until their counts
-        or clocks say so. A partition it did not snapshot (a failure) stays due."""
+    def _start_build(self, due: list[tuple[str, int]]) -> None:
+        self._requested = {tp: (self._trackers[tp], self._trackers[tp].since) for tp in due}
+        try:
+            self._build = SnapshotBuild(self.settings, self.name, due)
+        except OSError as e:  # no process to be had (memory, limits): as a failed build
+            self._book(Outcome([], f"not started: {e}"))
+
+    def _book(self, outcome: Outcome) -> None:
+        """A build is over: the partitions it snapshotted are not due again until their counts
+        or clocks say so. A failed build is one warning and one count; its partitions stay due
+        and the next build waits `SNAPSHOT_RETRY_S`."""
         now = self.clock()
-        for t in taken:
+        if outcome.failure is not None:
+            self.snapshot_failures += 1
+            self._build_after = now + SNAPSHOT_RETRY_S
+            log.warning("snapshots of %s not taken: %s", ", ".join(f"{t}[{p}]" for t, p in sorted(self._requested)),
+                        outcome.failure)
+        for t in outcome.taken:
             tp = (t.topic, t.partition)
             tracker, since = self._requested.get(tp, (None, 0))
             if tracker is not None and self._trackers.get(tp) is tracker:  # not replaced by a reload meanwhile
@@ -465,13 +482,19 @@ class TradingProjection:
         self._requested = {}
 
     def close(self) -> None:
-        """Take the snapshots due (the one in progress, then those still due, at the last
-        checkpoints), and stop their process."""
-        if self.snapshots and self._bounded:
-            self._snapshot_beside()
-        if self._snapshotter is not None:
-            self._book(self._snapshotter.close() or [])
-            self._snapshotter = None
+        """Take the snapshots due (the build in progress, then those still due, at the last
+        checkpoints), waiting `SNAPSHOT_CLOSE_S` at most in all; no child is left running."""
+        deadline = time.monotonic() + SNAPSHOT_CLOSE_S
+        for _ in range(2):  # the build in progress, then one for the partitions still due
+            if self._build is None:
+                due = self._due() if self.snapshots and self._bounded else []
+                if not due or self.clock() < self._build_after:
+                    return
+                self._start_build(due)
+                if self._build is None:
+                    return
+            build, self._build = self._build, None
+            self._book(build.close(max(deadline - time.monotonic(), 0.0)))
 
     def _resolve_max_timestamps(self, tps: list[tuple[str, int]]) -> None:
         """After a restart between snapshots, the records between the last snapshot and the
