@@ -86,7 +86,7 @@ def one(size: int, mode: str, rate: int, seconds: int) -> dict[str, Any]:
                     size = len(snapshots.serialize(projection.state, "orders", biggest))
                 out["snapshot_s"], out["snapshot_bytes"] = time.perf_counter() - t0, size
                 reloaded = TradingProjection(dbs)
-                reloaded.attach_reader(lambda work: work(conn), engine)
+                reloaded.attach_reader(lambda work, **_: work(conn), engine)
                 t0 = time.perf_counter()
                 reloaded.load(conn, [(dbs.topic_orders, p) for p in parts])
                 out["reload_s_per_partition"] = (time.perf_counter() - t0) / len(parts)

@@ -106,7 +106,8 @@ class ProjectionLoop:
                            while_waiting=self._status_if_due)
         attach_reader = getattr(projection, "attach_reader", None)  # optional: rows read back on demand
         if attach_reader is not None:
-            attach_reader(lambda work: self.db.load(work, isolation_level="REPEATABLE READ"), engine)
+            attach_reader(lambda work, isolation_level="REPEATABLE READ": self.db.load(
+                work, isolation_level=isolation_level), engine)
         self._relay = DeadLetterRelay(settings, projection.name, self.db.transaction)
         self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
         self._relay_at = 0.0  # monotonic time of the next relay round while some are due

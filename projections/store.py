@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, get_type_hints
@@ -384,29 +385,62 @@ def _check_sums(position: Position, fill_count: int, qty: Decimal, commission: D
                                      f"{getattr(position, name)} but its executions fold to {folded}")
 
 
-def fetch_orders(conn: psycopg.Connection, state: TradingState, wanted: dict[str, int],
-                 schema: str | None = None) -> list[str]:
-    """Put back into `state` the orders of `wanted` ({order_id: the partition whose record names
-    it}) that Postgres holds for that partition and `state` does not, with their executions:
-    what a late event on an order evicted from memory folds onto. Returns the ids found."""
+#: An executions row as a JSON array (`fetch_orders`): numerics as text, so that their digits and
+#: scale come back as NUMERIC keeps them, not as floats.
+_EXEC_JSON = ", ".join(f"e.{c}::text" if c in ("qty", "price", "commission", "original_qty", "original_price")
+                       else f"e.{c}" for c in EXEC_COLS)
+_NUMERIC_AT = tuple(i for i, c in enumerate(EXEC_COLS) if c in ("qty", "price", "commission", "original_qty",
+                                                                 "original_price"))
+_TIME_AT = tuple(i for i, c in enumerate(EXEC_COLS) if c in ("exec_time", "updated_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What `fetch_orders` read, of one moment: the orders found (with the partition of their
+    row), their executions, and the checkpoints they were committed with (the fence)."""
+
+    orders: list[tuple[OrderState, int]]
+    executions: list[Execution]
+    offsets: dict[int, int]  # next offset of each partition of `topic` in projection_checkpoints
+    generation: int
+
+
+def fetch_orders(conn: psycopg.Connection, order_ids: Iterable[str], *, projection: str, topic: str,
+                 schema: str | None = None) -> Fetched:
+    """The orders of `order_ids` that Postgres holds, with their executions and the checkpoints
+    of `projection` on `topic`, in one statement (one round trip, one snapshot): what a late
+    event on an order evicted from memory folds onto, and what says whose rows they are."""
     prefix = f'"{schema}".' if schema else ""
-    found: list[str] = []
     with conn.cursor() as cur:
         set_json_loads(orjson.loads, cur)
-        cur.execute(f"select {', '.join(c for c in ORDER_COLS if c != 'kafka_partition')}, kafka_partition "
-                    f"from {prefix}orders where order_id = any(%s)", (list(wanted),))
-        for *cols, partition in cur:
-            order_id = cols[0]
-            if wanted.get(order_id) == partition and order_id not in state.orders:
-                state.orders[order_id] = _order(*cols)
-                state.order_partition[order_id] = partition
-                found.append(order_id)
-        if found:
-            cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where order_id = any(%s)", (found,))
-            for row in cur:
-                x = _execution(*row)
-                state.executions.setdefault((x.order_id, x.exec_id), x)
-    return found
+        cur.execute(
+            f"select c.generation, c.offsets, x.execs, "
+            f"{', '.join('o.' + c for c in ORDER_COLS if c != 'kafka_partition')}, o.kafka_partition "
+            "from (select coalesce(max(generation), 0) as generation, coalesce(json_object_agg(partition, "
+            "next_offset) filter (where topic = %(topic)s), '{}') as offsets from projection_checkpoints "
+            "where projection = %(projection)s) c "
+            f"left join {prefix}orders o on o.order_id = any(%(ids)s) "
+            f"left join lateral (select json_agg(json_build_array({_EXEC_JSON})) as execs "
+            f"from {prefix}executions e where e.order_id = o.order_id) x on true",
+            {"topic": topic, "projection": projection, "ids": list(order_ids)})
+        found = cur.fetchall()
+    orders: list[tuple[OrderState, int]] = []
+    executions: list[Execution] = []
+    for _generation, _offsets, execs, *cols, partition in found:
+        if cols[0] is not None:  # else no order found: the row of the checkpoints alone
+            orders.append((_order(*cols), partition))
+            executions.extend(_execution_of_json(row) for row in execs or ())
+    generation, offsets = found[0][:2]
+    return Fetched(orders, executions, {int(p): o for p, o in offsets.items()}, generation)
+
+
+def _execution_of_json(row: list[Any]) -> Execution:
+    for i in _NUMERIC_AT:
+        if row[i] is not None:
+            row[i] = Decimal(row[i])
+    for i in _TIME_AT:
+        row[i] = datetime.fromisoformat(row[i])
+    return _execution(*row)
 
 
 def position_history(conn: psycopg.Connection, partition: int, summary: Position,

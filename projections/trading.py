@@ -45,8 +45,9 @@ from projections.live_snapshots import Outcome, SnapshotBuild
 from projections.state import Changes, TradingState
 
 NAME = "trading"
-#: Runs a read in a transaction of its own (not the batch's) and returns its result.
-Reader = Callable[[Callable[[psycopg.Connection], Any]], Any]
+#: Runs a read in a transaction of its own (not the batch's; REPEATABLE READ unless
+#: `isolation_level` says otherwise) and returns its result.
+Reader = Callable[..., Any]
 log = logging.getLogger(__name__)
 #: After a snapshot build failed, the next waits this long (a bad setting would otherwise start
 #: a child that fails after every batch).
@@ -161,21 +162,27 @@ class TradingProjection:
                                        lambda conn: store.position_history(conn, partition, summary, schema))
 
     def _read_ours(self, partitions: Iterable[int], work: Callable[[psycopg.Connection], Any]) -> Any:
-        """`work` in a transaction whose snapshot holds the rows this owner committed last: if
-        another owner (or a rebuild's swap) moved a checkpoint of `partitions` meanwhile, the
-        rows are not the ones this state left there, and `FencedError` has the loop reload."""
+        """`work` in a transaction whose snapshot holds the rows this owner committed last
+        (`_check_fence`)."""
         assert self._read is not None
-        wanted = sorted(set(partitions))
 
         def checked(conn: psycopg.Connection) -> Any:
             stored = read_checkpoints(conn, self.name)  # first: it fixes the transaction's snapshot
-            moved = [p for p in wanted if stored.get((self.settings.topic_orders, p)) != self._stored.get(p)]
-            if moved or read_generation(conn, self.name) != self._generation:
-                raise FencedError(f"rows read back for {self.settings.topic_orders}{moved or wanted} are not the "
-                                  "ones this projector committed (another owner, or a rebuild's swap)")
+            self._check_fence(partitions, {p: o for (t, p), o in stored.items() if t == self.settings.topic_orders},
+                              read_generation(conn, self.name))
             return work(conn)
 
         return self._read(checked)
+
+    def _check_fence(self, partitions: Iterable[int], stored: dict[int, int], generation: int) -> None:
+        """If another owner (or a rebuild's swap) moved a checkpoint of `partitions` since this
+        state was loaded or committed, the rows read with `stored` are not the ones it left
+        there: `FencedError` has the loop reload."""
+        wanted = sorted(set(partitions))
+        moved = [p for p in wanted if stored.get(p) != self._stored.get(p)]
+        if moved or generation != self._generation:
+            raise FencedError(f"rows read back for {self.settings.topic_orders}{moved or wanted} are not the "
+                              "ones this projector committed (another owner, or a rebuild's swap)")
 
     def prefetch(self, records: Sequence[Record]) -> None:
         """Before a batch's fold (bounded state): decode its order events (kept for `apply_at`)
@@ -203,9 +210,28 @@ class TradingProjection:
             if isinstance(record, OrderEvent) and record.order_id not in orders:
                 wanted.setdefault(record.order_id, partition)
         if wanted:
-            schema = self.schema
-            found = self._read_ours(wanted.values(), lambda conn: store.fetch_orders(conn, self.state, wanted, schema))
-            self._fetched.update(found)
+            self._put_back(wanted)
+
+    def _put_back(self, wanted: dict[str, int]) -> None:
+        """Read back the orders of `wanted` ({order_id: the partition whose record names it})
+        that Postgres holds for that partition, with their executions, in one statement outside
+        a transaction (one snapshot: `store.fetch_orders`); fenced like `_read_ours`. An order
+        of another partition's rows is left out (the fold refuses its record)."""
+        assert self._read is not None
+        name, topic, schema = self.name, self.settings.topic_orders, self.schema
+        got = self._read(lambda conn: store.fetch_orders(conn, wanted, projection=name, topic=topic, schema=schema),
+                         isolation_level="AUTOCOMMIT")
+        self._check_fence(wanted.values(), got.offsets, got.generation)
+        state, found = self.state, set()
+        for order, partition in got.orders:
+            if wanted.get(order.order_id) == partition and order.order_id not in state.orders:
+                state.orders[order.order_id] = order
+                state.order_partition[order.order_id] = partition
+                found.add(order.order_id)
+        for x in got.executions:
+            if x.order_id in found:
+                state.executions.setdefault((x.order_id, x.exec_id), x)
+        self._fetched.update(found)
 
     def place(self, counts: dict[str, int]) -> None:
         """The partition counts of the topics, as the broker reports them: a symbol's records

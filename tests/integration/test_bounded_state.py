@@ -21,8 +21,10 @@ from backbone.domain.events import EventType, MarketMark, OrderEvent, Side, Time
 from backbone.errors import InvalidOrderTransition
 from backbone.kafka.partitioner import symbol_partition
 from backbone.settings import Settings
+from consumers.checkpoints import read_checkpoints
 from consumers.config import LoopConfig, RunStats
 from consumers.runtime import ProjectionLoop
+from projections import store
 from projections.state import TradingState
 from projections.trading import TradingProjection
 
@@ -203,3 +205,33 @@ def test_a_bust_of_the_first_fill_after_a_long_history_equals_the_fold(created_t
     stats = run(settings, names.group("after"))[0]
     assert (stats.events, stats.dead_letters) == (2, 0)
     assert tables(settings) == folded(log.fold()[0])
+
+
+def test_orders_read_back_are_the_rows_as_stored(created_topics: Settings, names) -> None:
+    """`store.fetch_orders` reads orders and executions in one statement, executions as JSON:
+    each comes back as its row gives it (decimals with their scale, times to the microsecond)."""
+    settings, t = created_topics, Tape()
+    day(t, rounds=3)
+    t.correct("O1", "X1", qty=3, px="100.2500", commission="0.333")
+    publish(settings, t.records)
+    run(settings, names.group())
+    ids = [r["order_id"] for r in rows(settings, "select order_id from orders")]
+    engine = db.make_engine(settings)
+    try:
+        with engine.connect() as sa_conn:
+            conn = db.psycopg_connection(sa_conn)
+            got = store.fetch_orders(conn, [*ids, "nowhere"], projection="trading", topic=settings.topic_orders)
+            with conn.cursor() as cur:
+                cur.execute(f"select {', '.join(store.EXEC_COLS)} from executions")
+                stored = {(x.order_id, x.exec_id): x for x in (store._execution(*r) for r in cur)}
+            checkpoints = read_checkpoints(conn, "trading")
+    finally:
+        engine.dispose()
+    assert sorted(o.order_id for o, _p in got.orders) == sorted(ids)
+    assert got.offsets == {p: o for (topic, p), o in checkpoints.items() if topic == settings.topic_orders}
+    assert got.generation == 0
+    by_key = {(x.order_id, x.exec_id): x for x in got.executions}
+    assert by_key.keys() == stored.keys()
+    for key, x in by_key.items():
+        assert x == stored[key]
+        assert [str(getattr(x, f)) for f in store.EXEC_COLS] == [str(getattr(stored[key], f)) for f in store.EXEC_COLS]
