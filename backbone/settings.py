@@ -133,6 +133,8 @@ class Settings(BaseSettings):
                                        "records since its last snapshot; 0 = never by count")
     snapshot_every_seconds: float = Field(300.0, ge=0, description="snapshot a partition that has new records "
                                           "this long after its last snapshot; 0 = never by time")
+    bounded_state: bool = Field(True, description="the projector keeps only the open book in memory and reads "
+                                "what a late event needs back from PostgreSQL (docs/live-state.md)")
 
     # --- Replays and point-in-time reads (docs/replay.md) ----------------------------------------
     replay_processes: int = Field(2, ge=1, le=64, description="processes that fold `state --as-of`, `replay "

@@ -76,6 +76,10 @@ def fold(projection: Projection, records: Iterable[Record], expected: Mapping[TP
     letters and each partition's move from `expected` to the offset after its last record."""
     letters: Letters = []
     moves: Moves = {}
+    prefetch = getattr(projection, "prefetch", None)  # optional: a projection that reads rows back first
+    if prefetch is not None:
+        records = list(records)
+        prefetch(records)
     for msg in records:
         tp = (msg.topic(), msg.partition())
         offset = msg.offset()

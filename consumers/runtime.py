@@ -104,6 +104,10 @@ class ProjectionLoop:
         # batch), and the retries of every database wait
         self.db = Database(engine, max_backoff_s=config.max_db_backoff_s, stop_requested=stop_requested,
                            while_waiting=self._status_if_due)
+        attach_reader = getattr(projection, "attach_reader", None)  # optional: rows read back on demand
+        if attach_reader is not None:
+            attach_reader(lambda work, isolation_level="REPEATABLE READ": self.db.load(
+                work, isolation_level=isolation_level), engine)
         self._relay = DeadLetterRelay(settings, projection.name, self.db.transaction)
         self._relay_due: set[TP] = set()  # source partitions with dead letters not relayed yet
         self._relay_at = 0.0  # monotonic time of the next relay round while some are due
@@ -330,7 +334,15 @@ class ProjectionLoop:
         # Step 1: apply the batch in memory; refused records become dead letters. The batch
         # before may still be in flight: its server work overlaps this fold.
         started = time.monotonic()
-        letters, moves = fold(self.projection, records, self.positions)
+        try:
+            letters, moves = fold(self.projection, records, self.positions)
+        except FencedError as e:  # rows the fold read back were another owner's: as a fenced batch
+            self.stats.fenced += 1
+            log.warning("abandoning batch: %s; reloading my partitions from Postgres", e)
+            if self._settle(reload=False):
+                self.projection.abandon()
+            self._reload_assigned()
+            return
         if self._inflight is not None:
             self.stats.overlapped += 1
         if not self._settle():
@@ -524,6 +536,9 @@ class ProjectionLoop:
         try:
             self._settle(reload=False)
         finally:
+            close = getattr(self.projection, "close", None)  # optional: work the projection runs beside
+            if close is not None:
+                close()
             self.db.drop()
             self._relay.close()
             if self.assigned:

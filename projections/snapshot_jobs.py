@@ -1,21 +1,17 @@
 """Snapshots taken outside the projector (`backbone checkpoints create`): of the live tables at
-their checkpoints, or of the state at an as-of cut, built from snapshots and the log."""
+their checkpoints (`live_snapshots`), or of the state at an as-of cut, built from snapshots and
+the log."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import Engine
 
-from backbone.db import psycopg_connection
-from backbone.gc_policy import fewer_collections
 from backbone.kafka.reader import LogReader
-from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
-from consumers.checkpoints import read_checkpoints
-from projections import snapshots, store
+from projections import snapshots
+from projections.live_snapshots import Taken, snapshot_tables
 from projections.replay import (
     PartitionPlan,
     Replayer,
@@ -24,72 +20,15 @@ from projections.replay import (
     check_projection,
 )
 from projections.snapshots import Kind
-from projections.state import TradingState
 from projections.trading import NAME
 
 
-@dataclass(frozen=True)
-class Taken:
-    """One partition's outcome of a snapshot request."""
-
-    topic: str
-    partition: int
-    next_offset: int
-    action: str  # "created" | "exists" | "empty"
-    max_timestamp: datetime | None = None
-    events_covered: int = 0
-    size: int = 0
-    expired: int = 0  # records below the cut deleted before they were read (an expiring topic): not in it
-
-
-def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, projection: str = NAME) -> list[Taken]:
-    """Snapshot every partition of the live projection at its checkpoint, from the live tables.
-
-    Rows and checkpoints commit together, so one REPEATABLE READ transaction sees the state at
-    exactly the checkpoint offsets; the snapshots are inserted in that same transaction."""
-    with fewer_collections():  # the state is kept while it is serialized (backbone.gc_policy)
-        check_projection(projection)
-        out: list[Taken] = []
-        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
-            conn = psycopg_connection(sa_conn)
-            # Before the first query, which fixes the snapshot: a rebuild's swap in progress holds
-            # these tables, so the snapshot is taken after it commits. Otherwise the old checkpoints
-            # would be read, then the swapped-in tables with that older snapshot (a state that never
-            # existed, labelled with the old offsets).
-            conn.execute("lock table orders, executions, positions, marks in access share mode")
-            checkpoints = {tp: o for tp, o in read_checkpoints(conn, projection).items()
-                           if tp[0] in (settings.topic_orders, settings.topic_marketdata)}
-            bases = {tp: snapshots.newest_at_or_before(conn, projection, tp[0], tp[1], nxt)
-                     for tp, nxt in checkpoints.items()}
-            todo = {}
-            for tp, nxt in sorted(checkpoints.items()):
-                base = bases[tp]
-                if nxt == 0:
-                    out.append(Taken(tp[0], tp[1], nxt, "empty"))
-                elif base is not None and base.next_offset == nxt:
-                    out.append(Taken(tp[0], tp[1], nxt, "exists", base.max_timestamp, base.events_covered, base.size))
-                else:
-                    todo[tp] = nxt
-            if not todo:
-                return out
-            state = TradingState()
-            store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
-                                  [p for t, p in todo if t == settings.topic_marketdata])
-            known = {tp: (nxt, None if (b := bases[tp]) is None or b.max_timestamp is None
-                          else timestamp_ms(b.max_timestamp)) for tp, nxt in todo.items()}
-            max_ts = reader.max_timestamps_below(known)
-            kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
-            payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
-            rows = []
-            for tp, nxt in sorted(todo.items()):
-                base = bases[tp]
-                covered = snapshots.events_covered_at(base, nxt)
-                when = None if (ms := max_ts[tp]) is None else from_timestamp_ms(ms)
-                data = payloads[(kind[tp], tp[1])]
-                rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
-                out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))
-            snapshots.insert(conn, rows)
-        return sorted(out, key=lambda t: (t.topic, t.partition))
+def snapshot_live(settings: Settings, engine: Engine, reader: LogReader, *, projection: str = NAME,
+                  only: Collection[tuple[str, int]] | None = None) -> list[Taken]:
+    """Snapshot every partition of the live projection (or those of `only`) at its checkpoint,
+    from the live tables (`live_snapshots.snapshot_tables`)."""
+    check_projection(projection)
+    return snapshot_tables(settings, engine, reader, projection=projection, only=only)
 
 
 def _to_snapshot(plans: Sequence[PartitionPlan], totals: ReportTotals) -> list[PartitionPlan]:

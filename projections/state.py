@@ -30,6 +30,7 @@ eager state. Whatever reads the whole state calls `thaw_all()` first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -77,6 +78,9 @@ class Execution:
                          self.commission, self.exec_time)
 
 
+#: (partition, a position's summary) -> what loads the fills it holds (`TradingState.evict`).
+HistoryOf = Callable[[int, Position], Callable[[], Position]]
+
 # Execution(...) and Fill(...) with every field, without a frozen __init__'s per-field setattr
 new_execution: Callable[..., Execution] = builder(Execution)
 _new_fill: Callable[..., Fill] = builder(Fill)
@@ -105,6 +109,13 @@ def positions_from_executions(executions: list[Execution]) -> dict[tuple[str, st
 def _utc_date(when: datetime) -> date:
     """The UTC date of an aware time (the decoder's are UTC already: no conversion then)."""
     return when.date() if when.tzinfo is UTC else when.astimezone(UTC).date()
+
+
+def deferred(summary: Position, load: Callable[[], Position]) -> Position:
+    """`summary` with its fills and prior states read from `load()` on first use (once)."""
+    once = functools.cache(load)
+    return replace(summary, fills=history.Deferred(lambda: once().fills, summary.fill_count),
+                   prior_states=history.Deferred(lambda: once().prior_states, summary.fill_count))
 
 
 def mark_recency(mark: MarketMark) -> tuple[datetime, str]:
@@ -306,6 +317,33 @@ class TradingState:
             for items in (position.fills, position.prior_states):
                 if type(items) is history.Deferred:
                     items.loaded()
+
+    def evict(self, order_ids: Iterable[str], position_keys: Iterable[tuple[str, str]],
+              history_of: HistoryOf | None) -> int:
+        """Let rows whose latest version is in Postgres leave memory (a bounded live state, see
+        docs/live-state.md): the orders among `order_ids` that may not execute again, with
+        every execution they had; and the fill histories of the positions among
+        `position_keys`, which keep their summary and load their fills from
+        `history_of(partition, position)()` on a restatement's first read. The caller names only
+        rows no batch still to commit has changed. Returns the orders evicted."""
+        evicted = 0
+        for order_id in order_ids:
+            order = self.orders.get(order_id)
+            if order is None or not order.is_terminal:
+                continue
+            del self.orders[order_id], self.order_partition[order_id]
+            for exec_id in order.exec_ids:
+                self.executions.pop((order_id, exec_id), None)
+            evicted += 1
+        if history_of is not None:
+            for key in position_keys:
+                position = self.positions.get(key)
+                if position is None or not position.fill_count:
+                    continue
+                # the summary alone: what loads the history must not hold the history
+                summary = replace(position, fills=(), prior_states=())
+                self.positions[key] = deferred(summary, history_of(self.position_partition[key], summary))
+        return evicted
 
     def take_changes(self) -> Changes:
         changes, self.changes = self.changes, Changes()

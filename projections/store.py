@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, get_type_hints
@@ -27,7 +28,17 @@ from backbone.domain.positions import Position
 from backbone.errors import InvariantViolation
 from consumers.checkpoints import FencedError
 from consumers.projection import Pipelined, Tail
-from projections.state import Changes, Execution, MarkRow, TradingState, new_execution, positions_from_executions
+from projections.read_model import OPEN_ORDERS_SQL
+from projections.state import (
+    Changes,
+    Execution,
+    HistoryOf,
+    MarkRow,
+    TradingState,
+    deferred,
+    new_execution,
+    positions_from_executions,
+)
 
 ORDER_COLS = ("order_id", "kafka_partition", "account", "symbol", "side", "order_type", "time_in_force",
               "cl_ord_id", "status", "order_qty", "price", "stop_price", "cum_qty", "leaves_qty", "avg_px",
@@ -314,8 +325,14 @@ _rows_text = _rows_text_python if _compiled_rows_text is None else _through(_com
 
 
 def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partitions: Iterable[int],
-                    marks_partitions: Iterable[int], schema: str | None = None) -> None:
-    """Load the projected rows of the given partitions into `state` (replacing what it held)."""
+                    marks_partitions: Iterable[int], schema: str | None = None, *,
+                    history_of: HistoryOf | None = None) -> None:
+    """Load the projected rows of the given partitions into `state` (replacing what it held).
+
+    `history_of`: load the open book only (docs/live-state.md): the orders that may still
+    execute and their executions, and each position's summary row, its fills loaded on a
+    restatement's first read from `history_of(partition, summary)()`. Its cost follows the open
+    book, not the history."""
     prefix = f'"{schema}".' if schema else ""
     op, mp = sorted(set(orders_partitions)), sorted(set(marks_partitions))
     state.drop_partitions(op, mp)
@@ -324,25 +341,47 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
             # the state column parsed by orjson, not the json module: fetching 216k orders went from
             # ~19 % to ~9 % of a reload under py-spy
             set_json_loads(orjson.loads, cur)
+            open_only = f" and ({OPEN_ORDERS_SQL})" if history_of is not None else ""
             cur.execute(f"select {', '.join(c for c in ORDER_COLS if c != 'kafka_partition')}, kafka_partition "
-                        f"from {prefix}orders where kafka_partition = any(%s)", (op,))
+                        f"from {prefix}orders where kafka_partition = any(%s){open_only}", (op,))
             for *cols, partition in cur:
                 order = _order(*cols)
                 state.orders[order.order_id] = order
                 state.order_partition[order.order_id] = partition
-            cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where kafka_partition = any(%s)",
-                        (op,))
+            if history_of is not None:
+                cur.execute(f"select {', '.join('x.' + c for c in EXEC_COLS)} from {prefix}executions x "
+                            f"join {prefix}orders o using (order_id) where o.kafka_partition = any(%s){open_only}",
+                            (op,))
+            else:
+                cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions "
+                            "where kafka_partition = any(%s)", (op,))
             executions = [_execution(*row) for row in cur]
             for x in executions:
                 state.executions[(x.order_id, x.exec_id)] = x
-            refolded = positions_from_executions(executions)
-            cur.execute(f"select {', '.join(POSITION_COLS)} from {prefix}positions where kafka_partition = any(%s)",
-                        (op,))
+            refolded = positions_from_executions(executions) if history_of is None else {}
+            if history_of is not None:
+                # Not refolded here: what every fold keeps exact (the fill count, the net quantity
+                # and the commission are the sums of the live executions) is checked in SQL, the
+                # rest on the first restatement (`position_history`).
+                cur.execute(f"select {', '.join('p.' + c for c in POSITION_COLS)}, count(x.exec_id), "
+                            "coalesce(sum(case when x.side = 'BUY' then x.qty else -x.qty end), 0), "
+                            f"coalesce(sum(x.commission), 0) from {prefix}positions p "
+                            f"left join {prefix}executions x on x.kafka_partition = p.kafka_partition "
+                            "and x.account = p.account and x.symbol = p.symbol and not x.busted "
+                            "where p.kafka_partition = any(%s) group by p.account, p.symbol", (op,))
+            else:
+                cur.execute(f"select {', '.join(POSITION_COLS)} from {prefix}positions "
+                            "where kafka_partition = any(%s)", (op,))
             for row in cur:
-                stored = dict(zip(POSITION_COLS, row, strict=True))
+                stored = dict(zip(POSITION_COLS, row, strict=False))
                 key = (stored["account"], stored["symbol"])
-                position = refolded.get(key) or positions.empty_position(*key)
-                _check_reload(position, stored)
+                if history_of is not None:
+                    position = _summary(stored)
+                    _check_sums(position, *row[len(POSITION_COLS):])
+                    position = deferred(position, history_of(stored["kafka_partition"], position))
+                else:
+                    position = refolded.get(key) or positions.empty_position(*key)
+                    _check_reload(position, stored)
                 state.positions[key] = position
                 state.position_partition[key] = stored["kafka_partition"]
         if mp:
@@ -352,6 +391,96 @@ def load_partitions(conn: psycopg.Connection, state: TradingState, orders_partit
                 mark = MarketMark(r["event_id"], r["symbol"], r["event_time"], r["mark_price"], r["bid"], r["ask"],
                                   r["last"], r["source"])
                 state.marks[r["symbol"]] = MarkRow(r["symbol"], r["kafka_partition"], mark)
+
+
+def _summary(stored: dict[str, Any]) -> Position:
+    """A positions row as a Position without its fills (`deferred` gives it its history)."""
+    return positions.Position(stored["account"], stored["symbol"], stored["qty"], stored["avg_px"],
+                              stored["realized_pnl"], stored["realized_commission"], stored["open_commission"],
+                              stored["commission"], stored["last_fill_time"], stored["fill_count"], ())
+
+
+def _check_sums(position: Position, fill_count: int, qty: Decimal, commission: Decimal) -> None:
+    for name, folded in (("qty", qty), ("commission", commission), ("fill_count", fill_count)):
+        if getattr(position, name) != folded:
+            raise InvariantViolation(f"position {position.account}/{position.symbol}: stored {name}="
+                                     f"{getattr(position, name)} but its executions fold to {folded}")
+
+
+#: An executions row as a JSON array (`fetch_orders`): numerics as text, so that their digits and
+#: scale come back as NUMERIC keeps them, not as floats.
+_EXEC_JSON = ", ".join(f"e.{c}::text" if c in ("qty", "price", "commission", "original_qty", "original_price")
+                       else f"e.{c}" for c in EXEC_COLS)
+_NUMERIC_AT = tuple(i for i, c in enumerate(EXEC_COLS) if c in ("qty", "price", "commission", "original_qty",
+                                                                 "original_price"))
+_TIME_AT = tuple(i for i, c in enumerate(EXEC_COLS) if c in ("exec_time", "updated_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What `fetch_orders` read, of one moment: the orders found (with the partition of their
+    row), their executions, and the checkpoints they were committed with (the fence)."""
+
+    orders: list[tuple[OrderState, int]]
+    executions: list[Execution]
+    offsets: dict[int, int]  # next offset of each partition of `topic` in projection_checkpoints
+    generation: int
+
+
+def fetch_orders(conn: psycopg.Connection, order_ids: Iterable[str], *, projection: str, topic: str,
+                 schema: str | None = None) -> Fetched:
+    """The orders of `order_ids` that Postgres holds, with their executions and the checkpoints
+    of `projection` on `topic`, in one statement (one round trip, one snapshot): what a late
+    event on an order evicted from memory folds onto, and what says whose rows they are."""
+    prefix = f'"{schema}".' if schema else ""
+    with conn.cursor() as cur:
+        set_json_loads(orjson.loads, cur)
+        cur.execute(
+            f"select c.generation, c.offsets, x.execs, "
+            f"{', '.join('o.' + c for c in ORDER_COLS if c != 'kafka_partition')}, o.kafka_partition "
+            "from (select coalesce(max(generation), 0) as generation, coalesce(json_object_agg(partition, "
+            "next_offset) filter (where topic = %(topic)s), '{}') as offsets from projection_checkpoints "
+            "where projection = %(projection)s) c "
+            f"left join {prefix}orders o on o.order_id = any(%(ids)s) "
+            f"left join lateral (select json_agg(json_build_array({_EXEC_JSON})) as execs "
+            f"from {prefix}executions e where e.order_id = o.order_id) x on true",
+            {"topic": topic, "projection": projection, "ids": list(order_ids)})
+        found = cur.fetchall()
+    orders: list[tuple[OrderState, int]] = []
+    executions: list[Execution] = []
+    for _generation, _offsets, execs, *cols, partition in found:
+        if cols[0] is not None:  # else no order found: the row of the checkpoints alone
+            orders.append((_order(*cols), partition))
+            executions.extend(_execution_of_json(row) for row in execs or ())
+    generation, offsets = found[0][:2]
+    return Fetched(orders, executions, {int(p): o for p, o in offsets.items()}, generation)
+
+
+def _execution_of_json(row: list[Any]) -> Execution:
+    for i in _NUMERIC_AT:
+        if row[i] is not None:
+            row[i] = Decimal(row[i])
+    for i in _TIME_AT:
+        row[i] = datetime.fromisoformat(row[i])
+    return _execution(*row)
+
+
+def position_history(conn: psycopg.Connection, partition: int, summary: Position,
+                     schema: str | None = None) -> Position:
+    """The position `summary` describes, refolded from its first `fill_count` live executions
+    in Postgres (those it had when its history left memory; later ones have higher offsets),
+    and checked against the summary: a restatement's history, read on demand."""
+    prefix = f'"{schema}".' if schema else ""
+    with conn.cursor() as cur:
+        cur.execute(f"select {', '.join(EXEC_COLS)} from {prefix}executions where kafka_partition = %s "
+                    "and account = %s and symbol = %s and not busted order by source_offset limit %s",
+                    (partition, summary.account, summary.symbol, summary.fill_count))
+        executions = [_execution(*row) for row in cur]
+    key = (summary.account, summary.symbol)
+    position = positions_from_executions(executions).get(key) or positions.empty_position(*key)
+    _check_reload(position, {**{f: getattr(summary, f) for f in POSITION_COLS if f != "kafka_partition"},
+                             "account": summary.account, "symbol": summary.symbol})
+    return position
 
 
 _SIDES = {s.value: s for s in Side}

@@ -7,35 +7,53 @@ that partition's last snapshot; when `settings.snapshot_every_events` are reache
 the partition's state at the batch's end and `send()` adds it to the batch's transaction, the
 one that moves that offset in `projection_checkpoints`. A snapshot is bookkeeping, never a
 reason to lose a batch.
+
+Bounded live state (docs/live-state.md; the live projector by default): after a batch commits,
+the orders it changed that may not execute again leave memory with their executions, and the
+positions it changed keep their summary and read their fills back on demand; `prefetch` reads
+back, before each fold, the orders a batch names that are not in memory. Its snapshots are
+taken after the batch commits, from the tables, by a child process the loop polls
+(`SnapshotBuild`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from sqlalchemy import Engine
 
 from backbone.codec.avro import AvroCodec
 from backbone.compiled import compiled
 from backbone.deadletters import DeadLetter
 from backbone.domain.events import MarketMark, OrderEvent
 from backbone.domain.order_fields import ZERO
-from backbone.domain.positions import PositionError
+from backbone.domain.positions import Position, PositionError
 from backbone.errors import DecodeError, InvalidOrderTransition, InvariantViolation, coordinates
 from backbone.kafka.partitioner import partition_for
 from backbone.kafka.reader import LogReader, Record
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
-from consumers.checkpoints import read_checkpoints
+from consumers.checkpoints import FencedError, read_checkpoints, read_generation
 from consumers.projection import Tail
 from projections import snapshots, store
-from projections.state import TradingState
+from projections.live_snapshots import Outcome, SnapshotBuild
+from projections.state import Changes, TradingState
 
 NAME = "trading"
+#: Runs a read in a transaction of its own (not the batch's; REPEATABLE READ unless
+#: `isolation_level` says otherwise) and returns its result.
+Reader = Callable[..., Any]
 log = logging.getLogger(__name__)
+#: After a snapshot build failed, the next waits this long (a bad setting would otherwise start
+#: a child that fails after every batch).
+SNAPSHOT_RETRY_S = 30.0
+#: On close, how long the projector waits for a snapshot build before it terminates it.
+SNAPSHOT_CLOSE_S = 30.0
 
 
 @dataclass(slots=True)
@@ -59,6 +77,8 @@ class Batch:
     snapshots: list[snapshots.NewSnapshot]
     due: list[tuple[tuple[str, int], _Tracker, int]]  # snapshotted partitions: tracker, records counted then
     duplicates: int  # resent records recognised and skipped in this batch
+    changed: Changes  # the keys of the rows in `tables`: what may leave memory once it commits
+    offsets: dict[int, int]  # orders partition: the next offset after the batch (bounded state only)
 
 
 _NUL_DETAIL = "a text field contains a NUL character, which Postgres text and JSON cannot store"
@@ -81,11 +101,14 @@ def _order_has_nul(e: OrderEvent) -> bool:
 class TradingProjection:
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None, *, schema: str | None = None,
-                 name: str = NAME, snapshots: bool = True, decode: Callable[[bytes], object] | None = None) -> None:
+                 name: str = NAME, snapshots: bool = True, bounded: bool | None = None,
+                 decode: Callable[[bytes], object] | None = None) -> None:
         """`schema`: write into that schema's tables instead of public's (scratch, rebuild);
         `name`: the checkpoint key, so a rebuild's progress never mixes with the live one's;
-        `snapshots`: take snapshots with each batch (off for in-memory replays); `decode`: the
-        codec's decoder, or one wrapping it (the audit keeps what each record decoded to)."""
+        `snapshots`: take snapshots with each batch (off for in-memory replays); `bounded`: keep
+        only the open book in memory once a loop gives a reader (`attach_reader`,
+        docs/live-state.md); `settings.bounded_state` when None; `decode`: the codec's decoder,
+        or one wrapping it (the audit keeps what each record decoded to)."""
         self.settings = settings
         self.schema = schema
         self.name = name
@@ -106,6 +129,109 @@ class TradingProjection:
         # per topic: its partition count (`place`), and each symbol's key and partition under it
         self._partition_counts: dict[str, int] = {}
         self._homes: dict[str, dict[str, tuple[bytes, int]]] = {}
+        # the bounded live state (docs/live-state.md): set by `attach_reader`
+        self.bounded = settings.bounded_state if bounded is None else bounded
+        self._read: Reader | None = None
+        self._engine: Engine | None = None
+        self._decoded: dict[tuple[int, int], object] = {}  # by (partition, offset): `prefetch`'s decodes
+        self._fetched: set[str] = set()  # orders read back since the last commit
+        # per orders partition, the next offset committed (loaded, or moved by a committed batch)
+        # and the one after the last record folded since `prepare`; and the generation loaded
+        self._stored: dict[int, int | None] = {}
+        self._folded_to: dict[int, int] = {}
+        self._generation = 0
+        self.evicted = 0  # orders that left memory
+        self._build: SnapshotBuild | None = None  # a bounded state's snapshot build (`_snapshot_beside`)
+        self._requested: dict[tuple[str, int], tuple[_Tracker, int]] = {}  # its partitions: tracker, count then
+        self._build_after = 0.0  # clock: no build starts before (after a failure)
+        self.snapshot_failures = 0  # builds that failed (each logged)
+
+    def attach_reader(self, read: Reader, engine: Engine) -> None:
+        """How to read Postgres while a batch is in flight (a transaction on a connection of its
+        own, retried), and the loop's engine: what a bounded state reads on demand, and where
+        its snapshots are built."""
+        self._read, self._engine = read, engine
+
+    @property
+    def _bounded(self) -> bool:
+        return self.bounded and self._read is not None
+
+    def _history_of(self, partition: int, summary: Position) -> Callable[[], Position]:
+        schema = self.schema
+        return lambda: self._read_ours([partition],
+                                       lambda conn: store.position_history(conn, partition, summary, schema))
+
+    def _read_ours(self, partitions: Iterable[int], work: Callable[[psycopg.Connection], Any]) -> Any:
+        """`work` in a transaction whose snapshot holds the rows this owner committed last
+        (`_check_fence`)."""
+        assert self._read is not None
+
+        def checked(conn: psycopg.Connection) -> Any:
+            stored = read_checkpoints(conn, self.name)  # first: it fixes the transaction's snapshot
+            self._check_fence(partitions, {p: o for (t, p), o in stored.items() if t == self.settings.topic_orders},
+                              read_generation(conn, self.name))
+            return work(conn)
+
+        return self._read(checked)
+
+    def _check_fence(self, partitions: Iterable[int], stored: dict[int, int], generation: int) -> None:
+        """If another owner (or a rebuild's swap) moved a checkpoint of `partitions` since this
+        state was loaded or committed, the rows read with `stored` are not the ones it left
+        there: `FencedError` has the loop reload."""
+        wanted = sorted(set(partitions))
+        moved = [p for p in wanted if stored.get(p) != self._stored.get(p)]
+        if moved or generation != self._generation:
+            raise FencedError(f"rows read back for {self.settings.topic_orders}{moved or wanted} are not the "
+                              "ones this projector committed (another owner, or a rebuild's swap)")
+
+    def prefetch(self, records: Sequence[Record]) -> None:
+        """Before a batch's fold (bounded state): decode its order events (kept for `apply_at`)
+        and read back from Postgres, in one query, the orders they name that left memory, so the
+        fold sees exactly the state it would have seen had they stayed."""
+        self._decoded.clear()
+        if not self._bounded:
+            return
+        topic, limit, orders = self.settings.topic_orders, self.settings.max_record_bytes, self.state.orders
+        wanted: dict[str, int] = {}
+        folded_to = self._folded_to
+        for msg in records:
+            if msg.topic() != topic:
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            folded_to[partition] = offset + 1
+            value = msg.value()
+            if not value or len(value) > limit:
+                continue
+            try:
+                record = self._decode(value)
+            except DecodeError:
+                continue
+            self._decoded[(partition, offset)] = record
+            if isinstance(record, OrderEvent) and record.order_id not in orders:
+                wanted.setdefault(record.order_id, partition)
+        if wanted:
+            self._put_back(wanted)
+
+    def _put_back(self, wanted: dict[str, int]) -> None:
+        """Read back the orders of `wanted` ({order_id: the partition whose record names it})
+        that Postgres holds for that partition, with their executions, in one statement outside
+        a transaction (one snapshot: `store.fetch_orders`); fenced like `_read_ours`. An order
+        of another partition's rows is left out (the fold refuses its record)."""
+        assert self._read is not None
+        name, topic, schema = self.name, self.settings.topic_orders, self.schema
+        got = self._read(lambda conn: store.fetch_orders(conn, wanted, projection=name, topic=topic, schema=schema),
+                         isolation_level="AUTOCOMMIT")
+        self._check_fence(wanted.values(), got.offsets, got.generation)
+        state, found = self.state, set()
+        for order, partition in got.orders:
+            if wanted.get(order.order_id) == partition and order.order_id not in state.orders:
+                state.orders[order.order_id] = order
+                state.order_partition[order.order_id] = partition
+                found.add(order.order_id)
+        for x in got.executions:
+            if x.order_id in found:
+                state.executions.setdefault((x.order_id, x.exec_id), x)
+        self._fetched.update(found)
 
     def place(self, counts: dict[str, int]) -> None:
         """The partition counts of the topics, as the broker reports them: a symbol's records
@@ -129,7 +255,14 @@ class TradingProjection:
 
     def load(self, conn: psycopg.Connection, assigned: list[tuple[str, int]]) -> None:
         orders, marks = self._split(assigned)
-        store.load_partitions(conn, self.state, orders, marks, schema=self.schema)
+        store.load_partitions(conn, self.state, orders, marks, schema=self.schema,
+                              history_of=self._history_of if self._bounded else None)
+        if self._bounded:  # in the loader's transaction: what the rows just loaded were committed with
+            stored = read_checkpoints(conn, self.name)
+            self._stored.update({p: stored.get((self.settings.topic_orders, p)) for p in orders})
+            for p in orders:
+                self._folded_to.pop(p, None)
+            self._generation = read_generation(conn, self.name)
         if self.snapshots:
             self._load_trackers(conn, assigned)
 
@@ -184,7 +317,10 @@ class TradingProjection:
                                 f"{self.settings.max_record_bytes:,} (BACKBONE_MAX_RECORD_BYTES); the record stays "
                                 "in the log at these coordinates", payload=b"")
         try:
-            record = self._decode(value)
+            record = (self._decoded.pop((partition, offset), None)
+                      if self._decoded and topic == self.settings.topic_orders else None)
+            if record is None:
+                record = self._decode(value)
         except DecodeError as e:
             return self._letter(msg, "decode_error", str(e))
         orders = topic == self.settings.topic_orders
@@ -261,9 +397,12 @@ class TradingProjection:
         """Capture what the records folded since the last `prepare` changed: the rows as they are
         now and the snapshots due. The change set starts anew, so the next records can be folded
         before this batch commits; a retried transaction resends the batch as captured."""
-        tables = store.change_rows(self.state, self.state.take_changes())
-        snaps, due = self._snapshots_due() if self.snapshots else ([], [])
-        batch = Batch(tables, snaps, due, self._batch_duplicates)
+        changes = self.state.take_changes()
+        tables = store.change_rows(self.state, changes)
+        # a bounded state's snapshots are taken beside the loop (`committed`)
+        snaps, due = self._snapshots_due() if self.snapshots and not self._bounded else ([], [])
+        batch = Batch(tables, snaps, due, self._batch_duplicates, changes, self._folded_to)
+        self._folded_to = {}
         self._batch_duplicates = 0
         return batch
 
@@ -300,10 +439,7 @@ class TradingProjection:
         transaction that moves their offsets; with each partition's tracker and the records it
         counted at this point (taken off when the batch commits). A snapshot is bookkeeping: a
         failure to serialize one is logged, and the batch goes on without it."""
-        every_n, every_s = self.settings.snapshot_every_events, self.settings.snapshot_every_seconds
-        now = self.clock()
-        due = sorted(tp for tp, t in self._trackers.items() if t.since > 0 and (
-            (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
+        due = self._due()
         if not due:
             return [], []
         self._resolve_max_timestamps([tp for tp in due if not self._trackers[tp].exact])
@@ -321,6 +457,70 @@ class TradingProjection:
                                               t.covered, payloads[(kinds[tp], tp[1])]))
             taken.append((tp, t, t.since))
         return rows, taken
+
+    def _due(self) -> list[tuple[str, int]]:
+        """The partitions whose snapshot is due (`snapshot_every_events`, `_seconds`)."""
+        every_n, every_s = self.settings.snapshot_every_events, self.settings.snapshot_every_seconds
+        now = self.clock()
+        return sorted(tp for tp, t in self._trackers.items() if t.since > 0 and (
+            (every_n and t.since >= every_n) or (every_s and now - t.last_snapshot >= every_s)))
+
+    def _snapshot_beside(self) -> None:
+        """A bounded state's snapshots, between batches: if a build is running, see whether it
+        is over (never waiting for it); if none is, the partitions due are snapshotted at their
+        checkpoints from the tables by a child process (`SnapshotBuild`) while the loop goes
+        on; the memory holds the open book only. One build at a time: a partition that falls
+        due while one runs waits for the next, so none is skipped."""
+        if self._build is not None:
+            outcome = self._build.poll()
+            if outcome is None:
+                return
+            self._build = None
+            self._book(outcome)
+        due = self._due()
+        if due and self.clock() >= self._build_after:
+            self._start_build(due)
+
+    def _start_build(self, due: list[tuple[str, int]]) -> None:
+        self._requested = {tp: (self._trackers[tp], self._trackers[tp].since) for tp in due}
+        try:
+            self._build = SnapshotBuild(self.settings, self.name, due)
+        except OSError as e:  # no process to be had (memory, limits): as a failed build
+            self._book(Outcome([], f"not started: {e}"))
+
+    def _book(self, outcome: Outcome) -> None:
+        """A build is over: the partitions it snapshotted are not due again until their counts
+        or clocks say so. A failed build is one warning and one count; its partitions stay due
+        and the next build waits `SNAPSHOT_RETRY_S`."""
+        now = self.clock()
+        if outcome.failure is not None:
+            self.snapshot_failures += 1
+            self._build_after = now + SNAPSHOT_RETRY_S
+            log.warning("snapshots of %s not taken: %s", ", ".join(f"{t}[{p}]" for t, p in sorted(self._requested)),
+                        outcome.failure)
+        for t in outcome.taken:
+            tp = (t.topic, t.partition)
+            tracker, since = self._requested.get(tp, (None, 0))
+            if tracker is not None and self._trackers.get(tp) is tracker:  # not replaced by a reload meanwhile
+                tracker.since -= since
+                tracker.last_snapshot = now
+                self.snapshots_taken += t.action == "created"
+        self._requested = {}
+
+    def close(self) -> None:
+        """Take the snapshots due (the build in progress, then those still due, at the last
+        checkpoints), waiting `SNAPSHOT_CLOSE_S` at most in all; no child is left running."""
+        deadline = time.monotonic() + SNAPSHOT_CLOSE_S
+        for _ in range(2):  # the build in progress, then one for the partitions still due
+            if self._build is None:
+                due = self._due() if self.snapshots and self._bounded else []
+                if not due or self.clock() < self._build_after:
+                    return
+                self._start_build(due)
+                if self._build is None:
+                    return
+            build, self._build = self._build, None
+            self._book(build.close(max(deadline - time.monotonic(), 0.0)))
 
     def _resolve_max_timestamps(self, tps: list[tuple[str, int]]) -> None:
         """After a restart between snapshots, the records between the last snapshot and the
@@ -347,6 +547,8 @@ class TradingProjection:
         """Forget every batch not committed (in flight or folded since): the partitions are
         reloaded from Postgres next, and their records folded again."""
         self.state.take_changes()  # names rows of the abandoned batches, some of them gone with the reload
+        self._fetched.clear()
+        self._folded_to.clear()
         self._batch_duplicates = 0
 
     def committed(self, batch: Batch) -> None:
@@ -358,3 +560,11 @@ class TradingProjection:
                 tracker.since -= since  # records folded after the snapshot stay counted
                 tracker.last_snapshot = now
                 self.snapshots_taken += 1
+        if self._bounded:
+            self._stored.update(batch.offsets)
+            # Postgres now holds these rows as they are, unless the fold since changed them again
+            dirty, fetched, self._fetched = self.state.changes, self._fetched, set()
+            self.evicted += self.state.evict((batch.changed.orders | fetched) - dirty.orders,
+                                             batch.changed.positions - dirty.positions, self._history_of)
+            if self.snapshots:
+                self._snapshot_beside()

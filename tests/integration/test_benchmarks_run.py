@@ -55,6 +55,14 @@ def test_project_latency_prints_percentiles(base_settings: Settings) -> None:
     assert 0 < p50 <= p99
 
 
+def test_history_prints_a_row_per_size_and_mode(base_settings: Settings) -> None:
+    out = run_benchmark(base_settings, "history", "--sizes", "1500", "--rate", "300", "--seconds", "2")
+    rows = re.findall(rf"^1,500\s+(bounded|everything)\s+({NUMBER})\s+(?:{NUMBER}\s+){{8}}({NUMBER})\s*$", out,
+                      re.MULTILINE)
+    assert [mode for mode, _rate, _max in rows] == ["bounded", "everything"], out
+    assert all(float(rate.replace(",", "")) > 0 and float(worst) > 0 for _mode, rate, worst in rows)
+
+
 def test_replay_prints_the_full_replay_and_the_as_of_table(base_settings: Settings) -> None:
     out = run_benchmark(base_settings, "replay", "--events", "2000", "--distances", "0,300", "--runs", "1")
     assert figure(out, rf"\(a\) full replay of ({NUMBER}) records") > 0
