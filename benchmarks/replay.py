@@ -89,12 +89,12 @@ def eager_load(replayer: Replayer, when: datetime) -> float:
     plans = [p for p in replayer.plan_as_of(when) if p.snapshot is not None]
     with replayer.engine.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection
-        payloads = [(p, snapshots.payload(conn, p.snapshot.id)) for p in plans if p.snapshot is not None]
+        chains = [(p, snapshots.read_chain(conn, p.snapshot)) for p in plans if p.snapshot is not None]
     state = TradingState()
     with fewer_collections():
         t0 = time.perf_counter()
-        for plan, payload in payloads:
-            snapshots.restore(state, replayer.kind(plan.topic), plan.partition, payload)
+        for plan, chain in chains:
+            snapshots.restore_chain(state, replayer.kind(plan.topic), plan.partition, snapshots.links_of(chain))
         return time.perf_counter() - t0
 
 

@@ -151,7 +151,10 @@ RELATIONS: dict[str, tuple[str, dict[str, str]]] = {
         "events_covered": "records folded into the state (applied, duplicate or dead-lettered)",
         "created_at": "when the snapshot was taken",
         "state": "the state: format 2 (b'TBS2', a zlib-compressed JSON header, a section per account and "
-                 "symbol) or format 1 (one zlib-compressed JSON body); projections.snapshots",
+                 "symbol), format 3 (the same framing; what changed since base_next_offset) or format 1 (one "
+                 "zlib-compressed JSON body); projections.snapshots",
+        "base_next_offset": "a change on the snapshot of this projection and partition at this next_offset "
+                            "(format 3); null: the whole state",
     }),
     "alembic_version": ("The Alembic revision the schema is at (backbone db current)", {
         "version_num": "the revision id",

@@ -503,9 +503,7 @@ class Replayer:
                     for plan in with_snapshot:
                         assert plan.snapshot is not None
                         # lazily: the tail decodes the parts of the snapshot it needs (state.py)
-                        snapshots.restore(state, self.kind(plan.topic), plan.partition,
-                                          snapshots.payload(conn, plan.snapshot.id), where=plan.snapshot.where,
-                                          lazy=True)
+                        snapshots.restore_snapshot(conn, state, self.kind(plan.topic), plan.snapshot, lazy=True)
             snapshot_seconds = time.perf_counter() - t0
             reports = {p.tp: PartitionReport(p, begin=-1, end=p.end) for p in plans}
             for p in plans:

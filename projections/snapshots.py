@@ -25,6 +25,15 @@ a restatement first reads them (`history.Deferred`). Restoring eagerly decodes a
 everything at once. Format 1 (one zlib-compressed JSON body ``{"v": 1, ...}`` with every row)
 is still read, eagerly.
 
+Format 3 is a *change* on an earlier snapshot of the same partition (its `base`, the
+next_offset of that one; column `base_next_offset`): the same framing and header, whose open
+orders and position summaries are complete, but whose sections hold only the orders that records
+of [base, next_offset) named and their executions (`serialize_change`), so that its size and
+the work of building it follow what changed, not the history. A chain is a whole snapshot
+(format 1 or 2) and the changes taken on it, oldest first; restoring one (`restore_chain`)
+takes the newest version of every row: the open orders and summaries of the newest link, each
+(account, symbol)'s sections of every link merged (a later link's row replaces an earlier's).
+
 JSON is lossless here: decimals as strings with their exponent, times ISO-8601 with offset
 (backbone.domain.plain).
 
@@ -56,6 +65,7 @@ from backbone.settings import Settings
 from projections.state import ColdGroup, ExecKey, Execution, MarkRow, TradingState, positions_from_executions
 
 FORMAT = 2
+CHANGE_FORMAT = 3
 #: Header key of payloads whose sections hold only orders that may not execute again
 #: (`OrderState.is_terminal`); before it, a GTC or GTD order done for the day was put in a section
 #: too, so such a payload is restored eagerly, for open orders to be complete.
@@ -79,7 +89,7 @@ COMPRESSION_LEVEL = 3  # cheap on the projector path; JSON of repetitive rows st
 # -- pure: state -> payload -----------------------------------------------------------------------
 
 def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str], exec_keys: Iterable[ExecKey],
-                    position_keys: Iterable[Key]) -> bytes:
+                    position_keys: Iterable[Key], base: int | None = None) -> bytes:
     order_plain, exec_plain = encoder_for(OrderState), encoder_for(Execution)
     open_orders = []
     sections: dict[Key, tuple[list[OrderState], list[Execution]]] = {}
@@ -99,7 +109,8 @@ def _orders_payload(state: TradingState, partition: int, order_ids: Iterable[str
         index.append({"account": account, "symbol": symbol, "bytes": len(blob),
                       "orders": [o.order_id for o in orders], "executions": [x.exec_id for x in executions]})
     header = {
-        "v": FORMAT, "kind": "orders", "partition": partition, "orders": open_orders, _OPEN_BY_TERMS: True,
+        "v": FORMAT if base is None else CHANGE_FORMAT, "kind": "orders", "partition": partition,
+        **({} if base is None else {"base": base}), "orders": open_orders, _OPEN_BY_TERMS: True,
         "positions": [{"account": k[0], "symbol": k[1],
                        **{f: to_plain(getattr(state.positions[k], f)) for f in POSITION_FIELDS}}
                       for k in sorted(position_keys)],
@@ -126,6 +137,21 @@ def serialize(state: TradingState, kind: Kind, partition: int) -> bytes:
 def serialize_many(state: TradingState, wanted: Iterable[tuple[Kind, int]]) -> dict[tuple[Kind, int], bytes]:
     """Payloads of several partitions with one pass over the state (the projector's path)."""
     state.thaw_all()  # a lazily restored state: every row is written
+    return _payloads(state, wanted, {})
+
+
+def serialize_change(state: TradingState, partition: int, base: int) -> bytes:
+    """A format-3 payload of an orders partition: a change on the snapshot at `base`.
+
+    `state` holds, of that partition, its open orders, every position (a summary is enough: the
+    fills are not read), and the orders records of [base, next_offset) named, with all their
+    executions: what changed since `base` is among these, and a row that did not change is
+    written again, which restoring a chain allows (the later version of a row wins)."""
+    return _payloads(state, [("orders", partition)], {partition: base})[("orders", partition)]
+
+
+def _payloads(state: TradingState, wanted: Iterable[tuple[Kind, int]],
+              bases: dict[int, int]) -> dict[tuple[Kind, int], bytes]:
     wanted = set(wanted)
     order_parts = {p for k, p in wanted if k == "orders"}
     mark_parts = {p for k, p in wanted if k == "marks"}
@@ -149,7 +175,7 @@ def serialize_many(state: TradingState, wanted: Iterable[tuple[Kind, int]]) -> d
                 marks[m.kafka_partition].append(symbol)
     out: dict[tuple[Kind, int], bytes] = {}
     for p in order_parts:
-        out[("orders", p)] = _orders_payload(state, p, orders[p], execs[p], pos[p])
+        out[("orders", p)] = _orders_payload(state, p, orders[p], execs[p], pos[p], bases.get(p))
     for p in mark_parts:
         out[("marks", p)] = _marks_payload(state, p, marks[p])
     return out
@@ -173,12 +199,12 @@ def unpack(payload: bytes) -> tuple[dict[str, Any], memoryview]:
         view = memoryview(payload)
         body = _json(view[8:8 + length], "header")
         rest = view[8 + length:]
-        expected = 2
+        expected: tuple[int, ...] = (FORMAT, CHANGE_FORMAT)
     else:
         body = _json(payload, "payload")
         rest = memoryview(b"")
-        expected = 1
-    if not isinstance(body, dict) or body.get("v") != expected or body.get("kind") not in ("orders", "marks"):
+        expected = (1,)
+    if not isinstance(body, dict) or body.get("v") not in expected or body.get("kind") not in ("orders", "marks"):
         version = body.get("v") if isinstance(body, dict) else "?"
         raise InvariantViolation(f"snapshot payload of unknown format {version}")
     return body, rest
@@ -186,15 +212,37 @@ def unpack(payload: bytes) -> tuple[dict[str, Any], memoryview]:
 
 def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, where: str = "snapshot",
             lazy: bool = False) -> None:
-    """Load one partition's payload into `state`, replacing what it held of that partition.
+    """Load one partition's whole payload (format 1 or 2) into `state`, replacing what it held
+    of that partition: `restore_chain` of one link."""
+    restore_chain(state, kind, partition, [(None, payload)], where=where, lazy=lazy)
 
-    `lazy`: decode the header only, and each section when the fold first needs it (format 2;
-    see the module docstring); whatever reads the whole state calls `state.thaw_all()`.
-    `where` names the snapshot in error messages (e.g. ``topic[p]@next_offset``)."""
-    body, sections = unpack(payload)
-    if body["kind"] != kind or body["partition"] != partition:
-        raise InvariantViolation(f"{where}: holds {body['kind']} partition {body['partition']}, "
-                                 f"expected {kind} partition {partition}")
+
+def restore_chain(state: TradingState, kind: Kind, partition: int, links: Sequence[tuple[int | None, bytes]], *,
+                  where: str = "snapshot", lazy: bool = False) -> None:
+    """Load one partition's chain into `state`, replacing what it held of that partition.
+
+    `links`: (the base each payload must name, the payload), oldest first: a whole payload
+    (base None) and the changes taken on it (module docstring). `lazy`: decode the headers only,
+    and the sections of an (account, symbol) when the fold first needs them (format 2 and 3);
+    whatever reads the whole state calls `state.thaw_all()`. `where` names the snapshot in error
+    messages (e.g. ``topic[p]@next_offset``)."""
+    if not links:
+        raise ValueError("a chain has at least one link")
+    bodies: list[tuple[dict[str, Any], memoryview]] = []
+    for i, (base, payload) in enumerate(links):
+        body, rest = unpack(payload)
+        if body["kind"] != kind or body["partition"] != partition:
+            raise InvariantViolation(f"{where}: holds {body['kind']} partition {body['partition']}, "
+                                     f"expected {kind} partition {partition}")
+        if kind == "marks" and i > 0:
+            raise InvariantViolation(f"{where}: a snapshot of marks is always whole")
+        if body.get("base") != base or (i == 0) != (base is None):
+            raise InvariantViolation(f"{where}: link {i + 1} of its chain is a change on offset {body.get('base')}, "
+                                     f"expected {'a whole snapshot' if i == 0 else base}")
+        if body["v"] == 1 and len(links) > 1:
+            raise InvariantViolation(f"{where}: a format-1 snapshot cannot start a chain")
+        bodies.append((body, rest))
+    body = bodies[-1][0]
     if kind == "marks":
         state.drop_partitions(marks_partitions=(partition,))
         for plain in body["marks"]:
@@ -203,13 +251,14 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
         return
     state.drop_partitions(orders_partitions=(partition,))
     order_of = decoder_for(OrderState)
+    open_now: set[str] = set()  # the newest link's open orders: not cold in any link
     for plain in body["orders"]:
         order = order_of(plain)
         state.orders[order.order_id] = order
         state.order_partition[order.order_id] = partition
-    by_key: dict[Key, _Section] = {}
-    groups: list[ColdGroup] = []
-    if not body.get(_OPEN_BY_TERMS):
+        open_now.add(order.order_id)
+    by_key: dict[Key, _Key] = {}
+    if not all(b.get(_OPEN_BY_TERMS) for b, _rest in bodies):
         lazy = False
     if body["v"] == 1:  # every execution in the body: restored eagerly, into decoded sections
         executions = list(map(decoder_for(Execution), body["executions"]))
@@ -218,28 +267,37 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
             state.executions[(x.order_id, x.exec_id)] = x
             key = (x.account, x.symbol)
             if key not in by_key:
-                by_key[key] = _Section.decoded(partition, key, where)
+                by_key[key] = _Key(partition, key, where, decoded=([], []))
             by_key[key].add_execution(x)
         lazy = False
-    at = 0
-    for entry in body.get("sections", ()):
-        key = (entry["account"], entry["symbol"])
-        section = _Section(partition, key, sections[at:at + entry["bytes"]], entry, where)
-        at += entry["bytes"]
-        by_key[key] = section
-        group = ColdGroup(partition, key, entry["orders"], entry["executions"], section.rows)
+    for i, (link, sections) in enumerate(bodies):
+        link_where = where if len(bodies) == 1 else f"{where}, link {i + 1} of {len(bodies)}"
+        at = 0
+        for entry in link.get("sections", ()):
+            key = (entry["account"], entry["symbol"])
+            piece = _Section(partition, key, sections[at:at + entry["bytes"]], entry, link_where)
+            at += entry["bytes"]
+            by_key.setdefault(key, _Key(partition, key, where)).pieces.append(piece)
+        if at != len(sections):
+            raise InvariantViolation(f"{link_where}: the sections take {at} bytes, the payload holds {len(sections)}")
+    groups: list[ColdGroup] = []
+    for key, merged in by_key.items():
+        if not merged.pieces:
+            continue
+        order_ids = list(dict.fromkeys(o for piece in merged.pieces for o in piece.entry["orders"]
+                                       if o not in open_now))
+        exec_ids = [x for piece in merged.pieces for x in piece.entry["executions"]]
+        group = ColdGroup(partition, key, order_ids, exec_ids, merged.rows)
         groups.append(group)
         state.add_cold(group)
-    if at != len(sections):
-        raise InvariantViolation(f"{where}: the sections take {at} bytes, the payload holds {len(sections)}")
     stored_keys = {(stored["account"], stored["symbol"]) for stored in body["positions"]}
-    for key, section in by_key.items():  # (format 1 kept such executions without a position)
-        if section.entry and section.entry["executions"] and key not in stored_keys:
+    for key, merged in by_key.items():  # (format 1 kept such executions without a position)
+        if merged.has_executions() and key not in stored_keys:
             raise InvariantViolation(f"{where}: executions of {key[0]}/{key[1]} but no position")
     for stored in body["positions"]:
         key = (stored["account"], stored["symbol"])
-        section = by_key.get(key) or _Section.decoded(partition, key, where)
-        state.positions[key] = section.deferred_position(stored) if lazy else section.position(stored)
+        merged = by_key.get(key) or _Key(partition, key, where, decoded=([], []))
+        state.positions[key] = merged.deferred_position(stored) if lazy else merged.position(stored)
         state.position_partition[key] = partition
     if not lazy:
         for group in groups:
@@ -247,34 +305,19 @@ def restore(state: TradingState, kind: Kind, partition: int, payload: bytes, *, 
 
 
 class _Section:
-    """One (account, symbol) of a payload: a format-2 section, decoded on first use, once; or
-    rows already decoded (format 1, or a position without executions)."""
+    """One (account, symbol) of one payload: a format-2 or -3 section, decoded on first use, once."""
 
-    def __init__(self, partition: int, key: Key, packed: memoryview, entry: dict[str, Any] | None,
-                 where: str) -> None:
+    def __init__(self, partition: int, key: Key, packed: memoryview, entry: dict[str, Any], where: str) -> None:
         self.partition = partition
         self.key = key
         self.packed = packed
         self.entry = entry
         self.where = where
         self._rows: tuple[list[OrderState], list[Execution]] | None = None
-        self._refold: positions.Position | None = None
-
-    @classmethod
-    def decoded(cls, partition: int, key: Key, where: str) -> _Section:
-        """A section with no payload (a position without executions, or format 1's rows)."""
-        section = cls(partition, key, memoryview(b""), None, where)
-        section._rows = ([], [])
-        return section
-
-    def add_execution(self, x: Execution) -> None:
-        assert self._rows is not None and self._refold is None
-        self._rows[1].append(x)
 
     def rows(self) -> tuple[list[OrderState], list[Execution]]:
         """Its orders and executions, checked against the header's index."""
         if self._rows is None:
-            assert self.entry is not None
             body = _json(self.packed, f"section {self.key[0]}/{self.key[1]}")
             orders = list(map(decoder_for(OrderState), body["orders"]))
             executions = list(map(decoder_for(Execution), body["executions"]))
@@ -290,8 +333,47 @@ class _Section:
             self._rows = (orders, executions)
         return self._rows
 
+
+class _Key:
+    """One (account, symbol) of a chain: its sections in every link (`pieces`, oldest first),
+    merged on first use, once; or rows already decoded (format 1, or a position without
+    executions)."""
+
+    def __init__(self, partition: int, key: Key, where: str,
+                 decoded: tuple[list[OrderState], list[Execution]] | None = None) -> None:
+        self.partition = partition
+        self.key = key
+        self.where = where
+        self.pieces: list[_Section] = []
+        self._rows = decoded
+        self._refold: positions.Position | None = None
+
+    def add_execution(self, x: Execution) -> None:
+        assert self._rows is not None and self._refold is None
+        self._rows[1].append(x)
+
+    def has_executions(self) -> bool:
+        return bool(self._rows[1] if self._rows is not None
+                    else any(piece.entry["executions"] for piece in self.pieces))
+
+    def rows(self) -> tuple[list[OrderState], list[Execution]]:
+        """Its orders and executions, each in its newest version."""
+        if self._rows is None:
+            if len(self.pieces) == 1:
+                self._rows = self.pieces[0].rows()
+            else:
+                orders: dict[str, OrderState] = {}
+                executions: dict[ExecKey, Execution] = {}
+                for piece in self.pieces:  # oldest first: a later version replaces an earlier one
+                    piece_orders, piece_executions = piece.rows()
+                    orders.update((o.order_id, o) for o in piece_orders)
+                    executions.update(((x.order_id, x.exec_id), x) for x in piece_executions)
+                self._rows = (list(orders.values()),
+                              sorted(executions.values(), key=lambda x: (x.source_offset, x.exec_id)))
+        return self._rows
+
     def position(self, stored: dict[str, Any]) -> positions.Position:
-        """The position refolded from the section's executions, checked against `stored`."""
+        """The position refolded from the executions, checked against `stored`."""
         if self._refold is None:
             refolded = positions_from_executions(self.rows()[1]).get(self.key) or positions.empty_position(*self.key)
             _check_position(refolded, stored, self.where)
@@ -347,6 +429,7 @@ class SnapshotMeta:
     events_covered: int
     created_at: datetime
     size: int  # compressed payload bytes
+    base_next_offset: int | None = None  # a change on the snapshot at this offset; None: whole
 
     @property
     def where(self) -> str:
@@ -362,9 +445,11 @@ class NewSnapshot:
     max_timestamp: datetime | None
     events_covered: int
     state: bytes
+    base_next_offset: int | None = None
 
 
-_META = "id, projection, topic, partition, next_offset, max_timestamp, events_covered, created_at, length(state)"
+_META = ("id, projection, topic, partition, next_offset, max_timestamp, events_covered, created_at, length(state), "
+         "base_next_offset")
 
 
 def _meta(row: Sequence[Any]) -> SnapshotMeta:
@@ -380,10 +465,10 @@ def insert(conn: psycopg.Connection, snapshots: Sequence[NewSnapshot]) -> int:
     with conn.cursor() as cur:
         for s in snapshots:
             cur.execute("insert into projection_snapshots (projection, topic, partition, next_offset, max_timestamp, "
-                        "events_covered, state) values (%s, %s, %s, %s, %s, %s, %s) "
+                        "events_covered, state, base_next_offset) values (%s, %s, %s, %s, %s, %s, %s, %s) "
                         "on conflict on constraint projection_snapshots_offset_key do nothing",
                         (s.projection, s.topic, s.partition, s.next_offset, s.max_timestamp, s.events_covered,
-                         s.state))
+                         s.state, s.base_next_offset))
             new += cur.rowcount
     return new
 
@@ -422,6 +507,46 @@ def payload(conn: psycopg.Connection, snapshot_id: int) -> bytes:
     if row is None:
         raise InvariantViolation(f"snapshot {snapshot_id} disappeared (pruned while in use?)")
     return bytes(row[0])
+
+
+def chain_of(metas: Sequence[SnapshotMeta], snapshot: SnapshotMeta) -> list[SnapshotMeta]:
+    """`snapshot`'s chain (pure), oldest first: the whole snapshot it grows from, the changes
+    after it, itself. `metas`: the snapshots of its projection and partition."""
+    at = {m.next_offset: m for m in metas if (m.projection, m.topic, m.partition)
+          == (snapshot.projection, snapshot.topic, snapshot.partition)}
+    chain = [snapshot]
+    while (base := chain[-1].base_next_offset) is not None:
+        if base not in at or len(chain) > len(at):
+            raise InvariantViolation(f"{chain[-1].where} is a change on the snapshot at offset {base}, "
+                                     "which is gone; take a whole one: backbone checkpoints create")
+        chain.append(at[base])
+    return chain[::-1]
+
+
+def framed(conn: psycopg.Connection, snapshot_id: int) -> bool:
+    """Whether a snapshot's payload is framed (format 2 or 3: a chain may start from it)."""
+    with conn.cursor(binary=True) as cur:
+        cur.execute("select substr(state, 1, 4) from projection_snapshots where id = %s", (snapshot_id,))
+        row = cur.fetchone()
+    return row is not None and bytes(row[0]) == MAGIC
+
+
+def read_chain(conn: psycopg.Connection, snapshot: SnapshotMeta) -> list[tuple[SnapshotMeta, bytes]]:
+    """`snapshot`'s chain (`chain_of`), oldest first, each link with its payload."""
+    chain = chain_of(list_snapshots(conn, snapshot.projection, snapshot.topic, snapshot.partition), snapshot)
+    return [(m, payload(conn, m.id)) for m in chain]
+
+
+def links_of(chain: Sequence[tuple[SnapshotMeta, bytes]]) -> list[tuple[int | None, bytes]]:
+    """What `restore_chain` takes of a chain `read_chain` read."""
+    return [(m.base_next_offset, data) for m, data in chain]
+
+
+def restore_snapshot(conn: psycopg.Connection, state: TradingState, kind: Kind, snapshot: SnapshotMeta, *,
+                     lazy: bool = False) -> None:
+    """Read `snapshot`'s chain and restore it into `state` (`restore_chain`)."""
+    restore_chain(state, kind, snapshot.partition, links_of(read_chain(conn, snapshot)), where=snapshot.where,
+                  lazy=lazy)
 
 
 def delete(conn: psycopg.Connection, ids: Sequence[int]) -> int:
@@ -468,16 +593,18 @@ def prune_candidates(snapshots: Sequence[SnapshotMeta], *, keep: int,
                      before: datetime | None = None) -> list[SnapshotMeta]:
     """What `checkpoints prune` deletes (pure): per (projection, topic, partition), every
     snapshot but the `keep` newest; with `before`, only those among them that cover nothing
-    at or after `before` (max_timestamp < before, or no records at all)."""
+    at or after `before` (max_timestamp < before, or no records at all); never one that a kept
+    snapshot's chain holds."""
     if keep < 0:
         raise ValueError("keep must be >= 0")
     groups: dict[tuple[str, str, int], list[SnapshotMeta]] = {}
     for s in snapshots:
         groups.setdefault((s.projection, s.topic, s.partition), []).append(s)
-    out = []
+    out: list[SnapshotMeta] = []
     for key in sorted(groups):
         ordered = sorted(groups[key], key=lambda s: s.next_offset, reverse=True)
-        for s in ordered[keep:]:
-            if before is None or s.max_timestamp is None or s.max_timestamp < before:
-                out.append(s)
+        doomed = [s for s in ordered[keep:] if before is None or s.max_timestamp is None or s.max_timestamp < before]
+        gone = {s.id for s in doomed}
+        needed = {m.id for s in ordered if s.id not in gone for m in chain_of(ordered, s)}
+        out.extend(s for s in doomed if s.id not in needed)  # a kept snapshot's chain stays whole
     return out

@@ -156,10 +156,10 @@ class Shadow:
         """Start the shadow from the live projection's newest snapshot of each partition at or
         before its live checkpoint (so old and new can still be compared at the same offsets);
         partitions without one are read from the beginning. One transaction: the restored rows,
-        a copy of each snapshot under the shadow's name (its snapshot bookkeeping resumes from
+        a copy of each snapshot's chain under the shadow's name (its snapshot bookkeeping resumes from
         it), the shadow's checkpoints, and the live dead letters below each snapshot (records
         the shadow will not read again). Returns the offset each seeded partition starts at."""
-        chosen: dict[TP, tuple[snapshots.SnapshotMeta, bytes]] = {}
+        chosen: dict[TP, tuple[snapshots.SnapshotMeta, list[tuple[snapshots.SnapshotMeta, bytes]]]] = {}
         with conn.transaction():
             if not snapshots.table_exists(conn):
                 raise RebuildError("--from-snapshot: table projection_snapshots is missing (run `backbone db upgrade`)")
@@ -175,18 +175,19 @@ class Shadow:
                         f"--from-snapshot: {meta.where} does not fit the log of {tp[0]}[{tp[1]}] "
                         f"(offsets {low}..{high}): records after it were deleted or the topic was recreated; "
                         "rebuild from the beginning")
-                payload = snapshots.payload(conn, meta.id)
-                snapshots.restore(self.projection.state, snapshots.kind_of(self.settings, tp[0]), tp[1], payload,
-                                  where=meta.where)
-                chosen[tp] = (meta, payload)
+                chain = snapshots.read_chain(conn, meta)
+                snapshots.restore_chain(self.projection.state, snapshots.kind_of(self.settings, tp[0]), tp[1],
+                                        snapshots.links_of(chain), where=meta.where)
+                chosen[tp] = (meta, chain)
             if not chosen:
                 return {}
             state = self.projection.state
             store.write_changes(conn, state, Changes(set(state.orders), set(state.executions),
                                                      set(state.positions), set(state.marks)), schema=self.schema)
-            snapshots.insert(conn, [snapshots.NewSnapshot(self.name, m.topic, m.partition, m.next_offset,
-                                                          m.max_timestamp, m.events_covered, payload)
-                                    for m, payload in chosen.values()])
+            copies = [snapshots.NewSnapshot(self.name, m.topic, m.partition, m.next_offset, m.max_timestamp,
+                                            m.events_covered, data, m.base_next_offset)
+                      for _meta, chain in chosen.values() for m, data in chain]
+            snapshots.insert(conn, copies)
             advance_checkpoints(conn, self.name, {tp: (None, m.next_offset) for tp, (m, _) in chosen.items()})
             for (t, p), (m, _) in chosen.items():
                 conn.execute(sql.SQL("insert into {}.dead_letters (projection, " + LETTER_COLS + ", created_at) "

@@ -78,7 +78,7 @@ def restored(settings: Settings, s: snapshots.SnapshotMeta) -> TradingState:
     state = TradingState()
     kind = snapshots.kind_of(settings, s.topic)
     with db.make_engine(settings).connect() as sa_conn:
-        snapshots.restore(state, kind, s.partition, snapshots.payload(sa_conn.connection.driver_connection, s.id))
+        snapshots.restore_snapshot(sa_conn.connection.driver_connection, state, kind, s)
     return state
 
 

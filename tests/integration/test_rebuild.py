@@ -487,7 +487,7 @@ def test_the_swap_replaces_the_old_snapshots_with_the_shadows(projected: Setting
         assert not old & {s.id for s in after}
         for s in after:  # each one restores, and agrees with its own position summaries
             kind = snapshots.kind_of(settings, s.topic)
-            snapshots.restore(TradingState(), kind, s.partition, snapshots.payload(conn, s.id), where=s.where)
+            snapshots.restore_snapshot(conn, TradingState(), kind, s)
 
 
 def test_rebuild_from_snapshots_reads_only_the_tail_and_gives_the_same_state(created_topics: Settings, names,
