@@ -133,6 +133,9 @@ class Settings(BaseSettings):
                                        "records since its last snapshot; 0 = never by count")
     snapshot_every_seconds: float = Field(300.0, ge=0, description="snapshot a partition that has new records "
                                           "this long after its last snapshot; 0 = never by time")
+    snapshot_whole_every: int = Field(16, ge=1, description="of the snapshots `checkpoints create` and a "
+                                      "bounded projector take of an orders partition, every this many-th is "
+                                      "whole, the others hold what changed since the one before; 1 = all whole")
     bounded_state: bool = Field(True, description="the projector keeps only the open book in memory and reads "
                                 "what a late event needs back from PostgreSQL (docs/live-state.md)")
 

@@ -34,7 +34,7 @@ def _meta_json(s: snapshots.SnapshotMeta, checkpoint: int | None = None) -> dict
     return {"id": s.id, "projection": s.projection, "topic": s.topic, "partition": s.partition,
             "next_offset": s.next_offset, "max_timestamp": canonical_value(s.max_timestamp),
             "events_covered": s.events_covered, "bytes": s.size, "created_at": canonical_value(s.created_at),
-            "checkpoint": checkpoint}
+            "checkpoint": checkpoint, "change_on": s.base_next_offset}
 
 
 @app.command("list")
@@ -44,7 +44,8 @@ def list_cmd(
     partition: Annotated[int | None, typer.Option("--partition", min=0)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Snapshots with their next offset, the highest record timestamp they cover, events
+    """Snapshots with their next offset, the snapshot each change is taken on (change_on: its
+    next offset; empty for a whole one), the highest record timestamp they cover, events
     covered, size, and the projection's live checkpoint of that partition."""
     settings = load_settings()
     with user_errors():
@@ -56,8 +57,8 @@ def list_cmd(
     if json_out:
         print_json(rows)
         return
-    console.print(tables.table(["id", "projection", "topic", "partition", "next_offset", "max_timestamp",
-                                "events_covered", "bytes", "created_at", "checkpoint"], rows))
+    console.print(tables.table(["id", "projection", "topic", "partition", "next_offset", "change_on",
+                                "max_timestamp", "events_covered", "bytes", "created_at", "checkpoint"], rows))
     console.print(f"{len(rows)} snapshot(s)")
 
 
@@ -78,9 +79,11 @@ def create_cmd(
 
     Without --as-of: the live projection's state at its checkpoints, read from the live tables
     in one consistent transaction (rows and checkpoints commit together), inserted in that same
-    transaction. With --as-of T: the state at T's cut, rebuilt from the newest snapshots and the
-    log (pre-compute a point that will be asked for often, e.g. the close). A partition whose
-    snapshot at that offset exists already is left alone.
+    transaction; of an orders partition, what changed since its newest snapshot (change_on),
+    every BACKBONE_SNAPSHOT_WHOLE_EVERY-th one whole. With --as-of T: the state at T's cut,
+    rebuilt from the newest snapshots and the log (pre-compute a point that will be asked for
+    often, e.g. the close). A partition whose snapshot at that offset exists already is left
+    alone.
     """
     settings = load_settings()
     expired = None
@@ -102,12 +105,12 @@ def create_cmd(
                                 "(run `backbone project run` first, or give --as-of)")
     rows = [{"topic": t.topic, "partition": t.partition, "next_offset": t.next_offset, "action": t.action,
              "max_timestamp": canonical_value(t.max_timestamp), "events_covered": t.events_covered, "bytes": t.size,
-             "expired": t.expired} for t in taken]
+             "expired": t.expired, "change_on": t.change_on} for t in taken]
     if json_out:
         print_json(rows)
         return
-    console.print(tables.table(["topic", "partition", "next_offset", "action", "max_timestamp", "events_covered",
-                                "bytes", "expired"], rows))
+    console.print(tables.table(["topic", "partition", "next_offset", "action", "change_on", "max_timestamp",
+                                "events_covered", "bytes", "expired"], rows))
     if expired:
         console.print(expired)
     created = sum(1 for t in taken if t.action == "created")

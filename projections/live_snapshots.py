@@ -15,17 +15,22 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+import psycopg
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from backbone import db
+from backbone.codec.avro import AvroCodec
 from backbone.db import first_line, psycopg_connection
+from backbone.domain.events import OrderEvent
+from backbone.errors import DecodeError, KafkaError
 from backbone.gc_policy import fewer_collections
-from backbone.kafka.reader import LogReader
+from backbone.kafka.reader import LogReader, ReadRange, Record
 from backbone.record_time import from_timestamp_ms, timestamp_ms
 from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints
 from projections import snapshots, store
+from projections.snapshots import SnapshotMeta
 from projections.state import TradingState
 
 
@@ -41,6 +46,7 @@ class Taken:
     events_covered: int = 0
     size: int = 0
     expired: int = 0  # records below the cut deleted before they were read (an expiring topic): not in it
+    change_on: int | None = None  # a change on the snapshot at this offset (format 3); None: whole
 
 
 def snapshot_tables(settings: Settings, engine: Engine, reader: LogReader, *, projection: str,
@@ -75,24 +81,105 @@ def snapshot_tables(settings: Settings, engine: Engine, reader: LogReader, *, pr
                     todo[tp] = nxt
             if not todo:
                 return out
-            state = TradingState()
-            store.load_partitions(conn, state, [p for t, p in todo if t == settings.topic_orders],
-                                  [p for t, p in todo if t == settings.topic_marketdata])
+            changes = _changes_to_take(settings, conn, reader, projection, todo, bases)
+            kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
+            payloads = {}
+            if changes:
+                changed = _load_changed(conn, projection, settings.topic_orders, changes)
+                for tp in changes:
+                    base = bases[tp]
+                    assert base is not None
+                    payloads[(kind[tp], tp[1])] = snapshots.serialize_change(changed, tp[1], base.next_offset)
+            whole = [tp for tp in todo if tp not in changes]
+            if whole:
+                state = TradingState()
+                store.load_partitions(conn, state, [p for t, p in whole if t == settings.topic_orders],
+                                      [p for t, p in whole if t == settings.topic_marketdata])
+                payloads.update(snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in whole]))
             known = {tp: (nxt, None if (b := bases[tp]) is None or b.max_timestamp is None
                           else timestamp_ms(b.max_timestamp)) for tp, nxt in todo.items()}
             max_ts = reader.max_timestamps_below(known)
-            kind = {tp: snapshots.kind_of(settings, tp[0]) for tp in todo}
-            payloads = snapshots.serialize_many(state, [(kind[tp], tp[1]) for tp in todo])
             rows = []
             for tp, nxt in sorted(todo.items()):
                 base = bases[tp]
                 covered = snapshots.events_covered_at(base, nxt)
                 when = None if (ms := max_ts[tp]) is None else from_timestamp_ms(ms)
                 data = payloads[(kind[tp], tp[1])]
-                rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data))
-                out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data)))
+                change_on = base.next_offset if tp in changes and base is not None else None
+                rows.append(snapshots.NewSnapshot(projection, tp[0], tp[1], nxt, when, covered, data, change_on))
+                out.append(Taken(tp[0], tp[1], nxt, "created", when, covered, len(data), change_on=change_on))
             snapshots.insert(conn, rows)
         return sorted(out, key=lambda t: (t.topic, t.partition))
+
+
+def _changes_to_take(settings: Settings, conn: psycopg.Connection, reader: LogReader, projection: str,
+                     todo: dict[tuple[str, int], int], bases: dict[tuple[str, int], SnapshotMeta | None],
+                     ) -> dict[tuple[str, int], set[str]]:
+    """The orders partitions whose snapshot is a change on their newest one, each with the order
+    ids its records since that one name (what changed is among those orders).
+
+    A partition is snapshotted whole when it has no snapshot yet, when its newest one closes a
+    chain of `snapshot_whole_every` links, when that chain starts from a format-1 payload, or
+    when records since it were deleted (an expiring topic): a change is only ever taken over a
+    tail that is all there."""
+    every = settings.snapshot_whole_every
+    candidates: dict[tuple[str, int], SnapshotMeta] = {}
+    for tp in todo:
+        base = bases[tp]
+        if tp[0] != settings.topic_orders or base is None or every <= 1:
+            continue
+        chain = snapshots.chain_of(snapshots.list_snapshots(conn, projection, *tp), base)
+        if len(chain) < every and snapshots.framed(conn, chain[0].id):
+            candidates[tp] = base
+    if not candidates:
+        return {}
+    lows = reader.watermarks(candidates)
+    ranges = {tp: ReadRange(base.next_offset, todo[tp]) for tp, base in candidates.items()
+              if lows[tp][0] <= base.next_offset}
+    named: dict[tuple[str, int], set[str]] = {tp: set() for tp in ranges}
+    decode = AvroCodec().decoder()
+
+    def on_message(msg: Record, tp: tuple[str, int], _offset: int) -> None:
+        value = msg.value()
+        if not value:
+            return
+        try:
+            record = decode(value)
+        except DecodeError:
+            return  # dead-lettered by the projector: it changed nothing
+        if isinstance(record, OrderEvent):
+            named[tp].add(record.order_id)
+
+    def on_gone(tp: tuple[str, int], offset: int, _limit: int) -> int:
+        raise KafkaError(f"{tp[0]}[{tp[1]}]: records from offset {offset} were deleted while they were read")
+
+    reader.read(ranges, on_message, on_gone)
+    return named
+
+
+def _load_changed(conn: psycopg.Connection, projection: str, topic: str,
+                  changes: dict[tuple[str, int], set[str]]) -> TradingState:
+    """The open book of each partition of `changes` (its positions' summaries; their fills are
+    never read) and the orders its records named, with their executions, as the transaction
+    sees them: what `snapshots.serialize_change` writes."""
+    state = TradingState()
+    parts = sorted(p for _t, p in changes)
+    store.load_partitions(conn, state, parts, [],
+                          history_of=lambda p, summary: lambda: store.position_history(conn, p, summary))
+    wanted = {o for (_t, p), ids in changes.items() for o in ids if o not in state.orders}
+    if not wanted:
+        return state
+    got = store.fetch_orders(conn, wanted, projection=projection, topic=topic)
+    ours: set[str] = set()
+    for order, p in got.orders:
+        if (topic, p) in changes and order.order_id in changes[(topic, p)]:
+            state.orders[order.order_id] = order
+            state.order_partition[order.order_id] = p
+            ours.add(order.order_id)
+    for x in got.executions:
+        if x.order_id in ours:
+            state.executions[(x.order_id, x.exec_id)] = x
+    return state
 
 
 MODULE = "projections.live_snapshots"

@@ -24,7 +24,7 @@ from backbone.settings import Settings
 from consumers.checkpoints import read_checkpoints
 from consumers.config import LoopConfig, RunStats
 from consumers.runtime import ProjectionLoop
-from projections import store
+from projections import snapshots, store
 from projections.state import TradingState
 from projections.trading import TradingProjection
 
@@ -235,3 +235,54 @@ def test_orders_read_back_are_the_rows_as_stored(created_topics: Settings, names
     for key, x in by_key.items():
         assert x == stored[key]
         assert [str(getattr(x, f)) for f in store.EXEC_COLS] == [str(getattr(stored[key], f)) for f in store.EXEC_COLS]
+
+
+def test_the_projector_snapshots_what_changed_and_each_chain_restores_its_offset(created_topics: Settings,
+                                                                                 names) -> None:
+    """With snapshots due every 40 records and every third one whole, the snapshot process takes
+    changes on the snapshot before (the records since it and the open book, not the history),
+    and each snapshot's chain restores exactly the pure fold of its partition below its offset,
+    late events on rows of older links included."""
+    settings = created_topics.with_overrides(snapshot_every_events=40, snapshot_every_seconds=0,
+                                             snapshot_whole_every=3)
+    t = Tape()
+    log = Log(settings)
+    still_open = day(t, rounds=30)
+    log.publish(t.records)
+    assert run(settings, names.group())[0].dead_letters == 0
+    log.publish(late_events(t, still_open))
+    assert run(settings, names.group("second"))[0].dead_letters == 0
+    for chunk, (order_id, exec_id) in enumerate([("O3", "X5"), ("O4", "X7"), ("O7", "X12")]):
+        # the book goes on, and each run ends with a snapshot: a link of a chain
+        published = len(t.records)
+        for n in range(chunk * 30, chunk * 30 + 30):
+            t.order(f"N{n}", ACCOUNTS[n % 2], SYMBOLS[n // 2 % 2], Side.BUY, 4, price=100)
+            t.fill(f"N{n}", 4, 100, commission="0.20")
+        t.bust(order_id, exec_id)  # a fill of the first whole snapshot, busted in a later link
+        log.publish(t.records[published:])
+        assert run(settings, names.group(f"more{chunk}"))[0].dead_letters == 0
+
+    engine = db.make_engine(settings)
+    try:
+        with engine.connect() as sa_conn:
+            conn = db.psycopg_connection(sa_conn)
+            metas = [m for m in snapshots.list_snapshots(conn, "trading", settings.topic_orders)]
+            changes = [m for m in metas if m.base_next_offset is not None]
+            assert changes and any(m.base_next_offset is None for m in metas)
+            lengths = sorted(len(snapshots.chain_of(metas, m)) for m in metas if m.partition == changes[0].partition)
+            assert lengths[-1] == 3 and lengths.count(1) >= 2  # every third snapshot is whole
+            for m in metas:
+                restored = TradingState()
+                snapshots.restore_snapshot(conn, restored, "orders", m)
+                expected = TradingState()
+                for partition, offset, r in log.entries:
+                    if partition == m.partition and offset < m.next_offset and isinstance(r, OrderEvent):
+                        try:
+                            expected.apply_order_event(r, partition, offset)
+                        except InvalidOrderTransition:
+                            pass
+                assert folded(restored) == folded(expected), m.where
+            whole = {m.partition: m.size for m in metas if m.base_next_offset is None}
+            assert all(m.size < whole[m.partition] for m in changes if m.next_offset > 200)
+    finally:
+        engine.dispose()
