@@ -56,11 +56,14 @@ def test_project_latency_prints_percentiles(base_settings: Settings) -> None:
 
 
 def test_history_prints_a_row_per_size_and_mode(base_settings: Settings) -> None:
-    out = run_benchmark(base_settings, "history", "--sizes", "1500", "--rate", "300", "--seconds", "2")
-    rows = re.findall(rf"^1,500\s+(bounded|everything)\s+({NUMBER})\s+(?:{NUMBER}\s+){{8}}({NUMBER})\s*$", out,
-                      re.MULTILINE)
-    assert [mode for mode, _rate, _max in rows] == ["bounded", "everything"], out
-    assert all(float(rate.replace(",", "")) > 0 and float(worst) > 0 for _mode, rate, worst in rows)
+    out = run_benchmark(base_settings, "history", "--sizes", "1500", "--rate", "300", "--seconds", "2",
+                        "--extra", "400")
+    rows = re.findall(rf"^1,500\s+(bounded|everything)((?:\s+{NUMBER}){{13}})\s*$", out, re.MULTILINE)
+    assert [mode for mode, _figures in rows] == ["bounded", "everything"], out
+    figures = {mode: [float(f.replace(",", "")) for f in text.split()] for mode, text in rows}
+    assert all(f[0] > 0 and f[-1] > 0 for f in figures.values())  # events/s, max latency
+    change_s, change_kb, records = figures["bounded"][6:9]
+    assert change_s > 0 and change_kb > 0 and records > 0  # a change on the whole snapshot, over the extra
 
 
 def test_replay_prints_the_full_replay_and_the_as_of_table(base_settings: Settings) -> None:
