@@ -124,11 +124,12 @@ def _changes_to_take(settings: Settings, conn: psycopg.Connection, reader: LogRe
     tail that is all there."""
     every = settings.snapshot_whole_every
     candidates: dict[tuple[str, int], SnapshotMeta] = {}
+    listed = snapshots.list_snapshots(conn, projection, settings.topic_orders) if every > 1 else []
     for tp in todo:
         base = bases[tp]
         if tp[0] != settings.topic_orders or base is None or every <= 1:
             continue
-        chain = snapshots.chain_of(snapshots.list_snapshots(conn, projection, *tp), base)
+        chain = snapshots.chain_of(listed, base)  # (it keeps the snapshots of base's partition)
         if len(chain) < every and snapshots.framed(conn, chain[0].id):
             candidates[tp] = base
     if not candidates:

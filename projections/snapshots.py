@@ -604,7 +604,13 @@ def prune_candidates(snapshots: Sequence[SnapshotMeta], *, keep: int,
     for key in sorted(groups):
         ordered = sorted(groups[key], key=lambda s: s.next_offset, reverse=True)
         doomed = [s for s in ordered[keep:] if before is None or s.max_timestamp is None or s.max_timestamp < before]
+        at = {s.next_offset: s for s in ordered}
         gone = {s.id for s in doomed}
-        needed = {m.id for s in ordered if s.id not in gone for m in chain_of(ordered, s)}
-        out.extend(s for s in doomed if s.id not in needed)  # a kept snapshot's chain stays whole
+        needed: set[int] = set()  # next offsets of the snapshots a kept one grows from
+        for s in ordered:
+            base = None if s.id in gone else s.base_next_offset
+            while base is not None and base not in needed and base in at:
+                needed.add(base)
+                base = at[base].base_next_offset
+        out.extend(s for s in doomed if s.next_offset not in needed)  # a kept snapshot's chain stays whole
     return out
